@@ -1,0 +1,91 @@
+"""Configuration records for the CLI, notebooks and run directories.
+
+Layers and models take plain keyword arguments; these dataclasses only gather
+them so a run directory can record exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+OBJECTIVES = ("softmax", "sampled_softmax", "bce")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Architecture of the decoder (paper section 1).
+
+    Attributes:
+        num_items: Catalogue size N; item ids are 1..N, 0 is padding, N+1 is OOV.
+        num_users: Number of known users U; user ids are 1..U, 0 is OOV.
+        max_length: Tokens the decoder sees; the most recent ones are kept.
+        hidden_size: Embedding and hidden width d.
+        num_layers: Stacked causal decoder blocks.
+        num_heads: Attention heads per block.
+        intermediate_size: Width of the position-wise feed-forward layer.
+        dropout: Dropout rate on embeddings, attention and feed-forward output.
+        use_user_embedding: Add the per-user embedding ("user module") to every position.
+        user_dropout: Probability, in training, of replacing a user by the OOV user, so
+            the OOV embedding learns a population prior for cold-start users.
+        num_segments: Segment vocabulary (0 = real item, 1 = generated prompt).
+    """
+
+    num_items: int
+    num_users: int
+    max_length: int = 50
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 256
+    dropout: float = 0.5
+    use_user_embedding: bool = True
+    user_dropout: float = 0.1
+    num_segments: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How a stage is trained.
+
+    Attributes:
+        objective: "softmax" (full catalogue), "sampled_softmax" (in-batch negatives
+            with log-Q correction and accidental-hit removal) or "bce" (the paper's
+            binary cross-entropy with one sampled negative per position).
+        epochs: Maximum epochs; early stopping on validation NDCG@10 may end sooner.
+        batch_size: Users (sequences) per batch.
+        learning_rate: Adam learning rate.
+        patience: Epochs without validation NDCG@10 improvement before stopping.
+        eval_every: Run the validation ranking every this many epochs.
+        seed: Seed for weights, shuffling and negative sampling.
+    """
+
+    objective: str = "softmax"
+    epochs: int = 200
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 10
+    eval_every: int = 1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Writes JSON atomically (temp file, then rename), so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,119 @@
+"""Encoded sequences and the leave-one-out split (paper section 5).
+
+For a user with items v_1..v_n: training sees v_1..v_{n-2}; validation asks for
+v_{n-1} given v_1..v_{n-2}; test asks for v_n given v_1..v_{n-1}. In both
+evaluations the ranking excludes every item of the given history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from recgpt_tf.data.readers import load_interactions
+from recgpt_tf.data.vocab import Vocabulary
+
+SPLITS = ("valid", "test")
+
+
+@dataclasses.dataclass
+class EvalSplit:
+    """What one evaluation asks: for each user, a history and the held-out item.
+
+    Attributes:
+        users: [num_users] int32 user ids.
+        histories: One int32 array of item ids per user, oldest first (all of it,
+            for history exclusion; the model sees the most recent tokens).
+        targets: [num_users] int32 held-out item ids.
+    """
+
+    users: np.ndarray
+    histories: list[np.ndarray]
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A catalogue of users and items with their encoded sequences.
+
+    Attributes:
+        name: A label for reports (usually the file stem).
+        item_vocab: Item vocabulary (ids 1..N, N+1 = OOV).
+        user_vocab: User vocabulary (ids 1..U, 0 = OOV).
+        users: [U] int32 user ids, aligned with `sequences`.
+        sequences: Each user's full item-id sequence, oldest first.
+    """
+
+    name: str
+    item_vocab: Vocabulary
+    user_vocab: Vocabulary
+    users: np.ndarray
+    sequences: list[np.ndarray]
+
+    @classmethod
+    def from_interactions(cls, interactions: dict[str, list[str]], name: str = "data") -> "Dataset":
+        item_vocab = Vocabulary.build((i for items in interactions.values() for i in items), oov_id="end")
+        user_vocab = Vocabulary.build(interactions.keys(), oov_id="zero")
+        users = user_vocab.encode(interactions.keys())
+        sequences = [item_vocab.encode(items) for items in interactions.values()]
+        return cls(name, item_vocab, user_vocab, users, sequences)
+
+    @classmethod
+    def from_file(cls, path: Path | str, data_format: str | None = None) -> "Dataset":
+        return cls.from_interactions(load_interactions(path, data_format), name=Path(path).stem)
+
+    @property
+    def num_items(self) -> int:
+        return self.item_vocab.size
+
+    @property
+    def num_users(self) -> int:
+        return self.user_vocab.size
+
+    @property
+    def num_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+    def train_sequences(self) -> list[np.ndarray]:
+        """Each user's training items: all but the last two (users with fewer than
+        three items keep everything for training and are not evaluated)."""
+        return [s[:-2] if len(s) >= 3 else s for s in self.sequences]
+
+    def split(self, name: str) -> EvalSplit:
+        """The validation or test question for every user with at least three items."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {name!r}")
+        cut = 2 if name == "valid" else 1
+        keep = [i for i, s in enumerate(self.sequences) if len(s) >= 3]
+        return EvalSplit(
+            users=self.users[keep],
+            histories=[self.sequences[i][:-cut] for i in keep],
+            targets=np.array([self.sequences[i][-cut] for i in keep], dtype=np.int32),
+        )
+
+    def item_counts(self, sequences: list[np.ndarray] | None = None) -> np.ndarray:
+        """[N + 2] interaction counts per item id over `sequences` (default: training)."""
+        sequences = self.train_sequences() if sequences is None else sequences
+        flat = np.concatenate(sequences) if sequences else np.zeros(0, np.int32)
+        return np.bincount(flat, minlength=self.num_items + 2).astype(np.int64)
+
+    def statistics(self) -> dict[str, float]:
+        lengths = np.array([len(s) for s in self.sequences])
+        return {
+            "users": self.num_users,
+            "items": self.num_items,
+            "interactions": self.num_interactions,
+            "avg_length": float(lengths.mean()),
+            "max_length": int(lengths.max()),
+            "density": self.num_interactions / float(self.num_users * self.num_items),
+        }
+
+    def save_vocabularies(self, directory: Path | str) -> None:
+        directory = Path(directory)
+        self.item_vocab.save(directory / "items.txt")
+        self.user_vocab.save(directory / "users.txt")

@@ -1,0 +1,134 @@
+"""tf.data pipelines: shifted next-item targets, most recent tokens kept, length buckets.
+
+Sequences average ~9 items against a window of 50, so batches are bucketed by
+length: a batch is padded only to its own longest sequence, and the loss is
+computed only at real (masked-in) positions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+# Feature keys shared by the pipeline, the model and the evaluator.
+USER_ID = "user_id"
+ITEM_IDS = "item_ids"
+SEGMENT_IDS = "segment_ids"
+TARGETS = "targets"
+
+_BUCKET_BOUNDARIES = (4, 8, 12, 16, 24, 32, 40)
+
+
+def next_item_examples(
+    users: np.ndarray, sequences: Sequence[np.ndarray], max_length: int
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Builds (user, inputs, targets) with inputs = s[:-1], targets = s[1:] over the
+    most recent `max_length + 1` items; sequences with fewer than two items are dropped."""
+    keep_users, inputs, targets = [], [], []
+    for user, seq in zip(users, sequences):
+        if len(seq) < 2:
+            continue
+        window = seq[-(max_length + 1):]
+        keep_users.append(user)
+        inputs.append(window[:-1])
+        targets.append(window[1:])
+    return np.asarray(keep_users, dtype=np.int32), inputs, targets
+
+
+def _padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
+    out = np.zeros((len(rows), width), dtype=np.int32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def training_dataset(
+    users: np.ndarray,
+    sequences: Sequence[np.ndarray],
+    max_length: int = 50,
+    batch_size: int = 256,
+    shuffle: bool = True,
+    seed: int = 0,
+    segments: Sequence[np.ndarray] | None = None,
+    target_mask: Sequence[np.ndarray] | None = None,
+) -> tf.data.Dataset:
+    """A dataset of next-item batches for `model.fit`.
+
+    Args:
+        users: [num_sequences] int32 user ids.
+        sequences: Item-id sequences, oldest first.
+        max_length: Tokens kept per sequence (the most recent).
+        batch_size: Sequences per batch.
+        shuffle: Reshuffle every epoch (deterministic given `seed`).
+        seed: Shuffle seed.
+        segments: Optional per-token segment ids aligned with `sequences`
+            (prompt-enhanced sequences: 0 real item, 1 prompt).
+        target_mask: Optional per-token 0/1 flags aligned with `sequences`; a
+            position is trained only where the flag of its *target* token is 1.
+
+    Returns:
+        Batches of `{user_id: [B], item_ids: [B, T], segment_ids: [B, T],
+        targets: [B, T]}`, T = longest sequence in the batch, targets 0 where
+        padded or masked out.
+    """
+    if segments is None:
+        segments = [np.zeros_like(s) for s in sequences]
+    if target_mask is None:
+        target_mask = [np.ones_like(s) for s in sequences]
+    keep_users, inputs, targets = next_item_examples(users, sequences, max_length)
+    _, seg_inputs, _ = next_item_examples(users, segments, max_length)
+    _, _, mask_targets = next_item_examples(users, target_mask, max_length)
+    targets = [t * m for t, m in zip(targets, mask_targets)]
+    if len(keep_users) == 0:
+        raise ValueError("no sequence has two or more items to train on")
+
+    lengths = np.fromiter((len(r) for r in inputs), dtype=np.int32, count=len(inputs))
+    width = int(lengths.max())
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            USER_ID: keep_users,
+            "length": lengths,
+            ITEM_IDS: _padded(inputs, width),
+            SEGMENT_IDS: _padded(seg_inputs, width),
+            TARGETS: _padded(targets, width),
+        }
+    )
+    if shuffle:
+        ds = ds.shuffle(len(keep_users), seed=seed, reshuffle_each_iteration=True)
+    # Cut each example to its own length; buckets then pad only to their longest.
+    ds = ds.map(
+        lambda x: {
+            USER_ID: x[USER_ID],
+            ITEM_IDS: x[ITEM_IDS][: x["length"]],
+            SEGMENT_IDS: x[SEGMENT_IDS][: x["length"]],
+            TARGETS: x[TARGETS][: x["length"]],
+        },
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    boundaries = [b for b in _BUCKET_BOUNDARIES if b < max_length]
+    ds = ds.bucket_by_sequence_length(
+        element_length_func=lambda x: tf.shape(x[ITEM_IDS])[0],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padded_shapes={USER_ID: [], ITEM_IDS: [None], SEGMENT_IDS: [None], TARGETS: [None]},
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pads the most recent `max_length` items of each row.
+
+    Returns:
+        ids: [B, T] int32, T = min(max_length, longest row) (at least 1).
+        lengths: [B] int32 kept lengths (0 for an empty history).
+    """
+    kept = [r[-max_length:] if len(r) else r for r in rows]
+    lengths = np.fromiter((len(r) for r in kept), dtype=np.int32, count=len(kept))
+    width = max(1, int(lengths.max(initial=0)))
+    ids = np.zeros((len(kept), width), dtype=np.int32)
+    for i, row in enumerate(kept):
+        ids[i, : len(row)] = row
+    return ids, lengths

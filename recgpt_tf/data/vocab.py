@@ -1,0 +1,78 @@
+"""String id ↔ integer id vocabularies.
+
+Items: 0 is padding, known items are 1..N, N+1 is the out-of-vocabulary slot.
+Users: 0 is the out-of-vocabulary (cold-start) user, known users are 1..U.
+Vocabulary files hold one token per line; line i (from 0) is id i+1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+class Vocabulary:
+    """An ordered token list with a fixed id for unknown tokens.
+
+    Args:
+        tokens: Known tokens; token i gets id i + 1.
+        oov_id: "end" puts unknown tokens at len(tokens) + 1 (items, where 0 is
+            padding); "zero" maps them to 0 (users).
+    """
+
+    def __init__(self, tokens: Sequence[str], oov_id: str = "end") -> None:
+        if oov_id not in ("end", "zero"):
+            raise ValueError(f"oov_id must be 'end' or 'zero'; got {oov_id!r}")
+        self.tokens = list(tokens)
+        self.oov_policy = oov_id
+        self._index = {token: i + 1 for i, token in enumerate(self.tokens)}
+        if len(self._index) != len(self.tokens):
+            raise ValueError("vocabulary tokens must be unique")
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], oov_id: str = "end") -> "Vocabulary":
+        """Builds a vocabulary over distinct tokens: numeric order when all are
+        integers (so the paper's 1-based ids keep their numbers), else first-seen order."""
+        distinct = list(dict.fromkeys(tokens))
+        if distinct and all(t.lstrip("-").isdigit() for t in distinct):
+            distinct.sort(key=int)
+        return cls(distinct, oov_id=oov_id)
+
+    @property
+    def size(self) -> int:
+        """Number of known tokens (N or U)."""
+        return len(self.tokens)
+
+    @property
+    def oov(self) -> int:
+        return self.size + 1 if self.oov_policy == "end" else 0
+
+    def lookup(self, token: str) -> int:
+        return self._index.get(token, self.oov)
+
+    def encode(self, tokens: Iterable[str]) -> np.ndarray:
+        return np.fromiter((self._index.get(t, self.oov) for t in tokens), dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Maps ids back to tokens; padding is "" and OOV is "[OOV]"."""
+        out = []
+        for i in ids:
+            i = int(i)
+            out.append(self.tokens[i - 1] if 1 <= i <= self.size else ("" if i == 0 and self.oov_policy == "end" else "[OOV]"))
+        return out
+
+    def save(self, path: Path | str) -> None:
+        bad = [t for t in self.tokens if "\n" in t or not t]
+        if bad:
+            raise ValueError(f"vocabulary tokens cannot be empty or hold newlines: {bad[:3]!r}")
+        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path | str, oov_id: str = "end") -> "Vocabulary":
+        text = Path(path).read_text(encoding="utf-8")
+        return cls(text.splitlines(), oov_id=oov_id)
+
+    def __len__(self) -> int:
+        return self.size

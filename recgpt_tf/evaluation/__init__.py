@@ -1,0 +1,10 @@
+"""Evaluation on the paper's protocol: ranks, HR/NDCG, the popularity baseline."""
+
+from recgpt_tf.evaluation.evaluate import PROTOCOL, evaluate_model, evaluate_popularity, model_ranks
+from recgpt_tf.evaluation.metrics import CUTOFFS, ranking_metrics
+from recgpt_tf.evaluation.ranking import exclude_history, history_indices, target_ranks
+
+__all__ = [
+    "CUTOFFS", "PROTOCOL", "evaluate_model", "evaluate_popularity", "exclude_history",
+    "history_indices", "model_ranks", "ranking_metrics", "target_ranks",
+]

@@ -1,0 +1,29 @@
+"""HR@k and NDCG@k from 0-based ranks of the held-out item (paper section 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CUTOFFS = (5, 10, 20)
+
+
+def ranking_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = CUTOFFS) -> dict[str, float]:
+    """Averages HR@k and NDCG@k over users.
+
+    Args:
+        ranks: [num_users] 0-based rank of each user's held-out item among all
+            candidates (history excluded); a held-out item that was excluded has a
+            rank beyond every cutoff.
+        cutoffs: The k values.
+
+    Returns:
+        {"HR@5": .., "HR@10": .., ..., "NDCG@5": .., ...}, HR keys first.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.size == 0:
+        raise ValueError("no users to evaluate")
+    hits = {k: ranks < k for k in cutoffs}
+    out = {f"HR@{k}": float(hits[k].mean()) for k in cutoffs}
+    gain = 1.0 / np.log2(ranks + 2.0)
+    out.update({f"NDCG@{k}": float(np.where(hits[k], gain, 0.0).mean()) for k in cutoffs})
+    return out

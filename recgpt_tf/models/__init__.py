@@ -1,0 +1,7 @@
+"""The backbone (ids → hidden states) and the RecGPT task model (tfrs.Model)."""
+
+from recgpt_tf.models.backbone import RecGPTBackbone, gather_last
+from recgpt_tf.models.objectives import SigmoidPairLoss, make_task, retrieval_loss
+from recgpt_tf.models.recgpt import RecGPT
+
+__all__ = ["RecGPT", "RecGPTBackbone", "SigmoidPairLoss", "gather_last", "make_task", "retrieval_loss"]

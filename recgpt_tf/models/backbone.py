@@ -1,0 +1,114 @@
+"""RecGPTBackbone: (user, item ids, segment ids) → hidden states, the GPT decoder of the paper."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
+from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
+
+
+@keras.utils.register_keras_serializable(package="recgpt_tf")
+class RecGPTBackbone(keras.layers.Layer):
+    """Embeddings, `num_layers` causal decoder blocks and a final layer norm.
+
+    Hidden state h_t (position t) summarises items 1..t and is trained to predict
+    item t+1. Arguments are those of `RecGPTEmbedding` and `CausalDecoderBlock`.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        num_users: int,
+        max_length: int = 50,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        intermediate_size: int = 256,
+        dropout: float = 0.5,
+        use_user_embedding: bool = True,
+        user_dropout: float = 0.1,
+        num_segments: int = 2,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_items = num_items
+        self.num_users = num_users
+        self.max_length = max_length
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.dropout = dropout
+        self.use_user_embedding = use_user_embedding
+        self.user_dropout = user_dropout
+        self.num_segments = num_segments
+        self.embedding = RecGPTEmbedding(
+            num_items=num_items,
+            num_users=num_users,
+            max_length=max_length,
+            hidden_size=hidden_size,
+            num_segments=num_segments,
+            dropout=dropout,
+            use_user_embedding=use_user_embedding,
+            user_dropout=user_dropout,
+            name="embedding",
+        )
+        self.blocks = [
+            CausalDecoderBlock(hidden_size, num_heads, intermediate_size, dropout, name=f"decoder_block_{i}")
+            for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+
+    @property
+    def item_table(self) -> tf.Variable:
+        """[N + 2, d] item embeddings (row 0 padding, row N+1 OOV)."""
+        return self.embedding.item_embedding.embeddings
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """Args:
+            inputs: `user_id` [B], `item_ids` [B, T] right-padded with 0, and
+                optionally `segment_ids` [B, T] (zeros when absent).
+
+        Returns:
+            [B, T, d] hidden states; rows past each sequence's length are padding.
+        """
+        item_ids = tf.cast(inputs[ITEM_IDS], tf.int32)
+        segment_ids = inputs.get(SEGMENT_IDS)
+        segment_ids = tf.zeros_like(item_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
+        x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.final_norm(x)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            num_items=self.num_items,
+            num_users=self.num_users,
+            max_length=self.max_length,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            dropout=self.dropout,
+            use_user_embedding=self.use_user_embedding,
+            user_dropout=self.user_dropout,
+            num_segments=self.num_segments,
+        )
+        return config
+
+
+def gather_last(hidden: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """Picks each row's hidden state at its last real position.
+
+    Args:
+        hidden: [B, T, d].
+        lengths: [B] sequence lengths (>= 1).
+
+    Returns:
+        [B, d].
+    """
+    index = tf.maximum(tf.cast(lengths, tf.int32) - 1, 0)
+    return tf.gather(hidden, index, batch_dims=1)

@@ -1,0 +1,109 @@
+"""RecGPT: the backbone plus a TFRS retrieval objective over the item table."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from recgpt_tf.config import OBJECTIVES
+from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
+from recgpt_tf.models.backbone import RecGPTBackbone, gather_last
+from recgpt_tf.models.objectives import make_task, retrieval_loss
+
+
+@keras.utils.register_keras_serializable(package="recgpt_tf")
+class RecGPT(tfrs.Model):
+    """The RecGPT task model: next-item prediction at every real position.
+
+    `compute_loss` runs the backbone, keeps positions whose target is a real
+    item, and hands (hidden state, next item) pairs to a `tfrs.tasks.Retrieval`
+    task. Train it with plain `model.fit` on `recgpt_tf.data.training_dataset`.
+
+    Args:
+        num_items: Known items N.
+        num_users: Known users U.
+        objective: "softmax", "sampled_softmax" or "bce" (see `models.objectives`).
+        **backbone_kwargs: Passed to `RecGPTBackbone` (max_length, hidden_size,
+            num_layers, num_heads, intermediate_size, dropout, use_user_embedding,
+            user_dropout, num_segments).
+    """
+
+    def __init__(self, num_items: int, num_users: int, objective: str = "softmax", name: str = "recgpt", **backbone_kwargs) -> None:
+        super().__init__(name=name)
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        if num_items < 1 or num_users < 0:
+            raise ValueError(f"need num_items >= 1 and num_users >= 0; got {num_items}, {num_users}")
+        self.num_items = num_items
+        self.num_users = num_users
+        self.objective = objective
+        self.backbone = RecGPTBackbone(num_items, num_users, name="backbone", **backbone_kwargs)
+        self.task = make_task(objective)
+        # Log unigram probability per item id for the log-Q correction of
+        # sampled softmax; uniform until `set_item_frequencies` is called.
+        self.item_log_probability = self.add_weight(
+            name="item_log_probability",
+            shape=(num_items + 2,),
+            initializer=keras.initializers.Constant(-np.log(num_items)),
+            trainable=False,
+        )
+
+    @property
+    def max_length(self) -> int:
+        return self.backbone.max_length
+
+    def set_item_frequencies(self, counts: np.ndarray) -> None:
+        """Sets the log-Q table from [N + 2] interaction counts (smoothed by +1)."""
+        counts = np.asarray(counts, dtype=np.float64) + 1.0
+        if counts.shape != (self.num_items + 2,):
+            raise ValueError(f"counts must have shape ({self.num_items + 2},); got {counts.shape}")
+        self.item_log_probability.assign(np.log(counts / counts.sum()).astype(np.float32))
+
+    def output_item_table(self) -> tf.Tensor:
+        """[N + 2, d] embeddings the hidden state is scored against (score = h · e_i)."""
+        return self.backbone.item_table
+
+    def candidate_embeddings(self) -> tf.Tensor:
+        """[N, d] output embeddings of items 1..N (column j ↔ item id j + 1)."""
+        return self.output_item_table()[1 : self.num_items + 1]
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """Hidden states [B, T, d] for a batch of `user_id`, `item_ids`, `segment_ids`."""
+        return self.backbone(inputs, training=training)
+
+    def user_representation(self, inputs: dict[str, tf.Tensor], lengths: tf.Tensor) -> tf.Tensor:
+        """[B, d] hidden state at each sequence's last real position (the paper's h1)."""
+        return gather_last(self.backbone(inputs, training=False), lengths)
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        hidden = self.backbone(
+            {USER_ID: features[USER_ID], ITEM_IDS: features[ITEM_IDS], SEGMENT_IDS: features.get(SEGMENT_IDS)},
+            training=training,
+        )  # (B, T, d)
+        targets = tf.cast(features[TARGETS], tf.int32)
+        real = targets > 0
+        queries = tf.boolean_mask(hidden, real)  # (P, d)
+        positives = tf.boolean_mask(targets, real)  # (P,)
+        return retrieval_loss(
+            self.task,
+            self.objective,
+            queries,
+            positives,
+            self.output_item_table(),
+            self.num_items,
+            self.item_log_probability,
+        )
+
+    def get_config(self) -> dict:
+        config = {"num_items": self.num_items, "num_users": self.num_users, "objective": self.objective, "name": self.name}
+        backbone = self.backbone.get_config()
+        for key in ("name", "trainable", "dtype", "num_items", "num_users"):
+            backbone.pop(key, None)
+        config.update(backbone)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "RecGPT":
+        return cls(**config)

@@ -1,0 +1,58 @@
+"""Callbacks that put paper-protocol validation metrics into Keras logs."""
+
+from __future__ import annotations
+
+import time
+
+import tf_keras as keras
+
+from recgpt_tf.data.dataset import EvalSplit
+from recgpt_tf.evaluation.evaluate import evaluate_model
+
+MONITOR = "val_NDCG@10"
+
+
+class RankingValidation(keras.callbacks.Callback):
+    """Full-ranking validation at the end of every `every`-th epoch.
+
+    Writes `val_HR@k` / `val_NDCG@k` into the epoch logs, so callbacks listed
+    after it (EarlyStopping, ModelCheckpoint, CSVLogger, TensorBoard) can monitor
+    `val_NDCG@10`, and prints a one-line summary per epoch.
+
+    Args:
+        split: The validation question (`Dataset.split("valid")`).
+        every: Evaluate every this many epochs (others reuse the last figures).
+        batch_size: Users per evaluation batch.
+        verbose: Print the per-epoch summary line.
+    """
+
+    def __init__(self, split: EvalSplit, every: int = 1, batch_size: int = 1024, verbose: bool = True) -> None:
+        super().__init__()
+        self.split = split
+        self.every = max(1, every)
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.last: dict[str, float] = {}
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        train_seconds = time.perf_counter() - self._epoch_start
+        if (epoch + 1) % self.every == 0 or not self.last:
+            start = time.perf_counter()
+            self.last = evaluate_model(self.model, self.split, self.batch_size)
+            eval_seconds = time.perf_counter() - start
+        else:
+            eval_seconds = 0.0
+        logs.update({f"val_{k}": v for k, v in self.last.items()})
+        logs["epoch_seconds"] = train_seconds
+        if self.verbose:
+            print(
+                f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  "
+                f"val HR@10 {self.last['HR@10']:.4f}  val NDCG@10 {self.last['NDCG@10']:.4f}  "
+                f"({train_seconds:.1f}s train, {eval_seconds:.1f}s eval)",
+                flush=True,
+            )

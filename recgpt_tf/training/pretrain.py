@@ -1,0 +1,161 @@
+"""Stage 1: auto-regressive pre-training (paper section 2), resumable.
+
+Run directory layout written here:
+    config.json              model and training configuration, data statistics
+    items.txt, users.txt     vocabularies (line i is id i + 1)
+    pretrain/weights*        the selected (best validation NDCG@10) weights
+    pretrain/history.csv     per-epoch loss and validation metrics
+    pretrain/backup/         BackupAndRestore state while a run is in progress
+    logs/pretrain/           TensorBoard
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from recgpt_tf.config import ModelConfig, TrainConfig, write_json
+from recgpt_tf.data.dataset import Dataset
+from recgpt_tf.data.pipeline import training_dataset
+from recgpt_tf.models.recgpt import RecGPT
+from recgpt_tf.training.callbacks import MONITOR, RankingValidation
+
+
+def build_model(model_config: ModelConfig, objective: str = "softmax") -> RecGPT:
+    """A `RecGPT` from a `ModelConfig`, with its variables created."""
+    config = model_config.to_dict()
+    model = RecGPT(objective=objective, **config)
+    # One call creates every variable, so weights can be loaded or counted at once.
+    model({"user_id": tf.zeros([1], tf.int32), "item_ids": tf.zeros([1, 1], tf.int32)})
+    return model
+
+
+def _previous_best(history_csv: Path) -> tuple[float, int]:
+    """(best monitored value, epochs since it) from an interrupted run's CSV log."""
+    if not history_csv.exists():
+        return -math.inf, 0
+    with history_csv.open() as handle:
+        values = [float(row[MONITOR]) for row in csv.DictReader(handle) if row.get(MONITOR)]
+    if not values:
+        return -math.inf, 0
+    best_epoch = int(np.argmax(values))
+    return values[best_epoch], len(values) - 1 - best_epoch
+
+
+def fit_stage(
+    model: RecGPT,
+    dataset: Dataset,
+    stage_dir: Path,
+    log_dir: Path,
+    train_config: TrainConfig,
+    train_data: tf.data.Dataset,
+    verbose: int = 1,
+    extra_callbacks: list | None = None,
+) -> dict:
+    """Fits `model` with early stopping on validation NDCG@10; resumes if interrupted.
+
+    The weights with the best validation NDCG@10 are left in the model and in
+    `stage_dir/weights`. Returns a summary (epochs, seconds, best metrics).
+    """
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    history_csv = stage_dir / "history.csv"
+    best_path = str(stage_dir / "best" / "weights")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
+
+    validation = RankingValidation(dataset.split("valid"), every=train_config.eval_every, verbose=verbose > 0)
+    checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
+    stopping = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=train_config.patience)
+    # After an interruption BackupAndRestore brings back weights, optimizer and
+    # epoch; the best-so-far of the monitors comes back from the CSV log.
+    best, wait = _previous_best(history_csv)
+    checkpoint.best = best
+    callbacks = [
+        validation,  # first: the callbacks below read the metrics it logs
+        checkpoint,
+        stopping,
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
+        keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
+        *(extra_callbacks or []),
+    ]
+
+    class _ResumeStopping(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if best > -math.inf:
+                stopping.best, stopping.wait = best, wait
+
+    callbacks.insert(3, _ResumeStopping())
+    start = time.perf_counter()
+    history = model.fit(train_data, epochs=train_config.epochs, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+
+    if Path(best_path + ".index").exists():
+        model.load_weights(best_path).expect_partial()
+    model.save_weights(str(stage_dir / "weights"))
+    epoch_seconds = [s for s in history.history.get("epoch_seconds", [])]
+    with history_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    best_row = max(rows, key=lambda r: float(r[MONITOR])) if rows else {}
+    return {
+        "epochs": len(rows),
+        "best_epoch": rows.index(best_row) + 1 if rows else 0,
+        "seconds": seconds,
+        "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
+        "valid": {k[len("val_"):]: float(v) for k, v in best_row.items() if k.startswith("val_")},
+    }
+
+
+def pretrain(
+    dataset: Dataset,
+    run_dir: Path | str,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    verbose: int = 1,
+    extra_callbacks: list | None = None,
+) -> tuple[RecGPT, dict]:
+    """Pre-trains RecGPT on `dataset`'s training split into `run_dir`.
+
+    Args:
+        dataset: Encoded data; validation items select the epoch.
+        run_dir: Created if missing; an interrupted run in it resumes.
+        model_config: Architecture (defaults: `ModelConfig` for this catalogue).
+        train_config: Objective and schedule (defaults: `TrainConfig()`).
+        verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
+        extra_callbacks: More Keras callbacks, run after the built-in ones.
+
+    Returns:
+        (model with the selected weights, stage summary).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_config = model_config or ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users)
+    train_config = train_config or TrainConfig()
+    if (model_config.num_items, model_config.num_users) != (dataset.num_items, dataset.num_users):
+        raise ValueError(
+            f"model_config is for {model_config.num_items} items / {model_config.num_users} users, "
+            f"the data has {dataset.num_items} / {dataset.num_users}"
+        )
+    keras.utils.set_random_seed(train_config.seed)
+    dataset.save_vocabularies(run_dir)
+    write_json(
+        run_dir / "config.json",
+        {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(), "pretrain": train_config.to_dict()},
+    )
+    model = build_model(model_config, train_config.objective)
+    model.set_item_frequencies(dataset.item_counts())
+    train_data = training_dataset(
+        dataset.users, dataset.train_sequences(), model_config.max_length, train_config.batch_size, seed=train_config.seed
+    )
+    summary = fit_stage(model, dataset, run_dir / "pretrain", run_dir / "logs" / "pretrain", train_config, train_data, verbose, extra_callbacks)
+    summary["objective"] = train_config.objective
+    summary["sequences_per_second"] = (
+        len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
+    )
+    write_json(run_dir / "pretrain" / "summary.json", summary)
+    return model, summary

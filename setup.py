@@ -1,0 +1,42 @@
+"""Install recgpt-tf: `pip install .` (add `[test]` for the test suite)."""
+
+from setuptools import setup
+
+# The stack is pinned as a set: ScaNN 1.4.x ships TF ops built against TF 2.20,
+# and TFRS 0.7.7 needs Keras 2 (tf-keras), which must match TF's minor version.
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.*",
+    "tf-keras==2.20.*",
+    "tensorflow-recommenders==0.7.7",
+    "scann[tf]==1.4.2",
+    "tensorflow-serving-api==2.20.*",
+    "numpy>=2.0,<3",
+    "grpcio>=1.60",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest>=8"],
+    "notebooks": ["nbclient>=0.10", "ipykernel>=6", "matplotlib>=3.8"],
+}
+
+setup(
+    name="recgpt-tf",
+    version="0.1.0",
+    description=(
+        "RecGPT (generative personalised prompts for sequential recommendation) "
+        "on TensorFlow, TFRS and TF Serving"
+    ),
+    python_requires=">=3.11,<3.12",
+    packages=[
+        "recgpt_tf",
+        "recgpt_tf.data",
+        "recgpt_tf.layers",
+        "recgpt_tf.models",
+        "recgpt_tf.training",
+        "recgpt_tf.evaluation",
+        "recgpt_tf.inference",
+    ],
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["recgpt=recgpt_tf.cli:main"]},
+)
