@@ -56,16 +56,30 @@ class Dataset:
     sequences: list[np.ndarray]
 
     @classmethod
-    def from_interactions(cls, interactions: dict[str, list[str]], name: str = "data") -> "Dataset":
-        item_vocab = Vocabulary.build((i for items in interactions.values() for i in items), oov_id="end")
-        user_vocab = Vocabulary.build(interactions.keys(), oov_id="zero")
+    def from_interactions(
+        cls,
+        interactions: dict[str, list[str]],
+        name: str = "data",
+        item_vocab: Vocabulary | None = None,
+        user_vocab: Vocabulary | None = None,
+    ) -> "Dataset":
+        """Encodes `{user: [item, ...]}`; vocabularies are built from it unless given
+        (a trained run's vocabularies, so ids match its embeddings)."""
+        item_vocab = item_vocab or Vocabulary.build((i for items in interactions.values() for i in items), oov_id="end")
+        user_vocab = user_vocab or Vocabulary.build(interactions.keys(), oov_id="zero")
         users = user_vocab.encode(interactions.keys())
         sequences = [item_vocab.encode(items) for items in interactions.values()]
         return cls(name, item_vocab, user_vocab, users, sequences)
 
     @classmethod
-    def from_file(cls, path: Path | str, data_format: str | None = None) -> "Dataset":
-        return cls.from_interactions(load_interactions(path, data_format), name=Path(path).stem)
+    def from_file(
+        cls,
+        path: Path | str,
+        data_format: str | None = None,
+        item_vocab: Vocabulary | None = None,
+        user_vocab: Vocabulary | None = None,
+    ) -> "Dataset":
+        return cls.from_interactions(load_interactions(path, data_format), Path(path).stem, item_vocab, user_vocab)
 
     @property
     def num_items(self) -> int:

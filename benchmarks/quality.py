@@ -1,0 +1,126 @@
+"""Pre-training quality on the paper's datasets, next to the paper's rows.
+
+Trains RecGPT with the default configuration (or overrides) on each dataset,
+selects the epoch on validation NDCG@10, and reports validation and test
+HR/NDCG@{5,10,20} under the paper's protocol, the popularity baseline, the
+objective, epochs, seconds per epoch, sequences per second and the time of one
+full-ranking evaluation of every user.
+
+    python benchmarks/quality.py --json results/quality.json --markdown results/quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import recgpt_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from recgpt_tf.config import ModelConfig, TrainConfig
+from recgpt_tf.data import Dataset
+from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
+from recgpt_tf.training import pretrain
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA = [SHARED / "Beauty.txt", SHARED / "Sports_and_Outdoors.txt"]
+
+# Paper Table 2, (HR@5, NDCG@5, HR@10, NDCG@10).
+PAPER = {
+    "Beauty": {"SASRec": (0.0398, 0.0261, 0.0614, 0.0331), "Pre-train": (0.0418, 0.0272, 0.0610, 0.0334)},
+    "Sports_and_Outdoors": {"SASRec": (0.0203, 0.0135, 0.0324, 0.0174), "Pre-train": (0.0203, 0.0132, 0.0324, 0.0171)},
+}
+# Measured on this machine kind by the issue's author: RecBole 1.2.1 SASRec (CE), Beauty.
+PEERS = {"Beauty": {"RecBole SASRec (CE, 14 epochs)": (None, None, 0.0883, 0.0539)}}
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}"
+
+
+def run_one(path: Path, model_overrides: dict, train_config: TrainConfig, run_root: Path) -> dict:
+    dataset = Dataset.from_file(path)
+    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_overrides)
+    run_dir = run_root / dataset.name
+    model, summary = pretrain(dataset, run_dir, model_config, train_config, verbose=2)
+    test = dataset.split("test")
+    start = time.perf_counter()
+    test_metrics = evaluate_model(model, test)
+    eval_seconds = time.perf_counter() - start
+    return {
+        "dataset": dataset.name,
+        "statistics": dataset.statistics(),
+        "model": model_config.to_dict(),
+        "train": train_config.to_dict(),
+        "objective": train_config.objective,
+        "epochs": summary["epochs"],
+        "best_epoch": summary["best_epoch"],
+        "train_seconds": summary["seconds"],
+        "seconds_per_epoch": summary["seconds_per_epoch"],
+        "sequences_per_second": summary["sequences_per_second"],
+        "full_ranking_eval_seconds": eval_seconds,
+        "eval_users": len(test),
+        "valid": summary["valid"],
+        "test": test_metrics,
+        "popularity_test": evaluate_popularity(dataset, test),
+    }
+
+
+def markdown(results: list[dict], when: str) -> str:
+    fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [
+        f"Measured {when} on {machine()}. Test split, leave-one-out, full ranking, history excluded.",
+        "",
+        "| dataset | model | HR@5 | NDCG@5 | HR@10 | NDCG@10 | epochs | s/epoch | seq/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        name = r["dataset"]
+        for label, row in {**PAPER.get(name, {}), **PEERS.get(name, {})}.items():
+            lines.append(f"| {name} | {label} (paper/peer) | " + " | ".join(fmt(v) for v in row) + " | | | |")
+        t, p = r["test"], r["popularity_test"]
+        lines.append(f"| {name} | popularity | {fmt(p['HR@5'])} | {fmt(p['NDCG@5'])} | {fmt(p['HR@10'])} | {fmt(p['NDCG@10'])} | | | |")
+        lines.append(
+            f"| {name} | **recgpt-tf pre-train ({r['objective']})** | {fmt(t['HR@5'])} | {fmt(t['NDCG@5'])} | "
+            f"{fmt(t['HR@10'])} | {fmt(t['NDCG@10'])} | {r['epochs']} (best {r['best_epoch']}) | "
+            f"{r['seconds_per_epoch']:.1f} | {r['sequences_per_second']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
+    parser.add_argument("--json", type=Path, default=Path("results/quality.json"))
+    parser.add_argument("--markdown", type=Path, default=Path("results/quality.md"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/quality"))
+    for field in dataclasses.fields(TrainConfig):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None)
+    for field in dataclasses.fields(ModelConfig):
+        if field.name in ("num_items", "num_users"):
+            continue
+        kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(field.default, bool) else type(field.default)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None)
+    args = parser.parse_args()
+
+    train_config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None})
+    model_overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in ("num_items", "num_users") and getattr(args, f.name) is not None
+    }
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results = [run_one(path, model_overrides, train_config, args.runs) for path in args.data]
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"measured": when, "machine": machine(), "results": results}, indent=2) + "\n")
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(markdown(results, when))
+    print(markdown(results, when))
+
+
+if __name__ == "__main__":
+    main()

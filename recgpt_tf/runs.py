@@ -1,0 +1,60 @@
+"""Reading a trained run directory back (see `training.pretrain` for its layout)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from recgpt_tf.config import ModelConfig
+from recgpt_tf.data.dataset import Dataset
+from recgpt_tf.data.vocab import Vocabulary
+from recgpt_tf.models.recgpt import RecGPT
+
+
+class RunDirectoryError(FileNotFoundError):
+    """A run directory is missing or incomplete; the message names what is missing."""
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run: its configuration and vocabularies."""
+
+    path: Path
+    config: dict
+    item_vocab: Vocabulary
+    user_vocab: Vocabulary
+
+    @classmethod
+    def open(cls, path: Path | str) -> "Run":
+        path = Path(path)
+        for name in ("config.json", "items.txt", "users.txt"):
+            if not (path / name).is_file():
+                raise RunDirectoryError(f"{path}: not a trained run directory (no {name}); create one with `recgpt train DATA --out {path}`")
+        return cls(
+            path=path,
+            config=json.loads((path / "config.json").read_text()),
+            item_vocab=Vocabulary.load(path / "items.txt", oov_id="end"),
+            user_vocab=Vocabulary.load(path / "users.txt", oov_id="zero"),
+        )
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.config["model"])
+
+    def has_stage(self, stage: str) -> bool:
+        return (self.path / stage / "weights.index").is_file()
+
+    def load_model(self, stage: str = "pretrain") -> RecGPT:
+        """The model with the stage's selected weights."""
+        from recgpt_tf.training.pretrain import build_model
+
+        if not self.has_stage(stage):
+            raise RunDirectoryError(f"{self.path}: stage {stage!r} has no weights ({self.path / stage / 'weights.index'} missing)")
+        model = build_model(self.model_config, self.config.get(stage, {}).get("objective", "softmax"))
+        model.load_weights(str(self.path / stage / "weights")).expect_partial()
+        return model
+
+    def dataset(self, data: Path | str, data_format: str | None = None) -> Dataset:
+        """`data` encoded with this run's vocabularies."""
+        return Dataset.from_file(data, data_format, item_vocab=self.item_vocab, user_vocab=self.user_vocab)

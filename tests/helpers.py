@@ -1,0 +1,32 @@
+"""Plain helpers shared by the tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import recgpt_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from recgpt_tf.config import ModelConfig, TrainConfig
+from recgpt_tf.data import Dataset
+
+TINY_MODEL = dict(max_length=20, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, dropout=0.1, user_dropout=0.0)
+
+
+def tiny_model_config(dataset: Dataset, **overrides) -> ModelConfig:
+    return ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **{**TINY_MODEL, **overrides})
+
+
+def tiny_train_config(**overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 8, "batch_size": 64, "learning_rate": 3e-3, "patience": 8, "seed": 7, **overrides})
+
+
+def write_lines(path, lines) -> str:
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def random_batch(num_items: int, num_users: int, batch: int = 3, length: int = 6, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "user_id": rng.integers(1, num_users + 1, size=batch).astype(np.int32),
+        "item_ids": rng.integers(1, num_items + 1, size=(batch, length)).astype(np.int32),
+    }

@@ -1,0 +1,35 @@
+import json
+
+from recgpt_tf.cli import main
+from recgpt_tf.data import synthetic_sequences
+
+TINY_FLAGS = ["--hidden-size", "16", "--num-layers", "1", "--intermediate-size", "32", "--max-length", "20",
+              "--epochs", "2", "--batch-size", "64", "--quiet"]
+
+
+def test_train_then_evaluate_writes_the_contract_json(tmp_path, capsys):
+    data = tmp_path / "data.txt"
+    seqs = synthetic_sequences(num_users=150, num_items=60, num_topics=5, seed=4)
+    data.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in seqs.items()))
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *TINY_FLAGS]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), str(data), "--json", str(tmp_path / "eval.json")]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["dataset"] == "data" and report["users"] == 150 and report["items"] == 60
+    assert report["protocol"] == "leave-one-out, full ranking, history excluded"
+    assert set(report["results"]["pretrain"]) == {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
+    assert report["train_seconds"] > 0
+    assert "pretrain" in capsys.readouterr().out
+
+
+def test_bad_data_exits_with_file_and_line(tmp_path, capsys):
+    data = tmp_path / "bad.txt"
+    data.write_text("1 2 3\n2 4 oops\n")
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *TINY_FLAGS]) == 2
+    assert "bad.txt:2: item id 'oops' is not an integer" in capsys.readouterr().err
+
+
+def test_evaluate_names_a_missing_run(tmp_path, capsys):
+    data = tmp_path / "d.txt"
+    data.write_text("1 2 3 4\n")
+    assert main(["evaluate", str(tmp_path / "nowhere"), str(data)]) == 2
+    assert "not a trained run directory" in capsys.readouterr().err

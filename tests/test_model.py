@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recgpt_tf.models import RecGPT, RecGPTBackbone, retrieval_loss, make_task
+from recgpt_tf.training import build_model
+from helpers import TINY_MODEL, random_batch
+
+N, U = 30, 10
+
+
+def make_model(**overrides) -> RecGPT:
+    model = RecGPT(num_items=N, num_users=U, **{**TINY_MODEL, "dropout": 0.0, **overrides})
+    model(random_batch(N, U))
+    return model
+
+
+def test_no_future_leakage():
+    model = make_model(num_layers=2)
+    batch = random_batch(N, U, batch=2, length=8, seed=1)
+    base = model(batch).numpy()
+    changed = {**batch, "item_ids": batch["item_ids"].copy()}
+    t = 4
+    changed["item_ids"][:, t + 1] = (changed["item_ids"][:, t + 1] % N) + 1  # change item t+1
+    after = model(changed).numpy()
+    np.testing.assert_allclose(after[:, : t + 1], base[:, : t + 1], atol=1e-6)  # h_0..h_t unchanged
+    assert np.abs(after[:, t + 1 :] - base[:, t + 1 :]).max() > 1e-4  # and the change is seen later
+
+
+def test_user_module_personalises_every_position():
+    model = make_model()
+    batch = random_batch(N, U, batch=1, length=5)
+    other = {**batch, "user_id": (batch["user_id"] % U) + 1}
+    assert np.abs(model(batch).numpy() - model(other).numpy()).min(axis=-1).max() > 0
+
+
+def test_config_round_trip_and_weights_give_identical_scores(tmp_path):
+    model = make_model(objective="bce")
+    clone = RecGPT.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    backbone = RecGPTBackbone.from_config(model.backbone.get_config())
+    assert backbone.get_config()["num_layers"] == TINY_MODEL["num_layers"]
+    model.save_weights(str(tmp_path / "w"))
+    clone(random_batch(N, U))
+    clone.load_weights(str(tmp_path / "w"))
+    batch = random_batch(N, U, seed=5)
+    np.testing.assert_array_equal(model(batch).numpy(), clone(batch).numpy())
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="objective must be one of"):
+        RecGPT(num_items=N, num_users=U, objective="hinge")
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        RecGPT(num_items=N, num_users=U, hidden_size=30, num_heads=4)
+
+
+def _losses(seed=0):
+    rng = np.random.default_rng(seed)
+    queries = tf.constant(rng.normal(size=(5, 4)), tf.float32)
+    table = tf.constant(rng.normal(size=(N + 2, 4)), tf.float32)
+    positives = tf.constant([1, 3, 3, 7, N], tf.int32)
+    return queries, table, positives
+
+
+def test_full_softmax_is_cross_entropy_over_catalogue():
+    queries, table, positives = _losses()
+    loss = retrieval_loss(make_task("softmax"), "softmax", queries, positives, table, N, tf.zeros([N + 2]))
+    logits = queries.numpy() @ table.numpy()[1 : N + 1].T
+    logits -= logits.max(axis=1, keepdims=True)
+    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = -log_softmax[np.arange(5), positives.numpy() - 1].mean()
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_sampled_softmax_removes_accidental_hits_and_corrects_log_q():
+    queries, table, positives = _losses()
+    log_q = tf.constant(np.log(np.linspace(0.01, 0.05, N + 2)), tf.float32)
+    loss = retrieval_loss(make_task("sampled_softmax"), "sampled_softmax", queries, positives, table, N, log_q)
+    pos = positives.numpy()
+    logits = queries.numpy() @ table.numpy()[pos].T - log_q.numpy()[pos][None, :]  # log-Q correction
+    for i in range(5):
+        for j in range(5):
+            if i != j and pos[i] == pos[j]:
+                logits[i, j] = -np.inf  # the same item as the positive is not a negative
+    logits -= logits.max(axis=1, keepdims=True)
+    expected = -(np.diag(logits) - np.log(np.exp(logits).sum(axis=1))).mean()
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+
+
+def test_bce_is_positive_plus_one_sampled_negative():
+    queries, table, positives = _losses()
+    tf.random.set_seed(11)
+    loss = float(retrieval_loss(make_task("bce"), "bce", queries, positives, table, N, tf.zeros([N + 2])))
+    pos_logit = np.sum(queries.numpy() * table.numpy()[positives.numpy()], axis=1)
+    pos_term = np.log1p(np.exp(-pos_logit)).mean()
+    # One negative per query contributes log(1 + e^s) >= 0: the loss is above the
+    # positive term alone and below it plus the largest possible negative term.
+    all_neg = np.log1p(np.exp(queries.numpy() @ table.numpy()[1 : N + 1].T))
+    assert pos_term < loss <= pos_term + all_neg.max(axis=1).mean() + 1e-5
+
+
+@pytest.mark.parametrize("objective", ["softmax", "sampled_softmax", "bce"])
+def test_every_objective_trains_through_compute_loss(objective):
+    model = make_model(objective=objective)
+    batch = random_batch(N, U, batch=4, length=6, seed=2)
+    batch["targets"] = np.roll(batch["item_ids"], -1, axis=1)
+    batch["targets"][:, -1] = 0
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert np.isfinite(float(loss))
+    assert any(float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(g)))) > 0 for g in grads if g is not None)
+
+
+def test_build_model_creates_variables():
+    from recgpt_tf.config import ModelConfig
+
+    model = build_model(ModelConfig(num_items=N, num_users=U, **TINY_MODEL))
+    assert model.backbone.item_table.shape == (N + 2, TINY_MODEL["hidden_size"])

@@ -1,0 +1,68 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
+from recgpt_tf.runs import Run
+from recgpt_tf.training import pretrain
+from helpers import tiny_model_config, tiny_train_config
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    model, summary = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(), verbose=0)
+    return run_dir, model, summary
+
+
+def test_short_fit_lowers_loss_and_beats_popularity(trained, tiny_dataset):
+    run_dir, model, summary = trained
+    with (run_dir / "pretrain" / "history.csv").open() as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert losses[-1] < losses[0] - 0.3
+    valid = tiny_dataset.split("valid")
+    ours = evaluate_model(model, valid)
+    popular = evaluate_popularity(tiny_dataset, valid)
+    assert ours["NDCG@10"] > 2 * popular["NDCG@10"], (ours, popular)
+    assert summary["valid"]["NDCG@10"] == pytest.approx(ours["NDCG@10"], abs=1e-6)
+
+
+def test_run_directory_reloads_to_identical_scores(trained, tiny_dataset):
+    run_dir, model, _ = trained
+    run = Run.open(run_dir)
+    reloaded = run.load_model("pretrain")
+    test = tiny_dataset.split("test")
+    assert evaluate_model(reloaded, test) == evaluate_model(model, test)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["hidden_size"] == 32 and config["pretrain"]["objective"] == "softmax"
+
+
+def test_seeded_runs_are_deterministic(tiny_dataset, tmp_path):
+    configs = dict(model_config=tiny_model_config(tiny_dataset), train_config=tiny_train_config(epochs=2), verbose=0)
+    a, _ = pretrain(tiny_dataset, tmp_path / "a", **configs)
+    b, _ = pretrain(tiny_dataset, tmp_path / "b", **configs)
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
+    configs = dict(model_config=tiny_model_config(tiny_dataset), train_config=tiny_train_config(epochs=4), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_dataset, tmp_path, extra_callbacks=[_Interrupt()], **configs)
+    assert (tmp_path / "pretrain" / "backup").exists()
+    _, summary = pretrain(tiny_dataset, tmp_path, **configs)
+    with (tmp_path / "pretrain" / "history.csv").open() as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    # Epochs 0 and 1 ran before the interruption and are not run again.
+    assert epochs == [0, 1, 2, 3], epochs
+    assert summary["epochs"] == 4
+    assert not any((tmp_path / "pretrain" / "backup").rglob("*.index"))  # backup deleted once training completes
