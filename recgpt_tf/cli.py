@@ -11,7 +11,7 @@ from pathlib import Path
 from recgpt_tf.config import OBJECTIVES, ModelConfig, TrainConfig, write_json
 from recgpt_tf.data.readers import FORMATS, DataFormatError
 
-STAGES = ("pretrain",)
+STAGES = ("pretrain", "prompt", "finetune", "all")  # all = pretrain then prompt
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -35,46 +35,46 @@ def _configs(args: argparse.Namespace, num_items: int, num_users: int) -> tuple[
     return ModelConfig(num_items=num_items, num_users=num_users, **pick(ModelConfig)), TrainConfig(**pick(TrainConfig))
 
 
+def _stage_line(name: str, summary: dict, where: Path) -> str:
+    valid = summary["valid"]
+    return (
+        f"{name} done: {summary['epochs']} epochs ({summary['seconds']:.0f}s), best epoch {summary['best_epoch']}, "
+        f"valid HR@10 {valid.get('HR@10', float('nan')):.4f} NDCG@10 {valid.get('NDCG@10', float('nan')):.4f}; weights in {where}"
+    )
+
+
+def train_stages(dataset, out: Path, stages: str, model_config: ModelConfig, train_config: TrainConfig, prompt_window: int, verbose: int):
+    """Runs the requested stages; later stages start from the run's pre-trained weights."""
+    from recgpt_tf.runs import Run
+    from recgpt_tf.training.pretrain import pretrain
+    from recgpt_tf.training.prompt_tuning import PromptConfig, fine_tune, prompt_tune
+
+    if stages in ("pretrain", "all"):
+        _, summary = pretrain(dataset, out, model_config, train_config, verbose=verbose)
+        print(_stage_line("pre-training", summary, out / "pretrain"))
+    if stages in ("prompt", "all"):
+        model = Run.open(out).load_model("pretrain")
+        prompt_train = dataclasses.replace(PromptConfig().train, seed=train_config.seed, batch_size=train_config.batch_size)
+        _, summary = prompt_tune(model, dataset, out, PromptConfig(prompt_window, prompt_train), verbose=verbose)
+        print(_stage_line(f"prompt-tuning (K={prompt_window})", summary, out / "prompt"))
+    if stages == "finetune":
+        model = Run.open(out).load_model("pretrain")
+        _, summary = fine_tune(model, dataset, out, verbose=verbose)
+        print(_stage_line("fine-tuning", summary, out / "finetune"))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from recgpt_tf.data.dataset import Dataset
-    from recgpt_tf.training.pretrain import pretrain
-
-    dataset = Dataset.from_file(args.data, args.format)
-    model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
-    print(f"{args.data}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
-    _, summary = pretrain(dataset, args.out, model_config, train_config, verbose=0 if args.quiet else 1)
-    print(
-        f"pre-training done: {summary['epochs']} epochs ({summary['seconds']:.0f}s), best epoch {summary['best_epoch']}, "
-        f"valid HR@10 {summary['valid'].get('HR@10', float('nan')):.4f} NDCG@10 {summary['valid'].get('NDCG@10', float('nan')):.4f}; "
-        f"weights in {Path(args.out) / 'pretrain'}"
-    )
-    return 0
-
-
-def evaluate_run(run_dir: Path, data: Path, data_format: str | None = None) -> dict:
-    """The `evaluate --json` document for a trained run (architecture.md)."""
-    from recgpt_tf.evaluation.evaluate import PROTOCOL, evaluate_model
     from recgpt_tf.runs import Run
 
-    run = Run.open(run_dir)
-    dataset = run.dataset(data, data_format)
-    test = dataset.split("test")
-    results = {"pretrain": evaluate_model(run.load_model("pretrain"), test)}
-    train_seconds = 0.0
-    for stage in STAGES:
-        summary = run.path / stage / "summary.json"
-        if summary.is_file():
-            import json
-
-            train_seconds += float(json.loads(summary.read_text()).get("seconds", 0.0))
-    return {
-        "dataset": dataset.name,
-        "users": len(test),
-        "items": dataset.num_items,
-        "protocol": PROTOCOL,
-        "results": results,
-        "train_seconds": train_seconds,
-    }
+    if args.stages in ("prompt", "finetune"):
+        dataset = Run.open(args.out).dataset(args.data, args.format)
+    else:
+        dataset = Dataset.from_file(args.data, args.format)
+    model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
+    print(f"{args.data}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
+    train_stages(dataset, Path(args.out), args.stages, model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1)
+    return 0
 
 
 def _print_results(report: dict) -> None:
@@ -83,9 +83,13 @@ def _print_results(report: dict) -> None:
     print(f"{'variant':<20}" + "".join(f"{k:>9}" for k in keys))
     for name, metrics in report["results"].items():
         print(f"{name:<20}" + "".join(f"{metrics[k]:>9.4f}" for k in keys))
+    if report.get("two_step"):
+        print(f"two-step split for k=10 (chosen on validation): m={report['two_step']['m']}, n={report['two_step']['n']}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recgpt_tf.evaluation.report import evaluate_run
+
     report = evaluate_run(Path(args.run_dir), Path(args.data), args.format)
     _print_results(report)
     if args.json:
@@ -99,8 +103,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from recgpt_tf.data.dataset import Dataset
     from recgpt_tf.data.synthetic import synthetic_sequences
     from recgpt_tf.evaluation.evaluate import evaluate_popularity
-    from recgpt_tf.inference.recall import one_step_recall
-    from recgpt_tf.training.pretrain import pretrain
+    from recgpt_tf.evaluation.report import evaluate_run
+    from recgpt_tf.inference.recall import AutoRegressiveRecall
+    from recgpt_tf.runs import Run
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -118,8 +123,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     if args.epochs is None:
         train_config.epochs = 30
     run_dir = out / "run"
-    print(f"[2/3] pre-training ({train_config.objective}, up to {train_config.epochs} epochs) into {run_dir}")
-    model, summary = pretrain(dataset, run_dir, model_config, train_config, verbose=0 if args.quiet else 1)
+    print(f"[2/3] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning, into {run_dir}")
+    train_stages(dataset, run_dir, "all", model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1)
     print("[3/3] evaluation (test split)")
     report = evaluate_run(run_dir, data_path, args.format)
     report["results"]["popularity"] = evaluate_popularity(dataset, dataset.split("test"))
@@ -128,9 +133,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     test = dataset.split("test")
     user, history = test.users[0], test.histories[0]
-    items, scores = one_step_recall(model, user[None], [history], k=10)
+    m = report["two_step"]["m"]
+    items, _, steps = AutoRegressiveRecall(Run.open(run_dir).load_model("prompt")).recommend(user[None], [history], (m, 10 - m) if m < 10 else (10,))
     print(f"\nuser {dataset.user_vocab.decode([user])[0]}: history (most recent last) {' '.join(dataset.item_vocab.decode(history[-10:]))}")
-    print(f"top 10: {' '.join(dataset.item_vocab.decode(items[0]))}")
+    print(f"top 10 (RecGPT two-step, {m}_{10 - m}): {' '.join(dataset.item_vocab.decode(items[0]))}  (steps {' '.join(map(str, steps[0]))})")
     print(f"held-out next item: {dataset.item_vocab.decode([test.targets[0]])[0]}")
     print(f"\ndone in {time.perf_counter() - start:.0f}s: run {run_dir}, metrics {out / 'metrics.json'}")
     return 0
@@ -144,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", type=Path)
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--format", choices=FORMATS, default=None, help="data format (default: from the suffix)")
-    train.add_argument("--stages", choices=STAGES, default="pretrain")
+    train.add_argument("--stages", choices=STAGES, default="all", help="all = pretrain then prompt; finetune = the paper's baseline")
+    train.add_argument("--prompt-window", type=int, default=1, help="K, prompts generated before each real item (0..6)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
@@ -161,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--format", choices=FORMATS, default=None)
     quick.add_argument("--out", type=Path, default=Path("recgpt-quickstart"))
     quick.add_argument("--quiet", action="store_true")
+    quick.add_argument("--prompt-window", type=int, default=1)
     _add_config_flags(quick)
     quick.set_defaults(func=cmd_quickstart)
     return parser

@@ -66,10 +66,10 @@ class TrainConfig:
     """
 
     objective: str = "softmax"
-    epochs: int = 200
+    epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
-    patience: int = 10
+    patience: int = 5
     eval_every: int = 1
     seed: int = 42
 

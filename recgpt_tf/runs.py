@@ -51,7 +51,8 @@ class Run:
 
         if not self.has_stage(stage):
             raise RunDirectoryError(f"{self.path}: stage {stage!r} has no weights ({self.path / stage / 'weights.index'} missing)")
-        model = build_model(self.model_config, self.config.get(stage, {}).get("objective", "softmax"))
+        objective = self.config.get("pretrain", {}).get("objective", "softmax")
+        model = build_model(self.model_config, objective, prompt_tuned=(stage == "prompt"))
         model.load_weights(str(self.path / stage / "weights")).expect_partial()
         return model
 

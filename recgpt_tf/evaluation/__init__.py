@@ -8,3 +8,6 @@ __all__ = [
     "CUTOFFS", "PROTOCOL", "evaluate_model", "evaluate_popularity", "exclude_history",
     "history_indices", "model_ranks", "ranking_metrics", "target_ranks",
 ]
+from recgpt_tf.evaluation.variants import choose_first_step_sizes, list_gain, metrics_for_sizes, two_step_sweep  # noqa: E402
+
+__all__ += ["choose_first_step_sizes", "list_gain", "metrics_for_sizes", "two_step_sweep"]

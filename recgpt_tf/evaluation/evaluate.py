@@ -26,7 +26,7 @@ def _ranks(split: EvalSplit, batch_size: int, queries_for, candidates: tf.Tensor
 
 def model_ranks(model, split: EvalSplit, batch_size: int = 1024) -> np.ndarray:
     """[num_users] 0-based ranks of the held-out items under `model` (one-step recall)."""
-    encoder = HistoryEncoder(model)
+    encoder = HistoryEncoder.of(model)
     candidates = model.candidate_embeddings()
     return _ranks(split, batch_size, lambda index, histories: encoder.encode_batch(split.users[index], histories), candidates)
 

@@ -1,6 +1,10 @@
 """Inference: batched history encoding and recall."""
 
 from recgpt_tf.inference.encode import HistoryEncoder, length_sorted_batches
-from recgpt_tf.inference.recall import one_step_recall
+from recgpt_tf.inference.prompts import PromptGenerator, load_prompted, prompt_layout, save_prompted
+from recgpt_tf.inference.recall import AutoRegressiveRecall, one_step_recall, split_k
 
-__all__ = ["HistoryEncoder", "length_sorted_batches", "one_step_recall"]
+__all__ = [
+    "AutoRegressiveRecall", "HistoryEncoder", "PromptGenerator", "length_sorted_batches", "load_prompted",
+    "one_step_recall", "prompt_layout", "save_prompted", "split_k",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -21,9 +22,21 @@ def length_sorted_batches(histories: Sequence[np.ndarray], batch_size: int) -> I
 class HistoryEncoder:
     """Runs the decoder on histories and returns the last hidden state per user.
 
+    Use `HistoryEncoder.of(model)`: one encoder (one traced function) per model,
+    so evaluating every epoch does not retrace.
+
     Args:
         model: A `RecGPT` (anything with `.backbone` and `.max_length`).
     """
+
+    _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, model) -> "HistoryEncoder":
+        encoder = cls._cache.get(model)
+        if encoder is None:
+            encoder = cls._cache[model] = cls(model)
+        return encoder
 
     def __init__(self, model) -> None:
         self.model = model

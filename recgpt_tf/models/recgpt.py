@@ -21,16 +21,30 @@ class RecGPT(tfrs.Model):
     item, and hands (hidden state, next item) pairs to a `tfrs.tasks.Retrieval`
     task. Train it with plain `model.fit` on `recgpt_tf.data.training_dataset`.
 
+    After pre-training, `start_prompt_tuning()` freezes everything but the
+    segment embedding and an added output table W_l (paper section 3: θ_LP),
+    and from then on items are scored as h · W_l^T.
+
     Args:
         num_items: Known items N.
         num_users: Known users U.
         objective: "softmax", "sampled_softmax" or "bce" (see `models.objectives`).
+        prompt_tuned: Score with the prompt-tuning output table W_l instead of
+            the (tied) item embeddings.
         **backbone_kwargs: Passed to `RecGPTBackbone` (max_length, hidden_size,
             num_layers, num_heads, intermediate_size, dropout, use_user_embedding,
             user_dropout, num_segments).
     """
 
-    def __init__(self, num_items: int, num_users: int, objective: str = "softmax", name: str = "recgpt", **backbone_kwargs) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        num_users: int,
+        objective: str = "softmax",
+        prompt_tuned: bool = False,
+        name: str = "recgpt",
+        **backbone_kwargs,
+    ) -> None:
         super().__init__(name=name)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
@@ -39,6 +53,7 @@ class RecGPT(tfrs.Model):
         self.num_items = num_items
         self.num_users = num_users
         self.objective = objective
+        self.prompt_tuned = prompt_tuned
         self.backbone = RecGPTBackbone(num_items, num_users, name="backbone", **backbone_kwargs)
         self.task = make_task(objective)
         # Log unigram probability per item id for the log-Q correction of
@@ -49,6 +64,14 @@ class RecGPT(tfrs.Model):
             initializer=keras.initializers.Constant(-np.log(num_items)),
             trainable=False,
         )
+        # W_l of prompt-tuning: [N + 2, d], initialised from the item table when
+        # prompt-tuning starts, so tuning begins from the pre-trained scorer.
+        self.prompt_output = keras.layers.Embedding(
+            num_items + 2, self.backbone.hidden_size, embeddings_initializer="zeros", trainable=False, name="prompt_output"
+        )
+        self.prompt_output.build(None)
+        if prompt_tuned:
+            self._set_prompt_trainability()
 
     @property
     def max_length(self) -> int:
@@ -62,8 +85,29 @@ class RecGPT(tfrs.Model):
         self.item_log_probability.assign(np.log(counts / counts.sum()).astype(np.float32))
 
     def output_item_table(self) -> tf.Tensor:
-        """[N + 2, d] embeddings the hidden state is scored against (score = h · e_i)."""
-        return self.backbone.item_table
+        """[N + 2, d] table the hidden state is scored against: the item
+        embeddings (score = h · e_i), or W_l once prompt-tuned (h · W_l^T)."""
+        return self.prompt_output.embeddings if self.prompt_tuned else self.backbone.item_table
+
+    def start_prompt_tuning(self) -> None:
+        """Freezes the backbone except the segment embedding; scores with W_l from now on.
+
+        W_l starts as a copy of the item embeddings. Call `compile` afterwards:
+        Keras fixes the trainable set when it builds the train function.
+        """
+        self.prompt_output.embeddings.assign(self.backbone.item_table)
+        self.prompt_tuned = True
+        self._set_prompt_trainability()
+
+    def _set_prompt_trainability(self) -> None:
+        embedding = self.backbone.embedding
+        frozen = [embedding.item_embedding, embedding.position_embedding, *self.backbone.blocks, self.backbone.final_norm]
+        if embedding.user_embedding is not None:
+            frozen.append(embedding.user_embedding)
+        for layer in frozen:
+            layer.trainable = False
+        embedding.segment_embedding.trainable = True
+        self.prompt_output.trainable = True
 
     def candidate_embeddings(self) -> tf.Tensor:
         """[N, d] output embeddings of items 1..N (column j ↔ item id j + 1)."""
@@ -97,7 +141,13 @@ class RecGPT(tfrs.Model):
         )
 
     def get_config(self) -> dict:
-        config = {"num_items": self.num_items, "num_users": self.num_users, "objective": self.objective, "name": self.name}
+        config = {
+            "num_items": self.num_items,
+            "num_users": self.num_users,
+            "objective": self.objective,
+            "prompt_tuned": self.prompt_tuned,
+            "name": self.name,
+        }
         backbone = self.backbone.get_config()
         for key in ("name", "trainable", "dtype", "num_items", "num_users"):
             backbone.pop(key, None)

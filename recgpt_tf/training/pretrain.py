@@ -27,10 +27,10 @@ from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
 
 
-def build_model(model_config: ModelConfig, objective: str = "softmax") -> RecGPT:
+def build_model(model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False) -> RecGPT:
     """A `RecGPT` from a `ModelConfig`, with its variables created."""
     config = model_config.to_dict()
-    model = RecGPT(objective=objective, **config)
+    model = RecGPT(objective=objective, prompt_tuned=prompt_tuned, **config)
     # One call creates every variable, so weights can be loaded or counted at once.
     model({"user_id": tf.zeros([1], tf.int32), "item_ids": tf.zeros([1, 1], tf.int32)})
     return model
@@ -65,6 +65,9 @@ def fit_stage(
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
     history_csv = stage_dir / "history.csv"
+    resuming = any((stage_dir / "backup").rglob("*.index"))
+    if not resuming and history_csv.exists():
+        history_csv.unlink()  # a fresh run of this stage: the old log is not ours to extend
     best_path = str(stage_dir / "best" / "weights")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
 

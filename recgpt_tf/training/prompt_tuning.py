@@ -1,0 +1,102 @@
+"""Stage 2: personalised prompt-tuning (paper section 3), and the fine-tuning baseline.
+
+Prompt-tuning: the frozen pre-trained model generates prompt-enhanced training
+sequences (Algorithm 1, cached in RUN_DIR/prompt/prompted_K{K}.npz so epochs and
+reruns do not regenerate them); then only θ_LP — the segment embedding and the
+added output table W_l — are trained, with the loss on the real next items.
+
+Fine-tuning (the paper's baseline): all parameters, plain sequences, from the
+pre-trained weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tf_keras as keras
+
+from recgpt_tf.config import TrainConfig, write_json
+from recgpt_tf.data.dataset import Dataset
+from recgpt_tf.data.pipeline import training_dataset
+from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, save_prompted
+from recgpt_tf.models.recgpt import RecGPT
+from recgpt_tf.training.pretrain import fit_stage
+
+PROMPT_STAGE, FINETUNE_STAGE = "prompt", "finetune"
+
+
+@dataclasses.dataclass
+class PromptConfig:
+    """Prompt-tuning settings.
+
+    Attributes:
+        prompt_window: K, generated prompts before each real item (paper: 0..6).
+        train: Schedule for θ_LP (the authors used lr 5e-4 for this stage).
+    """
+
+    prompt_window: int = 1
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(learning_rate=5e-4, epochs=20, patience=3))
+
+    def to_dict(self) -> dict:
+        return {"prompt_window": self.prompt_window, **self.train.to_dict()}
+
+
+def _update_run_config(run_dir: Path, stage: str, payload: dict) -> None:
+    config = json.loads((run_dir / "config.json").read_text())
+    config[stage] = payload
+    write_json(run_dir / "config.json", config)
+
+
+def generate_prompted_sequences(model: RecGPT, dataset: Dataset, prompt_window: int, cache_dir: Path, verbose: int = 1) -> tuple[list, list, dict]:
+    """Prompt-enhanced training sequences, from the cache when present."""
+    cache = cache_dir / f"prompted_K{prompt_window}.npz"
+    if cache.exists():
+        tokens, segments, cached_window = load_prompted(cache)
+        if cached_window == prompt_window and len(tokens) == len(dataset.users):
+            return tokens, segments, {"cached": True, "seconds": 0.0}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sequences = dataset.train_sequences()
+    start = time.perf_counter()
+    if verbose:
+        print(f"generating prompts (K={prompt_window}) for {len(sequences)} sequences")
+    tokens, segments = PromptGenerator(model, prompt_window).generate(dataset.users, sequences, progress=verbose > 0)
+    seconds = time.perf_counter() - start
+    save_prompted(cache, tokens, segments, prompt_window)
+    return tokens, segments, {"cached": False, "seconds": seconds, "sequences_per_second": len(sequences) / max(seconds, 1e-9)}
+
+
+def prompt_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, config: PromptConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
+    """Prompt-tunes a pre-trained `model` in place; weights go to RUN_DIR/prompt."""
+    run_dir = Path(run_dir)
+    config = config or PromptConfig()
+    keras.utils.set_random_seed(config.train.seed)
+    stage_dir = run_dir / PROMPT_STAGE
+    tokens, segments, generation = generate_prompted_sequences(model, dataset, config.prompt_window, stage_dir, verbose)
+    model.start_prompt_tuning()
+    # Train only where the next token is a real item: prompts are context, not targets.
+    real = [(s == REAL).astype(np.int32) for s in segments]
+    data = training_dataset(
+        dataset.users, tokens, model.max_length, config.train.batch_size, seed=config.train.seed, segments=segments, target_mask=real
+    )
+    _update_run_config(run_dir, PROMPT_STAGE, config.to_dict())
+    summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / PROMPT_STAGE, config.train, data, verbose)
+    summary.update(prompt_window=config.prompt_window, generation=generation)
+    write_json(stage_dir / "summary.json", summary)
+    return model, summary
+
+
+def fine_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, train_config: TrainConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
+    """The paper's Fine-tuning baseline: every parameter, plain sequences; RUN_DIR/finetune."""
+    run_dir = Path(run_dir)
+    train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
+    keras.utils.set_random_seed(train_config.seed)
+    data = training_dataset(dataset.users, dataset.train_sequences(), model.max_length, train_config.batch_size, seed=train_config.seed)
+    _update_run_config(run_dir, FINETUNE_STAGE, train_config.to_dict())
+    stage_dir = run_dir / FINETUNE_STAGE
+    summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / FINETUNE_STAGE, train_config, data, verbose)
+    write_json(stage_dir / "summary.json", summary)
+    return model, summary
