@@ -6,7 +6,7 @@ variant on the test split with the two-step m chosen per k on validation. With
 `--k-sweep 0 1 2 3` it also prompt-tunes each K (the sensitivity study) from the
 same pre-trained weights. Writes JSON, a Markdown table and PNG plots.
 
-    python benchmarks/paper_tables.py --json results/paper_tables.json
+    python benchmarks/paper_tables.py --json benchmarks/results/paper_tables.json
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -70,15 +71,12 @@ def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     for k in k_sweep:
         sweep_dir = runs / f"{path.stem}_K{k}"
         if not (sweep_dir / "prompt" / "summary.json").exists():
-            sweep_dir.mkdir(parents=True, exist_ok=True)
+            # A run directory that shares the pre-trained weights, prompt-tuned with K = k.
+            (sweep_dir / "pretrain").mkdir(parents=True, exist_ok=True)
             for name in ("config.json", "items.txt", "users.txt"):
-                (sweep_dir / name).write_bytes((run_dir / name).read_bytes())
-            (sweep_dir / "pretrain").mkdir(exist_ok=True)
+                shutil.copy(run_dir / name, sweep_dir / name)
             for file in (run_dir / "pretrain").glob("weights*"):
-                (sweep_dir / "pretrain" / file.name).write_bytes(file.read_bytes())
-            for file in [run_dir / "pretrain" / "checkpoint"]:
-                if file.exists():
-                    (sweep_dir / "pretrain" / file.name).write_bytes(file.read_bytes())
+                shutil.copy(file, sweep_dir / "pretrain" / file.name)
             prompt_tune(Run.open(sweep_dir).load_model("pretrain"), dataset, sweep_dir, PromptConfig(k), verbose=2)
         summary = json.loads((sweep_dir / "prompt" / "summary.json").read_text())
         tuned = Run.open(sweep_dir).load_model("prompt")
@@ -152,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
     parser.add_argument("--runs", type=Path, default=Path("runs/paper"))
-    parser.add_argument("--json", type=Path, default=Path("results/paper_tables.json"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/paper_tables.json"))
     parser.add_argument("--k-sweep", type=int, nargs="*", default=[])
     args = parser.parse_args()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -95,8 +95,8 @@ def markdown(results: list[dict], when: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
-    parser.add_argument("--json", type=Path, default=Path("results/quality.json"))
-    parser.add_argument("--markdown", type=Path, default=Path("results/quality.md"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/quality.json"))
+    parser.add_argument("--markdown", type=Path, default=Path("benchmarks/results/quality.md"))
     parser.add_argument("--runs", type=Path, default=Path("runs/quality"))
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None)

@@ -117,3 +117,14 @@ def test_build_model_creates_variables():
 
     model = build_model(ModelConfig(num_items=N, num_users=U, **TINY_MODEL))
     assert model.backbone.item_table.shape == (N + 2, TINY_MODEL["hidden_size"])
+
+
+def test_unknown_users_and_items_use_their_oov_slots():
+    model = make_model()
+    batch = {"user_id": np.array([0, U], np.int32), "item_ids": np.array([[N + 1, 3], [2, N + 1]], np.int32)}
+    hidden = model(batch).numpy()  # OOV user 0 and OOV item N + 1 have rows of their own
+    assert hidden.shape == (2, 2, TINY_MODEL["hidden_size"]) and np.isfinite(hidden).all()
+    from recgpt_tf.data import Vocabulary
+
+    vocab = Vocabulary.build([str(i) for i in range(1, N + 1)])
+    assert vocab.encode(["never-seen"]).tolist() == [N + 1]
