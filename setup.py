@@ -35,7 +35,11 @@ setup(
         "recgpt_tf.training",
         "recgpt_tf.evaluation",
         "recgpt_tf.inference",
+        "recgpt_tf.export",
     ],
+    # export/ (and later serving/) live at the repository root, as the design card
+    # lays out, but install under the recgpt_tf namespace: no generic top-level names.
+    package_dir={"recgpt_tf.export": "export"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["recgpt=recgpt_tf.cli:main"]},

@@ -92,6 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_run(Path(args.run_dir), Path(args.data), args.format)
     _print_results(report)
+    write_json(Path(args.run_dir) / "evaluation.json", report)  # export reads the chosen m from here
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(args.json), report)
@@ -142,6 +143,46 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from recgpt_tf.export import export_model
+    from recgpt_tf.inference.recall import split_k
+    from recgpt_tf.runs import Run
+
+    run = Run.open(args.run_dir)
+    stage = "prompt" if run.has_stage("prompt") else "pretrain"
+    first = args.first_step_size
+    if first is None:
+        first = _chosen_first_step(run.path, args.top_k)
+    step_sizes = split_k(args.top_k, first, args.steps)
+    samples = json.loads((run.path / "sample_requests.json").read_text()) if (run.path / "sample_requests.json").exists() else {"users": [], "histories": []}
+    path = export_model(
+        run.load_model(stage), run.path / "items.txt", run.path / "users.txt", args.export_base, args.name, step_sizes,
+        index_kind=args.index, sample_users=samples["users"], sample_histories=samples["histories"],
+        recall_threshold=args.recall_threshold, version=args.version,
+        metadata={"run": str(run.path.resolve()), "stage": stage, "config": run.config},
+    )
+    meta = json.loads((path / "assets.extra" / "recgpt.json").read_text())
+    recall = meta["index"].get("recall")
+    print(f"published {path} ({args.index}, {stage} weights, steps {'_'.join(map(str, step_sizes))}"
+          + (f", ScaNN recall@{meta['index']['recall_at']} {recall:.3f}" if recall is not None else "") + ")")
+    return 0
+
+
+def _chosen_first_step(run_dir: Path, k: int) -> int:
+    """m for k from the run's last `recgpt evaluate` (chosen on validation), else k (one step)."""
+    import json
+
+    report = run_dir / "evaluation.json"
+    if report.exists():
+        per_k = json.loads(report.read_text()).get("two_step_per_k", {})
+        chosen = per_k.get("recgpt") or per_k.get("pretrain_two_step") or {}
+        if str(k) in chosen:
+            return int(chosen[str(k)]["m"])
+    return k
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recgpt", description="RecGPT on TensorFlow: train, evaluate, recommend.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, default=None, help="write the results document here")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    export = sub.add_parser("export", help="publish a trained run as a TF Serving SavedModel version")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("export_base", type=Path)
+    export.add_argument("--name", required=True, help="model name (directory under EXPORT_BASE, model_spec.name)")
+    export.add_argument("--index", choices=("scann", "brute-force"), default="brute-force")
+    export.add_argument("--top-k", type=int, default=10)
+    export.add_argument("--first-step-size", type=int, default=None, help="m; default: chosen on validation by `recgpt evaluate`")
+    export.add_argument("--steps", type=int, default=2, help="generation steps G (2 = the paper's two-step recall)")
+    export.add_argument("--recall-threshold", type=float, default=0.95)
+    export.add_argument("--version", type=int, default=None, help="default: the next free version number")
+    export.set_defaults(func=cmd_export)
+
     quick = sub.add_parser("quickstart", help="synthetic data (or --data) → train → evaluate → recommend")
     quick.add_argument("--data", type=Path, default=None, help="your own data file instead of the built-in synthetic set")
     quick.add_argument("--format", choices=FORMATS, default=None)
@@ -178,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataFormatError, FileNotFoundError, ValueError) as error:
+    except (DataFormatError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"recgpt {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from recgpt_tf.data.dataset import EvalSplit
 from recgpt_tf.evaluation.metrics import CUTOFFS
-from recgpt_tf.evaluation.ranking import exclude_history, history_indices
+from recgpt_tf.inference.exclusion import exclude_history, history_indices
 from recgpt_tf.inference.encode import length_sorted_batches
 from recgpt_tf.inference.recall import AutoRegressiveRecall
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.evaluation.ranking import exclude_history, history_indices
+from recgpt_tf.inference.exclusion import exclude_history, history_indices
 from recgpt_tf.inference.encode import HistoryEncoder
 from recgpt_tf.inference.prompts import PROMPT, REAL
 

@@ -36,6 +36,17 @@ def build_model(model_config: ModelConfig, objective: str = "softmax", prompt_tu
     return model
 
 
+def sample_requests(dataset: Dataset, count: int = 64, seed: int = 0) -> dict:
+    """Real (user, history) pairs kept with the run: warmup requests and index-recall queries for export."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(dataset.users), size=min(count, len(dataset.users)), replace=False)
+    train = dataset.train_sequences()
+    return {
+        "users": dataset.user_vocab.decode(dataset.users[chosen]),
+        "histories": [dataset.item_vocab.decode(train[i]) for i in chosen],
+    }
+
+
 def _previous_best(history_csv: Path) -> tuple[float, int]:
     """(best monitored value, epochs since it) from an interrupted run's CSV log."""
     if not history_csv.exists():
@@ -146,6 +157,7 @@ def pretrain(
         )
     keras.utils.set_random_seed(train_config.seed)
     dataset.save_vocabularies(run_dir)
+    write_json(run_dir / "sample_requests.json", sample_requests(dataset, seed=train_config.seed))
     write_json(
         run_dir / "config.json",
         {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(), "pretrain": train_config.to_dict()},

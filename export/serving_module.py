@@ -1,0 +1,150 @@
+"""The serving `tf.Module`: raw string ids in, recommendations out.
+
+Everything a request needs runs inside the graph: vocabulary lookups (assets),
+truncation to the most recent `max_length` items, the decoder, the first
+retrieval, the appended prompt token, the second decoder pass, the second
+retrieval, and removal of history items and duplicates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import tensorflow as tf
+
+from recgpt_tf.contract import (
+    INPUT_HISTORY,
+    INPUT_USER_ID,
+    OUTPUT_EMBEDDINGS,
+    OUTPUT_FIRST_ITEM,
+    OUTPUT_ITEM_IDS,
+    OUTPUT_RECALL_STEP,
+    OUTPUT_SCORES,
+)
+from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
+
+_MINUS_INF = float("-inf")
+
+
+def _vocab_table(path: Path, default: int) -> tf.lookup.StaticHashTable:
+    """token → line number + 1 (the package's ids); unknown tokens → `default`."""
+    init = tf.lookup.TextFileInitializer(
+        str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+    )
+    return tf.lookup.StaticHashTable(init, default_value=-1), default
+
+
+class RecGPTServingModule(tf.Module):
+    """Two-step (or G-step) RecGPT recall as SavedModel signatures.
+
+    Args:
+        model: A trained `RecGPT` (prompt-tuned or not).
+        item_vocab: Path of the item vocabulary file (line i is item id i + 1).
+        user_vocab: Path of the user vocabulary file.
+        step_sizes: Items produced by each generation step, e.g. (9, 1).
+        index: A `tfrs.layers.factorized_top_k.ScaNN` indexed over items 1..N with
+            identifiers 1..N, or None for exact (brute-force) scoring with stock ops.
+        max_exclusions: Most recent history items excluded from the results.
+    """
+
+    def __init__(self, model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[int], index=None, max_exclusions: int = 1000) -> None:
+        super().__init__(name="recgpt_serving")
+        self.model = model
+        self.step_sizes = tuple(int(s) for s in step_sizes)
+        self.k = sum(self.step_sizes)
+        self.num_items = model.num_items
+        self.max_length = model.max_length
+        self.max_exclusions = max_exclusions
+        self.index = index
+        self.item_table, _ = _vocab_table(item_vocab, model.num_items + 1)
+        self.user_table, _ = _vocab_table(user_vocab, 0)
+        self.item_tokens = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                str(item_vocab), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE
+            ),
+            default_value="",
+        )
+        self.candidates = tf.Variable(model.candidate_embeddings(), trainable=False, name="candidates")  # (N, d)
+
+    # -- input handling ---------------------------------------------------------------
+    def _encode_inputs(self, user_id: tf.Tensor, history: tf.Tensor):
+        users = self.user_table.lookup(user_id)
+        users = tf.where(users < 0, tf.zeros_like(users), users + 1)
+        present = tf.strings.length(history) > 0  # (B, T); "" is padding wherever it stands
+        ids = self.item_table.lookup(history)
+        ids = tf.where(ids < 0, tf.cast(self.num_items + 1, tf.int64), ids + 1)
+        items = tf.ragged.boolean_mask(ids, present)  # (B, None), padding removed, order kept
+        return tf.cast(users, tf.int32), tf.cast(items, tf.int32)
+
+    def _decode_last(self, users: tf.Tensor, tokens: tf.RaggedTensor, segments: tf.RaggedTensor) -> tf.Tensor:
+        """h at the last token of each row's most recent `max_length` tokens. [B, d]."""
+        tokens, segments = tokens[:, -self.max_length :], segments[:, -self.max_length :]
+        lengths = tokens.row_lengths()
+        width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], axis=0)), 1)  # >= 1 even for cold starts
+        dense = tokens.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))  # (B, T)
+        dense_segments = segments.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))
+        hidden = self.model.backbone({USER_ID: users, ITEM_IDS: dense, SEGMENT_IDS: dense_segments}, training=False)
+        return tf.gather(hidden, tf.maximum(tf.cast(lengths, tf.int32) - 1, 0), batch_dims=1)
+
+    # -- retrieval --------------------------------------------------------------------
+    def _top(self, query: tf.Tensor, excluded: tf.Tensor, size: int):
+        """Top-`size` items for each query, never an `excluded` id. excluded: [B, E] int32 (0 = none)."""
+        if self.index is None:
+            scores = tf.matmul(query, self.candidates, transpose_b=True)  # (B, N)
+            scores = tf.where(self._exclusion_mask(excluded), _MINUS_INF, scores)
+            top = tf.math.top_k(scores, k=size)
+            return top.values, top.indices + 1
+        # Ask the index for enough candidates that `size` remain once exclusions go.
+        wanted = tf.minimum(size + tf.shape(excluded)[1], self.num_items)
+        scores, ids = self.index(query, k=wanted)
+        ids = tf.cast(ids, tf.int32)
+        clash = tf.reduce_any(tf.equal(ids[:, :, tf.newaxis], excluded[:, tf.newaxis, :]), axis=2)  # (B, wanted)
+        scores = tf.where(clash, _MINUS_INF, scores)
+        top = tf.math.top_k(scores, k=size)
+        return top.values, tf.gather(ids, top.indices, batch_dims=1)
+
+    def _exclusion_mask(self, excluded: tf.Tensor) -> tf.Tensor:
+        """[B, N] True where item id j + 1 is excluded for the row (scatter, O(B·E))."""
+        rows = tf.repeat(tf.range(tf.shape(excluded)[0]), tf.shape(excluded)[1])
+        flat = tf.reshape(excluded, [-1])
+        keep = (flat >= 1) & (flat <= self.num_items)
+        index = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(flat, keep) - 1], axis=1)
+        counts = tf.scatter_nd(index, tf.ones(tf.shape(index)[:1], tf.int32), tf.stack([tf.shape(excluded)[0], self.num_items]))
+        return counts > 0  # scatter_nd adds duplicates, so count and compare
+
+    # -- the recall -------------------------------------------------------------------
+    def recall(self, user_id: tf.Tensor, history: tf.Tensor):
+        """Returns (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, G, d], prompts [B, G-1])."""
+        users, items = self._encode_inputs(user_id, history)
+        excluded = items[:, -self.max_exclusions :].to_tensor(default_value=0)  # (B, E)
+        tokens, segments = items, tf.zeros_like(items)
+        out_ids, out_scores, out_steps, vectors, prompts = [], [], [], [], []
+        for step, size in enumerate(self.step_sizes):
+            h = self._decode_last(users, tokens, segments)
+            vectors.append(h)
+            listed = tf.concat([excluded] + out_ids, axis=1)
+            values, ids = self._top(h, listed, size)
+            out_ids.append(ids)
+            out_scores.append(values)
+            out_steps.append(tf.fill(tf.shape(ids), step + 1))
+            if step < len(self.step_sizes) - 1:
+                best = ids[:, :1]  # i_g*: appended as a prompt token (segment 1)
+                prompts.append(best[:, 0])
+                tokens = tf.concat([tokens, tf.RaggedTensor.from_tensor(best)], axis=1)
+                segments = tf.concat([segments, tf.RaggedTensor.from_tensor(tf.ones_like(best))], axis=1)
+        prompts_t = tf.stack(prompts, axis=1) if prompts else tf.zeros([tf.shape(history)[0], 0], tf.int32)
+        return (tf.concat(out_ids, 1), tf.concat(out_scores, 1), tf.concat(out_steps, 1), tf.stack(vectors, 1), prompts_t)
+
+    def _tokens(self, ids: tf.Tensor) -> tf.Tensor:
+        return self.item_tokens.lookup(tf.cast(ids, tf.int64) - 1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)])
+    def recommend(self, user_id, history):
+        ids, scores, steps, _, _ = self.recall(user_id, history)
+        return {OUTPUT_ITEM_IDS: self._tokens(ids), OUTPUT_SCORES: scores, OUTPUT_RECALL_STEP: steps}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)])
+    def user_embeddings(self, user_id, history):
+        ids, _, _, vectors, _ = self.recall(user_id, history)
+        return {OUTPUT_EMBEDDINGS: vectors, OUTPUT_FIRST_ITEM: self._tokens(ids[:, 0])}
