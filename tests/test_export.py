@@ -1,0 +1,174 @@
+"""The exported SavedModel: parity with the Python recall, both index flavours,
+TF Serving assets, atomic publishing, robustness to odd inputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import tiny_model_config, tiny_train_config
+from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
+from recgpt_tf.evaluation import two_step_sweep
+from recgpt_tf.export import ExportError, export_model, history_tensor
+from recgpt_tf.export import publish
+from recgpt_tf.inference import AutoRegressiveRecall
+from recgpt_tf.training import PromptConfig, pretrain, prompt_tune
+
+STEPS = (9, 1)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("export_run")
+    model, _ = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(epochs=4), verbose=0)
+    model, _ = prompt_tune(model, tiny_dataset, run_dir, PromptConfig(1, tiny_train_config(epochs=1)), verbose=0)
+    return run_dir, model
+
+
+def _export(run_dir, model, base, index, **kwargs):
+    requests = json.loads((run_dir / "sample_requests.json").read_text())
+    return export_model(
+        model, run_dir / "items.txt", run_dir / "users.txt", base, "recgpt", STEPS, index_kind=index,
+        sample_users=requests["users"], sample_histories=requests["histories"], **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def exports(run, tmp_path_factory):
+    run_dir, model = run
+    base = tmp_path_factory.mktemp("base")
+    return base, _export(run_dir, model, base, "brute-force"), _export(run_dir, model, base, "scann")
+
+
+def _signature_lists(path, users, histories):
+    signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]
+    out = signature(user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    return out["item_ids"].numpy().astype(str), out["scores"].numpy(), out["recall_step"].numpy()
+
+
+def _test_requests(dataset, count=None):
+    split = dataset.split("test")
+    count = count or len(split)
+    users = dataset.user_vocab.decode(split.users[:count])
+    histories = [dataset.item_vocab.decode(h) for h in split.histories[:count]]
+    return split, users, histories
+
+
+def test_layout_versions_and_serving_files(exports):
+    base, brute, scann = exports
+    assert (brute.name, scann.name) == ("1", "2")
+    for version in (brute, scann):
+        assert (version / "saved_model.pb").exists() and (version / "assets" / "items.txt").exists()
+        assert (version / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+    meta = json.loads((scann / "assets.extra" / "recgpt.json").read_text())
+    assert meta["index"]["kind"] == "scann" and meta["index"]["recall"] >= 0.95 and meta["step_sizes"] == [9, 1]
+    assert 'name: "recgpt"' in (base / "models.config").read_text()
+    assert "max_batch_size" in (base / "batching_parameters.txt").read_text()
+    assert {p.name for p in (base / "recgpt").iterdir()} == {"1", "2"}  # no staging directories left
+
+
+def test_brute_force_signature_equals_python_two_step_recall(exports, run, tiny_dataset):
+    _, brute, _ = exports
+    _, model = run
+    split, users, histories = _test_requests(tiny_dataset, 200)
+    items, scores, steps = _signature_lists(brute, users, histories)
+    expected, expected_scores, expected_steps = AutoRegressiveRecall(model).recommend(split.users[:200], split.histories[:200], STEPS)
+    np.testing.assert_array_equal(items, np.array([tiny_dataset.item_vocab.decode(r) for r in expected]))
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(steps, expected_steps)
+
+
+def test_scann_signature_overlaps_python_lists(exports, run, tiny_dataset):
+    _, brute, scann = exports
+    _, users, histories = _test_requests(tiny_dataset, 200)
+    exact, _, _ = _signature_lists(brute, users, histories)
+    approx, _, _ = _signature_lists(scann, users, histories)
+    overlap = np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact)])
+    assert overlap >= 0.95, overlap
+
+
+def test_hr_through_the_signature_equals_evaluate(exports, run, tiny_dataset):
+    _, brute, _ = exports
+    _, model = run
+    split, users, histories = _test_requests(tiny_dataset)
+    items, _, _ = _signature_lists(brute, users, histories)
+    targets = np.array(tiny_dataset.item_vocab.decode(split.targets))
+    hr10 = float(np.mean([t in row for t, row in zip(targets, items)]))
+    assert hr10 == pytest.approx(two_step_sweep(model, split, cutoffs=(10,))[10][9][0], abs=1e-12)
+
+
+def test_cold_start_unknown_ids_and_variable_lengths(exports):
+    _, brute, _ = exports
+    items, scores, steps = _signature_lists(
+        brute, ["1", "no-such-user", "2"], [["3", "5", "7"], [], ["never-seen-item", "4"]]
+    )
+    assert items.shape == (3, 10) and np.isfinite(scores).all()
+    for row in items:
+        assert len(set(row)) == 10 and "" not in row and "[OOV]" not in row
+    assert not {"3", "5", "7"} & set(items[0]) and "4" not in items[2]
+    assert steps[0].tolist() == [1] * 9 + [2]
+
+
+def test_user_embeddings_signature(exports, run, tiny_dataset):
+    _, brute, _ = exports
+    split, users, histories = _test_requests(tiny_dataset, 5)
+    signature = tf.saved_model.load(str(brute)).signatures[EMBEDDINGS_SIGNATURE]
+    out = signature(user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    vectors, prompts = AutoRegressiveRecall(run[1]).user_vectors(split.users[:5], split.histories[:5], num_steps=2)
+    np.testing.assert_allclose(out["embeddings"].numpy(), vectors, rtol=1e-5, atol=1e-5)
+    assert out["first_item"].numpy().astype(str).tolist() == tiny_dataset.item_vocab.decode(prompts[:, 0])
+
+
+def test_wrong_dtype_or_rank_is_rejected(exports):
+    _, brute, _ = exports
+    signature = tf.saved_model.load(str(brute)).signatures[RECOMMEND_SIGNATURE]
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        signature(user_id=tf.constant([1, 2]), history=tf.constant([["a"], ["b"]]))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        signature(user_id=tf.constant(["1"]), history=tf.constant(["a", "b"]))
+
+
+def test_brute_force_flavour_loads_in_a_process_without_scann(exports):
+    _, brute, _ = exports
+    code = (
+        "import sys, tensorflow as tf\n"
+        f"sig = tf.saved_model.load({str(brute)!r}).signatures['serving_default']\n"
+        "out = sig(user_id=tf.constant(['1']), history=tf.constant([['3', '5']]))\n"
+        "assert out['item_ids'].shape == (1, 10)\n"
+        "assert 'scann' not in sys.modules, 'scann was imported'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+def test_saved_model_cli_lists_both_signatures(exports):
+    _, brute, _ = exports
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    shown = subprocess.run([str(cli), "show", "--dir", str(brute), "--all"], capture_output=True, text=True, timeout=300).stdout
+    for fragment in ("signature_def['serving_default']", "signature_def['user_embeddings']", "inputs['history']", "DT_STRING",
+                     "outputs['recall_step']", "DT_INT32", "outputs['embeddings']", "shape: (-1, 2, 32)"):
+        assert fragment in shown, fragment
+
+
+def test_a_failed_export_publishes_nothing(run, tmp_path, monkeypatch):
+    run_dir, model = run
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(publish, "write_warmup", broken)
+    with pytest.raises(OSError, match="simulated"):
+        _export(run_dir, model, tmp_path, "brute-force")
+    assert list((tmp_path / "recgpt").iterdir()) == []  # no version, no staging leftovers
+
+
+def test_scann_below_the_recall_threshold_is_refused(run, tmp_path):
+    run_dir, model = run
+    with pytest.raises(ExportError, match="below the threshold"):
+        _export(run_dir, model, tmp_path, "scann", recall_threshold=1.01)
+    assert list((tmp_path / "recgpt").iterdir()) == []
