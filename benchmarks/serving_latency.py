@@ -1,0 +1,100 @@
+"""In-process latency of the exported recommend signature, ScaNN vs brute force.
+
+Builds a RecGPT over a synthetic catalogue of N items (weights random: latency
+does not depend on training), exports both flavours with the real exporter,
+loads each SavedModel and times the `serving_default` signature at batch 1 and
+batch 64 (p50/p99 over repeated calls), and, in the same run, the raw ScaNN
+search alone (the floor: the signature runs two of them).
+
+    python benchmarks/serving_latency.py --items 1000000 --json benchmarks/results/latency_1m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import recgpt_tf  # noqa: F401
+import tensorflow as tf
+
+from recgpt_tf.contract import RECOMMEND_SIGNATURE
+from recgpt_tf.export import build_scann, export_model, history_tensor, scann_parameters
+from recgpt_tf.export.index import index_recall
+from recgpt_tf.models import RecGPT
+
+STEPS = (9, 1)
+
+
+def percentiles(fn, repeats: int) -> dict:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)), "calls": repeats}
+
+
+def requests(rng, num_items: int, batch: int) -> tuple[tf.Tensor, tf.Tensor]:
+    lengths = rng.integers(3, 30, size=batch)
+    histories = [[str(i) for i in rng.integers(1, num_items + 1, size=n)] for n in lengths]
+    users = [str(u) for u in rng.integers(1, 1001, size=batch)]
+    return tf.constant(users), tf.constant(history_tensor(histories))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, required=True)
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    n = args.items
+    model = RecGPT(num_items=n, num_users=1000, hidden_size=args.hidden_size, num_layers=2, dropout=0.0)
+    model({"user_id": tf.zeros([1], tf.int32), "item_ids": tf.zeros([1, 1], tf.int32)})
+    work = Path(tempfile.mkdtemp(prefix="recgpt-latency-"))
+    (work / "items.txt").write_text("".join(f"{i}\n" for i in range(1, n + 1)))
+    (work / "users.txt").write_text("".join(f"{u}\n" for u in range(1, 1001)))
+    users, histories = requests(rng, n, 64)
+    samples = dict(sample_users=users.numpy().astype(str).tolist(),
+                   sample_histories=[[t for t in row if t] for row in histories.numpy().astype(str).tolist()])
+    result = {"items": n, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+              "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "step_sizes": list(STEPS)}
+    for flavour in ("scann", "brute-force"):
+        start = time.perf_counter()
+        path = export_model(model, work / "items.txt", work / "users.txt", work / "base", flavour.replace("-", "_"), STEPS,
+                            index_kind=flavour, recall_threshold=0.0, **samples)
+        meta = json.loads((path / "assets.extra" / "recgpt.json").read_text())
+        signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]
+        key = flavour.replace("-", "_")
+        result[key] = {"export_seconds": time.perf_counter() - start, "index": meta["index"]}
+        for batch in (1, 64):
+            u, h = requests(rng, n, batch)
+            result[key][f"batch_{batch}"] = percentiles(lambda: signature(user_id=u, history=h), args.repeats if batch == 1 else max(20, args.repeats // 4))
+    # The floor: one raw ScaNN search over the same table, same parameters, k as the signature asks.
+    candidates = model.candidate_embeddings()
+    index = build_scann(candidates, sum(STEPS), scann_parameters(n, sum(STEPS)))
+    result["ann_search_only"] = {"k": sum(STEPS) + 30}
+    for batch in (1, 64):
+        queries = tf.constant(rng.normal(size=(batch, args.hidden_size)).astype(np.float32))
+        result["ann_search_only"][f"batch_{batch}"] = percentiles(lambda: index(queries, k=sum(STEPS) + 30), args.repeats)
+    result["ann_search_only"]["recall_random_queries"] = index_recall(index, candidates, tf.constant(rng.normal(size=(64, args.hidden_size)).astype(np.float32)), sum(STEPS))
+    s, b, a = result["scann"]["batch_1"]["p50_ms"], result["brute_force"]["batch_1"]["p50_ms"], result["ann_search_only"]["batch_1"]["p50_ms"]
+    result["ratios_batch_1"] = {"scann_over_brute_force": s / b, "scann_over_two_searches": s / (2 * a)}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

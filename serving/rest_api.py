@@ -1,0 +1,169 @@
+"""TF Serving's REST API over a `ModelManager`.
+
+    POST /v1/models/NAME[/versions/V]:predict   {"instances": [...]} or {"inputs": {...}}
+    GET  /v1/models/NAME[/versions/V]           version status
+    GET  /v1/models/NAME[/versions/V]/metadata  signature defs
+Errors answer {"error": message} with 400 (INVALID_ARGUMENT), 404 (NOT_FOUND),
+429 (RESOURCE_EXHAUSTED) or 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from recgpt_tf.serving.servable import ModelManager, ServingError
+
+log = logging.getLogger("recgpt.serve")
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<tail>:predict|/metadata)?$")
+
+
+def _bad(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _tensor(key: str, value, dtype: tf.dtypes.DType):
+    """A JSON value as a TensorProto of the signature's dtype; ragged string rows are right-padded with ""."""
+    if dtype == tf.string:
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            width = max([len(v) for v in value] + [1])
+            value = [v + [""] * (width - len(v)) for v in value]
+        array = np.array(value, dtype=object)
+        if array.size and not all(isinstance(v, str) for v in array.ravel()):
+            raise _bad(f"input '{key}' must be strings")
+        return tf.make_tensor_proto(np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array.astype(object), dtype=tf.string)
+    try:
+        return tf.make_tensor_proto(np.array(value), dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise _bad(f"input '{key}' cannot be read as {dtype.name}: {error}") from None
+
+
+def _jsonable(value: np.ndarray):
+    if value.dtype == object:
+        return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b, otypes=[object])(value).tolist()
+    return value.tolist()
+
+
+class RestHandler(BaseHTTPRequestHandler):
+    manager: ModelManager  # set by make_rest_server
+    server_version = "recgpt-tf-serving"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args) -> None:  # quiet: requests are not logged one by one
+        log.debug(fmt, *args)
+
+    def _send(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _route(self):
+        match = _PATH.match(self.path.split("?")[0])
+        if not match:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"unknown path {self.path}")
+        version = int(match["version"]) if match["version"] else None
+        return match["name"], version, match["tail"] or ""
+
+    def _guard(self, handler) -> None:
+        try:
+            status, payload = handler()
+        except ServingError as error:
+            status, payload = error.http_status, {"error": error.message}
+        except Exception as error:  # never let a request take the endpoint down
+            log.exception("REST request failed")
+            status, payload = 500, {"error": f"{type(error).__name__}: {error}"}
+        try:
+            self._send(status, payload)
+        except OSError:
+            pass  # the client went away
+
+    def do_GET(self) -> None:
+        self._guard(self._get)
+
+    def do_POST(self) -> None:
+        self._guard(self._post)
+
+    def _get(self):
+        name, version, tail = self._route()
+        if tail == ":predict":
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "predict needs POST")
+        if tail == "/metadata":
+            servable = self.manager.get(name, version)
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, value in servable.meta_graph.signature_def.items():
+                signature_map.signature_def[key].CopyFrom(value)
+            return 200, {
+                "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                "metadata": {"signature_def": json_format.MessageToDict(signature_map)},
+            }
+        rows = self.manager.status(name)
+        if version is not None:
+            rows = [r for r in rows if r[0] == version]
+            if not rows:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
+        return 200, {
+            "model_version_status": [
+                {"version": str(v), "state": state, "status": {"error_code": "OK" if not msg else "UNKNOWN", "error_message": msg}}
+                for v, state, msg in rows
+            ]
+        }
+
+    def _post(self):
+        name, version, tail = self._route()
+        if tail != ":predict":
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"POST {self.path}: only :predict accepts POST")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.manager.limits.max_message_bytes:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError as error:
+            raise _bad(f"request body is not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise _bad("request body must be a JSON object")
+        servable = self.manager.get(name, version)
+        signature_name = body.get("signature_name") or "serving_default"
+        signature = servable.signatures.get(signature_name)
+        if signature is None:
+            raise _bad(f'Serving signature name: "{signature_name}" not found in signature def')
+        dtypes = {k: tf.dtypes.as_dtype(v.dtype) for k, v in signature.inputs.items()}
+        if ("instances" in body) == ("inputs" in body):
+            raise _bad('the body needs exactly one of "instances" (row format) or "inputs" (columnar format)')
+        if "instances" in body:
+            instances = body["instances"]
+            if not isinstance(instances, list) or not all(isinstance(i, dict) for i in instances):
+                raise _bad('"instances" must be a list of objects keyed by input name')
+            if not instances:
+                raise _bad("'instances' is an empty batch")
+            columns = {key: [inst.get(key) for inst in instances] for key in set().union(*instances)}
+            for key, values in columns.items():
+                if any(v is None for v in values):
+                    raise _bad(f"input '{key}' is missing from some instances")
+        else:
+            columns = body["inputs"]
+            if not isinstance(columns, dict):
+                raise _bad('"inputs" must be an object keyed by input name')
+        inputs = {key: _tensor(key, value, dtypes.get(key, tf.string)) for key, value in columns.items()}
+        outputs = servable.run(signature_name, inputs, self.manager.limits)
+        if "instances" in body:
+            rows = len(next(iter(outputs.values())))
+            return 200, {"predictions": [{k: _jsonable(v[i : i + 1])[0] for k, v in outputs.items()} for i in range(rows)]}
+        return 200, {"outputs": {k: _jsonable(v) for k, v in outputs.items()}}
+
+
+def make_rest_server(manager: ModelManager, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("BoundRestHandler", (RestHandler,), {"manager": manager})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
