@@ -170,6 +170,40 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from recgpt_tf.serving import Limits, LocalServer
+
+    try:
+        import scann  # noqa: F401  (registers the ScaNN ops, like the ScaNN-enabled TF Serving image)
+    except ImportError:
+        print("scann is not importable: only brute-force exports will load", file=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    limits = Limits(max_batch=args.max_batch, max_history=args.max_history)
+    server = LocalServer(args.export_base, args.host, args.grpc_port, args.rest_port, args.workers, limits, args.poll_seconds)
+    server.start()
+    print(f"recgpt serve: {args.export_base} on gRPC {args.host}:{server.grpc_port}, REST {args.host}:{server.rest_port} "
+          "(a development stand-in for tensorflow_model_server; Ctrl-C or SIGTERM stops it)", flush=True)
+    server.serve_until_signalled()
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recgpt_tf.serving import RecGPTClient, RestClient
+
+    history = [h for h in args.history.split(",") if h] if args.history else []
+    if args.rest:
+        rows = RestClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
+    else:
+        rows = RecGPTClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
+    row = rows[0]
+    print(f"user {args.user}, history {' '.join(history) or '(empty: cold start)'}")
+    for rank, (item, score, step) in enumerate(zip(row["item_ids"], row["scores"], row["recall_step"]), start=1):
+        print(f"{rank:>3}. {item:<20} score {score:8.4f}  step {step}")
+    return 0
+
+
 def _chosen_first_step(run_dir: Path, k: int) -> int:
     """m for k from the run's last `recgpt evaluate` (chosen on validation), else k (one step)."""
     import json
@@ -216,6 +250,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int, default=None, help="default: the next free version number")
     export.set_defaults(func=cmd_export)
 
+    serve = sub.add_parser("serve", help="TF-Serving-compatible local endpoint (gRPC + REST) over an export base")
+    serve.add_argument("export_base", type=Path)
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    serve.add_argument("--grpc-port", type=int, default=8500)
+    serve.add_argument("--rest-port", type=int, default=8501)
+    serve.add_argument("--workers", type=int, default=8)
+    serve.add_argument("--max-batch", type=int, default=256)
+    serve.add_argument("--max-history", type=int, default=1000, help="longer histories are answered from their most recent items")
+    serve.add_argument("--poll-seconds", type=float, default=2.0)
+    serve.set_defaults(func=cmd_serve)
+
+    recommend = sub.add_parser("recommend", help="ask a TF Serving endpoint (real or `recgpt serve`) for recommendations")
+    recommend.add_argument("--server", required=True, help="HOST:PORT (gRPC, or REST with --rest)")
+    recommend.add_argument("--model", required=True)
+    recommend.add_argument("--user", required=True)
+    recommend.add_argument("--history", default="", help="comma-separated item ids, oldest first")
+    recommend.add_argument("--version", type=int, default=None)
+    recommend.add_argument("--rest", action="store_true")
+    recommend.add_argument("--timeout", type=float, default=5.0)
+    recommend.set_defaults(func=cmd_recommend)
+
     quick = sub.add_parser("quickstart", help="synthetic data (or --data) → train → evaluate → recommend")
     quick.add_argument("--data", type=Path, default=None, help="your own data file instead of the built-in synthetic set")
     quick.add_argument("--format", choices=FORMATS, default=None)
@@ -234,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     except (DataFormatError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"recgpt {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        import grpc
+
+        if isinstance(error, grpc.RpcError):
+            print(f"recgpt {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":
