@@ -15,7 +15,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8"],
+    "test": ["pytest>=8", "pyyaml>=6"],
     "notebooks": ["nbclient>=0.10", "ipykernel>=6", "matplotlib>=3.8"],
 }
 

@@ -1,0 +1,42 @@
+"""The deployment files agree with what the exporter writes (no Docker engine here to run them)."""
+
+from pathlib import Path
+
+import yaml
+
+from recgpt_tf.export.publish import write_batching_parameters, write_models_config
+
+DEPLOY = Path(__file__).resolve().parents[1] / "serving" / "deploy"
+FLAGS = {
+    "--model_config_file=/models/models.config",
+    "--batching_parameters_file=/models/batching_parameters.txt",
+    "--enable_batching=true",
+    "--enable_model_warmup=true",
+}
+
+
+def test_compose_mounts_the_export_base_for_both_images(tmp_path):
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    images = {s["image"].split(":")[0] for s in services.values()}
+    assert images == {"tensorflow/serving", "google/tf-serving-scann"}
+    for service in services.values():
+        assert FLAGS <= set(service["command"])
+        assert any(v.endswith(":/models:ro") for v in service["volumes"])
+
+
+def test_kubernetes_deployments_mount_the_export_base(tmp_path):
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text()))
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert {d["spec"]["template"]["spec"]["containers"][0]["image"].split(":")[0] for d in deployments} == {"tensorflow/serving", "google/tf-serving-scann"}
+    for d in deployments:
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        assert FLAGS <= set(container["args"]) and container["volumeMounts"][0]["mountPath"] == "/models"
+
+
+def test_exported_config_paths_match_the_mount(tmp_path):
+    write_models_config(tmp_path, "recgpt")
+    write_models_config(tmp_path, "other")  # a second model keeps the first listed
+    text = (tmp_path / "models.config").read_text()
+    assert 'base_path: "/models/recgpt"' in text and 'base_path: "/models/other"' in text
+    write_batching_parameters(tmp_path)
+    assert "max_batch_size { value: 64 }" in (tmp_path / "batching_parameters.txt").read_text()
