@@ -16,21 +16,22 @@ import datetime
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import recgpt_tf  # noqa: F401
-import tensorflow as tf
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recgpt_tf.contract import RECOMMEND_SIGNATURE
-from recgpt_tf.export import build_scann, export_model, history_tensor, scann_parameters
-from recgpt_tf.export.index import index_recall
-from recgpt_tf.models import RecGPT
+from synthetic_export import STEPS, as_tensors, export_synthetic, random_requests, synthetic_model  # noqa: E402
 
-STEPS = (9, 1)
+import tensorflow as tf  # noqa: E402
+
+from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
+from recgpt_tf.export import build_scann, scann_parameters  # noqa: E402
+from recgpt_tf.export.index import index_recall  # noqa: E402
 
 
 def percentiles(fn, repeats: int) -> dict:
@@ -44,13 +45,6 @@ def percentiles(fn, repeats: int) -> dict:
     return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)), "calls": repeats}
 
 
-def requests(rng, num_items: int, batch: int) -> tuple[tf.Tensor, tf.Tensor]:
-    lengths = rng.integers(3, 30, size=batch)
-    histories = [[str(i) for i in rng.integers(1, num_items + 1, size=n)] for n in lengths]
-    users = [str(u) for u in rng.integers(1, 1001, size=batch)]
-    return tf.constant(users), tf.constant(history_tensor(histories))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, required=True)
@@ -60,26 +54,19 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n = args.items
-    model = RecGPT(num_items=n, num_users=1000, hidden_size=args.hidden_size, num_layers=2, dropout=0.0)
-    model({"user_id": tf.zeros([1], tf.int32), "item_ids": tf.zeros([1, 1], tf.int32)})
+    model = synthetic_model(n, args.hidden_size)
     work = Path(tempfile.mkdtemp(prefix="recgpt-latency-"))
-    (work / "items.txt").write_text("".join(f"{i}\n" for i in range(1, n + 1)))
-    (work / "users.txt").write_text("".join(f"{u}\n" for u in range(1, 1001)))
-    users, histories = requests(rng, n, 64)
-    samples = dict(sample_users=users.numpy().astype(str).tolist(),
-                   sample_histories=[[t for t in row if t] for row in histories.numpy().astype(str).tolist()])
     result = {"items": n, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
               "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "step_sizes": list(STEPS)}
     for flavour in ("scann", "brute-force"):
         start = time.perf_counter()
-        path = export_model(model, work / "items.txt", work / "users.txt", work / "base", flavour.replace("-", "_"), STEPS,
-                            index_kind=flavour, recall_threshold=0.0, **samples)
+        path = export_synthetic(model, flavour, work, name=flavour.replace("-", "_"))
         meta = json.loads((path / "assets.extra" / "recgpt.json").read_text())
         signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]
         key = flavour.replace("-", "_")
         result[key] = {"export_seconds": time.perf_counter() - start, "index": meta["index"]}
         for batch in (1, 64):
-            u, h = requests(rng, n, batch)
+            u, h = as_tensors(*random_requests(rng, n, batch))
             result[key][f"batch_{batch}"] = percentiles(lambda: signature(user_id=u, history=h), args.repeats if batch == 1 else max(20, args.repeats // 4))
     # The floor: one raw ScaNN search over the same table, same parameters, k as the signature asks.
     candidates = model.candidate_embeddings()
