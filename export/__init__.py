@@ -2,9 +2,10 @@
 
 from recgpt_tf.export.index import build_scann, index_recall, scann_parameters
 from recgpt_tf.export.publish import ExportError, export_model, history_tensor, next_version
+from recgpt_tf.export.run_export import chosen_first_step, export_keras_model, export_run
 from recgpt_tf.export.serving_module import RecGPTServingModule
 
 __all__ = [
-    "ExportError", "RecGPTServingModule", "build_scann", "export_model", "history_tensor",
-    "index_recall", "next_version", "scann_parameters",
+    "ExportError", "RecGPTServingModule", "build_scann", "chosen_first_step", "export_keras_model", "export_model",
+    "export_run", "history_tensor", "index_recall", "next_version", "scann_parameters",
 ]

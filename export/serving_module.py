@@ -114,22 +114,32 @@ class RecGPTServingModule(tf.Module):
         return counts > 0  # scatter_nd adds duplicates, so count and compare
 
     # -- the recall -------------------------------------------------------------------
-    def recall(self, user_id: tf.Tensor, history: tf.Tensor):
-        """Returns (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, G, d], prompts [B, G-1])."""
+    def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None):
+        """The G-step recall.
+
+        Args:
+            num_vectors: User vectors to generate (default G); more than G runs the
+                decoder again after the last retrieval without retrieving (the
+                `user_embeddings` signature always returns h1 and h2).
+
+        Returns:
+            (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, V, d], prompts [B, V-1]).
+        """
         users, items = self._encode_inputs(user_id, history)
         excluded = items[:, -self.max_exclusions :].to_tensor(default_value=0)  # (B, E)
         tokens, segments = items, tf.zeros_like(items)
         out_ids, out_scores, out_steps, vectors, prompts = [], [], [], [], []
-        for step, size in enumerate(self.step_sizes):
+        total = max(num_vectors or 0, len(self.step_sizes))
+        for step in range(total):
             h = self._decode_last(users, tokens, segments)
             vectors.append(h)
-            listed = tf.concat([excluded] + out_ids, axis=1)
-            values, ids = self._top(h, listed, size)
-            out_ids.append(ids)
-            out_scores.append(values)
-            out_steps.append(tf.fill(tf.shape(ids), step + 1))
-            if step < len(self.step_sizes) - 1:
-                best = ids[:, :1]  # i_g*: appended as a prompt token (segment 1)
+            if step < len(self.step_sizes):
+                values, ids = self._top(h, tf.concat([excluded] + out_ids, axis=1), self.step_sizes[step])
+                out_ids.append(ids)
+                out_scores.append(values)
+                out_steps.append(tf.fill(tf.shape(ids), step + 1))
+            if step < total - 1:
+                best = out_ids[-1][:, :1]  # i_g*: appended as a prompt token (segment 1)
                 prompts.append(best[:, 0])
                 tokens = tf.concat([tokens, tf.RaggedTensor.from_tensor(best)], axis=1)
                 segments = tf.concat([segments, tf.RaggedTensor.from_tensor(tf.ones_like(best))], axis=1)
@@ -146,5 +156,5 @@ class RecGPTServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)])
     def user_embeddings(self, user_id, history):
-        ids, _, _, vectors, _ = self.recall(user_id, history)
+        ids, _, _, vectors, _ = self.recall(user_id, history, num_vectors=2)
         return {OUTPUT_EMBEDDINGS: vectors, OUTPUT_FIRST_ITEM: self._tokens(ids[:, 0])}

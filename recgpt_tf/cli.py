@@ -105,68 +105,91 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from recgpt_tf.data.synthetic import synthetic_sequences
     from recgpt_tf.evaluation.evaluate import evaluate_popularity
     from recgpt_tf.evaluation.report import evaluate_run
-    from recgpt_tf.inference.recall import AutoRegressiveRecall
-    from recgpt_tf.runs import Run
+    from recgpt_tf.export import export_run
 
     start = time.perf_counter()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.data:
-        dataset = Dataset.from_file(args.data, args.format)
         data_path = Path(args.data)
     else:
-        out.mkdir(parents=True, exist_ok=True)
         data_path = out / "synthetic.txt"
-        sequences = synthetic_sequences(seed=args.seed)
+        sequences = synthetic_sequences(seed=0 if args.seed is None else args.seed)
         data_path.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in sequences.items()))
-        dataset = Dataset.from_file(data_path)
-    print(f"[1/3] data {data_path}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
+    dataset = Dataset.from_file(data_path, args.format)
+    print(f"[1/5] data {data_path}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
-    if args.epochs is None:
-        train_config.epochs = 30
     run_dir = out / "run"
-    print(f"[2/3] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning, into {run_dir}")
+    print(f"[2/5] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}")
     train_stages(dataset, run_dir, "all", model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1)
-    print("[3/3] evaluation (test split)")
+
+    print("[3/5] evaluation (test split; two-step m chosen on validation)")
     report = evaluate_run(run_dir, data_path, args.format)
     report["results"]["popularity"] = evaluate_popularity(dataset, dataset.split("test"))
     _print_results(report)
     write_json(out / "metrics.json", report)
+    write_json(run_dir / "evaluation.json", report)
+
+    print("[4/5] export (one SavedModel per index flavour, TF Serving layout)")
+    exports = out / "exports"
+    flavours = ["brute-force"]
+    try:
+        import scann  # noqa: F401
+
+        flavours.append("scann")
+    except ImportError:
+        print("  scann is not importable: exporting the brute-force flavour only")
+    for flavour in flavours:
+        name = "recgpt" if flavour == "brute-force" else "recgpt_scann"
+        path = export_run(run_dir, exports, name, flavour)
+        print(f"  {flavour:<11} → {path}")
+
+    print("[5/5] serving: local TF-Serving-compatible endpoint, one gRPC request")
+    _serve_and_ask(exports, dataset)
+    print(f"\ndone in {time.perf_counter() - start:.0f}s: run {run_dir}, metrics {out / 'metrics.json'}, exports {exports}")
+    print(f"next: `recgpt serve {exports}` and `recgpt recommend --server 127.0.0.1:8500 --model recgpt --user U --history a,b,c`")
+    return 0
+
+
+def _serve_and_ask(exports: Path, dataset) -> None:
+    from recgpt_tf.serving import LocalServer, RecGPTClient
 
     test = dataset.split("test")
-    user, history = test.users[0], test.histories[0]
-    m = report["two_step"]["m"]
-    items, _, steps = AutoRegressiveRecall(Run.open(run_dir).load_model("prompt")).recommend(user[None], [history], (m, 10 - m) if m < 10 else (10,))
-    print(f"\nuser {dataset.user_vocab.decode([user])[0]}: history (most recent last) {' '.join(dataset.item_vocab.decode(history[-10:]))}")
-    print(f"top 10 (RecGPT two-step, {m}_{10 - m}): {' '.join(dataset.item_vocab.decode(items[0]))}  (steps {' '.join(map(str, steps[0]))})")
-    print(f"held-out next item: {dataset.item_vocab.decode([test.targets[0]])[0]}")
-    print(f"\ndone in {time.perf_counter() - start:.0f}s: run {run_dir}, metrics {out / 'metrics.json'}")
-    return 0
+    user = dataset.user_vocab.decode(test.users[:1])[0]
+    history = dataset.item_vocab.decode(test.histories[0])
+    with LocalServer(exports, grpc_port=0, rest_port=0) as server:
+        target = f"127.0.0.1:{server.grpc_port}"
+        client = RecGPTClient(target, "recgpt", timeout=30)
+        row = client.recommend([user], [history])[0]
+        print(f"  gRPC {target}, model 'recgpt', version status {client.status()}")
+        client.close()
+    print(f"\n  user {user}, history (oldest → newest, last 10): {' '.join(history[-10:])}")
+    print(f"  held-out next item: {dataset.item_vocab.decode([test.targets[0]])[0]}")
+    print("  recommended over gRPC:")
+    for rank, (item, score, step) in enumerate(zip(row["item_ids"], row["scores"], row["recall_step"]), start=1):
+        print(f"  {rank:>4}. item {item:<8} score {score:7.3f}  (recall step {step})")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     import json
 
-    from recgpt_tf.export import export_model
-    from recgpt_tf.inference.recall import split_k
-    from recgpt_tf.runs import Run
+    from recgpt_tf.export import export_run
 
-    run = Run.open(args.run_dir)
-    stage = "prompt" if run.has_stage("prompt") else "pretrain"
-    first = args.first_step_size
-    if first is None:
-        first = _chosen_first_step(run.path, args.top_k)
-    step_sizes = split_k(args.top_k, first, args.steps)
-    samples = json.loads((run.path / "sample_requests.json").read_text()) if (run.path / "sample_requests.json").exists() else {"users": [], "histories": []}
-    path = export_model(
-        run.load_model(stage), run.path / "items.txt", run.path / "users.txt", args.export_base, args.name, step_sizes,
-        index_kind=args.index, sample_users=samples["users"], sample_histories=samples["histories"],
-        recall_threshold=args.recall_threshold, version=args.version,
-        metadata={"run": str(run.path.resolve()), "stage": stage, "config": run.config},
-    )
+    path = export_run(args.run_dir, args.export_base, args.name, args.index, args.top_k, args.first_step_size, args.steps,
+                      args.recall_threshold, args.version)
     meta = json.loads((path / "assets.extra" / "recgpt.json").read_text())
     recall = meta["index"].get("recall")
-    print(f"published {path} ({args.index}, {stage} weights, steps {'_'.join(map(str, step_sizes))}"
+    print(f"published {path} ({args.index}, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
           + (f", ScaNN recall@{meta['index']['recall_at']} {recall:.3f}" if recall is not None else "") + ")")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from recgpt_tf.data.readers import load_interactions
+    from recgpt_tf.tfx_trainer import write_examples
+
+    count = write_examples(load_interactions(args.data, args.format), args.out)
+    print(f"wrote {count} examples (user_id, item_ids) to {args.out}")
     return 0
 
 
@@ -202,19 +225,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     for rank, (item, score, step) in enumerate(zip(row["item_ids"], row["scores"], row["recall_step"]), start=1):
         print(f"{rank:>3}. {item:<20} score {score:8.4f}  step {step}")
     return 0
-
-
-def _chosen_first_step(run_dir: Path, k: int) -> int:
-    """m for k from the run's last `recgpt evaluate` (chosen on validation), else k (one step)."""
-    import json
-
-    report = run_dir / "evaluation.json"
-    if report.exists():
-        per_k = json.loads(report.read_text()).get("two_step_per_k", {})
-        chosen = per_k.get("recgpt") or per_k.get("pretrain_two_step") or {}
-        if str(k) in chosen:
-            return int(chosen[str(k)]["m"])
-    return k
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-history", type=int, default=1000, help="longer histories are answered from their most recent items")
     serve.add_argument("--poll-seconds", type=float, default=2.0)
     serve.set_defaults(func=cmd_serve)
+
+    convert = sub.add_parser("convert", help="write DATA as TFRecord tf.Examples for the TFX Trainer module (.gz: GZIP)")
+    convert.add_argument("data", type=Path)
+    convert.add_argument("out", type=Path)
+    convert.add_argument("--format", choices=FORMATS, default=None)
+    convert.set_defaults(func=cmd_convert)
 
     recommend = sub.add_parser("recommend", help="ask a TF Serving endpoint (real or `recgpt serve`) for recommendations")
     recommend.add_argument("--server", required=True, help="HOST:PORT (gRPC, or REST with --rest)")

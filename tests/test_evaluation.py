@@ -33,6 +33,8 @@ def test_history_items_are_excluded_from_the_ranking():
     assert _rank(scores, [[1, 2]], [4]).tolist() == [1]
     # A held-out item that is itself in the history cannot be recommended: a miss.
     assert _rank(scores, [[4]], [4]).tolist() == [5]
+    # An unknown (OOV, id N + 1) held-out item is a miss, not an error.
+    assert _rank(scores, [[]], [6]).tolist() == [5]
     # Rows exclude only their own history.
     assert _rank(scores * 2, [[1], []], [3, 3]).tolist() == [1, 2]
 

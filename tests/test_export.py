@@ -123,6 +123,21 @@ def test_user_embeddings_signature(exports, run, tiny_dataset):
     assert out["first_item"].numpy().astype(str).tolist() == tiny_dataset.item_vocab.decode(prompts[:, 0])
 
 
+def test_one_step_export_still_returns_h1_and_h2(run, tiny_dataset, tmp_path):
+    run_dir, model = run
+    requests = json.loads((run_dir / "sample_requests.json").read_text())
+    path = export_model(model, run_dir / "items.txt", run_dir / "users.txt", tmp_path, "recgpt", (10,),
+                        sample_users=requests["users"], sample_histories=requests["histories"])
+    split, users, histories = _test_requests(tiny_dataset, 4)
+    loaded = tf.saved_model.load(str(path)).signatures
+    out = loaded[EMBEDDINGS_SIGNATURE](user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    assert out["embeddings"].shape == (4, 2, 32)
+    vectors, _ = AutoRegressiveRecall(model).user_vectors(split.users[:4], split.histories[:4], num_steps=2)
+    np.testing.assert_allclose(out["embeddings"].numpy(), vectors, rtol=1e-5, atol=1e-5)
+    steps = loaded[RECOMMEND_SIGNATURE](user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))["recall_step"]
+    assert (steps.numpy() == 1).all()
+
+
 def test_wrong_dtype_or_rank_is_rejected(exports):
     _, brute, _ = exports
     signature = tf.saved_model.load(str(brute)).signatures[RECOMMEND_SIGNATURE]

@@ -12,8 +12,9 @@ def target_ranks(queries: tf.Tensor, candidates: tf.Tensor, excluded: tf.Tensor,
     """0-based rank of each target among all non-excluded items.
 
     rank = number of non-excluded items scoring strictly higher than the target.
-    A target that is itself excluded (a repeat of a history item) can never be
-    recommended, so it gets rank N (a miss at every cutoff).
+    A target that is itself excluded (a repeat of a history item) or unknown to
+    the model (OOV, e.g. an eval split encoded with training vocabularies) can
+    never be recommended, so it gets rank N (a miss at every cutoff).
 
     Args:
         queries: [B, d] user representations.
@@ -25,6 +26,8 @@ def target_ranks(queries: tf.Tensor, candidates: tf.Tensor, excluded: tf.Tensor,
         [B] int32 ranks.
     """
     scores = exclude_history(tf.matmul(queries, candidates, transpose_b=True), excluded)  # (B, N)
-    target_scores = tf.gather(scores, targets - 1, batch_dims=1)  # (B,)
+    num_items = tf.shape(scores)[1]
+    known = (targets >= 1) & (targets <= num_items)
+    target_scores = tf.gather(scores, tf.clip_by_value(targets - 1, 0, num_items - 1), batch_dims=1)  # (B,)
     ranks = tf.reduce_sum(tf.cast(scores > target_scores[:, tf.newaxis], tf.int32), axis=1)
-    return tf.where(tf.math.is_inf(target_scores), tf.shape(scores)[1], ranks)
+    return tf.where(tf.math.is_inf(target_scores) | ~known, num_items, ranks)

@@ -23,11 +23,15 @@ def _two_step(model, valid, test) -> tuple[dict, dict[int, int], dict]:
 
 
 def evaluate_run(run_dir: Path | str, data: Path | str, data_format: str | None = None) -> dict:
-    """The `evaluate --json` document for a trained run (architecture.md contract)."""
+    """The `evaluate --json` document for a trained run on a data file (architecture.md contract)."""
     from recgpt_tf.runs import Run
 
     run = Run.open(run_dir)
-    dataset = run.dataset(data, data_format)
+    return evaluate_dataset(run, run.dataset(data, data_format))
+
+
+def evaluate_dataset(run, dataset) -> dict:
+    """Every trained variant of `run` on `dataset` (encoded with the run's vocabularies)."""
     valid, test = dataset.split("valid"), dataset.split("test")
     results, per_k, valid_sweeps = {}, {}, {}
 
