@@ -31,6 +31,7 @@ class ModelConfig:
         user_dropout: Probability, in training, of replacing a user by the OOV user, so
             the OOV embedding learns a population prior for cold-start users.
         num_segments: Segment vocabulary (0 = real item, 1 = generated prompt).
+        position_mode: "from_start" or "from_end" (see `RecGPTEmbedding`).
     """
 
     num_items: int
@@ -44,6 +45,7 @@ class ModelConfig:
     use_user_embedding: bool = True
     user_dropout: float = 0.1
     num_segments: int = 2
+    position_mode: str = "from_start"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

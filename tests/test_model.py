@@ -15,8 +15,9 @@ def make_model(**overrides) -> RecGPT:
     return model
 
 
-def test_no_future_leakage():
-    model = make_model(num_layers=2)
+@pytest.mark.parametrize("position_mode", ["from_start", "from_end"])
+def test_no_future_leakage(position_mode):
+    model = make_model(num_layers=2, position_mode=position_mode)
     batch = random_batch(N, U, batch=2, length=8, seed=1)
     base = model(batch).numpy()
     changed = {**batch, "item_ids": batch["item_ids"].copy()}
@@ -25,6 +26,16 @@ def test_no_future_leakage():
     after = model(changed).numpy()
     np.testing.assert_allclose(after[:, : t + 1], base[:, : t + 1], atol=1e-6)  # h_0..h_t unchanged
     assert np.abs(after[:, t + 1 :] - base[:, t + 1 :]).max() > 1e-4  # and the change is seen later
+
+
+def test_from_end_positions_align_the_last_item():
+    model = make_model(position_mode="from_end")
+    short = {"user_id": np.array([1], np.int32), "item_ids": np.array([[5, 6, 0, 0]], np.int32)}
+    padded_less = {"user_id": np.array([1], np.int32), "item_ids": np.array([[5, 6]], np.int32)}
+    # Padding after the sequence changes nothing: positions count back from the last real token.
+    np.testing.assert_allclose(model(short).numpy()[:, :2], model(padded_less).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="position_mode"):
+        make_model(position_mode="sideways")
 
 
 def test_user_module_personalises_every_position():

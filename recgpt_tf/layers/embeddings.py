@@ -24,7 +24,14 @@ class RecGPTEmbedding(keras.layers.Layer):
         dropout: Dropout rate on the summed embedding.
         use_user_embedding: Whether to add the user embedding.
         user_dropout: Training-time probability of replacing a user by the OOV user.
+        position_mode: "from_start" numbers tokens 0..T-1 from the first kept
+            token; "from_end" numbers them so the last real token is always
+            `max_length - 1` (SASRec's left-aligned positions: a position says how
+            recent a token is). Either way a token's position depends only on the
+            sequence length, never on later items, so causality holds.
     """
+
+    POSITION_MODES = ("from_start", "from_end")
 
     def __init__(
         self,
@@ -36,9 +43,13 @@ class RecGPTEmbedding(keras.layers.Layer):
         dropout: float = 0.0,
         use_user_embedding: bool = True,
         user_dropout: float = 0.0,
+        position_mode: str = "from_start",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if position_mode not in self.POSITION_MODES:
+            raise ValueError(f"position_mode must be one of {self.POSITION_MODES}; got {position_mode!r}")
+        self.position_mode = position_mode
         self.num_items = num_items
         self.num_users = num_users
         self.max_length = max_length
@@ -72,7 +83,12 @@ class RecGPTEmbedding(keras.layers.Layer):
         length = tf.shape(item_ids)[1]
         tf.debugging.assert_less_equal(length, self.max_length, message=f"item_ids longer than max_length={self.max_length}")
         x = self.item_embedding(item_ids) * math.sqrt(self.hidden_size)  # (B, T, d)
-        x += self.position_embedding(tf.range(length))[tf.newaxis]  # (1, T, d)
+        if self.position_mode == "from_end":
+            real = tf.reduce_sum(tf.cast(item_ids != 0, tf.int32), axis=1, keepdims=True)  # (B, 1); right-padded rows
+            positions = tf.clip_by_value(self.max_length - real + tf.range(length)[tf.newaxis], 0, self.max_length - 1)
+            x += self.position_embedding(positions)  # (B, T, d)
+        else:
+            x += self.position_embedding(tf.range(length))[tf.newaxis]  # (1, T, d)
         x += self.segment_embedding(segment_ids)
         if self.user_embedding is not None:
             if training and self.user_dropout > 0:
@@ -92,5 +108,6 @@ class RecGPTEmbedding(keras.layers.Layer):
             dropout=self.dropout,
             use_user_embedding=self.use_user_embedding,
             user_dropout=self.user_dropout,
+            position_mode=self.position_mode,
         )
         return config

@@ -30,6 +30,7 @@ class RecGPTBackbone(keras.layers.Layer):
         use_user_embedding: bool = True,
         user_dropout: float = 0.1,
         num_segments: int = 2,
+        position_mode: str = "from_start",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -44,6 +45,7 @@ class RecGPTBackbone(keras.layers.Layer):
         self.use_user_embedding = use_user_embedding
         self.user_dropout = user_dropout
         self.num_segments = num_segments
+        self.position_mode = position_mode
         self.embedding = RecGPTEmbedding(
             num_items=num_items,
             num_users=num_users,
@@ -53,6 +55,7 @@ class RecGPTBackbone(keras.layers.Layer):
             dropout=dropout,
             use_user_embedding=use_user_embedding,
             user_dropout=user_dropout,
+            position_mode=position_mode,
             name="embedding",
         )
         self.blocks = [
@@ -96,6 +99,7 @@ class RecGPTBackbone(keras.layers.Layer):
             use_user_embedding=self.use_user_embedding,
             user_dropout=self.user_dropout,
             num_segments=self.num_segments,
+            position_mode=self.position_mode,
         )
         return config
 
