@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -71,12 +70,7 @@ def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     for k in k_sweep:
         sweep_dir = runs / f"{path.stem}_K{k}"
         if not (sweep_dir / "prompt" / "summary.json").exists():
-            # A run directory that shares the pre-trained weights, prompt-tuned with K = k.
-            (sweep_dir / "pretrain").mkdir(parents=True, exist_ok=True)
-            for name in ("config.json", "items.txt", "users.txt"):
-                shutil.copy(run_dir / name, sweep_dir / name)
-            for file in (run_dir / "pretrain").glob("weights*"):
-                shutil.copy(file, sweep_dir / "pretrain" / file.name)
+            run.fork(sweep_dir)  # shares the pre-trained weights; prompt-tuned with K = k
             prompt_tune(Run.open(sweep_dir).load_model("pretrain"), dataset, sweep_dir, PromptConfig(k), verbose=2)
         summary = json.loads((sweep_dir / "prompt" / "summary.json").read_text())
         tuned = Run.open(sweep_dir).load_model("prompt")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 from recgpt_tf.config import ModelConfig
@@ -55,6 +56,18 @@ class Run:
         model = build_model(self.model_config, objective, prompt_tuned=(stage == "prompt"))
         model.load_weights(str(self.path / stage / "weights")).expect_partial()
         return model
+
+    def fork(self, path: Path | str) -> "Run":
+        """A new run directory sharing this run's configuration, vocabularies and
+        pre-trained weights (e.g. to prompt-tune with another K); reused if present."""
+        path = Path(path)
+        (path / "pretrain").mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "items.txt", "users.txt", "sample_requests.json"):
+            if (self.path / name).exists() and not (path / name).exists():
+                shutil.copy(self.path / name, path / name)
+        for file in (self.path / "pretrain").glob("weights*"):
+            shutil.copy(file, path / "pretrain" / file.name)
+        return Run.open(path)
 
     def dataset(self, data: Path | str, data_format: str | None = None) -> Dataset:
         """`data` encoded with this run's vocabularies."""
