@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from recgpt_tf.config import OBJECTIVES, ModelConfig, TrainConfig, write_json
+from recgpt_tf.config import LOSS_POSITIONS, OBJECTIVES, ModelConfig, TrainConfig, write_json
 from recgpt_tf.data.readers import FORMATS, DataFormatError
 
 STAGES = ("pretrain", "prompt", "finetune", "all")  # all = pretrain then prompt
@@ -43,7 +43,8 @@ def _stage_line(name: str, summary: dict, where: Path) -> str:
     )
 
 
-def train_stages(dataset, out: Path, stages: str, model_config: ModelConfig, train_config: TrainConfig, prompt_window: int, verbose: int):
+def train_stages(dataset, out: Path, stages: str, model_config: ModelConfig, train_config: TrainConfig, prompt_window: int, verbose: int,
+                 prompt_loss_positions: str | None = None):
     """Runs the requested stages; later stages start from the run's pre-trained weights."""
     from recgpt_tf.runs import Run
     from recgpt_tf.training.pretrain import pretrain
@@ -55,7 +56,8 @@ def train_stages(dataset, out: Path, stages: str, model_config: ModelConfig, tra
     if stages in ("prompt", "all"):
         model = Run.open(out).load_model("pretrain")
         prompt_train = dataclasses.replace(PromptConfig().train, seed=train_config.seed, batch_size=train_config.batch_size)
-        _, summary = prompt_tune(model, dataset, out, PromptConfig(prompt_window, prompt_train), verbose=verbose)
+        config = PromptConfig(prompt_window, prompt_train, **({"loss_positions": prompt_loss_positions} if prompt_loss_positions else {}))
+        _, summary = prompt_tune(model, dataset, out, config, verbose=verbose)
         print(_stage_line(f"prompt-tuning (K={prompt_window})", summary, out / "prompt"))
     if stages == "finetune":
         model = Run.open(out).load_model("pretrain")
@@ -73,7 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset = Dataset.from_file(args.data, args.format)
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     print(f"{args.data}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
-    train_stages(dataset, Path(args.out), args.stages, model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1)
+    train_stages(dataset, Path(args.out), args.stages, model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1,
+                 prompt_loss_positions=args.prompt_loss_positions)
     return 0
 
 
@@ -121,7 +124,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     run_dir = out / "run"
     print(f"[2/5] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}")
-    train_stages(dataset, run_dir, "all", model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1)
+    train_stages(dataset, run_dir, "all", model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1,
+                 prompt_loss_positions=args.prompt_loss_positions)
 
     print("[3/5] evaluation (test split; two-step m chosen on validation)")
     report = evaluate_run(run_dir, data_path, args.format)
@@ -237,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--format", choices=FORMATS, default=None, help="data format (default: from the suffix)")
     train.add_argument("--stages", choices=STAGES, default="all", help="all = pretrain then prompt; finetune = the paper's baseline")
     train.add_argument("--prompt-window", type=int, default=1, help="K, prompts generated before each real item (0..6)")
+    train.add_argument("--prompt-loss-positions", choices=LOSS_POSITIONS, default=None,
+                       help="prompt-tuning loss at every position (all) or only before real items (prompt); see PromptConfig")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
@@ -293,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", type=Path, default=Path("recgpt-quickstart"))
     quick.add_argument("--quiet", action="store_true")
     quick.add_argument("--prompt-window", type=int, default=1)
+    quick.add_argument("--prompt-loss-positions", choices=LOSS_POSITIONS, default=None)
     _add_config_flags(quick)
     quick.set_defaults(func=cmd_quickstart)
     return parser

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 OBJECTIVES = ("softmax", "sampled_softmax", "bce")
+LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
 
 @dataclasses.dataclass

@@ -34,7 +34,7 @@ from recgpt_tf.config import ModelConfig, TrainConfig, write_json
 
 USER_FEATURE = "user_id"
 ITEMS_FEATURE = "item_ids"
-_RUN_KEYS = {"prompt_window", "stages", "index", "top_k", "first_step_size", "recall_threshold"}
+_RUN_KEYS = {"prompt_window", "prompt_loss_positions", "stages", "index", "top_k", "first_step_size", "recall_threshold"}
 
 
 def to_example(user: str, items: Iterable[str]) -> tf.train.Example:
@@ -99,7 +99,7 @@ def run_fn(fn_args) -> None:
     dataset = Dataset.from_interactions(read_examples(fn_args.train_files), name="tfx_train")
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_kwargs)
     train_stages(dataset, run_dir, run_kwargs.get("stages", "all"), model_config, TrainConfig(**train_kwargs),
-                 run_kwargs.get("prompt_window", 1), verbose=2)
+                 run_kwargs.get("prompt_window", 1), verbose=2, prompt_loss_positions=run_kwargs.get("prompt_loss_positions"))
 
     # Evaluation on the eval split's users (leave-one-out, full ranking, history excluded), in the run's ids.
     eval_interactions = read_examples(fn_args.eval_files) if getattr(fn_args, "eval_files", None) else None

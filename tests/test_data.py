@@ -67,6 +67,19 @@ def test_target_mask_and_segments_flow_through():
     assert batch["targets"].tolist() == [[0, 4, 0, 5]]  # prompts are never targets
 
 
+def test_explicit_targets_belong_to_input_positions():
+    users = np.array([1], np.int32)
+    seqs = [np.array([3, 8, 4, 9, 5], np.int32)]
+    # Every position targets the next real item (3 and its prompt 8 both target 4).
+    explicit = [np.array([4, 4, 5, 5, 0], np.int32)]
+    batch = next(training_dataset(users, seqs, targets=explicit, shuffle=False).as_numpy_iterator())
+    assert batch["item_ids"].tolist() == [[3, 8, 4, 9]]
+    assert batch["targets"].tolist() == [[4, 4, 5, 5]]
+    # The window keeps the most recent tokens; targets stay aligned with their inputs.
+    batch = next(training_dataset(users, seqs, max_length=2, targets=explicit, shuffle=False).as_numpy_iterator())
+    assert batch["item_ids"].tolist() == [[4, 9]] and batch["targets"].tolist() == [[5, 5]]
+
+
 def test_pad_batch_keeps_most_recent():
     ids, lengths = pad_batch([np.arange(1, 8), np.array([], np.int32)], max_length=5)
     assert ids.tolist() == [[3, 4, 5, 6, 7], [0, 0, 0, 0, 0]] and lengths.tolist() == [5, 0]

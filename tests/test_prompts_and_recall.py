@@ -6,6 +6,7 @@ from helpers import tiny_model_config, tiny_train_config
 from recgpt_tf.evaluation import evaluate_model, two_step_sweep
 from recgpt_tf.evaluation.variants import list_gain
 from recgpt_tf.inference import AutoRegressiveRecall, PromptGenerator, prompt_layout, split_k
+from recgpt_tf.inference.prompts import next_real_targets
 from recgpt_tf.training import PromptConfig, pretrain, prompt_tune
 
 
@@ -62,6 +63,19 @@ def test_prompt_layout_and_segments_for_a_hand_built_case(eager):
 def test_prompt_window_zero_is_the_plain_sequence(eager):
     tokens, segments = PromptGenerator(_ScriptedModel(), prompt_window=0).generate_batch(np.array([1, 2]), [np.array([4, 2, 8]), np.array([7])])
     assert [t.tolist() for t in tokens] == [[4, 2, 8], [7]] and [s.tolist() for s in segments] == [[0, 0, 0], [0]]
+
+
+def test_next_real_targets_skip_prompts():
+    tokens = np.array([3, 101, 102, 5, 103, 104, 9])
+    segments = np.array([0, 1, 1, 0, 1, 1, 0])
+    # v1 and its prompts target v2; v2 and its prompts target v3; nothing follows v3.
+    assert next_real_targets(tokens, segments).tolist() == [5, 5, 5, 9, 9, 9, 0]
+    assert next_real_targets(np.array([4, 2]), np.array([0, 0])).tolist() == [2, 0]  # K = 0: plain next item
+
+
+def test_loss_positions_is_checked():
+    with pytest.raises(ValueError, match="loss_positions must be one of"):
+        PromptConfig(1, loss_positions="everywhere")
 
 
 @pytest.fixture(scope="module")

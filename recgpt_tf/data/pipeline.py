@@ -53,6 +53,7 @@ def training_dataset(
     seed: int = 0,
     segments: Sequence[np.ndarray] | None = None,
     target_mask: Sequence[np.ndarray] | None = None,
+    targets: Sequence[np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """A dataset of next-item batches for `model.fit`.
 
@@ -67,6 +68,8 @@ def training_dataset(
             (prompt-enhanced sequences: 0 real item, 1 prompt).
         target_mask: Optional per-token 0/1 flags aligned with `sequences`; a
             position is trained only where the flag of its *target* token is 1.
+        targets: Optional per-token targets aligned with `sequences` (the item token
+            i must predict, 0 = untrained), replacing the next token as target.
 
     Returns:
         Batches of `{user_id: [B], item_ids: [B, T], segment_ids: [B, T],
@@ -77,10 +80,13 @@ def training_dataset(
         segments = [np.zeros_like(s) for s in sequences]
     if target_mask is None:
         target_mask = [np.ones_like(s) for s in sequences]
-    keep_users, inputs, targets = next_item_examples(users, sequences, max_length)
+    keep_users, inputs, shifted = next_item_examples(users, sequences, max_length)
     _, seg_inputs, _ = next_item_examples(users, segments, max_length)
     _, _, mask_targets = next_item_examples(users, target_mask, max_length)
-    targets = [t * m for t, m in zip(targets, mask_targets)]
+    if targets is None:
+        targets = [t * m for t, m in zip(shifted, mask_targets)]
+    else:  # explicit targets belong to the input positions, not to the next token
+        _, targets, _ = next_item_examples(users, targets, max_length)
     if len(keep_users) == 0:
         raise ValueError("no sequence has two or more items to train on")
 

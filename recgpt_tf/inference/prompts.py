@@ -33,6 +33,17 @@ def prompt_layout(length: int, prompt_window: int) -> tuple[np.ndarray, np.ndarr
     return real_slots, segments
 
 
+def next_real_targets(tokens: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """For each slot of a prompt-enhanced sequence, the next *real* item after it
+    (0 after the last real item): v_t and its prompts p_{t+1}^1..K all target v_{t+1}."""
+    real = np.flatnonzero(segments == REAL)
+    following = np.searchsorted(real, np.arange(len(tokens)), side="right")  # index into `real` of the next real slot
+    out = np.zeros(len(tokens), dtype=np.int32)
+    has_next = following < len(real)
+    out[has_next] = tokens[real[following[has_next]]]
+    return out
+
+
 class PromptGenerator:
     """Generates prompt-enhanced sequences with a frozen model.
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
-from recgpt_tf.config import TrainConfig, write_json
+from recgpt_tf.config import LOSS_POSITIONS, TrainConfig, write_json
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import training_dataset
-from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, save_prompted
+from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, next_real_targets, save_prompted
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.pretrain import fit_stage
 
@@ -36,13 +36,24 @@ class PromptConfig:
     Attributes:
         prompt_window: K, generated prompts before each real item (paper: 0..6).
         train: Schedule for θ_LP (the authors used lr 5e-4 for this stage).
+        loss_positions: Where the next-real-item loss is taken on s*. "prompt":
+            only where the next token is a real item (with K >= 1, the last prompt
+            before it), the literal reading of the paper. "all": every position
+            predicts the next real item, real items included (v_t and its prompts
+            all target v_{t+1}), so h at a real item, which one-step recall and
+            step 1 of two-step recall read, is tuned too.
     """
 
     prompt_window: int = 1
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(learning_rate=5e-4, epochs=20, patience=3))
+    loss_positions: str = "prompt"
+
+    def __post_init__(self) -> None:
+        if self.loss_positions not in LOSS_POSITIONS:
+            raise ValueError(f"loss_positions must be one of {', '.join(LOSS_POSITIONS)}; got {self.loss_positions!r}")
 
     def to_dict(self) -> dict:
-        return {"prompt_window": self.prompt_window, **self.train.to_dict()}
+        return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
 
 
 def _update_run_config(run_dir: Path, stage: str, payload: dict) -> None:
@@ -77,14 +88,15 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, config: Pr
     stage_dir = run_dir / PROMPT_STAGE
     tokens, segments, generation = generate_prompted_sequences(model, dataset, config.prompt_window, stage_dir, verbose)
     model.start_prompt_tuning()
-    # Train only where the next token is a real item: prompts are context, not targets.
-    real = [(s == REAL).astype(np.int32) for s in segments]
-    data = training_dataset(
-        dataset.users, tokens, model.max_length, config.train.batch_size, seed=config.train.seed, segments=segments, target_mask=real
-    )
+    # Prompts are context, never targets: the loss is on the real next items only.
+    if config.loss_positions == "all":
+        targets = {"targets": [next_real_targets(t, s) for t, s in zip(tokens, segments)]}
+    else:
+        targets = {"target_mask": [(s == REAL).astype(np.int32) for s in segments]}
+    data = training_dataset(dataset.users, tokens, model.max_length, config.train.batch_size, seed=config.train.seed, segments=segments, **targets)
     _update_run_config(run_dir, PROMPT_STAGE, config.to_dict())
     summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / PROMPT_STAGE, config.train, data, verbose)
-    summary.update(prompt_window=config.prompt_window, generation=generation)
+    summary.update(prompt_window=config.prompt_window, loss_positions=config.loss_positions, generation=generation)
     write_json(stage_dir / "summary.json", summary)
     return model, summary
 
