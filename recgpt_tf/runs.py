@@ -53,8 +53,15 @@ class Run:
         if not self.has_stage(stage):
             raise RunDirectoryError(f"{self.path}: stage {stage!r} has no weights ({self.path / stage / 'weights.index'} missing)")
         objective = self.config.get("pretrain", {}).get("objective", "softmax")
-        model = build_model(self.model_config, objective, prompt_tuned=(stage == "prompt"))
-        model.load_weights(str(self.path / stage / "weights")).expect_partial()
+        prompt_tuned = stage == "prompt"
+        # The checkpoint also holds the stage's optimizer (learning rate, step count,
+        # moments). Loaded straight into `model`, Keras would restore it into whatever
+        # optimizer the next stage compiles, overriding that stage's learning rate, so
+        # only the model's own variables are carried over.
+        source = build_model(self.model_config, objective, prompt_tuned)
+        source.load_weights(str(self.path / stage / "weights")).expect_partial()
+        model = build_model(self.model_config, objective, prompt_tuned)
+        model.set_weights(source.get_weights())
         return model
 
     def fork(self, path: Path | str) -> "Run":

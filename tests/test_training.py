@@ -40,6 +40,20 @@ def test_run_directory_reloads_to_identical_scores(trained, tiny_dataset):
     assert config["model"]["hidden_size"] == 32 and config["pretrain"]["objective"] == "softmax"
 
 
+def test_a_later_stage_trains_with_its_own_optimizer(trained, tiny_dataset):
+    """Stage weights are saved with their optimizer; a reloaded model must not hand the
+    pre-training learning rate and step count to the next stage's optimizer."""
+    from recgpt_tf.data import training_dataset
+
+    run_dir, _, _ = trained
+    model = Run.open(run_dir).load_model("pretrain")
+    model.start_prompt_tuning()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-5))
+    model.fit(training_dataset(tiny_dataset.users, tiny_dataset.train_sequences(), 20, 64).take(1), epochs=1, verbose=0)
+    assert model.optimizer.learning_rate.numpy() == pytest.approx(1e-5)  # pre-training used 3e-3
+    assert model.optimizer.iterations.numpy() <= 2  # a fresh step count, not pre-training's
+
+
 def test_seeded_runs_are_deterministic(tiny_dataset, tmp_path):
     configs = dict(model_config=tiny_model_config(tiny_dataset), train_config=tiny_train_config(epochs=2), verbose=0)
     a, _ = pretrain(tiny_dataset, tmp_path / "a", **configs)
