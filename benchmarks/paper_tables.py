@@ -68,7 +68,7 @@ def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
 
     sensitivity = {}
     for k in k_sweep:
-        sweep_dir = runs / f"{path.stem}_K{k}"
+        sweep_dir = run_dir if k == PromptConfig().prompt_window else runs / f"{path.stem}_K{k}"  # the default K is the main run
         if not (sweep_dir / "prompt" / "summary.json").exists():
             run.fork(sweep_dir)  # shares the pre-trained weights; prompt-tuned with K = k
             prompt_tune(Run.open(sweep_dir).load_model("pretrain"), dataset, sweep_dir, PromptConfig(k), verbose=2)

@@ -46,7 +46,7 @@ class PromptConfig:
 
     prompt_window: int = 1
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(learning_rate=5e-4, epochs=20, patience=3))
-    loss_positions: str = "prompt"
+    loss_positions: str = "all"  # chosen on Beauty's validation split (README, "How it is built")
 
     def __post_init__(self) -> None:
         if self.loss_positions not in LOSS_POSITIONS:
