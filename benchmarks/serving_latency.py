@@ -76,6 +76,14 @@ def main() -> None:
         queries = tf.constant(rng.normal(size=(batch, args.hidden_size)).astype(np.float32))
         result["ann_search_only"][f"batch_{batch}"] = percentiles(lambda: index(queries, k=sum(STEPS) + 30), args.repeats)
     result["ann_search_only"]["recall_random_queries"] = index_recall(index, candidates, tf.constant(rng.normal(size=(64, args.hidden_size)).astype(np.float32)), sum(STEPS))
+    # One decoder pass alone (the signature runs two): the part of the cost that is not retrieval.
+    result["decoder_pass_only"] = {}
+    for batch in (1, 64):
+        users, histories = random_requests(rng, n, batch)
+        ids = tf.constant([[int(i) for i in h] + [0] * (29 - len(h)) for h in histories], tf.int32)
+        inputs = {"user_id": tf.constant([int(u) for u in users], tf.int32), "item_ids": ids, "segment_ids": tf.zeros_like(ids)}
+        decode = tf.function(lambda x: model.backbone(x, training=False))
+        result["decoder_pass_only"][f"batch_{batch}"] = percentiles(lambda: decode(inputs), args.repeats)
     s, b, a = result["scann"]["batch_1"]["p50_ms"], result["brute_force"]["batch_1"]["p50_ms"], result["ann_search_only"]["batch_1"]["p50_ms"]
     result["ratios_batch_1"] = {"scann_over_brute_force": s / b, "scann_over_two_searches": s / (2 * a)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
