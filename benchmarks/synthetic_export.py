@@ -36,7 +36,7 @@ def as_tensors(users: list[str], histories: list[list[str]]) -> tuple[tf.Tensor,
     return tf.constant(users), tf.constant(history_tensor(histories))
 
 
-def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name: str = "recgpt") -> Path:
+def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name: str = "recgpt", jit_compile: bool = False) -> Path:
     """Exports `model` with the real exporter; vocabularies are "1".."N" and "1".."USERS"."""
     work = Path(work or tempfile.mkdtemp(prefix="recgpt-bench-"))
     items, users = work / "items.txt", work / "users.txt"
@@ -45,4 +45,4 @@ def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name
         users.write_text("".join(f"{u}\n" for u in range(1, USERS + 1)))
     sample_users, sample_histories = random_requests(np.random.default_rng(1), model.num_items, 64)
     return export_model(model, items, users, work / "base", name, STEPS, index_kind=flavour, recall_threshold=0.0,
-                        sample_users=sample_users, sample_histories=sample_histories)
+                        sample_users=sample_users, sample_histories=sample_histories, jit_compile=jit_compile)

@@ -112,6 +112,7 @@ def export_model(
     recall_threshold: float = 0.95,
     version: int | None = None,
     metadata: dict | None = None,
+    jit_compile: bool = False,
 ) -> Path:
     """Builds, checks and atomically publishes one SavedModel version; returns its path.
 
@@ -127,6 +128,7 @@ def export_model(
         recall_threshold: A ScaNN index below this recall@k is refused.
         version: Version number (default: the next free one).
         metadata: Extra entries for assets.extra/recgpt.json (config, eval metrics).
+        jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
     """
     if index_kind not in INDEX_KINDS:
         raise ExportError(f"--index must be one of {', '.join(INDEX_KINDS)}; got {index_kind!r}")
@@ -147,7 +149,7 @@ def export_model(
         params = scann_parameters(model.num_items, k)
         index = build_scann(candidates, k, params)
         info["index"]["params"] = params
-    module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index)
+    module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
     if sample_users:
         _, _, _, vectors, _ = module.recall(tf.constant(list(sample_users)), tf.constant(history_tensor(sample_histories)))
         queries = tf.reshape(vectors, [-1, vectors.shape[-1]])
@@ -187,6 +189,7 @@ def export_model(
             "k": k,
             "step_sizes": list(step_sizes),
             "prompt_tuned": bool(model.prompt_tuned),
+            "jit_compile": bool(jit_compile),
             "warmup_requests": warmups,
             "save_seconds": time.perf_counter() - start,
             **info,

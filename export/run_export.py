@@ -24,7 +24,8 @@ def chosen_first_step(run_dir: Path, k: int) -> int:
 
 
 def export_run(run_dir: Path | str, export_base: Path | str, name: str, index_kind: str = "brute-force", top_k: int = 10,
-               first_step_size: int | None = None, steps: int = 2, recall_threshold: float = 0.95, version: int | None = None) -> Path:
+               first_step_size: int | None = None, steps: int = 2, recall_threshold: float = 0.95, version: int | None = None,
+               jit_compile: bool = False) -> Path:
     """Publishes a trained run (prompt-tuned weights when present) as the next version of `name`."""
     from recgpt_tf.runs import Run
 
@@ -37,6 +38,7 @@ def export_run(run_dir: Path | str, export_base: Path | str, name: str, index_ki
         run.load_model(stage), run.path / "items.txt", run.path / "users.txt", export_base, name, split_k(top_k, m, steps),
         index_kind=index_kind, sample_users=samples["users"], sample_histories=samples["histories"],
         recall_threshold=recall_threshold, version=version, metadata={"run": str(run.path.resolve()), "stage": stage, "config": run.config},
+        jit_compile=jit_compile,
     )
 
 

@@ -180,7 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from recgpt_tf.export import export_run
 
     path = export_run(args.run_dir, args.export_base, args.name, args.index, args.top_k, args.first_step_size, args.steps,
-                      args.recall_threshold, args.version)
+                      args.recall_threshold, args.version, args.jit_compile)
     meta = json.loads((path / "assets.extra" / "recgpt.json").read_text())
     recall = meta["index"].get("recall")
     print(f"published {path} ({args.index}, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--steps", type=int, default=2, help="generation steps G (2 = the paper's two-step recall)")
     export.add_argument("--recall-threshold", type=float, default=0.95)
     export.add_argument("--version", type=int, default=None, help="default: the next free version number")
+    export.add_argument("--jit-compile", action="store_true",
+                        help="XLA-compile the decoder passes (faster on CPU; TF Serving needs --xla_cpu_compilation_enabled=true)")
     export.set_defaults(func=cmd_export)
 
     serve = sub.add_parser("serve", help="TF-Serving-compatible local endpoint (gRPC + REST) over an export base")

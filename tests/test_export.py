@@ -187,3 +187,24 @@ def test_scann_below_the_recall_threshold_is_refused(run, tmp_path):
     with pytest.raises(ExportError, match="below the threshold"):
         _export(run_dir, model, tmp_path, "scann", recall_threshold=1.01)
     assert list((tmp_path / "recgpt").iterdir()) == []
+
+
+def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny_dataset, tmp_path):
+    """`--jit-compile` changes how the decoder runs (one XLA program over a fixed window), not what it returns."""
+    from recgpt_tf.serving import LocalServer, RecGPTClient
+
+    run_dir, model = run
+    _, brute, _ = exports
+    jit = _export(run_dir, model, tmp_path, "brute-force", jit_compile=True)
+    assert json.loads((jit / "assets.extra" / "recgpt.json").read_text())["jit_compile"] is True
+    _, users, histories = _test_requests(tiny_dataset)
+    histories = histories[:-3] + [[], ["no-such-item"], histories[0] * 3]  # cold start, OOV, longer than the window
+    expected_ids, expected_scores, expected_steps = _signature_lists(brute, users, histories)
+    ids, scores, steps = _signature_lists(jit, users, histories)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(steps, expected_steps)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
+    # The endpoint runs the SignatureDef in a session, as TF Serving does with XLA enabled.
+    with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
+        rows = RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users[:4], histories[:4])
+    assert [row["item_ids"] for row in rows] == expected_ids[:4].tolist()
