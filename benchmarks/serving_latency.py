@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic_export import STEPS, as_tensors, export_synthetic, random_requests, synthetic_model  # noqa: E402
+from synthetic_export import MAX_HISTORY, STEPS, as_tensors, export_synthetic, random_requests, synthetic_model  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
@@ -80,7 +80,7 @@ def main() -> None:
     result["decoder_pass_only"] = {}
     for batch in (1, 64):
         users, histories = random_requests(rng, n, batch)
-        ids = tf.constant([[int(i) for i in h] + [0] * (29 - len(h)) for h in histories], tf.int32)
+        ids = tf.constant([[int(i) for i in h] + [0] * (MAX_HISTORY - len(h)) for h in histories], tf.int32)
         inputs = {"user_id": tf.constant([int(u) for u in users], tf.int32), "item_ids": ids, "segment_ids": tf.zeros_like(ids)}
         decode = tf.function(lambda x: model.backbone(x, training=False))
         result["decoder_pass_only"][f"batch_{batch}"] = percentiles(lambda: decode(inputs), args.repeats)

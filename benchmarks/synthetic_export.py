@@ -18,6 +18,7 @@ from recgpt_tf.models import RecGPT
 
 STEPS = (9, 1)
 USERS = 1000
+MAX_HISTORY = 29  # request histories hold 3..MAX_HISTORY items
 
 
 def synthetic_model(num_items: int, hidden_size: int = 64) -> RecGPT:
@@ -27,7 +28,7 @@ def synthetic_model(num_items: int, hidden_size: int = 64) -> RecGPT:
 
 
 def random_requests(rng: np.random.Generator, num_items: int, batch: int) -> tuple[list[str], list[list[str]]]:
-    lengths = rng.integers(3, 30, size=batch)
+    lengths = rng.integers(3, MAX_HISTORY + 1, size=batch)
     histories = [[str(i) for i in rng.integers(1, num_items + 1, size=n)] for n in lengths]
     return [str(u) for u in rng.integers(1, USERS + 1, size=batch)], histories
 

@@ -56,7 +56,9 @@ def train_stages(dataset, out: Path, stages: str, model_config: ModelConfig, tra
     if stages in ("prompt", "all"):
         model = Run.open(out).load_model("pretrain")
         prompt_train = dataclasses.replace(PromptConfig().train, seed=train_config.seed, batch_size=train_config.batch_size)
-        config = PromptConfig(prompt_window, prompt_train, **({"loss_positions": prompt_loss_positions} if prompt_loss_positions else {}))
+        config = PromptConfig(prompt_window, prompt_train)
+        if prompt_loss_positions:
+            config = dataclasses.replace(config, loss_positions=prompt_loss_positions)  # validated again
         _, summary = prompt_tune(model, dataset, out, config, verbose=verbose)
         print(_stage_line(f"prompt-tuning (K={prompt_window})", summary, out / "prompt"))
     if stages == "finetune":

@@ -78,15 +78,15 @@ def training_dataset(
     """
     if segments is None:
         segments = [np.zeros_like(s) for s in sequences]
-    if target_mask is None:
-        target_mask = [np.ones_like(s) for s in sequences]
     keep_users, inputs, shifted = next_item_examples(users, sequences, max_length)
     _, seg_inputs, _ = next_item_examples(users, segments, max_length)
-    _, _, mask_targets = next_item_examples(users, target_mask, max_length)
-    if targets is None:
-        targets = [t * m for t, m in zip(shifted, mask_targets)]
-    else:  # explicit targets belong to the input positions, not to the next token
+    if targets is not None:  # explicit targets belong to the input positions, not to the next token
         _, targets, _ = next_item_examples(users, targets, max_length)
+    elif target_mask is not None:
+        _, _, mask_targets = next_item_examples(users, target_mask, max_length)
+        targets = [t * m for t, m in zip(shifted, mask_targets)]
+    else:
+        targets = shifted
     if len(keep_users) == 0:
         raise ValueError("no sequence has two or more items to train on")
 
