@@ -35,6 +35,7 @@ setup(
         "recgpt_tf.training",
         "recgpt_tf.evaluation",
         "recgpt_tf.inference",
+        "recgpt_tf.retrieval",
         "recgpt_tf.export",
         "recgpt_tf.serving",
     ],

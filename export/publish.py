@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from recgpt_tf.contract import (
     EMBEDDINGS_SIGNATURE,
+    AUTO_INDEX,
     INDEX_KINDS,
     INPUT_HISTORY,
     INPUT_USER_ID,
@@ -32,7 +33,7 @@ from recgpt_tf.contract import (
     RECOMMEND_SIGNATURE,
     WARMUP_FILE,
 )
-from recgpt_tf.export.index import build_scann, index_recall, scann_parameters
+from recgpt_tf.retrieval import IndexRecallError, build_index, resolve_index_kind
 from recgpt_tf.export.serving_module import RecGPTServingModule
 
 
@@ -99,6 +100,41 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories: Sequence[Sequence[str]]) -> dict:
+    """The queries the index meets at serving time, from real requests, run exactly.
+
+    Returns:
+        {"step_g": (h_g [B, d], exclusions [B, E])} for each recall step g: the
+        history, plus for g > 1 the items the earlier steps listed.
+    """
+    user_ids, history = tf.constant(list(users)), tf.constant(history_tensor(histories))
+    ids, _, _, vectors, _ = module.recall(user_ids, history)
+    _, items = module._encode_inputs(user_ids, history)
+    exclusions = items[:, -module.max_exclusions :].to_tensor(default_value=0).numpy()
+    sets, listed = {}, 0
+    for step, size in enumerate(module.step_sizes):
+        sets[f"step_{step + 1}"] = (vectors[:, step].numpy(), np.concatenate([exclusions, ids[:, :listed].numpy()], axis=1))
+        listed += size
+    return sets
+
+
+def tuned_index(model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[int], index_kind: str,
+                sample_users: Sequence[str], sample_histories: Sequence[Sequence[str]], recall_threshold: float):
+    """The export's index, tuned on the run's own requests; (index, metadata for recgpt.json)."""
+    kind = resolve_index_kind(index_kind, model.num_items)
+    if kind == "brute-force":
+        return None, {"kind": kind, "requested": index_kind}
+    if not sample_users:
+        raise ExportError(f"a {kind} export needs sample histories to tune and measure its index; none were given")
+    exact = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes)
+    try:
+        index, info = build_index(kind, model.candidate_embeddings().numpy(), recall_queries(exact, sample_users, sample_histories),
+                                  sum(step_sizes), recall_threshold)
+    except IndexRecallError as error:
+        raise ExportError(f"{error}; nothing was published. Lower the recall threshold or use the brute-force index") from error
+    return index, {**info, "requested": index_kind}
+
+
 def export_model(
     model,
     item_vocab: Path,
@@ -106,7 +142,7 @@ def export_model(
     export_base: Path | str,
     name: str,
     step_sizes: Sequence[int],
-    index_kind: str = "brute-force",
+    index_kind: str = AUTO_INDEX,
     sample_users: Sequence[str] = (),
     sample_histories: Sequence[Sequence[str]] = (),
     recall_threshold: float = 0.95,
@@ -122,16 +158,18 @@ def export_model(
         export_base: The TF Serving model base.
         name: Model name (directory under the base, `model_spec.name`).
         step_sizes: Items per generation step, e.g. (9, 1) for two-step 9_1.
-        index_kind: "scann" or "brute-force".
+        index_kind: "brute-force", "partitioned", "scann" or "auto" (partitioned from
+            `PARTITIONED_MIN_ITEMS` items up, brute force below).
         sample_users, sample_histories: Real requests, for the warmup file and for
-            measuring the ScaNN index's recall.
-        recall_threshold: A ScaNN index below this recall@k is refused.
+            tuning the index and measuring its recall.
+        recall_threshold: The approximate indexes are tuned to reach this recall@k
+            against exact search at every recall step, or refused.
         version: Version number (default: the next free one).
         metadata: Extra entries for assets.extra/recgpt.json (config, eval metrics).
         jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
     """
-    if index_kind not in INDEX_KINDS:
-        raise ExportError(f"--index must be one of {', '.join(INDEX_KINDS)}; got {index_kind!r}")
+    if index_kind not in (*INDEX_KINDS, AUTO_INDEX):
+        raise ExportError(f"index_kind must be one of {', '.join((*INDEX_KINDS, AUTO_INDEX))}; got {index_kind!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ExportError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
     export_base = Path(export_base)
@@ -140,30 +178,10 @@ def export_model(
     version = version or next_version(model_dir)
     if (model_dir / str(version)).exists():
         raise ExportError(f"{model_dir / str(version)} already exists")
-    k = sum(step_sizes)
-    candidates = model.candidate_embeddings()
-
-    info: dict = {"index": {"kind": index_kind}}
-    index = None
-    if index_kind == "scann":
-        params = scann_parameters(model.num_items, k)
-        index = build_scann(candidates, k, params)
-        info["index"]["params"] = params
+    index, index_info = tuned_index(model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories,
+                                    recall_threshold)
     module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
-    if sample_users:
-        _, _, _, vectors, _ = module.recall(tf.constant(list(sample_users)), tf.constant(history_tensor(sample_histories)))
-        queries = tf.reshape(vectors, [-1, vectors.shape[-1]])
-        if index is not None:
-            recall_k = min(model.num_items, k + 50)
-            recall = index_recall(index, candidates, queries, recall_k)
-            info["index"].update(recall=recall, recall_at=recall_k, recall_queries=int(queries.shape[0]), recall_threshold=recall_threshold)
-            if recall < recall_threshold:
-                raise ExportError(
-                    f"ScaNN recall@{recall_k} {recall:.3f} is below the threshold {recall_threshold} "
-                    f"(params {info['index']['params']}); nothing was published. Lower --recall-threshold or use --index brute-force"
-                )
-    elif index is not None:
-        raise ExportError("a ScaNN export needs sample histories to measure the index's recall")
+    k = sum(step_sizes)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.staging-", dir=model_dir))
     try:
@@ -192,7 +210,7 @@ def export_model(
             "jit_compile": bool(jit_compile),
             "warmup_requests": warmups,
             "save_seconds": time.perf_counter() - start,
-            **info,
+            "index": index_info,
             **(metadata or {}),
         }
         (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from recgpt_tf.contract import AUTO_INDEX
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.export.publish import export_model
 from recgpt_tf.inference.recall import split_k
@@ -23,7 +24,7 @@ def chosen_first_step(run_dir: Path, k: int) -> int:
     return k
 
 
-def export_run(run_dir: Path | str, export_base: Path | str, name: str, index_kind: str = "brute-force", top_k: int = 10,
+def export_run(run_dir: Path | str, export_base: Path | str, name: str, index_kind: str = AUTO_INDEX, top_k: int = 10,
                first_step_size: int | None = None, steps: int = 2, recall_threshold: float = 0.95, version: int | None = None,
                jit_compile: bool = False) -> Path:
     """Publishes a trained run (prompt-tuned weights when present) as the next version of `name`."""
@@ -43,7 +44,7 @@ def export_run(run_dir: Path | str, export_base: Path | str, name: str, index_ki
 
 
 def export_keras_model(model, item_vocab: Vocabulary, user_vocab: Vocabulary, export_base: Path | str, name: str,
-                       step_sizes: Sequence[int] = (9, 1), index_kind: str = "brute-force",
+                       step_sizes: Sequence[int] = (9, 1), index_kind: str = AUTO_INDEX,
                        sample_users: Sequence[str] = (), sample_histories: Sequence[Sequence[str]] = (), **kwargs) -> Path:
     """Publishes an in-memory `RecGPT` (e.g. straight after `model.fit`) with its vocabularies."""
     with tempfile.TemporaryDirectory(prefix="recgpt-vocab-") as tmp:

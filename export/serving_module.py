@@ -23,8 +23,7 @@ from recgpt_tf.contract import (
     OUTPUT_SCORES,
 )
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
-
-_MINUS_INF = float("-inf")
+from recgpt_tf.retrieval import BruteForceIndex
 
 
 def _vocab_table(path: Path, default: int) -> tf.lookup.StaticHashTable:
@@ -43,8 +42,8 @@ class RecGPTServingModule(tf.Module):
         item_vocab: Path of the item vocabulary file (line i is item id i + 1).
         user_vocab: Path of the user vocabulary file.
         step_sizes: Items produced by each generation step, e.g. (9, 1).
-        index: A `tfrs.layers.factorized_top_k.ScaNN` indexed over items 1..N with
-            identifiers 1..N, or None for exact (brute-force) scoring with stock ops.
+        index: A `recgpt_tf.retrieval.ItemIndex` over the model's candidate
+            embeddings (items 1..N); None for exact search (`BruteForceIndex`).
         max_exclusions: Most recent history items excluded from the results.
         jit_compile: Run each decoder pass as one XLA-compiled function over a fixed
             `max_length` window (about 2x faster per pass on CPU). TF Serving runs
@@ -63,7 +62,7 @@ class RecGPTServingModule(tf.Module):
         self.num_items = model.num_items
         self.max_length = model.max_length
         self.max_exclusions = max_exclusions
-        self.index = index
+        self.index = index if index is not None else BruteForceIndex(model.candidate_embeddings())
         self.item_table, _ = _vocab_table(item_vocab, model.num_items + 1)
         self.user_table, _ = _vocab_table(user_vocab, 0)
         self.item_tokens = tf.lookup.StaticHashTable(
@@ -72,7 +71,6 @@ class RecGPTServingModule(tf.Module):
             ),
             default_value="",
         )
-        self.candidates = tf.Variable(model.candidate_embeddings(), trainable=False, name="candidates")  # (N, d)
 
     # -- input handling ---------------------------------------------------------------
     def _encode_inputs(self, user_id: tf.Tensor, history: tf.Tensor):
@@ -101,32 +99,6 @@ class RecGPTServingModule(tf.Module):
         hidden = self.model.backbone({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, training=False)  # (B, T, d)
         return tf.gather(hidden, last, batch_dims=1)
 
-    # -- retrieval --------------------------------------------------------------------
-    def _top(self, query: tf.Tensor, excluded: tf.Tensor, size: int):
-        """Top-`size` items for each query, never an `excluded` id. excluded: [B, E] int32 (0 = none)."""
-        if self.index is None:
-            scores = tf.matmul(query, self.candidates, transpose_b=True)  # (B, N)
-            scores = tf.where(self._exclusion_mask(excluded), _MINUS_INF, scores)
-            top = tf.math.top_k(scores, k=size)
-            return top.values, top.indices + 1
-        # Ask the index for enough candidates that `size` remain once exclusions go.
-        wanted = tf.minimum(size + tf.shape(excluded)[1], self.num_items)
-        scores, ids = self.index(query, k=wanted)
-        ids = tf.cast(ids, tf.int32)
-        clash = tf.reduce_any(tf.equal(ids[:, :, tf.newaxis], excluded[:, tf.newaxis, :]), axis=2)  # (B, wanted)
-        scores = tf.where(clash, _MINUS_INF, scores)
-        top = tf.math.top_k(scores, k=size)
-        return top.values, tf.gather(ids, top.indices, batch_dims=1)
-
-    def _exclusion_mask(self, excluded: tf.Tensor) -> tf.Tensor:
-        """[B, N] True where item id j + 1 is excluded for the row (scatter, O(B·E))."""
-        rows = tf.repeat(tf.range(tf.shape(excluded)[0]), tf.shape(excluded)[1])
-        flat = tf.reshape(excluded, [-1])
-        keep = (flat >= 1) & (flat <= self.num_items)
-        index = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(flat, keep) - 1], axis=1)
-        counts = tf.scatter_nd(index, tf.ones(tf.shape(index)[:1], tf.int32), tf.stack([tf.shape(excluded)[0], self.num_items]))
-        return counts > 0  # scatter_nd adds duplicates, so count and compare
-
     # -- the recall -------------------------------------------------------------------
     def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None):
         """The G-step recall.
@@ -148,7 +120,7 @@ class RecGPTServingModule(tf.Module):
             h = self._decode_last(users, tokens, segments)
             vectors.append(h)
             if step < len(self.step_sizes):
-                values, ids = self._top(h, tf.concat([excluded] + out_ids, axis=1), self.step_sizes[step])
+                values, ids = self.index.query_with_exclusions(h, tf.concat([excluded] + out_ids, axis=1), self.step_sizes[step])
                 out_ids.append(ids)
                 out_scores.append(values)
                 out_steps.append(tf.fill(tf.shape(ids), step + 1))

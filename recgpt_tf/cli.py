@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from recgpt_tf.contract import AUTO_INDEX, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.config import LOSS_POSITIONS, OBJECTIVES, ModelConfig, TrainConfig, write_json
 from recgpt_tf.data.readers import FORMATS, DataFormatError
 
@@ -138,15 +139,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     print("[4/5] export (one SavedModel per index flavour, TF Serving layout)")
     exports = out / "exports"
-    flavours = ["brute-force"]
-    try:
-        import scann  # noqa: F401
-
-        flavours.append("scann")
-    except ImportError:
-        print("  scann is not importable: exporting the brute-force flavour only")
-    for flavour in flavours:
-        name = "recgpt" if flavour == "brute-force" else "recgpt_scann"
+    for flavour in INDEX_KINDS:  # stock ops: brute-force, partitioned (ScaNN-trained); ScaNN's own ops: scann
+        name = "recgpt" if flavour == "brute-force" else f"recgpt_{flavour}"
         path = export_run(run_dir, exports, name, flavour)
         print(f"  {flavour:<11} → {path}")
 
@@ -184,9 +178,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = export_run(args.run_dir, args.export_base, args.name, args.index, args.top_k, args.first_step_size, args.steps,
                       args.recall_threshold, args.version, args.jit_compile)
     meta = json.loads((path / "assets.extra" / "recgpt.json").read_text())
-    recall = meta["index"].get("recall")
-    print(f"published {path} ({args.index}, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
-          + (f", ScaNN recall@{meta['index']['recall_at']} {recall:.3f}" if recall is not None else "") + ")")
+    index = meta["index"]
+    recall = ", ".join(f"{step} {value:.3f}" for step, value in index.get("recall", {}).items())
+    print(f"published {path} ({index['kind']} index, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
+          + (f"; recall@{index['recall_at']} against exact search: {recall}" if recall else "") + ")")
     return 0
 
 
@@ -260,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", type=Path)
     export.add_argument("export_base", type=Path)
     export.add_argument("--name", required=True, help="model name (directory under EXPORT_BASE, model_spec.name)")
-    export.add_argument("--index", choices=("scann", "brute-force"), default="brute-force")
+    export.add_argument("--index", choices=(*INDEX_KINDS, AUTO_INDEX), default=AUTO_INDEX,
+                        help=f"auto: partitioned from {PARTITIONED_MIN_ITEMS:,} items up, brute-force below")
     export.add_argument("--top-k", type=int, default=10)
     export.add_argument("--first-step-size", type=int, default=None, help="m; default: chosen on validation by `recgpt evaluate`")
     export.add_argument("--steps", type=int, default=2, help="generation steps G (2 = the paper's two-step recall)")

@@ -31,6 +31,7 @@ from typing import Iterable
 import tensorflow as tf
 
 from recgpt_tf.config import ModelConfig, TrainConfig, write_json
+from recgpt_tf.contract import AUTO_INDEX
 
 USER_FEATURE = "user_id"
 ITEMS_FEATURE = "item_ids"
@@ -112,7 +113,7 @@ def run_fn(fn_args) -> None:
             write_json(run_dir / "evaluation.json", report)
 
     with tempfile.TemporaryDirectory(prefix="recgpt-tfx-export-") as base:
-        version = export_run(run_dir, base, "recgpt", run_kwargs.get("index", "brute-force"), run_kwargs.get("top_k", 10),
+        version = export_run(run_dir, base, "recgpt", run_kwargs.get("index", AUTO_INDEX), run_kwargs.get("top_k", 10),
                              run_kwargs.get("first_step_size"), recall_threshold=run_kwargs.get("recall_threshold", 0.95))
         if report:
             meta_path = version / "assets.extra" / "recgpt.json"

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from recgpt_tf.data import Dataset
-from recgpt_tf.evaluation import evaluate_popularity, history_indices, ranking_metrics, target_ranks
+from recgpt_tf.evaluation import evaluate_popularity, ranking_metrics, target_ranks
+from recgpt_tf.retrieval import pad_exclusions
 
 
 def test_metrics_against_hand_computed_cases():
@@ -23,7 +24,7 @@ def _rank(scores, histories, targets):
     # With identity candidates, query row i's score for item j + 1 is scores[i][j].
     queries = tf.constant(np.asarray(scores, np.float32))
     candidates = tf.eye(len(scores[0]))
-    return target_ranks(queries, candidates, tf.constant(history_indices([np.asarray(h, np.int32) for h in histories])), tf.constant(targets, tf.int32)).numpy()
+    return target_ranks(queries, candidates, tf.constant(pad_exclusions(histories)), tf.constant(targets, tf.int32)).numpy()
 
 
 def test_history_items_are_excluded_from_the_ranking():

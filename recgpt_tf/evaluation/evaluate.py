@@ -7,8 +7,9 @@ import tensorflow as tf
 
 from recgpt_tf.data.dataset import Dataset, EvalSplit
 from recgpt_tf.evaluation.metrics import ranking_metrics
-from recgpt_tf.evaluation.ranking import history_indices, target_ranks
+from recgpt_tf.evaluation.ranking import target_ranks
 from recgpt_tf.inference.encode import HistoryEncoder, length_sorted_batches
+from recgpt_tf.retrieval.exclusions import pad_exclusions
 
 PROTOCOL = "leave-one-out, full ranking, history excluded"
 
@@ -19,7 +20,7 @@ def _ranks(split: EvalSplit, batch_size: int, queries_for, candidates: tf.Tensor
         histories = [split.histories[i] for i in index]
         queries = queries_for(index, histories)
         ranks[index] = target_ranks(
-            queries, candidates, tf.constant(history_indices(histories)), tf.constant(split.targets[index])
+            queries, candidates, tf.constant(pad_exclusions(histories)), tf.constant(split.targets[index])
         ).numpy()
     return ranks
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from recgpt_tf.inference.exclusion import exclude_history, history_indices  # noqa: F401 (re-exported)
+from recgpt_tf.retrieval.exclusions import exclude_scores
 
 
 @tf.function(reduce_retracing=True)
-def target_ranks(queries: tf.Tensor, candidates: tf.Tensor, excluded: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+def target_ranks(queries: tf.Tensor, candidates: tf.Tensor, exclusions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """0-based rank of each target among all non-excluded items.
 
     rank = number of non-excluded items scoring strictly higher than the target.
@@ -19,13 +19,13 @@ def target_ranks(queries: tf.Tensor, candidates: tf.Tensor, excluded: tf.Tensor,
     Args:
         queries: [B, d] user representations.
         candidates: [N, d] item embeddings; row j is item id j + 1.
-        excluded: [M, 2] int32 (row, item id) history pairs.
+        exclusions: [B, E] int32 history item ids per row, 0-padded (`pad_exclusions`).
         targets: [B] int32 held-out item ids.
 
     Returns:
         [B] int32 ranks.
     """
-    scores = exclude_history(tf.matmul(queries, candidates, transpose_b=True), excluded)  # (B, N)
+    scores = exclude_scores(tf.matmul(queries, candidates, transpose_b=True), exclusions)  # (B, N)
     num_items = tf.shape(scores)[1]
     known = (targets >= 1) & (targets <= num_items)
     target_scores = tf.gather(scores, tf.clip_by_value(targets - 1, 0, num_items - 1), batch_dims=1)  # (B,)

@@ -14,9 +14,10 @@ import tensorflow as tf
 
 from recgpt_tf.data.dataset import EvalSplit
 from recgpt_tf.evaluation.metrics import CUTOFFS
-from recgpt_tf.inference.exclusion import exclude_history, history_indices
 from recgpt_tf.inference.encode import length_sorted_batches
 from recgpt_tf.inference.recall import AutoRegressiveRecall
+from recgpt_tf.retrieval import ItemIndex
+from recgpt_tf.retrieval.exclusions import pad_exclusions
 
 
 def list_gain(items: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +28,8 @@ def list_gain(items: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.nd
     return hit.astype(np.float64), np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
-def two_step_sweep(model, split: EvalSplit, cutoffs: Sequence[int] = CUTOFFS, batch_size: int = 1024) -> dict[int, dict[int, tuple[float, float]]]:
+def two_step_sweep(model, split: EvalSplit, cutoffs: Sequence[int] = CUTOFFS, batch_size: int = 1024,
+                   index: ItemIndex | None = None) -> dict[int, dict[int, tuple[float, float]]]:
     """HR@k and NDCG@k of two-step recall for every k in `cutoffs` and m in 1..k.
 
     h2 depends only on i1* (the best step-1 item), not on m, so both user vectors
@@ -35,22 +37,22 @@ def two_step_sweep(model, split: EvalSplit, cutoffs: Sequence[int] = CUTOFFS, ba
     ranking with history and those m items removed — exactly what
     `AutoRegressiveRecall.recommend(..., (m, k - m))` returns.
 
+    Args:
+        index: Retrieval for both steps (default: exact, `BruteForceIndex`).
+
     Returns:
         {k: {m: (HR@k, NDCG@k)}}.
     """
-    recall = AutoRegressiveRecall(model)
-    candidates = model.candidate_embeddings()
+    recall = AutoRegressiveRecall(model, index)
     kmax = max(cutoffs)
     sums = {k: {m: np.zeros(2) for m in range(1, k + 1)} for k in cutoffs}
     for index in length_sorted_batches(split.histories, batch_size):
         histories = [split.histories[i] for i in index]
         targets = split.targets[index]
         vectors, _ = recall.user_vectors(split.users[index], histories, num_steps=2)
-        excluded = tf.constant(history_indices(histories))
-        tops = []
-        for g in range(2):
-            scores = exclude_history(tf.matmul(vectors[:, g], candidates, transpose_b=True), excluded)
-            tops.append(tf.math.top_k(scores, k=min(2 * kmax, model.num_items)).indices.numpy() + 1)
+        exclusions = tf.constant(pad_exclusions(histories))
+        depth = min(2 * kmax, model.num_items)
+        tops = [recall.index.query_with_exclusions(vectors[:, g], exclusions, depth)[1].numpy() for g in range(2)]
         first, second = tops
         for k in cutoffs:
             for m in range(1, k + 1):

@@ -18,9 +18,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.inference.exclusion import exclude_history, history_indices
 from recgpt_tf.inference.encode import HistoryEncoder
 from recgpt_tf.inference.prompts import PROMPT, REAL
+from recgpt_tf.retrieval import BruteForceIndex, ItemIndex
+from recgpt_tf.retrieval.exclusions import pad_exclusions
 
 
 def split_k(k: int, first_step_size: int, num_steps: int = 2) -> tuple[int, ...]:
@@ -44,11 +45,14 @@ class AutoRegressiveRecall:
 
     Args:
         model: A `RecGPT`; its `output_item_table()` scores items.
+        index: Retrieval over `model.candidate_embeddings()` (default: exact,
+            `BruteForceIndex`); the serving graph passes the export's index.
     """
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, index: ItemIndex | None = None) -> None:
         self.model = model
         self.encoder = HistoryEncoder.of(model)
+        self.index = index if index is not None else BruteForceIndex(model.candidate_embeddings())
 
     def user_vectors(self, users: np.ndarray, histories: Sequence[np.ndarray], num_steps: int, first_items: np.ndarray | None = None):
         """h_1..h_G for each user, appending each step's best item as a prompt.
@@ -63,8 +67,7 @@ class AutoRegressiveRecall:
         Returns:
             (vectors [B, G, d] float32, prompts [B, G-1] int32).
         """
-        candidates = self.model.candidate_embeddings()
-        excluded = tf.constant(history_indices(histories))
+        exclusions = tf.constant(pad_exclusions(histories))
         tokens = [np.asarray(h, np.int32) for h in histories]
         segments = [np.full(len(h), REAL, np.int32) for h in histories]
         vectors, prompts = [], []
@@ -76,8 +79,7 @@ class AutoRegressiveRecall:
             if first_items is not None:
                 best = np.asarray(first_items[:, step], np.int32)
             else:
-                scores = exclude_history(tf.matmul(h, candidates, transpose_b=True), excluded)
-                best = tf.argmax(scores, axis=1, output_type=tf.int32).numpy() + 1
+                best = self.index.query_with_exclusions(h, exclusions, 1)[1][:, 0].numpy()
             prompts.append(best)
             tokens = [np.append(t, b) for t, b in zip(tokens, best)]
             segments = [np.append(s, PROMPT) for s in segments]
@@ -96,24 +98,16 @@ class AutoRegressiveRecall:
         if not step_sizes or min(step_sizes) < 1 or k > self.model.num_items:
             raise ValueError(f"step sizes must be >= 1 and sum to at most {self.model.num_items}; got {step_sizes}")
         vectors, _ = self.user_vectors(users, histories, len(step_sizes))
-        candidates = self.model.candidate_embeddings()
-        excluded = history_indices(histories)
-        batch = len(histories)
-        items = np.zeros((batch, k), np.int32)
-        scores = np.zeros((batch, k), np.float32)
-        steps = np.zeros((batch, k), np.int32)
-        filled = 0
+        exclusions = pad_exclusions(histories)
+        items, scores = [], []
         for g, size in enumerate(step_sizes):
             # Items already listed by earlier steps are excluded like history items.
-            listed = np.stack([np.repeat(np.arange(batch, dtype=np.int32), filled), items[:, :filled].reshape(-1)], axis=1)
-            step_scores = exclude_history(
-                tf.matmul(vectors[:, g], candidates, transpose_b=True), tf.constant(np.concatenate([excluded, listed]))
-            )
-            top = tf.math.top_k(step_scores, k=size)
-            items[:, filled : filled + size] = top.indices.numpy() + 1
-            scores[:, filled : filled + size] = top.values.numpy()
-            steps[:, filled : filled + size] = g + 1
-            filled += size
+            listed = tf.constant(np.concatenate([exclusions] + items, axis=1))
+            step_scores, step_items = self.index.query_with_exclusions(tf.constant(vectors[:, g]), listed, size)
+            items.append(step_items.numpy())
+            scores.append(step_scores.numpy())
+        steps = np.repeat(np.arange(1, len(step_sizes) + 1, dtype=np.int32), step_sizes)[np.newaxis].repeat(len(histories), axis=0)
+        items, scores = np.concatenate(items, axis=1).astype(np.int32), np.concatenate(scores, axis=1).astype(np.float32)
         return items, scores, steps
 
 

@@ -1,0 +1,26 @@
+"""Exact retrieval: one matmul over the whole catalogue, then top-k (stock TF ops)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from recgpt_tf.retrieval.base import ItemIndex
+from recgpt_tf.retrieval.exclusions import exclude_scores
+
+
+class BruteForceIndex(ItemIndex):
+    """Scores every item: exact, O(N·d) per query; the reference the others are measured against.
+
+    Args:
+        candidates: [N, d] float32; row j is item id j + 1.
+    """
+
+    kind = "brute-force"
+
+    def __init__(self, candidates, name: str = "brute_force_index") -> None:
+        super().__init__(candidates, name=name)
+
+    def query_with_exclusions(self, queries, exclusions, k):
+        scores = exclude_scores(tf.matmul(queries, self.candidates, transpose_b=True), exclusions)  # (B, N)
+        top = tf.math.top_k(scores, k=k)
+        return top.values, top.indices + 1

@@ -1,0 +1,52 @@
+"""Exclusions: what a recommendation list must never contain (history items, items
+an earlier recall step already listed). The one implementation every index,
+the evaluation and the serving graph use.
+
+Exclusions travel as a dense [B, E] int32 tensor of item ids per row, 0 where a
+row has fewer than E (0 is the padding id, never a candidate).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+MINUS_INF = float("-inf")
+
+
+def pad_exclusions(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """[B, E] int32 from B id lists of any lengths (E = the longest, at least 1), 0-padded."""
+    width = max([len(r) for r in rows] + [1])
+    out = np.zeros((len(rows), width), np.int32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def exclusion_mask(exclusions: tf.Tensor, num_items: int) -> tf.Tensor:
+    """[B, N] bool, True where item id j + 1 is excluded for the row.
+
+    A scatter of the B·E ids (ids outside 1..N are ignored), so the cost is the
+    mask itself, not B·E·N comparisons.
+    """
+    exclusions = tf.convert_to_tensor(exclusions, tf.int32)
+    batch, width = tf.shape(exclusions)[0], tf.shape(exclusions)[1]
+    rows = tf.repeat(tf.range(batch), width)
+    flat = tf.reshape(exclusions, [-1])
+    keep = (flat >= 1) & (flat <= num_items)
+    index = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(flat, keep) - 1], axis=1)
+    counts = tf.scatter_nd(index, tf.ones(tf.shape(index)[:1], tf.int32), tf.stack([batch, num_items]))
+    return counts > 0  # scatter_nd adds duplicates, so count and compare
+
+
+def exclude_scores(scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
+    """`scores` [B, N] (column j = item id j + 1) with excluded entries at -inf."""
+    return tf.where(exclusion_mask(exclusions, tf.shape(scores)[1]), tf.constant(MINUS_INF, scores.dtype), scores)
+
+
+def exclude_candidates(ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
+    """Scores [B, C] of candidate `ids` [B, C] with excluded ids and padding (id 0) at -inf."""
+    clash = tf.reduce_any(tf.equal(ids[:, :, tf.newaxis], tf.cast(exclusions, ids.dtype)[:, tf.newaxis, :]), axis=2)  # (B, C)
+    return tf.where(clash | (ids <= 0), tf.constant(MINUS_INF, scores.dtype), scores)
