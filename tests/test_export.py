@@ -2,6 +2,7 @@
 TF Serving assets, atomic publishing, robustness to odd inputs."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
 from recgpt_tf.evaluation import two_step_sweep
 from recgpt_tf.export import ExportError, export_model, history_tensor
 from recgpt_tf.export import publish
+from recgpt_tf.export.stock_ops import saved_model_ops, unregistered_ops
 from recgpt_tf.inference import AutoRegressiveRecall
 from recgpt_tf.training import PromptConfig, pretrain, prompt_tune
 
@@ -160,18 +162,48 @@ def test_wrong_dtype_or_rank_is_rejected(exports):
         signature(user_id=tf.constant(["1"]), history=tf.constant(["a", "b"]))
 
 
-def test_brute_force_flavour_loads_in_a_process_without_scann(exports):
-    _, brute, _ = exports
+def _flavour(kind, exports, partitioned):
+    return {"brute-force": exports[1], "scann": exports[2], "partitioned": partitioned}[kind]
+
+
+@pytest.mark.parametrize("kind", ["brute-force", "partitioned"])
+def test_stock_flavours_load_and_answer_in_a_process_without_scann(kind, exports, partitioned, tiny_dataset):
+    path = _flavour(kind, exports, partitioned)
+    _, users, histories = _test_requests(tiny_dataset, 8)
+    expected, _, _ = _signature_lists(path, users, histories)
     code = (
-        "import sys, tensorflow as tf\n"
-        f"sig = tf.saved_model.load({str(brute)!r}).signatures['serving_default']\n"
-        "out = sig(user_id=tf.constant(['1']), history=tf.constant([['3', '5']]))\n"
-        "assert out['item_ids'].shape == (1, 10)\n"
+        "import json, sys, numpy as np, tensorflow as tf\n"
+        f"sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']\n"
+        f"out = sig(user_id=tf.constant({users!r}), history=tf.constant({history_tensor(histories).tolist()!r}))\n"
         "assert 'scann' not in sys.modules, 'scann was imported'\n"
-        "print('ok')\n"
+        "print(json.dumps(out['item_ids'].numpy().astype(str).tolist()))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.tolist()
+
+
+@pytest.mark.parametrize("kind, missing", [("brute-force", set()), ("partitioned", set()),
+                                           ("scann", {"Scann>ScannSearchBatched", "Scann>TensorsToScann"})])
+def test_every_op_is_registered_in_stock_tensorflow_except_scanns(kind, missing, exports, partitioned):
+    path = _flavour(kind, exports, partitioned)
+    ops = saved_model_ops(path)
+    assert {"MatMul", "TopKV2", "LookupTableFindV2"} <= ops  # the walk reaches the signature's function bodies
+    if kind == "partitioned":
+        assert {"RaggedRange", "GatherV2", "BatchMatMulV2"} <= ops
+    assert unregistered_ops(path) == missing
+
+
+def test_partitioned_export_served_by_the_endpoint_gives_the_in_process_lists(partitioned, tiny_dataset, tmp_path):
+    from recgpt_tf.serving import LocalServer, RecGPTClient
+
+    shutil.copytree(partitioned, tmp_path / "recgpt" / "1")
+    _, users, histories = _test_requests(tiny_dataset, 16)
+    expected, expected_scores, _ = _signature_lists(partitioned, users, histories)
+    with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
+        rows = RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users, histories)
+    assert [row["item_ids"] for row in rows] == expected.tolist()
+    np.testing.assert_allclose([row["scores"] for row in rows], expected_scores, rtol=1e-5)
 
 
 def test_saved_model_cli_lists_both_signatures(exports):

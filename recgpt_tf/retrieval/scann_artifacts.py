@@ -125,8 +125,9 @@ def import_scann():
 
 
 def default_num_leaves(num_items: int) -> int:
-    """About 2·√N leaves: at 1M items, 2,000 leaves of ~500 items."""
-    return max(1, min(4096, num_items // 4, int(round(2 * np.sqrt(num_items)))))
+    """About 2·√N leaves (at 1M items, 2,000 leaves of ~500), but at least ~100 items a
+    leaf: ScaNN's k-means handles clusters under its `min_cluster_size` (50) specially."""
+    return max(1, min(4096, num_items // 100, int(round(2 * np.sqrt(num_items)))))
 
 
 def train_kmeans_partition(candidates: np.ndarray, num_leaves: int, training_sample_size: int = 250_000) -> KMeansPartition:
