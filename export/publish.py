@@ -149,6 +149,7 @@ def export_model(
     version: int | None = None,
     metadata: dict | None = None,
     jit_compile: bool = False,
+    index: tuple | None = None,
 ) -> Path:
     """Builds, checks and atomically publishes one SavedModel version; returns its path.
 
@@ -167,6 +168,9 @@ def export_model(
         version: Version number (default: the next free one).
         metadata: Extra entries for assets.extra/recgpt.json (config, eval metrics).
         jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
+        index: A prebuilt (ItemIndex, metadata) pair from `tuned_index` (reused
+            instead of building one from `index_kind`, e.g. by a benchmark that
+            measures the index itself).
     """
     if index_kind not in (*INDEX_KINDS, AUTO_INDEX):
         raise ExportError(f"index_kind must be one of {', '.join((*INDEX_KINDS, AUTO_INDEX))}; got {index_kind!r}")
@@ -178,8 +182,8 @@ def export_model(
     version = version or next_version(model_dir)
     if (model_dir / str(version)).exists():
         raise ExportError(f"{model_dir / str(version)} already exists")
-    index, index_info = tuned_index(model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories,
-                                    recall_threshold)
+    index, index_info = index or tuned_index(model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories,
+                                             recall_threshold)
     module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
     k = sum(step_sizes)
 

@@ -104,7 +104,7 @@ class PartitionedIndex(ItemIndex):
         first = tf.gather(self.leaf_first_block, leaves)
         count = tf.gather(self.leaf_num_blocks, leaves)  # (B, l)
         blocks = tf.ragged.range(tf.reshape(first, [-1]), tf.reshape(first + count, [-1]))  # (B·l, None)
-        blocks = tf.RaggedTensor.from_row_lengths(blocks.flat_values, tf.reduce_sum(count, axis=1))  # (B, None)
+        blocks = tf.RaggedTensor.from_row_lengths(blocks.flat_values, tf.reduce_sum(count, axis=1), validate=False)  # (B, None)
         return blocks.to_tensor(default_value=self.pad_block)
 
     def query_with_exclusions(self, queries, exclusions, k):
