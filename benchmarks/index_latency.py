@@ -120,7 +120,8 @@ def main() -> None:
     steps = split_k(K, chosen_first_step(run.path, K))
     samples = json.loads((run.path / "sample_requests.json").read_text())
     requests = test_requests(run, args)
-    held_out = [r for r in requests if r[0] not in set(samples["users"])]  # users the tuning never saw
+    tuning_users = set(samples["users"])
+    held_out = [r for r in requests if r[0] not in tuning_users]  # users the tuning never saw
     rng = np.random.default_rng(0)
     measured = [held_out[i] for i in rng.choice(len(held_out), size=min(args.measure_users, len(held_out)), replace=False)]
     items, users = run.path / "items.txt", run.path / "users.txt"
@@ -148,7 +149,7 @@ def main() -> None:
             entry[f"search_batch_{batch}"] = percentiles(lambda i: search(*rows[i % len(rows)]), args.calls if batch == 1 else 40)
         start = time.perf_counter()
         path = export_model(model, items, users, base, kind.replace("-", "_"), steps, index_kind=kind, sample_users=samples["users"],
-                            sample_histories=samples["histories"], index=(None if kind == "brute-force" else index, info))
+                            sample_histories=samples["histories"], prebuilt_index=(None if kind == "brute-force" else index, info))
         entry["save_seconds"] = time.perf_counter() - start
         entry["export_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]

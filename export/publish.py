@@ -109,7 +109,7 @@ def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories:
     """
     user_ids, history = tf.constant(list(users)), tf.constant(history_tensor(histories))
     ids, _, _, vectors, _ = module.recall(user_ids, history)
-    _, items = module._encode_inputs(user_ids, history)
+    _, items = module.encode_inputs(user_ids, history)
     exclusions = items[:, -module.max_exclusions :].to_tensor(default_value=0).numpy()
     sets, listed = {}, 0
     for step, size in enumerate(module.step_sizes):
@@ -125,7 +125,8 @@ def tuned_index(model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[
     if kind == "brute-force":
         return None, {"kind": kind, "requested": index_kind}
     if not sample_users:
-        raise ExportError(f"a {kind} export needs sample histories to tune and measure its index; none were given")
+        raise ExportError(f"a {kind} index is tuned on real requests: pass sample_users and sample_histories, "
+                          f"or index_kind='brute-force'")
     exact = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes)
     try:
         index, info = build_index(kind, model.candidate_embeddings().numpy(), recall_queries(exact, sample_users, sample_histories),
@@ -149,7 +150,7 @@ def export_model(
     version: int | None = None,
     metadata: dict | None = None,
     jit_compile: bool = False,
-    index: tuple | None = None,
+    prebuilt_index: tuple | None = None,
 ) -> Path:
     """Builds, checks and atomically publishes one SavedModel version; returns its path.
 
@@ -168,7 +169,7 @@ def export_model(
         version: Version number (default: the next free one).
         metadata: Extra entries for assets.extra/recgpt.json (config, eval metrics).
         jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
-        index: A prebuilt (ItemIndex, metadata) pair from `tuned_index` (reused
+        prebuilt_index: An (ItemIndex, metadata) pair from `tuned_index` (reused
             instead of building one from `index_kind`, e.g. by a benchmark that
             measures the index itself).
     """
@@ -182,7 +183,7 @@ def export_model(
     version = version or next_version(model_dir)
     if (model_dir / str(version)).exists():
         raise ExportError(f"{model_dir / str(version)} already exists")
-    index, index_info = index or tuned_index(model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories,
+    index, index_info = prebuilt_index or tuned_index(model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories,
                                              recall_threshold)
     module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
     k = sum(step_sizes)

@@ -73,7 +73,8 @@ class RecGPTServingModule(tf.Module):
         )
 
     # -- input handling ---------------------------------------------------------------
-    def _encode_inputs(self, user_id: tf.Tensor, history: tf.Tensor):
+    def encode_inputs(self, user_id: tf.Tensor, history: tf.Tensor):
+        """(user ids [B] int32, item ids [B, None] int32 ragged, padding removed) from the string inputs."""
         users = self.user_table.lookup(user_id)
         users = tf.where(users < 0, tf.zeros_like(users), users + 1)
         present = tf.strings.length(history) > 0  # (B, T); "" is padding wherever it stands
@@ -111,7 +112,7 @@ class RecGPTServingModule(tf.Module):
         Returns:
             (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, V, d], prompts [B, V-1]).
         """
-        users, items = self._encode_inputs(user_id, history)
+        users, items = self.encode_inputs(user_id, history)
         excluded = items[:, -self.max_exclusions :].to_tensor(default_value=0)  # (B, E)
         tokens, segments = items, tf.zeros_like(items)
         out_ids, out_scores, out_steps, vectors, prompts = [], [], [], [], []

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from recgpt_tf.retrieval import (
-    BruteForceIndex, IndexRecallError, PartitionedIndex, ScannOpIndex, build_index, exclusion_mask, pad_exclusions,
+    BruteForceIndex, IndexRecallError, PartitionedIndex, ScannOpIndex, build_index, exclude_scores, pad_exclusions, recall_at_k,
     train_kmeans_partition,
 )
 from recgpt_tf.retrieval.partitioned import leaf_blocks
@@ -33,18 +33,25 @@ def partition(table):
     return train_kmeans_partition(table, num_leaves=LEAVES)
 
 
-def _indexes(table, partition):
-    yield BruteForceIndex(table)
-    yield PartitionedIndex(table, partition, leaves_to_search=6, storage_dtype="float32")
-    yield PartitionedIndex(table, partition, leaves_to_search=6, storage_dtype="bfloat16", rescore_depth=20)
-    yield ScannOpIndex(table, num_leaves=LEAVES, leaves_to_search=6, reordering_candidates=100)
+INDEXES = {
+    "brute-force": lambda table, partition: BruteForceIndex(table),
+    "partitioned-float32": lambda table, partition: PartitionedIndex(table, partition, leaves_to_search=6, storage_dtype="float32"),
+    "partitioned-bfloat16": lambda table, partition: PartitionedIndex(table, partition, leaves_to_search=6, storage_dtype="bfloat16",
+                                                                      rescore_depth=20),
+    "scann": lambda table, partition: ScannOpIndex(table, num_leaves=LEAVES, leaves_to_search=6, reordering_candidates=100),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(INDEXES))
+def index(request, table, partition):
+    return INDEXES[request.param](table, partition)
 
 
 def test_pad_exclusions_and_mask():
     padded = pad_exclusions([[3, 1], [], [2]])
     np.testing.assert_array_equal(padded, [[3, 1], [0, 0], [2, 0]])
-    mask = exclusion_mask(tf.constant([[3, 1, 3, 0, 99]]), 4).numpy()  # duplicates, padding, out of range
-    np.testing.assert_array_equal(mask, [[True, False, True, False]])
+    scores = exclude_scores(tf.ones([1, 4]), tf.constant([[3, 1, 3, 0, 99]])).numpy()  # duplicates, padding, out of range
+    np.testing.assert_array_equal(scores, [[-np.inf, 1.0, -np.inf, 1.0]])
 
 
 def test_leaf_blocks_layout_by_hand():
@@ -62,18 +69,43 @@ def test_scanns_partition_is_read_back_exactly(table, partition):
     np.testing.assert_array_equal(nearest, partition.leaf_of_item)
 
 
-def test_every_index_honours_exclusions_and_returns_exact_scores(table, partition, queries):
-    exact = BruteForceIndex(table)
-    _, best = exact(queries, K)
+def test_every_index_honours_exclusions_and_returns_exact_scores(index, table, queries):
+    _, best = BruteForceIndex(table)(queries, K)
     exclusions = np.concatenate([best.numpy()[:, :4], np.zeros((len(queries), 2), np.int32)], axis=1)  # each row's top 4 banned
-    for index in _indexes(table, partition):
-        scores, ids = index.query_with_exclusions(tf.constant(queries), tf.constant(exclusions), K)
-        scores, ids = scores.numpy(), ids.numpy()
-        assert ids.shape == (len(queries), K) and (ids >= 1).all() and (ids <= NUM_ITEMS).all(), index.kind
-        for row, banned in zip(ids, exclusions):
-            assert len(set(row)) == K and not set(row) & set(banned[banned > 0]), index.kind
-        np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, table[ids - 1]), rtol=1e-5, atol=1e-5)
-        assert (np.diff(scores, axis=1) <= 1e-6).all(), index.kind  # best first
+    scores, ids = index.query_with_exclusions(tf.constant(queries), tf.constant(exclusions), K)
+    scores, ids = scores.numpy(), ids.numpy()
+    assert ids.shape == (len(queries), K) and (ids >= 1).all() and (ids <= NUM_ITEMS).all()
+    for row, banned in zip(ids, exclusions):
+        assert len(set(row)) == K and not set(row) & set(banned[banned > 0])
+    np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, table[ids - 1]), rtol=1e-5, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+
+
+def test_every_index_answers_an_empty_batch_and_no_exclusions(index, queries):
+    scores, ids = index.query_with_exclusions(tf.zeros([0, DIM]), tf.zeros([0, 3], tf.int32), K)
+    assert scores.shape == (0, K) and ids.shape == (0, K)
+    _, ids = index(queries[:2], K)  # [B, 0] exclusions
+    assert ids.shape == (2, K) and (ids.numpy() >= 1).all()
+
+
+def test_rows_whose_searched_leaves_are_all_history_get_exact_lists(index, table, queries):
+    """Row 0's history is every item but the K it scores lowest, which no search of the
+    best leaves holds; row 1 has no history. Row 0 must still get exactly those K."""
+    allowed = np.argsort(table @ queries[0])[:K] + 1
+    history = np.setdiff1d(np.arange(1, NUM_ITEMS + 1), allowed)
+    exclusions = tf.constant(pad_exclusions([history.tolist(), []]))
+    scores, ids = index.query_with_exclusions(queries[:2], exclusions, K)
+    expected_scores, expected = BruteForceIndex(table).query_with_exclusions(queries[:2], exclusions, K)
+    assert sorted(ids.numpy()[0].tolist()) == sorted(allowed.tolist())
+    np.testing.assert_array_equal(ids[0], expected[0])
+    np.testing.assert_allclose(scores[0], expected_scores[0], rtol=1e-5)
+    assert len(set(ids.numpy()[1])) == K and (ids.numpy()[1] > 0).all()  # no history: any K real items
+
+
+def test_slots_no_allowed_item_can_fill_are_empty_not_history():
+    table = np.eye(4, dtype=np.float32)
+    scores, ids = BruteForceIndex(table).query_with_exclusions(tf.ones([1, 4]), tf.constant([[1, 2]]), 3)
+    assert sorted(ids.numpy()[0][:2].tolist()) == [3, 4] and ids.numpy()[0][2] == 0 and scores.numpy()[0][2] == -np.inf
 
 
 @pytest.mark.parametrize("dtype, depth", [("float32", 0), ("bfloat16", 30)])
@@ -84,16 +116,6 @@ def test_partitioned_search_of_every_leaf_equals_brute_force(table, partition, q
                                   BruteForceIndex(table).query_with_exclusions(queries, exclusions, K)[1])
 
 
-def test_partitioned_falls_back_to_exact_search_when_exclusions_empty_the_searched_leaves(table, partition, queries):
-    index = PartitionedIndex(table, partition, leaves_to_search=1, storage_dtype="float32")
-    leaf = np.argmax(queries[:1] @ partition.centroids.T)
-    members = np.flatnonzero(partition.leaf_of_item == leaf) + 1
-    exclusions = tf.constant(members[np.newaxis].astype(np.int32))  # the whole searched leaf is history
-    scores, ids = index.query_with_exclusions(queries[:1], exclusions, K)
-    expected_scores, expected = BruteForceIndex(table).query_with_exclusions(queries[:1], exclusions, K)
-    np.testing.assert_array_equal(ids, expected)
-
-
 def test_tuning_reaches_the_target_with_fewer_leaves_than_all(table, queries):
     exclusions = np.zeros((len(queries), 1), np.int32)
     index, report = build_index("partitioned", table, {"step_1": (queries, exclusions)}, K, recall_target=0.9, num_leaves=LEAVES)
@@ -102,8 +124,6 @@ def test_tuning_reaches_the_target_with_fewer_leaves_than_all(table, queries):
     # The cheapest passing setting: one leaf fewer would miss the target (for the chosen storage and depth).
     if index.leaves_to_search > 1:
         index.configure(index.leaves_to_search - 1, index.rescore_depth)
-        from recgpt_tf.retrieval import recall_at_k
-
         assert recall_at_k(index, BruteForceIndex(table), queries, exclusions, K) < 0.9
     with pytest.raises(IndexRecallError, match="no search setting reached recall@10 >= 1.01"):
         build_index("partitioned", table, {"step_1": (queries, exclusions)}, K, recall_target=1.01, num_leaves=LEAVES)

@@ -46,10 +46,10 @@ def two_step_sweep(model, split: EvalSplit, cutoffs: Sequence[int] = CUTOFFS, ba
     recall = AutoRegressiveRecall(model, index)
     kmax = max(cutoffs)
     sums = {k: {m: np.zeros(2) for m in range(1, k + 1)} for k in cutoffs}
-    for index in length_sorted_batches(split.histories, batch_size):
-        histories = [split.histories[i] for i in index]
-        targets = split.targets[index]
-        vectors, _ = recall.user_vectors(split.users[index], histories, num_steps=2)
+    for rows in length_sorted_batches(split.histories, batch_size):
+        histories = [split.histories[i] for i in rows]
+        targets = split.targets[rows]
+        vectors, _ = recall.user_vectors(split.users[rows], histories, num_steps=2)
         exclusions = tf.constant(pad_exclusions(histories))
         depth = min(2 * kmax, model.num_items)
         tops = [recall.index.query_with_exclusions(vectors[:, g], exclusions, depth)[1].numpy() for g in range(2)]

@@ -12,6 +12,8 @@ from typing import ClassVar
 
 import tensorflow as tf
 
+from recgpt_tf.retrieval.exclusions import MINUS_INF, exclude_candidates, exclude_scores
+
 
 class ItemIndex(tf.Module):
     """Top-k items 1..N by inner product with a query.
@@ -49,6 +51,41 @@ class ItemIndex(tf.Module):
             exact inner products.
         """
         raise NotImplementedError
+
+    def exact_top_k(self, queries: tf.Tensor, exclusions: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Exact top-k over the whole table (scores [B, k], ids [B, k]); a slot no allowed
+        item can fill (k > N − exclusions) gets id 0 and score -inf, never an excluded item."""
+        top = tf.math.top_k(exclude_scores(tf.matmul(queries, self.candidates, transpose_b=True), exclusions), k=k)  # (B, N) → (B, k)
+        return top.values, tf.where(top.values > MINUS_INF, top.indices + 1, 0)
+
+    def select_candidates(self, queries: tf.Tensor, ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor,
+                          k: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """The top-k of an approximate index's candidates, exclusions applied.
+
+        A row left with fewer than k allowed candidates (its history covers what
+        was searched) is answered by `exact_top_k` instead, so every row gets k
+        allowed items; the exact search runs only when some row needs it.
+
+        Args:
+            queries: [B, d].
+            ids: [B, C] int32 candidate ids (0 = padding).
+            scores: [B, C] float32 exact scores of the candidates.
+            exclusions: [B, E] int32.
+            k: List length.
+        """
+        scores = exclude_candidates(ids, scores, exclusions)
+        short = tf.reduce_sum(tf.cast(scores > MINUS_INF, tf.int32), axis=1) < k  # (B,)
+        width = tf.shape(scores)[1]
+        padded_scores = tf.pad(scores, [[0, 0], [0, tf.maximum(k - width, 0)]], constant_values=MINUS_INF)  # at least k columns
+        padded_ids = tf.pad(ids, [[0, 0], [0, tf.maximum(k - width, 0)]])
+        top = tf.math.top_k(padded_scores, k=k)
+        values, found = top.values, tf.gather(padded_ids, top.indices, batch_dims=1)
+
+        def with_exact_rows():
+            exact_values, exact_ids = self.exact_top_k(queries, exclusions, k)
+            return tf.where(short[:, tf.newaxis], exact_values, values), tf.where(short[:, tf.newaxis], exact_ids, found)
+
+        return tf.cond(tf.reduce_any(short), with_exact_rows, lambda: (values, found))
 
     def __call__(self, queries: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
         """Top-k without exclusions: (scores [B, k], ids [B, k])."""

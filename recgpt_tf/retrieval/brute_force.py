@@ -5,7 +5,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 from recgpt_tf.retrieval.base import ItemIndex
-from recgpt_tf.retrieval.exclusions import exclude_scores
 
 
 class BruteForceIndex(ItemIndex):
@@ -21,6 +20,4 @@ class BruteForceIndex(ItemIndex):
         super().__init__(candidates, name=name)
 
     def query_with_exclusions(self, queries, exclusions, k):
-        scores = exclude_scores(tf.matmul(queries, self.candidates, transpose_b=True), exclusions)  # (B, N)
-        top = tf.math.top_k(scores, k=k)
-        return top.values, top.indices + 1
+        return self.exact_top_k(tf.convert_to_tensor(queries, tf.float32), exclusions, k)

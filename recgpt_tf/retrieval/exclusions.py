@@ -25,28 +25,23 @@ def pad_exclusions(rows: Sequence[Sequence[int]]) -> np.ndarray:
     return out
 
 
-def exclusion_mask(exclusions: tf.Tensor, num_items: int) -> tf.Tensor:
-    """[B, N] bool, True where item id j + 1 is excluded for the row.
+def exclude_scores(scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
+    """`scores` [B, N] (column j = item id j + 1) with the excluded entries at -inf.
 
-    A scatter of the B·E ids (ids outside 1..N are ignored), so the cost is the
-    mask itself, not B·E·N comparisons.
+    A scatter of the B·E excluded entries (ids outside 1..N are ignored): no
+    [B, N] mask is built, which matters at a million items.
     """
     exclusions = tf.convert_to_tensor(exclusions, tf.int32)
     batch, width = tf.shape(exclusions)[0], tf.shape(exclusions)[1]
     rows = tf.repeat(tf.range(batch), width)
     flat = tf.reshape(exclusions, [-1])
-    keep = (flat >= 1) & (flat <= num_items)
+    keep = (flat >= 1) & (flat <= tf.shape(scores)[1])
     index = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(flat, keep) - 1], axis=1)
-    counts = tf.scatter_nd(index, tf.ones(tf.shape(index)[:1], tf.int32), tf.stack([batch, num_items]))
-    return counts > 0  # scatter_nd adds duplicates, so count and compare
-
-
-def exclude_scores(scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
-    """`scores` [B, N] (column j = item id j + 1) with excluded entries at -inf."""
-    return tf.where(exclusion_mask(exclusions, tf.shape(scores)[1]), tf.constant(MINUS_INF, scores.dtype), scores)
+    return tf.tensor_scatter_nd_update(scores, index, tf.fill(tf.shape(index)[:1], tf.constant(MINUS_INF, scores.dtype)))
 
 
 def exclude_candidates(ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
-    """Scores [B, C] of candidate `ids` [B, C] with excluded ids and padding (id 0) at -inf."""
+    """Scores [B, C] of candidate `ids` [B, C] with excluded ids, padding (id 0) and
+    non-finite scores (ScaNN pads short rows with NaN) at -inf."""
     clash = tf.reduce_any(tf.equal(ids[:, :, tf.newaxis], tf.cast(exclusions, ids.dtype)[:, tf.newaxis, :]), axis=2)  # (B, C)
-    return tf.where(clash | (ids <= 0), tf.constant(MINUS_INF, scores.dtype), scores)
+    return tf.where(clash | (ids <= 0) | ~tf.math.is_finite(scores), tf.constant(MINUS_INF, scores.dtype), scores)

@@ -11,8 +11,8 @@ fast flavour runs on stock TF Serving without ScaNN's custom ops:
    storage dtype (bfloat16 halves the bytes gathered; float32 is exact);
 3. keep the best `rescore_depth` + E, re-score them exactly in float32, drop
    the E excluded ids and take the top k. A row whose searched leaves hold fewer
-   than k allowed items (a history that covers them) falls back to brute force,
-   so a list is always k real items.
+   than k allowed items (a history that covers them) is answered by exact search,
+   so a list is always k allowed items.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.retrieval.base import ItemIndex
-from recgpt_tf.retrieval.exclusions import MINUS_INF, exclude_candidates, exclude_scores
+from recgpt_tf.retrieval.exclusions import MINUS_INF
 from recgpt_tf.retrieval.scann_artifacts import KMeansPartition
 
 STORAGE_DTYPES = ("float32", "bfloat16")
@@ -124,18 +124,7 @@ class PartitionedIndex(ItemIndex):
         else:  # exact float32 scores for the best candidates
             exact = tf.gather(self.candidates, tf.maximum(ids - 1, 0))  # (B, depth, d)
             scores = tf.linalg.matvec(exact, queries)
-        scores = exclude_candidates(ids, scores, exclusions)
-        enough = tf.reduce_all(tf.reduce_sum(tf.cast(scores > MINUS_INF, tf.int32), axis=1) >= k)
-
-        def searched():
-            top = tf.math.top_k(scores, k=k)
-            return top.values, tf.gather(ids, top.indices, batch_dims=1)
-
-        def exhaustive():
-            top = tf.math.top_k(exclude_scores(tf.matmul(queries, self.candidates, transpose_b=True), exclusions), k=k)
-            return top.values, top.indices + 1
-
-        return tf.cond(enough, searched, exhaustive)
+        return self.select_candidates(queries, ids, scores, exclusions, k)
 
     def get_config(self) -> dict:
         return {

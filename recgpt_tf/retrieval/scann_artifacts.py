@@ -44,10 +44,10 @@ def _partitioner_message():
     """The `SerializedPartitioner` message class, built from a declared schema."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    F = descriptor_pb2.FieldDescriptorProto
+    Field = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(name="recgpt_scann_partitioner.proto", package="recgpt_scann", syntax="proto2")
 
-    def field(message, name, number, kind, label=F.LABEL_OPTIONAL, type_name=None, packed=False):
+    def field(message, name, number, kind, label=Field.LABEL_OPTIONAL, type_name=None, packed=False):
         f = message.field.add(name=name, number=number, type=kind, label=label)
         if type_name:
             f.type_name = type_name
@@ -56,24 +56,24 @@ def _partitioner_message():
 
     tree = file.message_type.add(name="SerializedKMeansTree")
     center = tree.nested_type.add(name="Center")
-    field(center, "dimension", 1, F.TYPE_DOUBLE, F.LABEL_REPEATED, packed=True)
-    field(center, "float_dimension", 2, F.TYPE_FLOAT, F.LABEL_REPEATED, packed=True)
+    field(center, "dimension", 1, Field.TYPE_DOUBLE, Field.LABEL_REPEATED, packed=True)
+    field(center, "float_dimension", 2, Field.TYPE_FLOAT, Field.LABEL_REPEATED, packed=True)
     node = tree.nested_type.add(name="Node")
-    field(node, "centers", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".recgpt_scann.SerializedKMeansTree.Center")
-    field(node, "indices", 2, F.TYPE_UINT32, F.LABEL_REPEATED)
-    field(node, "children", 3, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".recgpt_scann.SerializedKMeansTree.Node")
-    field(node, "learned_spilling_threshold", 4, F.TYPE_DOUBLE)
-    field(node, "leaf_id", 5, F.TYPE_INT32)
-    field(node, "residual_stdevs", 6, F.TYPE_DOUBLE, F.LABEL_REPEATED, packed=True)
-    field(tree, "root", 1, F.TYPE_MESSAGE, type_name=".recgpt_scann.SerializedKMeansTree.Node")
-    field(tree, "learned_spilling_type", 3, F.TYPE_INT32)
-    field(tree, "max_centers_for_learned_spilling", 4, F.TYPE_UINT32)
+    field(node, "centers", 1, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, ".recgpt_scann.SerializedKMeansTree.Center")
+    field(node, "indices", 2, Field.TYPE_UINT32, Field.LABEL_REPEATED)
+    field(node, "children", 3, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, ".recgpt_scann.SerializedKMeansTree.Node")
+    field(node, "learned_spilling_threshold", 4, Field.TYPE_DOUBLE)
+    field(node, "leaf_id", 5, Field.TYPE_INT32)
+    field(node, "residual_stdevs", 6, Field.TYPE_DOUBLE, Field.LABEL_REPEATED, packed=True)
+    field(tree, "root", 1, Field.TYPE_MESSAGE, type_name=".recgpt_scann.SerializedKMeansTree.Node")
+    field(tree, "learned_spilling_type", 3, Field.TYPE_INT32)
+    field(tree, "max_centers_for_learned_spilling", 4, Field.TYPE_UINT32)
     kmeans = file.message_type.add(name="SerializedKMeansTreePartitioner")
-    field(kmeans, "kmeans_tree", 1, F.TYPE_MESSAGE, type_name=".recgpt_scann.SerializedKMeansTree")
+    field(kmeans, "kmeans_tree", 1, Field.TYPE_MESSAGE, type_name=".recgpt_scann.SerializedKMeansTree")
     partitioner = file.message_type.add(name="SerializedPartitioner")
-    field(partitioner, "n_tokens", 1, F.TYPE_INT32)
-    field(partitioner, "kmeans", 2, F.TYPE_MESSAGE, type_name=".recgpt_scann.SerializedKMeansTreePartitioner")
-    field(partitioner, "uses_projection", 3, F.TYPE_BOOL)
+    field(partitioner, "n_tokens", 1, Field.TYPE_INT32)
+    field(partitioner, "kmeans", 2, Field.TYPE_MESSAGE, type_name=".recgpt_scann.SerializedKMeansTreePartitioner")
+    field(partitioner, "uses_projection", 3, Field.TYPE_BOOL)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("recgpt_scann.SerializedPartitioner"))

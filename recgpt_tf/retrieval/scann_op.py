@@ -9,7 +9,6 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.retrieval.base import ItemIndex
-from recgpt_tf.retrieval.exclusions import exclude_candidates
 from recgpt_tf.retrieval.scann_artifacts import import_scann
 
 
@@ -33,11 +32,12 @@ class ScannOpIndex(ItemIndex):
         _, scann_ops = import_scann()
         self.num_leaves = int(min(num_leaves, self.num_items))
         self.dimensions_per_block = int(dimensions_per_block)
+        self.training_sample_size = int(min(self.num_items, training_sample_size))
         self.configure(leaves_to_search, reordering_candidates)
         table = np.asarray(self.candidates.numpy())
         builder = scann_ops.builder(table, 10, "dot_product").tree(
             num_leaves=self.num_leaves, num_leaves_to_search=self.leaves_to_search,
-            training_sample_size=min(self.num_items, training_sample_size),
+            training_sample_size=self.training_sample_size,
         )
         builder = builder.score_ah(self.dimensions_per_block, anisotropic_quantization_threshold=0.2).reorder(self.reordering_candidates)
         self._searcher = builder.build(shared_name=f"{name}/{uuid.uuid4()}").serialize_to_module()
@@ -55,13 +55,22 @@ class ScannOpIndex(ItemIndex):
         exclusions = tf.convert_to_tensor(exclusions, tf.int32)
         wanted = tf.minimum(k + tf.shape(exclusions)[1], self.num_items)  # enough that k survive the exclusions
         searcher = scann_ops.searcher_from_module(self._searcher)
-        rows, scores = searcher.search_batched(queries, final_num_neighbors=wanted, pre_reorder_num_neighbors=tf.maximum(wanted, self.reordering_candidates),
-                                               leaves_to_search=self.leaves_to_search)
-        ids = tf.cast(rows, tf.int32) + 1
-        scores = exclude_candidates(ids, scores, exclusions)
-        top = tf.math.top_k(scores, k=k)
-        return top.values, tf.gather(ids, top.indices, batch_dims=1)
+
+        def search():  # rows (B, ≤ wanted): ScaNN pads short rows with index 0 and a NaN score
+            rows, scores = searcher.search_batched(queries, final_num_neighbors=wanted, leaves_to_search=self.leaves_to_search,
+                                                   pre_reorder_num_neighbors=tf.maximum(wanted, self.reordering_candidates))
+            return tf.cast(rows, tf.int32), tf.cast(scores, tf.float32)
+
+        def no_queries():  # ScaNN's op fails on an empty batch
+            return tf.zeros([0, wanted], tf.int32), tf.zeros([0, wanted], tf.float32)
+
+        rows, scores = tf.cond(tf.shape(queries)[0] > 0, search, no_queries)
+        # Padding would read as item 1: mark it, then the shared selection drops it.
+        valid = tf.math.is_finite(scores)
+        ids = tf.where(valid, rows + 1, 0)
+        return self.select_candidates(queries, ids, scores, exclusions, k)
 
     def get_config(self) -> dict:
-        return {"kind": self.kind, "num_leaves": self.num_leaves, "leaves_to_search": self.leaves_to_search,
-                "reordering_candidates": self.reordering_candidates, "dimensions_per_block": self.dimensions_per_block}
+        return {"kind": self.kind, "name": self.name, "num_leaves": self.num_leaves, "leaves_to_search": self.leaves_to_search,
+                "reordering_candidates": self.reordering_candidates, "dimensions_per_block": self.dimensions_per_block,
+                "training_sample_size": self.training_sample_size}

@@ -11,7 +11,7 @@ lowest measured batch-1 search time is kept.
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +19,9 @@ import tensorflow as tf
 from recgpt_tf.contract import PARTITIONED_MIN_ITEMS
 from recgpt_tf.retrieval.base import ItemIndex
 from recgpt_tf.retrieval.brute_force import BruteForceIndex
+from recgpt_tf.retrieval.partitioned import PartitionedIndex
+from recgpt_tf.retrieval.scann_artifacts import default_num_leaves, train_kmeans_partition
+from recgpt_tf.retrieval.scann_op import ScannOpIndex
 
 QuerySets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # name → (queries [Q, d], exclusions [Q, E])
 
@@ -62,17 +65,15 @@ def _smallest_passing(passes: Callable[[int], bool], high: int) -> int | None:
     return low
 
 
-def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: QuerySets, k: int, target: float,
-                configure: Callable[[ItemIndex, int, int], None]) -> tuple[ItemIndex, dict]:
+def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: QuerySets, k: int, target: float) -> tuple[ItemIndex, dict]:
     """For each index and depth, the fewest leaves reaching `target`; the fastest of those wins.
 
     Args:
-        indexes: label → (an index with `num_leaves`, depths to try: re-score or
-            re-order candidates).
+        indexes: label → (an index with `num_leaves` and `configure(leaves, depth)`,
+            the depths to try: re-scored or re-ordered candidates).
         query_sets: Real queries and their exclusions.
         k: The list length recall is measured at.
         target: Recall@k every query set must reach.
-        configure: Sets (leaves, depth) on an index.
 
     Returns:
         (the chosen index, configured; a report of every setting tried).
@@ -88,7 +89,7 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
             recalls: dict[int, dict[str, float]] = {}
 
             def passes(leaves: int) -> bool:
-                configure(index, leaves, depth)
+                index.configure(leaves, depth)
                 recalls[leaves] = {name: recall_at_k(index, reference, q, e, k) for name, (q, e) in query_sets.items()}
                 return min(recalls[leaves].values()) >= target
 
@@ -96,7 +97,7 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
             best_seen[f"{label}/{depth}"] = recalls[index.num_leaves]
             if leaves is None:
                 continue
-            configure(index, leaves, depth)
+            index.configure(leaves, depth)
             finalists.append({"label": label, "depth": depth, "leaves_to_search": leaves, "recall": recalls[leaves],
                               "search_p50_ms": search_p50_ms(index, query_sets, k), "_index": index})
     if not finalists:
@@ -104,7 +105,7 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
             f"no search setting reached recall@{k} >= {target} on the run's queries (best at every leaf: {best_seen})"
         )
     chosen = min(finalists, key=lambda f: f["search_p50_ms"])
-    configure(chosen["_index"], chosen["leaves_to_search"], chosen["depth"])
+    chosen["_index"].configure(chosen["leaves_to_search"], chosen["depth"])
     report = {
         "recall_target": target,
         "recall_at": k,
@@ -141,10 +142,6 @@ def build_index(kind: str, candidates, query_sets: QuerySets, k: int, recall_tar
     Raises:
         IndexRecallError: if `kind` cannot reach `recall_target`.
     """
-    from recgpt_tf.retrieval.partitioned import PartitionedIndex
-    from recgpt_tf.retrieval.scann_artifacts import default_num_leaves, train_kmeans_partition
-    from recgpt_tf.retrieval.scann_op import ScannOpIndex
-
     start = time.perf_counter()
     candidates = np.asarray(candidates, np.float32)
     k = min(k, len(candidates))
@@ -154,16 +151,16 @@ def build_index(kind: str, candidates, query_sets: QuerySets, k: int, recall_tar
     if kind == "partitioned":
         partition = train_kmeans_partition(candidates, num_leaves)
         indexes = {
-            "float32": (PartitionedIndex(candidates, partition, 1, "float32"), [0]),
-            "bfloat16": (PartitionedIndex(candidates, partition, 1, "bfloat16", name="partitioned_index_bf16"), [2 * k, 8 * k]),
+            "float32": (PartitionedIndex(candidates, partition, leaves_to_search=1, storage_dtype="float32"), [0]),
+            "bfloat16": (PartitionedIndex(candidates, partition, leaves_to_search=1, storage_dtype="bfloat16", name="partitioned_index_bf16"),
+                         [2 * k, 8 * k]),
         }
-        configure = lambda index, leaves, depth: index.configure(leaves, depth)  # noqa: E731
     elif kind == "scann":
         index = ScannOpIndex(candidates, num_leaves, leaves_to_search=num_leaves, reordering_candidates=10 * k)
         indexes = {"ah": (index, [10 * k, 50 * k])}
-        configure = lambda index, leaves, depth: index.configure(leaves, depth)  # noqa: E731
     else:
         raise ValueError(f"index kind must be brute-force, partitioned or scann; got {kind!r}")
     build_seconds = time.perf_counter() - start
-    index, report = tune_leaves(indexes, query_sets, k, recall_target, configure)
-    return index, {**index.get_config(), **report, "build_seconds": build_seconds, "tune_seconds": time.perf_counter() - start - build_seconds}
+    index, report = tune_leaves(indexes, query_sets, k, recall_target)
+    tune_seconds = time.perf_counter() - start - build_seconds
+    return index, {**index.get_config(), **report, "build_seconds": build_seconds, "tune_seconds": tune_seconds}
