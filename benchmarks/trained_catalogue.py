@@ -43,6 +43,7 @@ from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
+from recgpt_tf.runs import Run
 from recgpt_tf.training.pretrain import build_model, sample_requests
 
 
@@ -96,49 +97,57 @@ def subsample(split, count: int, seed: int):
     return type(split)(split.users[chosen], [split.histories[i] for i in chosen], split.targets[chosen])
 
 
+def train(dataset: Dataset, args, out: Path):
+    """Trains into `out` (a run directory), writes pretrain/summary.json; resumes after an interruption."""
+    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
+    train_config = TrainConfig(objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size,
+                               learning_rate=args.learning_rate, seed=args.seed)
+    (out / "pretrain").mkdir(parents=True, exist_ok=True)
+    dataset.save_vocabularies(out)
+    write_json(out / "sample_requests.json", sample_requests(dataset, count=256, seed=args.seed))
+    write_json(out / "config.json", {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(),
+                                     "pretrain": {**train_config.to_dict(), "optimizer": "adagrad"}})
+    keras.utils.set_random_seed(args.seed)
+    model = build_model(model_config, train_config.objective)
+    model.set_item_frequencies(dataset.item_counts())
+    model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=args.learning_rate))
+    data = training_dataset(dataset.users, dataset.train_sequences(), model_config.max_length, args.batch_size, seed=args.seed)
+    start = time.perf_counter()
+    history = model.fit(data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(out / "pretrain" / "backup"))])
+    model.save_weights(str(out / "pretrain" / "weights"))
+    write_json(out / "pretrain" / "summary.json", {
+        "train_seconds": time.perf_counter() - start,
+        "epochs": len(history.history.get("loss", [])),
+        "loss_per_epoch": [float(v) for v in history.history.get("loss", [])],
+    })
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--topics", type=int, default=2000)
     parser.add_argument("--mean-length", type=float, default=12.0)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument("--learning-rate", type=float, default=0.3)
     parser.add_argument("--eval-users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     out = args.out
     report_path = out / "trained_catalogue.json"
-    if report_path.exists() and (out / "pretrain" / "weights.index").exists():
-        print(f"{out}: already trained; reusing it")
+    if report_path.exists():
+        print(f"{out}: already trained and measured; reusing it")
         return
 
     start = time.perf_counter()
     dataset = make_dataset(args)
     data_seconds = time.perf_counter() - start
-    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
-    train_config = TrainConfig(objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size,
-                               learning_rate=args.learning_rate, seed=args.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    dataset.save_vocabularies(out)
-    write_json(out / "sample_requests.json", sample_requests(dataset, count=256, seed=args.seed))
-    write_json(out / "config.json", {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(),
-                                     "pretrain": {**train_config.to_dict(), "optimizer": "adagrad"}})
-
-    keras.utils.set_random_seed(args.seed)
-    model = build_model(model_config, train_config.objective)
-    model.set_item_frequencies(dataset.item_counts())
-    model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=args.learning_rate))
-    train = training_dataset(dataset.users, dataset.train_sequences(), model_config.max_length, args.batch_size, seed=args.seed)
-    (out / "pretrain").mkdir(exist_ok=True)
-    fit_start = time.perf_counter()
-    history = model.fit(train, epochs=args.epochs, verbose=2,
-                        callbacks=[keras.callbacks.BackupAndRestore(str(out / "pretrain" / "backup"))])
-    fit_seconds = time.perf_counter() - fit_start
-    model.save_weights(str(out / "pretrain" / "weights"))
-
+    summary_path = out / "pretrain" / "summary.json"
+    # Trained by an earlier process that stopped before measuring: measure only.
+    model = Run.open(out).load_model("pretrain") if summary_path.exists() else train(dataset, args, out)
     test = subsample(dataset.split("test"), args.eval_users, args.seed)
     train_counts = dataset.item_counts(dataset.train_sequences())[1 : dataset.num_items + 1]
     report = {
@@ -148,12 +157,10 @@ def main() -> None:
         "statistics": dataset.statistics(),
         "items_seen_in_training": int((train_counts > 0).sum()),
         "data_seconds": data_seconds,
-        "train_seconds": fit_seconds,
-        "epochs_this_process": len(history.history.get("loss", [])),
-        "loss_per_epoch": [float(v) for v in history.history.get("loss", [])],
+        "training": json.loads(summary_path.read_text()),
         "test_sample_users": len(test),
-        "test_sample": evaluate_model(model, test),
-        "test_sample_popularity": evaluate_popularity(dataset, test),
+        "test_sample": evaluate_model(model, test, batch_size=64),  # [64, N] score rows: 256 MB at 1M items
+        "test_sample_popularity": evaluate_popularity(dataset, test, batch_size=64),
     }
     write_json(report_path, report)
     print(json.dumps(report, indent=2))

@@ -30,11 +30,21 @@ class IndexRecallError(RuntimeError):
     """No search setting reached the recall target."""
 
 
-def recall_at_k(index: ItemIndex, reference: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int) -> float:
-    """Mean share of the exact top-k (from `reference`) that `index` returns."""
+def recall_at_k(index: ItemIndex, reference: ItemIndex | np.ndarray, queries: np.ndarray, exclusions: np.ndarray, k: int) -> float:
+    """Mean share of the exact top-k that `index` returns.
+
+    Args:
+        reference: An exact index, or its top-k ids [Q, k] for these queries, computed once.
+    """
     _, approx = index.query_with_exclusions(tf.constant(queries), tf.constant(exclusions), k)
-    _, exact = reference.query_with_exclusions(tf.constant(queries), tf.constant(exclusions), k)
-    return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.numpy().tolist(), exact.numpy().tolist())]))
+    exact = reference if isinstance(reference, np.ndarray) else exact_ids(reference, queries, exclusions, k)
+    return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.numpy().tolist(), exact.tolist())]))
+
+
+def exact_ids(reference: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int) -> np.ndarray:
+    """[Q, k] exact top-k ids, in batches of 64 queries (a [64, N] score block at a time)."""
+    return np.concatenate([reference.query_with_exclusions(tf.constant(queries[i : i + 64]), tf.constant(exclusions[i : i + 64]), k)[1].numpy()
+                           for i in range(0, len(queries), 64)] or [np.zeros((0, k), np.int32)])
 
 
 def search_p50_ms(index: ItemIndex, query_sets: QuerySets, k: int, repeats: int = 40) -> float:
@@ -83,6 +93,7 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
     """
     any_index = next(iter(indexes.values()))[0]
     reference = BruteForceIndex(any_index.candidates)
+    exact = {name: exact_ids(reference, q, e, k) for name, (q, e) in query_sets.items()}
     finalists, best_seen = [], {}
     for label, (index, depths) in indexes.items():
         for depth in depths:
@@ -90,7 +101,7 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
 
             def passes(leaves: int) -> bool:
                 index.configure(leaves, depth)
-                recalls[leaves] = {name: recall_at_k(index, reference, q, e, k) for name, (q, e) in query_sets.items()}
+                recalls[leaves] = {name: recall_at_k(index, exact[name], q, e, k) for name, (q, e) in query_sets.items()}
                 return min(recalls[leaves].values()) >= target
 
             leaves = _smallest_passing(passes, index.num_leaves)
