@@ -79,13 +79,15 @@ def test_requests(run: Run, args):
 
 
 def resident_memory_mb(path: Path, kind: str, request: tuple[list, list]) -> float:
+    """Resident memory (VmRSS) a fresh process gains by loading the SavedModel and answering one request."""
     code = (
-        "import resource, sys, tensorflow as tf\n"
+        "import tensorflow as tf\n"
         + ("import scann\n" if kind == "scann" else "")
-        + "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        + "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+        "base = rss()\n"
         f"sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']\n"
         f"sig(user_id=tf.constant({request[0]!r}), history=tf.constant({history_tensor(request[1]).tolist()!r}))\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+        "print((rss() - base) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--kinds", nargs="+", default=list(INDEX_KINDS))
     parser.add_argument("--measure-users", type=int, default=512)
+    parser.add_argument("--first-step-size", type=int, help="m of the two-step m_n list (default: the run's evaluation, else 9)")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--recall-threshold", type=float, default=0.95)
     parser.add_argument("--quality", action="store_true", help="HR/NDCG@10 of the whole test split through each signature")
@@ -118,7 +121,9 @@ def main() -> None:
     run = Run.open(args.run)
     stage = "prompt" if run.has_stage("prompt") else "pretrain"
     model = run.load_model(stage)
-    steps = split_k(K, chosen_first_step(run.path, K))
+    # m from the run's `recgpt evaluate` (chosen on validation); the paper's 9_1 for runs never evaluated.
+    evaluated = (run.path / "evaluation.json").exists()
+    steps = split_k(K, args.first_step_size or (chosen_first_step(run.path, K) if evaluated else 9))
     samples = json.loads((run.path / "sample_requests.json").read_text())
     requests = test_requests(run, args)
     tuning_users = set(samples["users"])

@@ -55,11 +55,12 @@ def test_pad_exclusions_and_mask():
 
 
 def test_leaf_blocks_layout_by_hand():
-    # items 1..5 in leaves [1, 0, 1, 1, 0]; blocks of 2 rows.
-    block_ids, first, counts = leaf_blocks(np.array([1, 0, 1, 1, 0]), num_leaves=2, block_size=2)
-    np.testing.assert_array_equal(block_ids, [[2, 5], [1, 3], [4, 0], [0, 0]])  # leaf 0, leaf 1 (2 blocks), empty pad block
-    np.testing.assert_array_equal(first, [0, 1])
-    np.testing.assert_array_equal(counts, [1, 2])
+    # items 1..7 in leaves [1, 0, 1, 1, 0, 1, 1]; blocks of 2 rows, chunks of at most 2 blocks.
+    block_ids, chunk_blocks, chunk_leaf = leaf_blocks(np.array([1, 0, 1, 1, 0, 1, 1]), num_leaves=3, block_size=2, blocks_per_chunk=2)
+    # leaf 0: items 2, 5 (one block); leaf 1: items 1, 3, 4, 6 (a full chunk) then 7 (a second chunk); leaf 2 empty.
+    np.testing.assert_array_equal(block_ids, [[2, 5], [1, 3], [4, 6], [7, 0], [0, 0]])  # the last block is the empty pad
+    np.testing.assert_array_equal(chunk_blocks, [[0, 4], [1, 2], [3, 4]])
+    np.testing.assert_array_equal(chunk_leaf, [0, 1, 1])
 
 
 def test_scanns_partition_is_read_back_exactly(table, partition):
