@@ -33,3 +33,20 @@ def test_evaluate_names_a_missing_run(tmp_path, capsys):
     data.write_text("1 2 3 4\n")
     assert main(["evaluate", str(tmp_path / "nowhere"), str(data)]) == 2
     assert "not a trained run directory" in capsys.readouterr().err
+
+
+def test_export_tunes_the_partitioned_index_and_reports_its_recall(tmp_path, capsys):
+    data = tmp_path / "data.txt"
+    seqs = synthetic_sequences(num_users=300, num_items=400, num_topics=8, seed=5)
+    data.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in seqs.items()))
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--stages", "pretrain", *TINY_FLAGS]) == 0
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "base"), "--name", "m", "--index", "partitioned"]) == 0
+    printed = capsys.readouterr().out
+    assert "partitioned index" in printed and "recall@10 against exact search: step_1" in printed
+    meta = json.loads((tmp_path / "base" / "m" / "1" / "assets.extra" / "recgpt.json").read_text())["index"]
+    assert meta["kind"] == "partitioned" and meta["requested"] == "partitioned" and min(meta["recall"].values()) >= 0.95
+    assert 1 <= meta["leaves_to_search"] <= meta["num_leaves"] and meta["settings_tried"]
+    # auto: below PARTITIONED_MIN_ITEMS items it is exact search.
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "base"), "--name", "m"]) == 0
+    meta = json.loads((tmp_path / "base" / "m" / "2" / "assets.extra" / "recgpt.json").read_text())["index"]
+    assert meta == {"kind": "brute-force", "requested": "auto"}

@@ -11,7 +11,7 @@ lowest measured batch-1 search time is kept.
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -36,15 +36,16 @@ def recall_at_k(index: ItemIndex, reference: ItemIndex | np.ndarray, queries: np
     Args:
         reference: An exact index, or its top-k ids [Q, k] for these queries, computed once.
     """
-    _, approx = index.query_with_exclusions(tf.constant(queries), tf.constant(exclusions), k)
     exact = reference if isinstance(reference, np.ndarray) else exact_ids(reference, queries, exclusions, k)
-    return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.numpy().tolist(), exact.tolist())]))
+    approx = exact_ids(index, queries, exclusions, k)
+    return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.tolist(), exact.tolist())]))
 
 
-def exact_ids(reference: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int) -> np.ndarray:
-    """[Q, k] exact top-k ids, in batches of 64 queries (a [64, N] score block at a time)."""
-    return np.concatenate([reference.query_with_exclusions(tf.constant(queries[i : i + 64]), tf.constant(exclusions[i : i + 64]), k)[1].numpy()
-                           for i in range(0, len(queries), 64)] or [np.zeros((0, k), np.int32)])
+def exact_ids(index: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int, batch: int = 32) -> np.ndarray:
+    """[Q, k] top-k ids from `index`, `batch` queries at a time (bounds the [batch, N] or
+    [batch, candidates, d] blocks an index builds)."""
+    return np.concatenate([index.query_with_exclusions(tf.constant(queries[i : i + batch]), tf.constant(exclusions[i : i + batch]), k)[1].numpy()
+                           for i in range(0, len(queries), batch)] or [np.zeros((0, k), np.int32)])
 
 
 def search_p50_ms(index: ItemIndex, query_sets: QuerySets, k: int, repeats: int = 40) -> float:
@@ -62,10 +63,18 @@ def search_p50_ms(index: ItemIndex, query_sets: QuerySets, k: int, repeats: int 
 
 
 def _smallest_passing(passes: Callable[[int], bool], high: int) -> int | None:
-    """The smallest value in 1..high for which `passes` holds (recall grows with leaves searched)."""
-    if not passes(high):
-        return None
-    low = 1
+    """The smallest value in 1..high for which `passes` holds (recall grows with leaves searched).
+
+    Doubling from 1 first, then bisecting: the search never evaluates far past the
+    answer (searching every leaf of a million items for hundreds of queries at once
+    is the brute force the index exists to avoid).
+    """
+    low, probe = 1, 1
+    while not passes(probe):
+        if probe >= high:
+            return None
+        low, probe = probe + 1, min(2 * probe, high)
+    high = probe
     while low < high:
         mid = (low + high) // 2
         if passes(mid):
@@ -105,7 +114,7 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
                 return min(recalls[leaves].values()) >= target
 
             leaves = _smallest_passing(passes, index.num_leaves)
-            best_seen[f"{label}/{depth}"] = recalls[index.num_leaves]
+            best_seen[f"{label}/{depth}"] = recalls[max(recalls)]
             if leaves is None:
                 continue
             index.configure(leaves, depth)
@@ -113,7 +122,7 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
                               "search_p50_ms": search_p50_ms(index, query_sets, k), "_index": index})
     if not finalists:
         raise IndexRecallError(
-            f"no search setting reached recall@{k} >= {target} on the run's queries (best at every leaf: {best_seen})"
+            f"no search setting reached recall@{k} >= {target} on the run's queries (recall searching every leaf: {best_seen})"
         )
     chosen = min(finalists, key=lambda f: f["search_p50_ms"])
     chosen["_index"].configure(chosen["leaves_to_search"], chosen["depth"])
