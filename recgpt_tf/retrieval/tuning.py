@@ -177,7 +177,7 @@ def build_index(kind: str, candidates, query_sets: QuerySets, k: int, recall_tar
         }
     elif kind == "scann":
         index = ScannOpIndex(candidates, num_leaves, leaves_to_search=num_leaves, reordering_candidates=10 * k)
-        indexes = {"ah": (index, [10 * k, 50 * k])}
+        indexes = {"ah": (index, [10 * k, 50 * k, 200 * k])}  # exact re-ordering depths
     else:
         raise ValueError(f"index kind must be brute-force, partitioned or scann; got {kind!r}")
     build_seconds = time.perf_counter() - start
