@@ -128,3 +128,15 @@ def test_tuning_reaches_the_target_with_fewer_leaves_than_all(table, queries):
         assert recall_at_k(index, BruteForceIndex(table), queries, exclusions, K) < 0.9
     with pytest.raises(IndexRecallError, match="no search setting reached recall@10 >= 1.01"):
         build_index("partitioned", table, {"step_1": (queries, exclusions)}, K, recall_target=1.01, num_leaves=LEAVES)
+
+
+def test_the_largest_norm_items_are_scored_for_every_query(table, partition, queries):
+    boosted = table.copy()
+    boosted[6] = 50.0 * queries[0] / np.linalg.norm(queries[0])  # item 7: the best item for query 0 by far, in whatever leaf
+    head = PartitionedIndex(boosted, partition, leaves_to_search=1, storage_dtype="float32", head_size=1)
+    assert head.get_config()["head_size"] == 1
+    scores, ids = head.query_with_exclusions(queries[:1], tf.zeros([1, 0], tf.int32), K)
+    assert ids.numpy()[0][0] == 7 and len(set(ids.numpy()[0])) == K
+    # Item 7 is also excluded like any other item, and never listed twice.
+    _, ids = head.query_with_exclusions(queries[:1], tf.constant([[7]]), K)
+    assert 7 not in ids.numpy()[0] and len(set(ids.numpy()[0])) == K
