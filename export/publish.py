@@ -26,7 +26,7 @@ import tensorflow as tf
 from recgpt_tf.contract import (
     EMBEDDINGS_SIGNATURE,
     AUTO_INDEX,
-    INDEX_KINDS,
+    INDEX_CHOICES,
     INPUT_HISTORY,
     INPUT_USER_ID,
     METADATA_FILE,
@@ -173,8 +173,8 @@ def export_model(
             instead of building one from `index_kind`, e.g. by a benchmark that
             measures the index itself).
     """
-    if index_kind not in (*INDEX_KINDS, AUTO_INDEX):
-        raise ExportError(f"index_kind must be one of {', '.join((*INDEX_KINDS, AUTO_INDEX))}; got {index_kind!r}")
+    if index_kind not in INDEX_CHOICES:
+        raise ExportError(f"index_kind must be one of {', '.join(INDEX_CHOICES)}; got {index_kind!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ExportError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
     export_base = Path(export_base)
@@ -183,8 +183,9 @@ def export_model(
     version = version or next_version(model_dir)
     if (model_dir / str(version)).exists():
         raise ExportError(f"{model_dir / str(version)} already exists")
-    index, index_info = prebuilt_index or tuned_index(model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories,
-                                             recall_threshold)
+    index, index_info = prebuilt_index or tuned_index(
+        model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories, recall_threshold
+    )
     module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
     k = sum(step_sizes)
 

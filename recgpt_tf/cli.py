@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from recgpt_tf.contract import AUTO_INDEX, INDEX_KINDS, PARTITIONED_MIN_ITEMS
+from recgpt_tf.contract import AUTO_INDEX, INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.config import LOSS_POSITIONS, OBJECTIVES, ModelConfig, TrainConfig, write_json
 from recgpt_tf.data.readers import FORMATS, DataFormatError
 
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", type=Path)
     export.add_argument("export_base", type=Path)
     export.add_argument("--name", required=True, help="model name (directory under EXPORT_BASE, model_spec.name)")
-    export.add_argument("--index", choices=(*INDEX_KINDS, AUTO_INDEX), default=AUTO_INDEX,
+    export.add_argument("--index", choices=INDEX_CHOICES, default=AUTO_INDEX,
                         help=f"auto: partitioned from {PARTITIONED_MIN_ITEMS:,} items up, brute-force below")
     export.add_argument("--top-k", type=int, default=10)
     export.add_argument("--first-step-size", type=int, default=None, help="m; default: chosen on validation by `recgpt evaluate`")

@@ -16,6 +16,7 @@ METADATA_FILE = "recgpt.json"  # in assets.extra/
 WARMUP_FILE = "tf_serving_warmup_requests"  # in assets.extra/
 INDEX_KINDS = ("brute-force", "partitioned", "scann")  # recgpt.json "index.kind"
 AUTO_INDEX = "auto"  # partitioned for large catalogues, brute force below (retrieval.resolve_index_kind)
+INDEX_CHOICES = (*INDEX_KINDS, AUTO_INDEX)  # what `--index` / `index_kind` accept
 # From this catalogue size up, "auto" exports the partitioned index (benchmarks/index_latency.py
 # measures where its signature beats brute force on a trained model); below it exact search is as fast.
 PARTITIONED_MIN_ITEMS = 50_000
