@@ -83,6 +83,10 @@ class RecGPTServingModule(tf.Module):
         items = tf.ragged.boolean_mask(ids, present)  # (B, None), padding removed, order kept
         return tf.cast(users, tf.int32), tf.cast(items, tf.int32)
 
+    def history_exclusions(self, items: tf.RaggedTensor) -> tf.Tensor:
+        """[B, E] int32: the most recent `max_exclusions` history items, 0-padded (never recommended)."""
+        return items[:, -self.max_exclusions :].to_tensor(default_value=0)
+
     def _decode_last(self, users: tf.Tensor, tokens: tf.RaggedTensor, segments: tf.RaggedTensor) -> tf.Tensor:
         """h at the last token of each row's most recent `max_length` tokens. [B, d]."""
         tokens, segments = tokens[:, -self.max_length :], segments[:, -self.max_length :]
@@ -113,7 +117,7 @@ class RecGPTServingModule(tf.Module):
             (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, V, d], prompts [B, V-1]).
         """
         users, items = self.encode_inputs(user_id, history)
-        excluded = items[:, -self.max_exclusions :].to_tensor(default_value=0)  # (B, E)
+        excluded = self.history_exclusions(items)  # (B, E)
         tokens, segments = items, tf.zeros_like(items)
         out_ids, out_scores, out_steps, vectors, prompts = [], [], [], [], []
         total = max(num_vectors or 0, len(self.step_sizes))

@@ -106,8 +106,9 @@ class PartitionedIndex(ItemIndex):
         self.block_size = int(block_size)
         self.blocks_per_chunk = int(blocks_per_chunk or max(1, -(-int(np.median(self.leaf_sizes)) // self.block_size)))
         self.head_size = int(min(self.num_items, default_head_size(self.num_items) if head_size is None else head_size))
+        table = self.candidates.numpy()  # (N, d)
         # The head goes to an extra leaf (id L) whose chunks are searched for every query.
-        norms = np.linalg.norm(self.candidates.numpy(), axis=1)
+        norms = np.linalg.norm(table, axis=1)
         leaf_of_item = partition.leaf_of_item.copy()
         leaf_of_item[np.argsort(-norms, kind="stable")[: self.head_size]] = partition.num_leaves
         block_ids, chunk_blocks, chunk_leaf = leaf_blocks(leaf_of_item, partition.num_leaves + 1, self.block_size, self.blocks_per_chunk)
@@ -118,7 +119,6 @@ class PartitionedIndex(ItemIndex):
         self.num_kmeans_leaves = partition.num_leaves
         self.num_leaves = len(chunk_leaf)  # the searchable units: chunks of leaves
         self.configure(leaves_to_search, rescore_depth)
-        table = np.asarray(self.candidates.numpy())
         vectors = np.where((block_ids > 0)[..., None], table[np.maximum(block_ids - 1, 0)], 0.0).astype(np.float32)
         self.centroids = tf.Variable(partition.centroids[chunk_leaf], trainable=False, name="centroids")  # (C, d): each chunk's leaf centre
         self.chunk_blocks = tf.Variable(chunk_blocks, trainable=False, name="chunk_blocks")  # (C, blocks_per_chunk)
