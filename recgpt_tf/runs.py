@@ -12,6 +12,10 @@ from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.models.recgpt import RecGPT
 
+# Architecture fields added after runs existed, with the values those runs were trained with
+# (attention dropout was the model's one dropout rate).
+LEGACY_MODEL_FIELDS = {"layer_norm": "pre", "activation": "relu", "init_stddev": 0.0, "scale_items": True}
+
 
 class RunDirectoryError(FileNotFoundError):
     """A run directory is missing or incomplete; the message names what is missing."""
@@ -41,7 +45,9 @@ class Run:
 
     @property
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**self.config["model"])
+        # Runs written before these fields existed were built with what was then the only layout.
+        model = self.config["model"]
+        return ModelConfig(**{**LEGACY_MODEL_FIELDS, "attention_dropout": model.get("dropout", 0.5), **model})
 
     def has_stage(self, stage: str) -> bool:
         return (self.path / stage / "weights.index").is_file()

@@ -57,6 +57,20 @@ def test_training_batches_shift_truncate_and_bucket():
     assert inputs.tolist() == [5, 6] and targets.tolist() == [6, 7]
 
 
+def test_shuffled_batches_mix_lengths_and_cover_every_sequence_once():
+    rng = np.random.default_rng(0)
+    users = np.arange(1, 41, dtype=np.int32)
+    seqs = [np.arange(1, n + 1, dtype=np.int32) for n in rng.integers(2, 30, size=40)]
+    batches = list(training_dataset(users, seqs, max_length=50, batch_size=16, seed=3, bucketed=False).as_numpy_iterator())
+    seen = np.concatenate([b["user_id"] for b in batches])
+    assert sorted(seen.tolist()) == users.tolist()
+    for b in batches:
+        lengths = (b["targets"] > 0).sum(axis=1)
+        assert b["item_ids"].shape[1] == lengths.max(), "each batch is padded to its own longest"
+    first = (batches[0]["targets"] > 0).sum(axis=1)
+    assert first.max() - first.min() > 8, "an unbucketed batch mixes short and long sequences"
+
+
 def test_target_mask_and_segments_flow_through():
     users = np.array([1], np.int32)
     seqs = [np.array([3, 8, 4, 9, 5], np.int32)]

@@ -15,9 +15,11 @@ def make_model(**overrides) -> RecGPT:
     return model
 
 
-@pytest.mark.parametrize("position_mode", ["from_start", "from_end"])
-def test_no_future_leakage(position_mode):
-    model = make_model(num_layers=2, position_mode=position_mode)
+@pytest.mark.parametrize(
+    "position_mode, layer_norm", [("from_start", "pre"), ("from_end", "pre"), ("from_start", "post"), ("from_end", "post")]
+)
+def test_no_future_leakage(position_mode, layer_norm):
+    model = make_model(num_layers=2, position_mode=position_mode, layer_norm=layer_norm)
     batch = random_batch(N, U, batch=2, length=8, seed=1)
     base = model(batch).numpy()
     changed = {**batch, "item_ids": batch["item_ids"].copy()}
@@ -45,8 +47,46 @@ def test_user_module_personalises_every_position():
     assert np.abs(model(batch).numpy() - model(other).numpy()).min(axis=-1).max() > 0
 
 
+def test_post_ln_normalises_every_block_output_and_pre_ln_ends_in_a_norm():
+    batch = random_batch(N, U, batch=3, length=6, seed=2)
+    post = make_model(layer_norm="post", activation="gelu")
+    assert post.backbone.final_norm is None and post.backbone.embedding.embedding_norm is not None
+    hidden = post(batch).numpy()  # the last block's output norm, gamma 1 and beta 0 at initialisation
+    np.testing.assert_allclose(hidden.mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(hidden.std(-1), 1.0, atol=1e-2)
+    pre = make_model(layer_norm="pre")
+    assert pre.backbone.final_norm is not None and pre.backbone.embedding.embedding_norm is None
+    assert post.backbone.blocks[0].ffn_inner.activation.__name__ == "gelu"
+    assert pre.backbone.blocks[0].ffn_inner.activation.__name__ == "relu"
+
+
+@pytest.mark.parametrize("scale_items", [True, False])
+def test_input_embedding_is_item_times_scale_plus_position(scale_items):
+    model = make_model(scale_items=scale_items, use_user_embedding=False, layer_norm="pre")  # pre-LN: no embedding norm
+    embedding = model.backbone.embedding
+    items = np.array([[3, 7, 9]], np.int32)
+    out = embedding(np.array([1], np.int32), items, np.zeros_like(items)).numpy()
+    scale = np.sqrt(embedding.hidden_size) if scale_items else 1.0
+    expected = embedding.item_embedding.embeddings.numpy()[items[0]] * scale + embedding.position_embedding.embeddings.numpy()[:3]
+    np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_init_stddev_draws_projections_from_a_narrow_normal():
+    narrow = make_model(init_stddev=0.02).backbone.blocks[0]
+    default = make_model().backbone.blocks[0]
+    assert 0.015 < np.std(narrow.ffn_inner.kernel.numpy()) < 0.02  # truncated at 2 sigma: std 0.88 x 0.02
+    assert np.std(default.ffn_inner.kernel.numpy()) > 0.05  # Glorot on these tiny widths is far wider
+
+
+def test_prompt_tuning_freezes_the_embedding_norm_of_post_ln():
+    model = make_model(layer_norm="post")
+    model.start_prompt_tuning()
+    expected = [model.backbone.embedding.segment_embedding.embeddings, model.prompt_output.embeddings]
+    assert {id(v) for v in model.trainable_variables} == {id(v) for v in expected}, [v.name for v in model.trainable_variables]
+
+
 def test_config_round_trip_and_weights_give_identical_scores(tmp_path):
-    model = make_model(objective="bce")
+    model = make_model(objective="bce", layer_norm="post", activation="gelu", attention_dropout=0.2)
     clone = RecGPT.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     backbone = RecGPTBackbone.from_config(model.backbone.get_config())
@@ -63,6 +103,12 @@ def test_rejects_bad_arguments():
         RecGPT(num_items=N, num_users=U, objective="hinge")
     with pytest.raises(ValueError, match="divisible by num_heads"):
         RecGPT(num_items=N, num_users=U, hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        RecGPT(num_items=N, num_users=U, activation="swish")
+    with pytest.raises(ValueError, match="layer_norm must be one of"):
+        RecGPT(num_items=N, num_users=U, layer_norm="sandwich")
+    with pytest.raises(ValueError, match="softmax objective only"):
+        RecGPT(num_items=N, num_users=U, objective="bce", label_smoothing=0.1)
 
 
 def _losses(seed=0):
@@ -81,6 +127,17 @@ def test_full_softmax_is_cross_entropy_over_catalogue():
     log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     expected = -log_softmax[np.arange(5), positives.numpy() - 1].mean()
     assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_label_smoothing_mixes_in_the_uniform_target():
+    queries, table, positives = _losses()
+    epsilon = 0.2
+    loss = retrieval_loss(make_task("softmax", epsilon), "softmax", queries, positives, table, N, tf.zeros([N + 2]))
+    logits = queries.numpy() @ table.numpy()[1 : N + 1].T
+    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    target = np.full((5, N), epsilon / N)
+    target[np.arange(5), positives.numpy() - 1] += 1 - epsilon
+    assert float(loss) == pytest.approx(-(target * log_softmax).sum(axis=1).mean(), rel=1e-5)
 
 
 def test_sampled_softmax_removes_accidental_hits_and_corrects_log_q():

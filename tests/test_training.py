@@ -80,3 +80,25 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
     assert epochs == [0, 1, 2, 3], epochs
     assert summary["epochs"] == 4
     assert not any((tmp_path / "pretrain" / "backup").rglob("*.index"))  # backup deleted once training completes
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
+    import tensorflow as tf
+
+    from recgpt_tf.config import TrainConfig
+    from recgpt_tf.training.pretrain import make_optimizer
+
+    data = tf.data.Dataset.range(10).batch(2)  # 5 batches an epoch
+    config = TrainConfig(epochs=4, learning_rate=2e-3, warmup_steps=5, learning_rate_decay="cosine", weight_decay=0.01)
+    optimizer = make_optimizer(config, data)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == pytest.approx(0.01)
+    schedule = optimizer._learning_rate
+    lr = [float(schedule(step)) for step in (0, 5, 20)]
+    assert lr == pytest.approx([0.0, 2e-3, 0.0], abs=1e-9)  # 0 -> peak after 5 warm-up steps -> 0 at 4 epochs x 5
+    flat = make_optimizer(TrainConfig(epochs=4, learning_rate=1e-3, warmup_steps=5), data)._learning_rate
+    assert [float(flat(step)) for step in (0, 5, 19)] == pytest.approx([0.0, 1e-3, 1e-3], abs=1e-9)
+    assert isinstance(make_optimizer(TrainConfig(), data), keras.optimizers.Adam)
+    with pytest.raises(ValueError, match="learning_rate_decay must be one of"):
+        TrainConfig(learning_rate_decay="step")
+    with pytest.raises(ValueError, match="softmax objective only"):
+        TrainConfig(objective="bce", label_smoothing=0.1)

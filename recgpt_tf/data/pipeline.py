@@ -54,6 +54,7 @@ def training_dataset(
     segments: Sequence[np.ndarray] | None = None,
     target_mask: Sequence[np.ndarray] | None = None,
     targets: Sequence[np.ndarray] | None = None,
+    bucketed: bool = True,
 ) -> tf.data.Dataset:
     """A dataset of next-item batches for `model.fit`.
 
@@ -70,6 +71,9 @@ def training_dataset(
             position is trained only where the flag of its *target* token is 1.
         targets: Optional per-token targets aligned with `sequences` (the item token
             i must predict, 0 = untrained), replacing the next token as target.
+        bucketed: Batch sequences of similar length together (each batch padded
+            to its own longest: cheapest); False draws batches uniformly, so a
+            batch mixes lengths as the data does.
 
     Returns:
         Batches of `{user_id: [B], item_ids: [B, T], segment_ids: [B, T],
@@ -114,12 +118,15 @@ def training_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    padded_shapes = {USER_ID: [], ITEM_IDS: [None], SEGMENT_IDS: [None], TARGETS: [None]}
+    if not bucketed:
+        return ds.padded_batch(batch_size, padded_shapes=padded_shapes).prefetch(tf.data.AUTOTUNE)
     boundaries = [b for b in _BUCKET_BOUNDARIES if b < max_length]
     ds = ds.bucket_by_sequence_length(
         element_length_func=lambda x: tf.shape(x[ITEM_IDS])[0],
         bucket_boundaries=boundaries,
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-        padded_shapes={USER_ID: [], ITEM_IDS: [None], SEGMENT_IDS: [None], TARGETS: [None]},
+        padded_shapes=padded_shapes,
     )
     return ds.prefetch(tf.data.AUTOTUNE)
 

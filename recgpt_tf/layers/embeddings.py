@@ -10,10 +10,10 @@ import tf_keras as keras
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class RecGPTEmbedding(keras.layers.Layer):
-    """h0 = item_emb[v_t]·√d + pos_emb[t] + user_emb[u] + seg_emb[segment_t], then dropout.
+    """h0 = item_emb[v_t]·√d + pos_emb[t] + user_emb[u] + seg_emb[segment_t], then (layer norm and) dropout.
 
     The item table doubles as the output table of pre-training (score = h · e_i),
-    as in SASRec; scaling the input by √d keeps the two roles balanced.
+    as in SASRec; scaling the input by √d (`scale_items`) keeps the two roles balanced.
 
     Args:
         num_items: Known items N; the table has N + 2 rows (0 padding, N+1 OOV).
@@ -24,6 +24,9 @@ class RecGPTEmbedding(keras.layers.Layer):
         dropout: Dropout rate on the summed embedding.
         use_user_embedding: Whether to add the user embedding.
         user_dropout: Training-time probability of replacing a user by the OOV user.
+        scale_items: Multiply item embeddings by √d on input (False: RecBole's SASRec).
+        normalize: Layer-normalise the sum before dropout (what post-LN decoders
+            need: their blocks never normalise the residual stream's input).
         position_mode: "from_start" numbers tokens 0..T-1 from the first kept
             token; "from_end" numbers them so the last real token is always
             `max_length - 1` (SASRec's left-aligned positions: a position says how
@@ -44,6 +47,8 @@ class RecGPTEmbedding(keras.layers.Layer):
         use_user_embedding: bool = True,
         user_dropout: float = 0.0,
         position_mode: str = "from_start",
+        normalize: bool = False,
+        scale_items: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -58,6 +63,8 @@ class RecGPTEmbedding(keras.layers.Layer):
         self.dropout = dropout
         self.use_user_embedding = use_user_embedding
         self.user_dropout = user_dropout
+        self.normalize = normalize
+        self.scale_items = scale_items
         init = lambda: keras.initializers.TruncatedNormal(stddev=0.02)  # noqa: E731 (one instance per table)
         self.item_embedding = keras.layers.Embedding(num_items + 2, hidden_size, embeddings_initializer=init(), name="item_embedding")
         self.position_embedding = keras.layers.Embedding(max_length, hidden_size, embeddings_initializer=init(), name="position_embedding")
@@ -67,6 +74,7 @@ class RecGPTEmbedding(keras.layers.Layer):
             if use_user_embedding
             else None
         )
+        self.embedding_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm") if normalize else None
         self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
 
     def call(self, user_id: tf.Tensor, item_ids: tf.Tensor, segment_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
@@ -82,7 +90,9 @@ class RecGPTEmbedding(keras.layers.Layer):
         """
         length = tf.shape(item_ids)[1]
         tf.debugging.assert_less_equal(length, self.max_length, message=f"item_ids longer than max_length={self.max_length}")
-        x = self.item_embedding(item_ids) * math.sqrt(self.hidden_size)  # (B, T, d)
+        x = self.item_embedding(item_ids)  # (B, T, d)
+        if self.scale_items:
+            x *= math.sqrt(self.hidden_size)
         if self.position_mode == "from_end":
             real = tf.reduce_sum(tf.cast(item_ids != 0, tf.int32), axis=1, keepdims=True)  # (B, 1); right-padded rows
             positions = tf.clip_by_value(self.max_length - real + tf.range(length)[tf.newaxis], 0, self.max_length - 1)
@@ -95,6 +105,8 @@ class RecGPTEmbedding(keras.layers.Layer):
                 drop = tf.random.uniform(tf.shape(user_id)) < self.user_dropout
                 user_id = tf.where(drop, tf.zeros_like(user_id), user_id)
             x += self.user_embedding(user_id)[:, tf.newaxis, :]  # (B, 1, d)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
         return self.embedding_dropout(x, training=training)
 
     def get_config(self) -> dict:
@@ -109,5 +121,7 @@ class RecGPTEmbedding(keras.layers.Layer):
             use_user_embedding=self.use_user_embedding,
             user_dropout=self.user_dropout,
             position_mode=self.position_mode,
+            normalize=self.normalize,
+            scale_items=self.scale_items,
         )
         return config

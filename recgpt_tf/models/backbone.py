@@ -11,10 +11,12 @@ from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class RecGPTBackbone(keras.layers.Layer):
-    """Embeddings, `num_layers` causal decoder blocks and a final layer norm.
+    """Embeddings, `num_layers` causal decoder blocks and a layer norm.
 
     Hidden state h_t (position t) summarises items 1..t and is trained to predict
-    item t+1. Arguments are those of `RecGPTEmbedding` and `CausalDecoderBlock`.
+    item t+1. Arguments are those of `RecGPTEmbedding` and `CausalDecoderBlock`;
+    with `layer_norm="pre"` the stack ends in a final layer norm, with "post" the
+    embeddings are normalised instead (the blocks already normalise their output).
     """
 
     def __init__(
@@ -27,6 +29,11 @@ class RecGPTBackbone(keras.layers.Layer):
         num_heads: int = 2,
         intermediate_size: int = 256,
         dropout: float = 0.5,
+        attention_dropout: float = 0.5,
+        activation: str = "relu",
+        layer_norm: str = "post",
+        init_stddev: float = 0.0,
+        scale_items: bool = True,
         use_user_embedding: bool = True,
         user_dropout: float = 0.1,
         num_segments: int = 2,
@@ -42,6 +49,11 @@ class RecGPTBackbone(keras.layers.Layer):
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
         self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation = activation
+        self.layer_norm = layer_norm
+        self.init_stddev = init_stddev
+        self.scale_items = scale_items
         self.use_user_embedding = use_user_embedding
         self.user_dropout = user_dropout
         self.num_segments = num_segments
@@ -56,13 +68,25 @@ class RecGPTBackbone(keras.layers.Layer):
             use_user_embedding=use_user_embedding,
             user_dropout=user_dropout,
             position_mode=position_mode,
+            normalize=layer_norm == "post",
+            scale_items=scale_items,
             name="embedding",
         )
         self.blocks = [
-            CausalDecoderBlock(hidden_size, num_heads, intermediate_size, dropout, name=f"decoder_block_{i}")
+            CausalDecoderBlock(
+                hidden_size,
+                num_heads,
+                intermediate_size,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation=activation,
+                layer_norm=layer_norm,
+                init_stddev=init_stddev,
+                name=f"decoder_block_{i}",
+            )
             for i in range(num_layers)
         ]
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm") if layer_norm == "pre" else None
 
     @property
     def item_table(self) -> tf.Variable:
@@ -83,7 +107,7 @@ class RecGPTBackbone(keras.layers.Layer):
         x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training)
         for block in self.blocks:
             x = block(x, training=training)
-        return self.final_norm(x)
+        return x if self.final_norm is None else self.final_norm(x)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -96,6 +120,11 @@ class RecGPTBackbone(keras.layers.Layer):
             num_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
             dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            activation=self.activation,
+            layer_norm=self.layer_norm,
+            init_stddev=self.init_stddev,
+            scale_items=self.scale_items,
             use_user_embedding=self.use_user_embedding,
             user_dropout=self.user_dropout,
             num_segments=self.num_segments,

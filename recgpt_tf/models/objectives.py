@@ -47,10 +47,16 @@ class CatalogueRetrieval(tfrs.tasks.Retrieval):
     every query against every catalogue item and names each query's positive by
     its catalogue index, so the loss is a sparse softmax cross-entropy over the
     full catalogue (mean over queries). Loss metrics work as in the base task.
+
+    Args:
+        label_smoothing: ε: the target puts 1 − ε on the positive and ε spread
+            evenly over the catalogue.
+        name: Layer name.
     """
 
-    def __init__(self, name: str = "catalogue_retrieval") -> None:
+    def __init__(self, label_smoothing: float = 0.0, name: str = "catalogue_retrieval") -> None:
         super().__init__(name=name)
+        self.label_smoothing = label_smoothing
 
     def call(
         self,
@@ -72,6 +78,10 @@ class CatalogueRetrieval(tfrs.tasks.Retrieval):
         if self._temperature is not None:
             scores = scores / self._temperature
         per_query = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positive_indices, logits=scores)
+        if self.label_smoothing:
+            # Cross-entropy against the uniform target: logsumexp(s) − mean(s).
+            uniform = tf.reduce_logsumexp(scores, axis=-1) - tf.reduce_mean(scores, axis=-1)
+            per_query = (1.0 - self.label_smoothing) * per_query + self.label_smoothing * uniform
         if sample_weight is None:
             loss = tf.reduce_mean(per_query)
         else:
@@ -82,11 +92,15 @@ class CatalogueRetrieval(tfrs.tasks.Retrieval):
             return tf.identity(loss)
 
 
-def make_task(objective: str) -> tfrs.tasks.Retrieval:
-    """The retrieval task for an objective; losses are means over positions."""
+def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrieval:
+    """The retrieval task for an objective; losses are means over positions.
+
+    `label_smoothing` applies to the softmax objective only."""
     mean = keras.losses.Reduction.SUM_OVER_BATCH_SIZE
+    if label_smoothing and objective != "softmax":
+        raise ValueError(f"label_smoothing applies to the softmax objective only; got objective {objective!r}")
     if objective == "softmax":
-        return CatalogueRetrieval(name="softmax_task")
+        return CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")
     if objective == "sampled_softmax":
         return tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=mean),

@@ -31,9 +31,11 @@ class RecGPT(tfrs.Model):
         objective: "softmax", "sampled_softmax" or "bce" (see `models.objectives`).
         prompt_tuned: Score with the prompt-tuning output table W_l instead of
             the (tied) item embeddings.
+        label_smoothing: Softmax objective only (see `CatalogueRetrieval`).
         **backbone_kwargs: Passed to `RecGPTBackbone` (max_length, hidden_size,
-            num_layers, num_heads, intermediate_size, dropout, use_user_embedding,
-            user_dropout, num_segments).
+            num_layers, num_heads, intermediate_size, dropout, attention_dropout,
+            activation, layer_norm, use_user_embedding, user_dropout, num_segments,
+            position_mode).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class RecGPT(tfrs.Model):
         num_users: int,
         objective: str = "softmax",
         prompt_tuned: bool = False,
+        label_smoothing: float = 0.0,
         name: str = "recgpt",
         **backbone_kwargs,
     ) -> None:
@@ -54,8 +57,9 @@ class RecGPT(tfrs.Model):
         self.num_users = num_users
         self.objective = objective
         self.prompt_tuned = prompt_tuned
+        self.label_smoothing = label_smoothing
         self.backbone = RecGPTBackbone(num_items, num_users, name="backbone", **backbone_kwargs)
-        self.task = make_task(objective)
+        self.task = make_task(objective, label_smoothing)
         # Log unigram probability per item id for the log-Q correction of
         # sampled softmax; uniform until `set_item_frequencies` is called.
         self.item_log_probability = self.add_weight(
@@ -101,11 +105,17 @@ class RecGPT(tfrs.Model):
 
     def _set_prompt_trainability(self) -> None:
         embedding = self.backbone.embedding
-        frozen = [embedding.item_embedding, embedding.position_embedding, *self.backbone.blocks, self.backbone.final_norm]
-        if embedding.user_embedding is not None:
-            frozen.append(embedding.user_embedding)
+        frozen = [
+            embedding.item_embedding,
+            embedding.position_embedding,
+            embedding.user_embedding,
+            embedding.embedding_norm,
+            *self.backbone.blocks,
+            self.backbone.final_norm,
+        ]
         for layer in frozen:
-            layer.trainable = False
+            if layer is not None:  # the user table and either norm are optional
+                layer.trainable = False
         embedding.segment_embedding.trainable = True
         self.prompt_output.trainable = True
 
@@ -146,6 +156,7 @@ class RecGPT(tfrs.Model):
             "num_users": self.num_users,
             "objective": self.objective,
             "prompt_tuned": self.prompt_tuned,
+            "label_smoothing": self.label_smoothing,
             "name": self.name,
         }
         backbone = self.backbone.get_config()

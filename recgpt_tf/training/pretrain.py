@@ -27,10 +27,12 @@ from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
 
 
-def build_model(model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False) -> RecGPT:
+def build_model(
+    model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False, label_smoothing: float = 0.0
+) -> RecGPT:
     """A `RecGPT` from a `ModelConfig`, with its variables created."""
     config = model_config.to_dict()
-    model = RecGPT(objective=objective, prompt_tuned=prompt_tuned, **config)
+    model = RecGPT(objective=objective, prompt_tuned=prompt_tuned, label_smoothing=label_smoothing, **config)
     # One call creates every variable, so weights can be loaded or counted at once.
     model({"user_id": tf.zeros([1], tf.int32), "item_ids": tf.zeros([1, 1], tf.int32)})
     return model
@@ -47,6 +49,24 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
         "users": dataset.user_vocab.decode(dataset.users[chosen]),
         "histories": [dataset.item_vocab.decode(train[i]) for i in chosen],
     }
+
+
+def make_optimizer(train_config: TrainConfig, train_data: tf.data.Dataset) -> keras.optimizers.Optimizer:
+    """Adam (AdamW with weight decay) on `train_config`'s learning-rate schedule."""
+    learning_rate = train_config.learning_rate
+    warmup = train_config.warmup_steps
+    if warmup or train_config.learning_rate_decay != "none":
+        steps = train_config.epochs * int(train_data.reduce(0, lambda n, _: n + 1))  # bucketed data has no static cardinality
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else train_config.learning_rate,
+            decay_steps=max(1, steps - warmup),
+            alpha=1.0 if train_config.learning_rate_decay == "none" else 0.0,  # alpha 1: flat after warm-up
+            warmup_target=train_config.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    if train_config.weight_decay:
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=train_config.weight_decay)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
 def _previous_best(history_csv: Path) -> tuple[float, int]:
@@ -82,7 +102,7 @@ def fit_stage(
     if not resuming and history_csv.exists():
         history_csv.unlink()  # a fresh run of this stage: the old log is not ours to extend
     best_path = str(stage_dir / "best" / "weights")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
+    model.compile(optimizer=make_optimizer(train_config, train_data))
 
     validation = RankingValidation(dataset.split("valid"), every=train_config.eval_every, verbose=verbose > 0)
     checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
@@ -164,10 +184,15 @@ def pretrain(
         run_dir / "config.json",
         {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(), "pretrain": train_config.to_dict()},
     )
-    model = build_model(model_config, train_config.objective)
+    model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
     model.set_item_frequencies(dataset.item_counts())
     train_data = training_dataset(
-        dataset.users, dataset.train_sequences(), model_config.max_length, train_config.batch_size, seed=train_config.seed
+        dataset.users,
+        dataset.train_sequences(),
+        model_config.max_length,
+        train_config.batch_size,
+        seed=train_config.seed,
+        bucketed=train_config.batching == "bucketed",
     )
     summary = fit_stage(model, dataset, run_dir / "pretrain", run_dir / "logs" / "pretrain", train_config, train_data, verbose, extra_callbacks)
     summary["objective"] = train_config.objective

@@ -93,7 +93,16 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, config: Pr
         targets = {"targets": [next_real_targets(t, s) for t, s in zip(tokens, segments)]}
     else:
         targets = {"target_mask": [(s == REAL).astype(np.int32) for s in segments]}
-    data = training_dataset(dataset.users, tokens, model.max_length, config.train.batch_size, seed=config.train.seed, segments=segments, **targets)
+    data = training_dataset(
+        dataset.users,
+        tokens,
+        model.max_length,
+        config.train.batch_size,
+        seed=config.train.seed,
+        segments=segments,
+        bucketed=config.train.batching == "bucketed",
+        **targets,
+    )
     _update_run_config(run_dir, PROMPT_STAGE, config.to_dict())
     summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / PROMPT_STAGE, config.train, data, verbose)
     summary.update(prompt_window=config.prompt_window, loss_positions=config.loss_positions, generation=generation)
@@ -106,7 +115,14 @@ def fine_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, train_config
     run_dir = Path(run_dir)
     train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
     keras.utils.set_random_seed(train_config.seed)
-    data = training_dataset(dataset.users, dataset.train_sequences(), model.max_length, train_config.batch_size, seed=train_config.seed)
+    data = training_dataset(
+        dataset.users,
+        dataset.train_sequences(),
+        model.max_length,
+        train_config.batch_size,
+        seed=train_config.seed,
+        bucketed=train_config.batching == "bucketed",
+    )
     _update_run_config(run_dir, FINETUNE_STAGE, train_config.to_dict())
     stage_dir = run_dir / FINETUNE_STAGE
     summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / FINETUNE_STAGE, train_config, data, verbose)
