@@ -37,7 +37,7 @@ REFERENCE_MODEL = dict(
 )
 REFERENCE_TRAIN = dict(
     objective="softmax", epochs=30, batch_size=256, learning_rate=1e-3, warmup_steps=0, learning_rate_decay="none",
-    weight_decay=0.0, label_smoothing=0.0, batching="bucketed", patience=5, seed=42,
+    weight_decay=0.0, label_smoothing=0.0, batching="bucketed", target_copies=1, patience=5, seed=42,
 )
 
 # name -> (model changes, training changes, what it tests)
@@ -69,6 +69,8 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
                      "scale_items": False}, {}, "RecBole SASRec's layout: post-LN, GELU, no user module, N(0.02) init, unscaled items"),
     "init_0.02": ({"init_stddev": 0.02}, {}, "projections N(0.02) instead of Glorot"),
     "unscaled_items": ({"scale_items": False}, {}, "input item embeddings not multiplied by sqrt(d)"),
+    "post_ln+copies_2": ({"layer_norm": "post"}, {"target_copies": 2},
+                         "post-LN; each sequence twice an epoch, alternate targets (independent dropout noise)"),
     "post_ln+user_dropout_0.3": ({"layer_norm": "post", "user_dropout": 0.3}, {}, "post-LN, user module dropout 0.3"),
 }
 
@@ -92,6 +94,25 @@ def run_variant(dataset: Dataset, name: str, runs: Path) -> dict:
         "seconds_per_epoch": round(summary["seconds_per_epoch"], 2) if summary["seconds_per_epoch"] else None,
         "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def markdown(report: dict) -> str:
+    """The ablation table: validation figures of every variant, with its change from the reference."""
+    reference = report["variants"].get("reference", {}).get("valid", {}).get("NDCG@10")
+    lines = [
+        f"{report['dataset']}, validation split ({report['protocol']}); {report['machine']}.",
+        "",
+        "| variant | change | valid NDCG@10 | vs reference | valid HR@10 | best epoch / run | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in report["variants"].items():
+        ndcg = row["valid"]["NDCG@10"]
+        delta = f"{(ndcg / reference - 1) * 100:+.1f}%" if reference else "—"
+        lines.append(
+            f"| {name} | {row['description']} | {ndcg:.4f} | {delta} | {row['valid']['HR@10']:.4f} | "
+            f"{row['best_epoch']} / {row['epochs']} | {row['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -120,6 +141,7 @@ def main() -> None:
               f"best epoch {results[name]['best_epoch']}/{results[name]['epochs']}  {results[name]['train_seconds']:.0f}s", flush=True)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, report)
+        args.json.with_suffix(".md").write_text(markdown(report))
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ class TrainConfig:
         label_smoothing: Softmax objective only: weight of the uniform target.
         batching: "bucketed" (batches of similar length, padded to their longest:
             cheapest) or "shuffled" (uniformly random batches).
+        target_copies: Pre-training only: each sequence appears this many times per
+            epoch, copy r training every target_copies-th target from r, so a sequence's
+            targets get independent dropout noise (`data.pipeline.split_targets`).
         patience: Epochs without validation NDCG@10 improvement before stopping.
         eval_every: Run the validation ranking every this many epochs.
         seed: Seed for weights, shuffling and negative sampling.
@@ -98,6 +101,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     batching: str = "bucketed"
+    target_copies: int = 1
     patience: int = 5
     eval_every: int = 1
     seed: int = 42
@@ -112,6 +116,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        if self.target_copies < 1:
+            raise ValueError(f"target_copies must be >= 1; got {self.target_copies}")
         if self.label_smoothing and self.objective != "softmax":
             raise ValueError(f"label_smoothing applies to the softmax objective only; got objective {self.objective!r}")
 

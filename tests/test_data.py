@@ -97,3 +97,17 @@ def test_explicit_targets_belong_to_input_positions():
 def test_pad_batch_keeps_most_recent():
     ids, lengths = pad_batch([np.arange(1, 8), np.array([], np.int32)], max_length=5)
     assert ids.tolist() == [[3, 4, 5, 6, 7], [0, 0, 0, 0, 0]] and lengths.tolist() == [5, 0]
+
+
+def test_split_targets_trains_every_target_exactly_once_across_copies():
+    from recgpt_tf.data.pipeline import split_targets
+
+    users = np.array([7, 8], np.int32)
+    seqs = [np.array([1, 2, 3, 4, 5], np.int32), np.array([9, 10], np.int32)]
+    out_users, out_seqs, targets = split_targets(users, seqs, copies=2, max_length=50)
+    assert out_users.tolist() == [7, 7, 8, 8]
+    assert targets[0].tolist() == [2, 0, 4, 0, 0] and targets[1].tolist() == [0, 3, 0, 5, 0]
+    assert targets[2].tolist() == [10, 0] and targets[3].tolist() == [0, 0]
+    batch = next(training_dataset(out_users, out_seqs, targets=targets, shuffle=False, bucketed=False, batch_size=4).as_numpy_iterator())
+    trained = sorted(int(t) for t in batch["targets"][batch["targets"] > 0])
+    assert trained == [2, 3, 4, 5, 10]  # the same targets as one plain copy, each once

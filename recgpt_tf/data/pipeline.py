@@ -145,3 +145,30 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
     for i, row in enumerate(kept):
         ids[i, : len(row)] = row
     return ids, lengths
+
+
+def split_targets(
+    users: np.ndarray, sequences: Sequence[np.ndarray], copies: int, max_length: int
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Each sequence `copies` times, copy r training only the targets at positions r, r + copies, ….
+
+    Every target is still trained once per epoch, but the targets of one sequence are spread over
+    `copies` forward passes, so they no longer share one dropout mask (what per-prefix training, as
+    in RecBole, gives every target), for `copies` times the compute.
+
+    Returns:
+        (users, sequences, targets) for `training_dataset(..., targets=...)`: targets[i] is the item
+        token i must predict, 0 where that copy does not train it.
+    """
+    out_users, out_sequences, out_targets = [], [], []
+    for user, seq in zip(users, sequences):
+        seq = np.asarray(seq, dtype=np.int32)[-(max_length + 1):]
+        if len(seq) < 2:
+            continue
+        following = np.append(seq[1:], 0).astype(np.int32)
+        positions = np.arange(len(seq))
+        for r in range(copies):
+            out_users.append(user)
+            out_sequences.append(seq)
+            out_targets.append(np.where(positions % copies == r, following, 0).astype(np.int32))
+    return np.asarray(out_users, dtype=np.int32), out_sequences, out_targets

@@ -22,7 +22,7 @@ import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig, TrainConfig, write_json
 from recgpt_tf.data.dataset import Dataset
-from recgpt_tf.data.pipeline import training_dataset
+from recgpt_tf.data.pipeline import split_targets, training_dataset
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
 
@@ -186,12 +186,16 @@ def pretrain(
     )
     model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
     model.set_item_frequencies(dataset.item_counts())
+    users, sequences, targets = dataset.users, dataset.train_sequences(), None
+    if train_config.target_copies > 1:
+        users, sequences, targets = split_targets(users, sequences, train_config.target_copies, model_config.max_length)
     train_data = training_dataset(
-        dataset.users,
-        dataset.train_sequences(),
+        users,
+        sequences,
         model_config.max_length,
         train_config.batch_size,
         seed=train_config.seed,
+        targets=targets,
         bucketed=train_config.batching == "bucketed",
     )
     summary = fit_stage(model, dataset, run_dir / "pretrain", run_dir / "logs" / "pretrain", train_config, train_data, verbose, extra_callbacks)
