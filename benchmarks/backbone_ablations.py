@@ -71,6 +71,7 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "unscaled_items": ({"scale_items": False}, {}, "input item embeddings not multiplied by sqrt(d)"),
     "post_ln+copies_2": ({"layer_norm": "post"}, {"target_copies": 2},
                          "post-LN; each sequence twice an epoch, alternate targets (independent dropout noise)"),
+    "post_ln+shuffled": ({"layer_norm": "post"}, {"batching": "shuffled"}, "post-LN; uniformly shuffled batches"),
     "post_ln+user_dropout_0.3": ({"layer_norm": "post", "user_dropout": 0.3}, {}, "post-LN, user module dropout 0.3"),
 }
 
