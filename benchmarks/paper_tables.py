@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import DEFAULT_DATA, machine, markdown as quality_markdown, run_one  # noqa: E402
+from quality import DEFAULT_DATA, describe_pretraining, machine, markdown as quality_markdown, run_one  # noqa: E402
 
 from recgpt_tf.config import TrainConfig  # noqa: E402
 from recgpt_tf.evaluation.evaluate import evaluate_model  # noqa: E402
@@ -51,8 +51,10 @@ def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     if run is None:
         pre = run_one(path, {}, TrainConfig(), runs)
         run = Run.open(run_dir)
-    else:
+    elif (run_dir / "quality.json").exists():
         pre = json.loads((run_dir / "quality.json").read_text())
+    else:  # pre-trained elsewhere (e.g. by benchmarks/backbone_ablations.py with the same settings)
+        pre = describe_pretraining(run_dir, path)
     (run_dir / "quality.json").write_text(json.dumps(pre, indent=2))
     dataset = run.dataset(path)
     stages = {}

@@ -24,6 +24,7 @@ import recgpt_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
+from recgpt_tf.runs import Run
 from recgpt_tf.training import pretrain
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -49,8 +50,18 @@ def machine() -> str:
 def run_one(path: Path, model_overrides: dict, train_config: TrainConfig, run_root: Path) -> dict:
     dataset = Dataset.from_file(path)
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_overrides)
-    run_dir = run_root / dataset.name
-    model, summary = pretrain(dataset, run_dir, model_config, train_config, verbose=2)
+    pretrain(dataset, run_root / dataset.name, model_config, train_config, verbose=2)
+    return describe_pretraining(run_root / dataset.name, path)
+
+
+def describe_pretraining(run_dir: Path, path: Path) -> dict:
+    """The quality document of a finished pre-training run: its configuration and timing, the selected
+    epoch's validation figures, test figures and the popularity baseline."""
+    run = Run.open(run_dir)
+    dataset = run.dataset(path)
+    model = run.load_model("pretrain")
+    summary = json.loads((run_dir / "pretrain" / "summary.json").read_text())
+    train = run.config["pretrain"]
     test = dataset.split("test")
     start = time.perf_counter()
     test_metrics = evaluate_model(model, test)
@@ -58,9 +69,9 @@ def run_one(path: Path, model_overrides: dict, train_config: TrainConfig, run_ro
     return {
         "dataset": dataset.name,
         "statistics": dataset.statistics(),
-        "model": model_config.to_dict(),
-        "train": train_config.to_dict(),
-        "objective": train_config.objective,
+        "model": run.model_config.to_dict(),
+        "train": train,
+        "objective": train["objective"],
         "epochs": summary["epochs"],
         "best_epoch": summary["best_epoch"],
         "train_seconds": summary["seconds"],

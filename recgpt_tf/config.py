@@ -87,8 +87,8 @@ class TrainConfig:
             takes one equal step per batch whatever its number of targets, so the
             targets of short sequences, in small batches, weigh up to ~10x those of
             long ones; on Beauty this cost 8% validation NDCG@10).
-        target_copies: Pre-training only: each sequence appears this many times per
-            epoch, copy r training every target_copies-th target from r, so a sequence's
+        target_copies: Plain-sequence stages (pre-training, fine-tuning): each sequence
+            appears this many times per epoch, copy r training every target_copies-th target from r, so a sequence's
             targets get independent dropout noise (`data.pipeline.split_targets`).
         patience: Epochs without validation NDCG@10 improvement before stopping.
         eval_every: Run the validation ranking every this many epochs.

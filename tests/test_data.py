@@ -104,7 +104,7 @@ def test_split_targets_trains_every_target_exactly_once_across_copies():
 
     users = np.array([7, 8], np.int32)
     seqs = [np.array([1, 2, 3, 4, 5], np.int32), np.array([9, 10], np.int32)]
-    out_users, out_seqs, targets = split_targets(users, seqs, copies=2, max_length=50)
+    out_users, out_seqs, targets = split_targets(users, seqs, copies=2)
     assert out_users.tolist() == [7, 7, 8, 8]
     assert targets[0].tolist() == [2, 0, 4, 0, 0] and targets[1].tolist() == [0, 3, 0, 5, 0]
     assert targets[2].tolist() == [10, 0] and targets[3].tolist() == [0, 0]

@@ -148,13 +148,14 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
 
 
 def split_targets(
-    users: np.ndarray, sequences: Sequence[np.ndarray], copies: int, max_length: int
+    users: np.ndarray, sequences: Sequence[np.ndarray], copies: int
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Each sequence `copies` times, copy r training only the targets at positions r, r + copies, ….
 
     Every target is still trained once per epoch, but the targets of one sequence are spread over
     `copies` forward passes, so they no longer share one dropout mask (what per-prefix training, as
-    in RecBole, gives every target), for `copies` times the compute.
+    in RecBole, gives every target), for `copies` times the compute. `training_dataset` then keeps
+    the most recent window and drops sequences too short to train, as for plain sequences.
 
     Returns:
         (users, sequences, targets) for `training_dataset(..., targets=...)`: targets[i] is the item
@@ -162,9 +163,6 @@ def split_targets(
     """
     out_users, out_sequences, out_targets = [], [], []
     for user, seq in zip(users, sequences):
-        seq = np.asarray(seq, dtype=np.int32)[-(max_length + 1):]
-        if len(seq) < 2:
-            continue
         following = np.append(seq[1:], 0).astype(np.int32)
         positions = np.arange(len(seq))
         for r in range(copies):

@@ -69,6 +69,23 @@ def make_optimizer(train_config: TrainConfig, train_data: tf.data.Dataset) -> ke
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
+def sequence_training_data(dataset: Dataset, max_length: int, train_config: TrainConfig) -> tf.data.Dataset:
+    """Next-item batches of the plain training sequences (pre-training, fine-tuning), batched and,
+    with `target_copies` > 1, repeated as `train_config` says."""
+    users, sequences, targets = dataset.users, dataset.train_sequences(), None
+    if train_config.target_copies > 1:
+        users, sequences, targets = split_targets(users, sequences, train_config.target_copies)
+    return training_dataset(
+        users,
+        sequences,
+        max_length,
+        train_config.batch_size,
+        seed=train_config.seed,
+        targets=targets,
+        bucketed=train_config.batching == "bucketed",
+    )
+
+
 def _previous_best(history_csv: Path) -> tuple[float, int]:
     """(best monitored value, epochs since it) from an interrupted run's CSV log."""
     if not history_csv.exists():
@@ -186,18 +203,7 @@ def pretrain(
     )
     model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
     model.set_item_frequencies(dataset.item_counts())
-    users, sequences, targets = dataset.users, dataset.train_sequences(), None
-    if train_config.target_copies > 1:
-        users, sequences, targets = split_targets(users, sequences, train_config.target_copies, model_config.max_length)
-    train_data = training_dataset(
-        users,
-        sequences,
-        model_config.max_length,
-        train_config.batch_size,
-        seed=train_config.seed,
-        targets=targets,
-        bucketed=train_config.batching == "bucketed",
-    )
+    train_data = sequence_training_data(dataset, model_config.max_length, train_config)
     summary = fit_stage(model, dataset, run_dir / "pretrain", run_dir / "logs" / "pretrain", train_config, train_data, verbose, extra_callbacks)
     summary["objective"] = train_config.objective
     summary["sequences_per_second"] = (

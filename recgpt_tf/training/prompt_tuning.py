@@ -24,7 +24,7 @@ from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, next_real_targets, save_prompted
 from recgpt_tf.models.recgpt import RecGPT
-from recgpt_tf.training.pretrain import fit_stage
+from recgpt_tf.training.pretrain import fit_stage, sequence_training_data
 
 PROMPT_STAGE, FINETUNE_STAGE = "prompt", "finetune"
 
@@ -118,14 +118,7 @@ def fine_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, train_config
     run_dir = Path(run_dir)
     train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
     keras.utils.set_random_seed(train_config.seed)
-    data = training_dataset(
-        dataset.users,
-        dataset.train_sequences(),
-        model.max_length,
-        train_config.batch_size,
-        seed=train_config.seed,
-        bucketed=train_config.batching == "bucketed",
-    )
+    data = sequence_training_data(dataset, model.max_length, train_config)
     _update_run_config(run_dir, FINETUNE_STAGE, train_config.to_dict())
     stage_dir = run_dir / FINETUNE_STAGE
     summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / FINETUNE_STAGE, train_config, data, verbose)
