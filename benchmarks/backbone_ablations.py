@@ -72,6 +72,8 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "post_ln+copies_2": ({"layer_norm": "post"}, {"target_copies": 2},
                          "post-LN; each sequence twice an epoch, alternate targets (independent dropout noise)"),
     "post_ln+shuffled": ({"layer_norm": "post"}, {"batching": "shuffled"}, "post-LN; uniformly shuffled batches"),
+    "post_ln+token_budget": ({"layer_norm": "post"}, {"batching": "token_budget"},
+                             "post-LN; length buckets sized to equal targets per batch"),
     "post_ln+user_dropout_0.3": ({"layer_norm": "post", "user_dropout": 0.3}, {}, "post-LN, user module dropout 0.3"),
 }
 

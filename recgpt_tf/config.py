@@ -13,7 +13,7 @@ from typing import Any
 
 OBJECTIVES = ("softmax", "sampled_softmax", "bce")
 LEARNING_RATE_DECAYS = ("none", "cosine")
-BATCHINGS = ("bucketed", "shuffled")
+BATCHINGS = ("shuffled", "bucketed", "token_budget")
 LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
 
@@ -82,11 +82,13 @@ class TrainConfig:
         learning_rate_decay: "none" or "cosine" (to 0 at the last step of `epochs`).
         weight_decay: Decoupled weight decay (AdamW) when > 0.
         label_smoothing: Softmax objective only: weight of the uniform target.
-        batching: "shuffled" (uniformly random batches, padded to their longest) or
+        batching: "shuffled" (uniformly random batches, padded to their longest),
             "bucketed" (batches of similar length: cheapest per epoch, but Adam then
             takes one equal step per batch whatever its number of targets, so the
             targets of short sequences, in small batches, weigh up to ~10x those of
-            long ones; on Beauty this cost 8% validation NDCG@10).
+            long ones; on Beauty this cost 8% validation NDCG@10) or "token_budget"
+            (length buckets sized to hold equal numbers of targets: bucketed's cost,
+            shuffled's weighting; `data.pipeline.training_dataset`).
         target_copies: Plain-sequence stages (pre-training, fine-tuning): each sequence
             appears this many times per epoch, copy r training every target_copies-th target from r, so a sequence's
             targets get independent dropout noise (`data.pipeline.split_targets`).

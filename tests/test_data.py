@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from recgpt_tf.data import Dataset, Vocabulary, pad_batch, synthetic_sequences, training_dataset
+from recgpt_tf.data.pipeline import token_budget_batch_sizes
 
 
 def test_vocabulary_ids_oov_and_round_trip(tmp_path):
@@ -61,7 +62,7 @@ def test_shuffled_batches_mix_lengths_and_cover_every_sequence_once():
     rng = np.random.default_rng(0)
     users = np.arange(1, 41, dtype=np.int32)
     seqs = [np.arange(1, n + 1, dtype=np.int32) for n in rng.integers(2, 30, size=40)]
-    batches = list(training_dataset(users, seqs, max_length=50, batch_size=16, seed=3, bucketed=False).as_numpy_iterator())
+    batches = list(training_dataset(users, seqs, max_length=50, batch_size=16, seed=3, batching="shuffled").as_numpy_iterator())
     seen = np.concatenate([b["user_id"] for b in batches])
     assert sorted(seen.tolist()) == users.tolist()
     for b in batches:
@@ -69,6 +70,21 @@ def test_shuffled_batches_mix_lengths_and_cover_every_sequence_once():
         assert b["item_ids"].shape[1] == lengths.max(), "each batch is padded to its own longest"
     first = (batches[0]["targets"] > 0).sum(axis=1)
     assert first.max() - first.min() > 8, "an unbucketed batch mixes short and long sequences"
+
+
+def test_token_budget_batches_hold_equal_targets_and_cover_every_sequence_once():
+    # 60 sequences of 3 training positions, 20 of 30: mean 9.75; with 8 per average batch the
+    # budget is 78 targets, so the short bucket batches 26 sequences, the long one 3 (2.6 rounds up), empty ones 8.
+    users = np.arange(1, 81, dtype=np.int32)
+    seqs = [np.arange(1, 5, dtype=np.int32)] * 60 + [np.arange(1, 32, dtype=np.int32)] * 20
+    assert token_budget_batch_sizes(np.array([3] * 60 + [30] * 20), [4, 8, 40], 8) == [26, 8, 3, 8]
+    batches = list(training_dataset(users, seqs, batch_size=8, seed=1, batching="token_budget").as_numpy_iterator())
+    seen = np.concatenate([b["user_id"] for b in batches])
+    assert sorted(seen.tolist()) == users.tolist()
+    full = [b for b in batches if len(b["user_id"]) in (26, 3)]
+    targets = sorted(int((b["targets"] > 0).sum()) for b in full)
+    assert targets == [78, 78] + [90] * 6, "full batches hold ~78 targets whatever their length"
+    assert all(b["item_ids"].shape[1] in (3, 30) for b in batches), "a batch is padded only to its bucket"
 
 
 def test_target_mask_and_segments_flow_through():
@@ -108,6 +124,6 @@ def test_split_targets_trains_every_target_exactly_once_across_copies():
     assert out_users.tolist() == [7, 7, 8, 8]
     assert targets[0].tolist() == [2, 0, 4, 0, 0] and targets[1].tolist() == [0, 3, 0, 5, 0]
     assert targets[2].tolist() == [10, 0] and targets[3].tolist() == [0, 0]
-    batch = next(training_dataset(out_users, out_seqs, targets=targets, shuffle=False, bucketed=False, batch_size=4).as_numpy_iterator())
+    batch = next(training_dataset(out_users, out_seqs, targets=targets, shuffle=False, batching="shuffled", batch_size=4).as_numpy_iterator())
     trained = sorted(int(t) for t in batch["targets"][batch["targets"] > 0])
     assert trained == [2, 3, 4, 5, 10]  # the same targets as one plain copy, each once

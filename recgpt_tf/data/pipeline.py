@@ -1,8 +1,10 @@
-"""tf.data pipelines: shifted next-item targets, most recent tokens kept, length buckets.
+"""tf.data pipelines: shifted next-item targets, most recent tokens kept, three batchings.
 
-Sequences average ~9 items against a window of 50, so batches are bucketed by
-length: a batch is padded only to its own longest sequence, and the loss is
-computed only at real (masked-in) positions.
+Sequences average ~9 items against a window of 50, so a uniformly shuffled batch,
+padded to its longest sequence, is mostly padding. Length buckets pad only to a
+bucket's longest; `token_budget` buckets also size each batch so that it holds
+about as many targets as a shuffled batch, keeping every target's weight equal.
+The loss is computed only at real (masked-in) positions.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from recgpt_tf.config import BATCHINGS
 
 # Feature keys shared by the pipeline, the model and the evaluator.
 USER_ID = "user_id"
@@ -54,7 +58,7 @@ def training_dataset(
     segments: Sequence[np.ndarray] | None = None,
     target_mask: Sequence[np.ndarray] | None = None,
     targets: Sequence[np.ndarray] | None = None,
-    bucketed: bool = True,
+    batching: str = "bucketed",
 ) -> tf.data.Dataset:
     """A dataset of next-item batches for `model.fit`.
 
@@ -71,9 +75,15 @@ def training_dataset(
             position is trained only where the flag of its *target* token is 1.
         targets: Optional per-token targets aligned with `sequences` (the item token
             i must predict, 0 = untrained), replacing the next token as target.
-        bucketed: Batch sequences of similar length together (each batch padded
-            to its own longest: cheapest); False draws batches uniformly, so a
-            batch mixes lengths as the data does.
+        batching: One of `config.BATCHINGS`:
+            "shuffled": batches drawn uniformly, so a batch mixes lengths as the
+                data does (padded to its longest: mostly padding).
+            "bucketed": `batch_size` sequences of similar length per batch
+                (cheapest, but a batch of short sequences holds few targets and
+                still moves the model one full optimiser step).
+            "token_budget": length buckets whose batch sizes scale inversely with
+                the bucket's mean length, so every batch holds about
+                `batch_size` x (mean length) targets, as a shuffled batch does.
 
     Returns:
         Batches of `{user_id: [B], item_ids: [B, T], segment_ids: [B, T],
@@ -119,16 +129,43 @@ def training_dataset(
         deterministic=True,
     )
     padded_shapes = {USER_ID: [], ITEM_IDS: [None], SEGMENT_IDS: [None], TARGETS: [None]}
-    if not bucketed:
+    if batching == "shuffled":
         return ds.padded_batch(batch_size, padded_shapes=padded_shapes).prefetch(tf.data.AUTOTUNE)
     boundaries = [b for b in _BUCKET_BOUNDARIES if b < max_length]
+    if batching == "bucketed":
+        batch_sizes = [batch_size] * (len(boundaries) + 1)
+    elif batching == "token_budget":
+        batch_sizes = token_budget_batch_sizes(lengths, boundaries, batch_size)
+    else:
+        raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}; got {batching!r}")
     ds = ds.bucket_by_sequence_length(
         element_length_func=lambda x: tf.shape(x[ITEM_IDS])[0],
         bucket_boundaries=boundaries,
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        bucket_batch_sizes=batch_sizes,
         padded_shapes=padded_shapes,
     )
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def token_budget_batch_sizes(lengths: np.ndarray, boundaries: Sequence[int], batch_size: int) -> list[int]:
+    """Sequences per batch for each length bucket, so that a batch holds about
+    `batch_size` x mean(lengths) tokens whatever its bucket.
+
+    Args:
+        lengths: [num_sequences] training lengths.
+        boundaries: Bucket boundaries; bucket i holds lengths in [boundaries[i-1], boundaries[i]).
+        batch_size: Sequences in an average (shuffled) batch.
+
+    Returns:
+        len(boundaries) + 1 batch sizes, each >= 1 (an empty bucket gets `batch_size`).
+    """
+    budget = batch_size * float(np.mean(lengths))
+    bucket_of = np.searchsorted(np.asarray(boundaries), lengths, side="right")
+    sizes = []
+    for bucket in range(len(boundaries) + 1):
+        members = lengths[bucket_of == bucket]
+        sizes.append(max(1, round(budget / float(np.mean(members)))) if len(members) else batch_size)
+    return sizes
 
 
 def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -82,7 +82,7 @@ def sequence_training_data(dataset: Dataset, max_length: int, train_config: Trai
         train_config.batch_size,
         seed=train_config.seed,
         targets=targets,
-        bucketed=train_config.batching == "bucketed",
+        batching=train_config.batching,
     )
 
 

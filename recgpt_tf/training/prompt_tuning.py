@@ -103,7 +103,7 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, config: Pr
         config.train.batch_size,
         seed=config.train.seed,
         segments=segments,
-        bucketed=config.train.batching == "bucketed",
+        batching=config.train.batching,
         **targets,
     )
     _update_run_config(run_dir, PROMPT_STAGE, config.to_dict())
