@@ -39,9 +39,6 @@ setup(
         "recgpt_tf.export",
         "recgpt_tf.serving",
     ],
-    # export/ (and later serving/) live at the repository root, as the design card
-    # lays out, but install under the recgpt_tf namespace: no generic top-level names.
-    package_dir={"recgpt_tf.export": "export", "recgpt_tf.serving": "serving"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["recgpt=recgpt_tf.cli:main"]},

@@ -26,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import machine  # noqa: E402
 
-from recgpt_tf.config import ModelConfig, TrainConfig, write_json  # noqa: E402
+from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
+from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import pretrain  # noqa: E402
 
 # The configuration the variants change: the defaults before issue 10.
@@ -85,7 +87,7 @@ def run_variant(dataset: Dataset, name: str, runs: Path) -> dict:
     run_dir = runs / dataset.name / name
     if (run_dir / "pretrain" / "summary.json").exists():
         shutil.rmtree(run_dir)  # a finished run missing from the JSON: redo it rather than trust a stale one
-    _, summary = pretrain(dataset, run_dir, model_config, train_config, verbose=0)
+    _, summary = pretrain(Run.create(run_dir, dataset, model_config, seed=train_config.seed), dataset, train_config, verbose=0)
     return {
         "description": description,
         "model_changes": model_changes,

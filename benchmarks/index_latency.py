@@ -39,10 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recgpt_tf  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.config import write_json  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.contract import INDEX_KINDS, RECOMMEND_SIGNATURE  # noqa: E402
 from recgpt_tf.export import RecGPTServingModule, export_model, history_tensor, recall_queries, tuned_index  # noqa: E402
-from recgpt_tf.export.run_export import chosen_first_step  # noqa: E402
 from recgpt_tf.inference import split_k  # noqa: E402
 from recgpt_tf.retrieval import BruteForceIndex, recall_at_k  # noqa: E402
 from recgpt_tf.retrieval.tuning import exact_ids  # noqa: E402
@@ -123,8 +122,8 @@ def main() -> None:
     model = run.load_model(stage)
     # m from the run's `recgpt evaluate` (chosen on validation); the paper's 9_1 for runs never evaluated.
     evaluated = (run.path / "evaluation.json").exists()
-    steps = split_k(K, args.first_step_size or (chosen_first_step(run.path, K) if evaluated else 9))
-    samples = json.loads((run.path / "sample_requests.json").read_text())
+    steps = split_k(K, args.first_step_size or (run.chosen_first_step(K) if evaluated else 9))
+    samples = run.sample_requests()
     requests = test_requests(run, args)
     tuning_users = set(samples["users"])
     held_out = [r for r in requests if r[0] not in tuning_users]  # users the tuning never saw

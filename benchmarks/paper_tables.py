@@ -24,7 +24,6 @@ from quality import DEFAULT_DATA, describe_pretraining, machine, markdown as qua
 
 from recgpt_tf.config import TrainConfig  # noqa: E402
 from recgpt_tf.evaluation.evaluate import evaluate_model  # noqa: E402
-from recgpt_tf.evaluation.report import evaluate_run  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import PromptConfig, fine_tune, prompt_tune  # noqa: E402
 
@@ -47,34 +46,35 @@ ROWS = [("pretrain", "Pre-train (Variant_3)"), ("fine_tuning", "Fine-tuning"), (
 
 def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     run_dir = runs / path.stem
+    quality_file = runs / f"{path.stem}.quality.json"  # beside the run: only `Run` writes inside it
     run = Run.open(run_dir) if (run_dir / "pretrain" / "summary.json").exists() else None
     if run is None:
         pre = run_one(path, {}, TrainConfig(), runs)
         run = Run.open(run_dir)
-    elif (run_dir / "quality.json").exists():
-        pre = json.loads((run_dir / "quality.json").read_text())
+    elif quality_file.exists():
+        pre = json.loads(quality_file.read_text())
     else:  # pre-trained elsewhere (e.g. by benchmarks/backbone_ablations.py with the same settings)
         pre = describe_pretraining(run_dir, path)
-    (run_dir / "quality.json").write_text(json.dumps(pre, indent=2))
+    quality_file.write_text(json.dumps(pre, indent=2))
     dataset = run.dataset(path)
     stages = {}
     if not run.has_stage("finetune"):
-        _, stages["finetune"] = fine_tune(run.load_model("pretrain"), dataset, run_dir, verbose=2)
+        _, stages["finetune"] = fine_tune(run.load_model("pretrain"), dataset, run, verbose=2)
     if not run.has_stage("prompt"):
-        _, stages["prompt"] = prompt_tune(run.load_model("pretrain"), dataset, run_dir, PromptConfig(1), verbose=2)
+        _, stages["prompt"] = prompt_tune(run.load_model("pretrain"), dataset, run, PromptConfig(1), verbose=2)
     for stage in ("finetune", "prompt"):
-        stages[stage] = json.loads((run_dir / stage / "summary.json").read_text())
+        stages[stage] = run.summary(stage)
     start = time.perf_counter()
-    report = evaluate_run(run_dir, path)
+    report = run.evaluate(dataset)
     report["evaluate_seconds"] = time.perf_counter() - start
 
     sensitivity = {}
     for k in k_sweep:
         sweep_dir = run_dir if k == PromptConfig().prompt_window else runs / f"{path.stem}_K{k}"  # the default K is the main run
         if not (sweep_dir / "prompt" / "summary.json").exists():
-            run.fork(sweep_dir)  # shares the pre-trained weights; prompt-tuned with K = k
-            prompt_tune(Run.open(sweep_dir).load_model("pretrain"), dataset, sweep_dir, PromptConfig(k), verbose=2)
-        summary = json.loads((sweep_dir / "prompt" / "summary.json").read_text())
+            fork = run.fork(sweep_dir)  # shares the pre-trained weights; prompt-tuned with K = k
+            prompt_tune(fork.load_model("pretrain"), dataset, fork, PromptConfig(k), verbose=2)
+        summary = Run.open(sweep_dir).summary("prompt")
         tuned = Run.open(sweep_dir).load_model("prompt")
         sensitivity[str(k)] = {
             "valid": summary["valid"], "test": evaluate_model(tuned, dataset.split("test")),

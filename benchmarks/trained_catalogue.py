@@ -35,16 +35,16 @@ from pathlib import Path
 import numpy as np
 
 import recgpt_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-import tensorflow as tf
 import tf_keras as keras
 
-from recgpt_tf.config import ModelConfig, TrainConfig, write_json
+from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
-from recgpt_tf.training.pretrain import build_model, sample_requests
+from recgpt_tf.files import write_json
+from recgpt_tf.training.pretrain import build_model
 
 
 def structured_sequences(num_users: int, num_items: int, num_topics: int, mean_length: float, seed: int,
@@ -102,20 +102,17 @@ def train(dataset: Dataset, args, out: Path):
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
     train_config = TrainConfig(objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size,
                                learning_rate=args.learning_rate, seed=args.seed)
-    (out / "pretrain").mkdir(parents=True, exist_ok=True)
-    dataset.save_vocabularies(out)
-    write_json(out / "sample_requests.json", sample_requests(dataset, count=256, seed=args.seed))
-    write_json(out / "config.json", {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(),
-                                     "pretrain": {**train_config.to_dict(), "optimizer": "adagrad"}})
+    run = Run.create(out, dataset, model_config, seed=args.seed)
+    run.record_stage_config("pretrain", {**train_config.to_dict(), "optimizer": "adagrad"})
     keras.utils.set_random_seed(args.seed)
     model = build_model(model_config, train_config.objective)
     model.set_item_frequencies(dataset.item_counts())
     model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=args.learning_rate))
     data = training_dataset(dataset.users, dataset.train_sequences(), model_config.max_length, args.batch_size, seed=args.seed)
     start = time.perf_counter()
-    history = model.fit(data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(out / "pretrain" / "backup"))])
-    model.save_weights(str(out / "pretrain" / "weights"))
-    write_json(out / "pretrain" / "summary.json", {
+    history = model.fit(data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(run.stage_dir("pretrain") / "backup"))])
+    model.save_weights(str(run.stage_dir("pretrain") / "weights"))
+    run.write_summary("pretrain", {
         "train_seconds": time.perf_counter() - start,
         "epochs": len(history.history.get("loss", [])),
         "loss_per_epoch": [float(v) for v in history.history.get("loss", [])],
@@ -145,9 +142,9 @@ def main() -> None:
     start = time.perf_counter()
     dataset = make_dataset(args)
     data_seconds = time.perf_counter() - start
-    summary_path = out / "pretrain" / "summary.json"
+    trained = (out / "pretrain" / "summary.json").exists()
     # Trained by an earlier process that stopped before measuring: measure only.
-    model = Run.open(out).load_model("pretrain") if summary_path.exists() else train(dataset, args, out)
+    model = Run.open(out).load_model("pretrain") if trained else train(dataset, args, out)
     test = subsample(dataset.split("test"), args.eval_users, args.seed)
     train_counts = dataset.item_counts(dataset.train_sequences())[1 : dataset.num_items + 1]
     report = {
@@ -157,7 +154,7 @@ def main() -> None:
         "statistics": dataset.statistics(),
         "items_seen_in_training": int((train_counts > 0).sum()),
         "data_seconds": data_seconds,
-        "training": json.loads(summary_path.read_text()),
+        "training": Run.open(out).summary("pretrain"),
         "test_sample_users": len(test),
         "test_sample": evaluate_model(model, test, batch_size=64),  # [64, N] score rows: 256 MB at 1M items
         "test_sample_popularity": evaluate_popularity(dataset, test, batch_size=64),

@@ -19,6 +19,13 @@ def tiny_train_config(**overrides) -> TrainConfig:
     return TrainConfig(**{"epochs": 8, "batch_size": 64, "learning_rate": 3e-3, "patience": 8, "seed": 7, **overrides})
 
 
+def tiny_run(dataset: Dataset, path, **model_overrides):
+    """A fresh run directory for `dataset` with the tiny architecture."""
+    from recgpt_tf.runs import Run
+
+    return Run.create(path, dataset, tiny_model_config(dataset, **model_overrides), seed=7)
+
+
 def write_lines(path, lines) -> str:
     path.write_text("".join(line + "\n" for line in lines))
     return str(path)

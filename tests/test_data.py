@@ -10,7 +10,7 @@ def test_vocabulary_ids_oov_and_round_trip(tmp_path):
     assert items.tokens == ["2", "7", "10"]  # integer ids keep numeric order
     assert items.encode(["2", "10", "unknown"]).tolist() == [1, 3, 4]  # OOV = N + 1
     assert items.decode([0, 1, 4]) == ["", "2", "[OOV]"]
-    users = Vocabulary.build(["bob", "amy"], oov_id="zero")
+    users = Vocabulary.build(["bob", "amy"], oov_slot="zero")
     assert users.encode(["amy", "zed"]).tolist() == [2, 0]  # first-seen order, OOV = 0
     items.save(tmp_path / "items.txt")
     assert Vocabulary.load(tmp_path / "items.txt").encode(["7"]).tolist() == [2]

@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import tiny_model_config, tiny_train_config
+from helpers import tiny_run, tiny_train_config
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
 from recgpt_tf.evaluation import two_step_sweep
-from recgpt_tf.export import ExportError, export_model, history_tensor
+from recgpt_tf.errors import ExportError
+from recgpt_tf.export import export_model, history_tensor
 from recgpt_tf.export import publish
 from recgpt_tf.export.stock_ops import saved_model_ops, unregistered_ops
 from recgpt_tf.inference import AutoRegressiveRecall
+from recgpt_tf.runs import Run
 from recgpt_tf.training import PromptConfig, pretrain, prompt_tune
 
 STEPS = (9, 1)
@@ -26,17 +28,18 @@ STEPS = (9, 1)
 @pytest.fixture(scope="module")
 def run(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("export_run")
-    model, _ = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(epochs=4), verbose=0)
-    model, _ = prompt_tune(model, tiny_dataset, run_dir, PromptConfig(1, tiny_train_config(epochs=1)), verbose=0)
+    run = tiny_run(tiny_dataset, run_dir)
+    model, _ = pretrain(run, tiny_dataset, tiny_train_config(epochs=4), verbose=0)
+    model, _ = prompt_tune(model, tiny_dataset, run, PromptConfig(1, tiny_train_config(epochs=1)), verbose=0)
     return run_dir, model
 
 
 def _export(run_dir, model, base, index, **kwargs):
-    requests = json.loads((run_dir / "sample_requests.json").read_text())
+    requests = Run.open(run_dir).sample_requests()
     return export_model(
         model, run_dir / "items.txt", run_dir / "users.txt", base, "recgpt", STEPS, index_kind=index,
         sample_users=requests["users"], sample_histories=requests["histories"], **kwargs,
-    )
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +143,9 @@ def test_user_embeddings_signature(exports, run, tiny_dataset):
 
 def test_one_step_export_still_returns_h1_and_h2(run, tiny_dataset, tmp_path):
     run_dir, model = run
-    requests = json.loads((run_dir / "sample_requests.json").read_text())
+    requests = Run.open(run_dir).sample_requests()
     path = export_model(model, run_dir / "items.txt", run_dir / "users.txt", tmp_path, "recgpt", (10,),
-                        sample_users=requests["users"], sample_histories=requests["histories"])
+                        sample_users=requests["users"], sample_histories=requests["histories"]).path
     split, users, histories = _test_requests(tiny_dataset, 4)
     loaded = tf.saved_model.load(str(path)).signatures
     out = loaded[EMBEDDINGS_SIGNATURE](user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
@@ -232,7 +235,7 @@ def test_an_index_below_the_recall_threshold_is_refused(kind, run, tmp_path):
     run_dir, model = run
     with pytest.raises(ExportError, match=r"no search setting reached recall@10 >= 1.01.*nothing was published"):
         _export(run_dir, model, tmp_path, kind, recall_threshold=1.01)
-    assert list((tmp_path / "recgpt").iterdir()) == []
+    assert not (tmp_path / "recgpt").exists()  # refused before anything was written
 
 
 def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny_dataset, tmp_path):

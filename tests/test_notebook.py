@@ -1,6 +1,5 @@
 """notebooks/quickstart.ipynb runs top to bottom (small settings), so it cannot rot."""
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -1,6 +1,7 @@
 import pytest
 
-from recgpt_tf.data import DataFormatError, load_interactions
+from recgpt_tf.data import load_interactions
+from recgpt_tf.errors import DataFormatError
 from helpers import write_lines
 
 

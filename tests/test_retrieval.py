@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from recgpt_tf.errors import IndexRecallError
 from recgpt_tf.retrieval import (
-    BruteForceIndex, IndexRecallError, PartitionedIndex, ScannOpIndex, build_index, exclude_scores, pad_exclusions, recall_at_k,
+    BruteForceIndex, PartitionedIndex, ScannOpIndex, build_index, exclude_scores, pad_exclusions, recall_at_k,
     train_kmeans_partition,
 )
 from recgpt_tf.retrieval.partitioned import leaf_blocks

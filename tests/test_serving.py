@@ -15,10 +15,11 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from helpers import tiny_model_config, tiny_train_config
+from helpers import tiny_run, tiny_train_config
 from recgpt_tf.contract import RECOMMEND_SIGNATURE
 from recgpt_tf.export import export_model, history_tensor
 from recgpt_tf.serving import LocalServer, RecGPTClient, RestClient, RestError
+from recgpt_tf.runs import Run
 from recgpt_tf.serving.client import history_proto, user_proto
 from recgpt_tf.training import pretrain
 
@@ -26,14 +27,14 @@ from recgpt_tf.training import pretrain
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("serve_run")
-    model, _ = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(epochs=3), verbose=0)
+    model, _ = pretrain(tiny_run(tiny_dataset, run_dir), tiny_dataset, tiny_train_config(epochs=3), verbose=0)
     return run_dir, model
 
 
 def publish(run_dir, model, base, version=None):
-    requests = json.loads((run_dir / "sample_requests.json").read_text())
+    requests = Run.open(run_dir).sample_requests()
     return export_model(model, run_dir / "items.txt", run_dir / "users.txt", base, "recgpt", (9, 1),
-                        sample_users=requests["users"], sample_histories=requests["histories"], version=version)
+                        sample_users=requests["users"], sample_histories=requests["histories"], version=version).path
 
 
 @pytest.fixture(scope="module")

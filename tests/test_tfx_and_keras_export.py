@@ -15,7 +15,9 @@ from recgpt_tf.data import synthetic_sequences, training_dataset
 from recgpt_tf.export import export_keras_model
 from recgpt_tf.models import RecGPT
 from recgpt_tf.serving import LocalServer, RecGPTClient
-from recgpt_tf.tfx_trainer import read_examples, run_fn, write_examples
+from recgpt_tf.data import read_examples, write_examples
+from recgpt_tf.errors import DataFormatError
+from recgpt_tf.tfx_trainer import run_fn
 
 TINY_CONFIG = {**{k: v for k, v in TINY_MODEL.items()}, "epochs": 2, "batch_size": 64, "prompt_window": 1}
 
@@ -35,9 +37,9 @@ def test_examples_round_trip_and_bad_records(tmp_path):
     assert read_examples([str(tmp_path / "*.gz")]) == seqs
     with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
         writer.write(tf.train.Example().SerializeToString())
-    with pytest.raises(ValueError, match=r"bad.tfrecord: record 1 is not a RecGPT example"):
+    with pytest.raises(DataFormatError, match=r"bad.tfrecord: record 1 is not a RecGPT example"):
         read_examples([str(tmp_path / "bad.tfrecord")])
-    with pytest.raises(FileNotFoundError, match="no TFRecord files"):
+    with pytest.raises(DataFormatError, match="none-\\*.gz: no TFRecord files match"):
         read_examples([str(tmp_path / "none-*.gz")])
 
 
@@ -77,7 +79,7 @@ def test_export_an_in_memory_keras_model(tiny_dataset, tmp_path):
     model = RecGPT(num_items=data.num_items, num_users=data.num_users, **TINY_MODEL)
     model.compile(optimizer="adam")
     model.fit(training_dataset(data.users, data.train_sequences(), TINY_MODEL["max_length"], 64), epochs=1, verbose=0)
-    path = export_keras_model(model, data.item_vocab, data.user_vocab, tmp_path, "recgpt")
+    path = export_keras_model(model, data.item_vocab, data.user_vocab, tmp_path, "recgpt").path
     assert path == tmp_path / "recgpt" / "1" and (path / "assets" / "items.txt").exists()
     out = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE](user_id=tf.constant(["1"]), history=tf.constant([["3", "4"]]))
     assert out["item_ids"].shape == (1, 10)

@@ -8,13 +8,13 @@ import tf_keras as keras
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
 from recgpt_tf.training import pretrain
-from helpers import tiny_model_config, tiny_train_config
+from helpers import tiny_run, tiny_train_config
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    model, summary = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(), verbose=0)
+    model, summary = pretrain(tiny_run(tiny_dataset, run_dir), tiny_dataset, tiny_train_config(), verbose=0)
     return run_dir, model, summary
 
 
@@ -55,9 +55,8 @@ def test_a_later_stage_trains_with_its_own_optimizer(trained, tiny_dataset):
 
 
 def test_seeded_runs_are_deterministic(tiny_dataset, tmp_path):
-    configs = dict(model_config=tiny_model_config(tiny_dataset), train_config=tiny_train_config(epochs=2), verbose=0)
-    a, _ = pretrain(tiny_dataset, tmp_path / "a", **configs)
-    b, _ = pretrain(tiny_dataset, tmp_path / "b", **configs)
+    a, _ = pretrain(tiny_run(tiny_dataset, tmp_path / "a"), tiny_dataset, tiny_train_config(epochs=2), verbose=0)
+    b, _ = pretrain(tiny_run(tiny_dataset, tmp_path / "b"), tiny_dataset, tiny_train_config(epochs=2), verbose=0)
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
 
@@ -69,11 +68,10 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
-    configs = dict(model_config=tiny_model_config(tiny_dataset), train_config=tiny_train_config(epochs=4), verbose=0)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_dataset, tmp_path, extra_callbacks=[_Interrupt()], **configs)
+        pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=4), verbose=0, extra_callbacks=[_Interrupt()])
     assert (tmp_path / "pretrain" / "backup").exists()
-    _, summary = pretrain(tiny_dataset, tmp_path, **configs)
+    _, summary = pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=4), verbose=0)
     with (tmp_path / "pretrain" / "history.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
     # Epochs 0 and 1 ran before the interruption and are not run again.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from recgpt_tf.errors import ConfigError, check_choice
+
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class CausalDecoderBlock(keras.layers.Layer):
@@ -46,11 +48,9 @@ class CausalDecoderBlock(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         if hidden_size % num_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
-        if activation not in self.ACTIVATIONS:
-            raise ValueError(f"activation must be one of {self.ACTIVATIONS}; got {activation!r}")
-        if layer_norm not in self.LAYER_NORMS:
-            raise ValueError(f"layer_norm must be one of {self.LAYER_NORMS}; got {layer_norm!r}")
+            raise ConfigError("hidden_size", f"({hidden_size}) must be divisible by num_heads ({num_heads})")
+        check_choice("activation", activation, self.ACTIVATIONS)
+        check_choice("layer_norm", layer_norm, self.LAYER_NORMS)
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import tensorflow as tf
 
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.retrieval.exclusions import MINUS_INF, exclude_candidates, exclude_scores
 
 
@@ -31,7 +32,7 @@ class ItemIndex(tf.Module):
         super().__init__(name=name)
         candidates = tf.convert_to_tensor(candidates, tf.float32)
         if candidates.shape.rank != 2 or candidates.shape[0] < 1:
-            raise ValueError(f"candidates must be a non-empty [N, d] table; got shape {candidates.shape}")
+            raise ConfigError("candidates", f"must be a non-empty [N, d] table; got shape {candidates.shape}")
         self.num_items = int(candidates.shape[0])
         self.dimension = int(candidates.shape[1])
         # Exact float32 embeddings: brute force scores them, the approximate

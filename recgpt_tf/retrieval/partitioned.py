@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.errors import ConfigError, check_choice
 from recgpt_tf.retrieval.base import ItemIndex
 from recgpt_tf.retrieval.exclusions import MINUS_INF
 from recgpt_tf.retrieval.scann_artifacts import KMeansPartition
@@ -96,8 +97,7 @@ class PartitionedIndex(ItemIndex):
                  rescore_depth: int = 0, block_size: int = 16, blocks_per_chunk: int | None = None,
                  head_size: int | None = None, name: str = "partitioned_index") -> None:
         super().__init__(candidates, name=name)
-        if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {', '.join(STORAGE_DTYPES)}; got {storage_dtype!r}")
+        check_choice("storage_dtype", storage_dtype, STORAGE_DTYPES)
         if partition.leaf_of_item.shape != (self.num_items,) or partition.centroids.shape[1] != self.dimension:
             raise ValueError(f"the partition covers {partition.leaf_of_item.shape[0]} items of dimension {partition.centroids.shape[1]}; "
                              f"the candidates are {self.num_items} x {self.dimension}")
@@ -129,9 +129,9 @@ class PartitionedIndex(ItemIndex):
     def configure(self, leaves_to_search: int, rescore_depth: int) -> None:
         """Sets the search parameters (export-time tuning calls this before saving)."""
         if not 1 <= leaves_to_search <= self.num_leaves:
-            raise ValueError(f"leaves_to_search must be in 1..{self.num_leaves}; got {leaves_to_search}")
+            raise ConfigError("leaves_to_search", f"must be in 1..{self.num_leaves}; got {leaves_to_search}")
         if rescore_depth < 0:
-            raise ValueError(f"rescore_depth must be >= 0; got {rescore_depth}")
+            raise ConfigError("rescore_depth", f"must be >= 0; got {rescore_depth}")
         self.leaves_to_search = int(leaves_to_search)
         self.rescore_depth = int(rescore_depth)
 

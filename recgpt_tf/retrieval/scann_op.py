@@ -8,6 +8,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.retrieval.base import ItemIndex
 from recgpt_tf.retrieval.scann_artifacts import import_scann
 
@@ -45,7 +46,7 @@ class ScannOpIndex(ItemIndex):
     def configure(self, leaves_to_search: int, reordering_candidates: int) -> None:
         """Sets the search parameters (the searcher takes them per call, so no retraining)."""
         if not 1 <= leaves_to_search <= self.num_leaves:
-            raise ValueError(f"leaves_to_search must be in 1..{self.num_leaves}; got {leaves_to_search}")
+            raise ConfigError("leaves_to_search", f"must be in 1..{self.num_leaves}; got {leaves_to_search}")
         self.leaves_to_search = int(leaves_to_search)
         self.reordering_candidates = int(reordering_candidates)
 

@@ -16,7 +16,8 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.contract import PARTITIONED_MIN_ITEMS
+from recgpt_tf.contract import AUTO_INDEX, INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
+from recgpt_tf.errors import IndexRecallError, check_choice
 from recgpt_tf.retrieval.base import ItemIndex
 from recgpt_tf.retrieval.brute_force import BruteForceIndex
 from recgpt_tf.retrieval.partitioned import PartitionedIndex
@@ -24,10 +25,6 @@ from recgpt_tf.retrieval.scann_artifacts import default_num_leaves, train_kmeans
 from recgpt_tf.retrieval.scann_op import ScannOpIndex
 
 QuerySets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # name → (queries [Q, d], exclusions [Q, E])
-
-
-class IndexRecallError(RuntimeError):
-    """No search setting reached the recall target."""
 
 
 def recall_at_k(index: ItemIndex, reference: ItemIndex | np.ndarray, queries: np.ndarray, exclusions: np.ndarray, k: int) -> float:
@@ -139,7 +136,8 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
 
 def resolve_index_kind(kind: str, num_items: int) -> str:
     """"auto" → "partitioned" from `PARTITIONED_MIN_ITEMS` items up, else "brute-force"; other kinds unchanged."""
-    if kind == "auto":
+    check_choice("index_kind", kind, INDEX_CHOICES)
+    if kind == AUTO_INDEX:
         return "partitioned" if num_items >= PARTITIONED_MIN_ITEMS else "brute-force"
     return kind
 
@@ -179,7 +177,7 @@ def build_index(kind: str, candidates, query_sets: QuerySets, k: int, recall_tar
         index = ScannOpIndex(candidates, num_leaves, leaves_to_search=num_leaves, reordering_candidates=10 * k)
         indexes = {"ah": (index, [10 * k, 50 * k, 200 * k])}  # exact re-ordering depths
     else:
-        raise ValueError(f"index kind must be brute-force, partitioned or scann; got {kind!r}")
+        check_choice("kind", kind, INDEX_KINDS)
     build_seconds = time.perf_counter() - start
     index, report = tune_leaves(indexes, query_sets, k, recall_target)
     tune_seconds = time.perf_counter() - start - build_seconds

@@ -11,6 +11,7 @@ a failed export leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -26,19 +27,15 @@ import tensorflow as tf
 from recgpt_tf.contract import (
     EMBEDDINGS_SIGNATURE,
     AUTO_INDEX,
-    INDEX_CHOICES,
     INPUT_HISTORY,
     INPUT_USER_ID,
     METADATA_FILE,
     RECOMMEND_SIGNATURE,
     WARMUP_FILE,
 )
-from recgpt_tf.retrieval import IndexRecallError, build_index, resolve_index_kind
+from recgpt_tf.errors import ConfigError, ExportError, IndexRecallError
+from recgpt_tf.retrieval import build_index, resolve_index_kind
 from recgpt_tf.export.serving_module import RecGPTServingModule
-
-
-class ExportError(RuntimeError):
-    """The export was refused or failed; nothing was published."""
 
 
 def next_version(model_dir: Path) -> int:
@@ -136,6 +133,70 @@ def tuned_index(model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[
     return index, {**info, "requested": index_kind}
 
 
+@dataclasses.dataclass(frozen=True)
+class PublishedVersion:
+    """One published SavedModel version: where it is and the recgpt.json written with it."""
+
+    path: Path
+    metadata: dict
+
+
+def allocate_version(export_base: Path | str, name: str, version: int | None) -> tuple[Path, int]:
+    """(model directory, version number) for a new version of `name`, checked before anything is built."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError("name", f"may hold only letters, digits, '_', '.' and '-'; got {name!r}")
+    model_dir = Path(export_base) / name
+    version = version or next_version(model_dir)
+    if (model_dir / str(version)).exists():
+        raise ExportError(f"{model_dir / str(version)} already exists")
+    return model_dir, version
+
+
+def write_version(module: RecGPTServingModule, model_dir: Path, version: int, metadata: dict,
+                  sample_users: Sequence[str] = (), sample_histories: Sequence[Sequence[str]] = ()) -> PublishedVersion:
+    """Saves `module` as MODEL_DIR/VERSION with its warmup requests and recgpt.json, atomically.
+
+    The version is built in a hidden sibling directory and renamed into place only when
+    complete; on any failure the staging directory is removed and nothing is published.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.staging-", dir=model_dir))
+    try:
+        start = time.perf_counter()
+        tf.saved_model.save(
+            module,
+            str(staging),
+            signatures={
+                RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
+                EMBEDDINGS_SIGNATURE: module.user_embeddings.get_concrete_function(),
+            },
+        )
+        extra = staging / "assets.extra"
+        extra.mkdir()
+        warmups = write_warmup(extra / WARMUP_FILE, model_dir.name, list(sample_users), list(sample_histories)) if sample_users else 0
+        payload = {
+            "name": model_dir.name,
+            "version": version,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **metadata,
+            "warmup_requests": warmups,
+            "save_seconds": time.perf_counter() - start,
+        }
+        (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        final = model_dir / str(version)
+        staging.rename(final)  # atomic on one filesystem: the version appears whole
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return PublishedVersion(final, payload)
+
+
+def update_export_base(export_base: Path | str, name: str) -> None:
+    """The base's TF Serving configuration files, listing `name` beside the models already there."""
+    write_models_config(Path(export_base), name)
+    write_batching_parameters(Path(export_base))
+
+
 def export_model(
     model,
     item_vocab: Path,
@@ -151,8 +212,12 @@ def export_model(
     metadata: dict | None = None,
     jit_compile: bool = False,
     prebuilt_index: tuple | None = None,
-) -> Path:
-    """Builds, checks and atomically publishes one SavedModel version; returns its path.
+) -> PublishedVersion:
+    """Builds, checks and atomically publishes one SavedModel version.
+
+    The steps, each its own function: `allocate_version`, `tuned_index` (build the
+    index and check its recall on real requests), the serving module,
+    `write_version`, `update_export_base`.
 
     Args:
         model: A trained `RecGPT`.
@@ -167,64 +232,30 @@ def export_model(
         recall_threshold: The approximate indexes are tuned to reach this recall@k
             against exact search at every recall step, or refused.
         version: Version number (default: the next free one).
-        metadata: Extra entries for assets.extra/recgpt.json (config, eval metrics).
+        metadata: Extra entries for assets.extra/recgpt.json (run, config, eval metrics).
         jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
         prebuilt_index: An (ItemIndex, metadata) pair from `tuned_index` (reused
             instead of building one from `index_kind`, e.g. by a benchmark that
             measures the index itself).
+
+    Returns:
+        The published version's path and the recgpt.json written with it.
     """
-    if index_kind not in INDEX_CHOICES:
-        raise ExportError(f"index_kind must be one of {', '.join(INDEX_CHOICES)}; got {index_kind!r}")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ExportError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
-    export_base = Path(export_base)
-    model_dir = export_base / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = version or next_version(model_dir)
-    if (model_dir / str(version)).exists():
-        raise ExportError(f"{model_dir / str(version)} already exists")
+    model_dir, version = allocate_version(export_base, name, version)
     index, index_info = prebuilt_index or tuned_index(
         model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories, recall_threshold
     )
     module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
-    k = sum(step_sizes)
-
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.staging-", dir=model_dir))
-    try:
-        start = time.perf_counter()
-        tf.saved_model.save(
-            module,
-            str(staging),
-            signatures={
-                RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
-                EMBEDDINGS_SIGNATURE: module.user_embeddings.get_concrete_function(),
-            },
-        )
-        extra = staging / "assets.extra"
-        extra.mkdir()
-        warmups = write_warmup(extra / WARMUP_FILE, name, list(sample_users), list(sample_histories)) if sample_users else 0
-        payload = {
-            "name": name,
-            "version": version,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "num_items": model.num_items,
-            "num_users": model.num_users,
-            "max_length": model.max_length,
-            "k": k,
-            "step_sizes": list(step_sizes),
-            "prompt_tuned": bool(model.prompt_tuned),
-            "jit_compile": bool(jit_compile),
-            "warmup_requests": warmups,
-            "save_seconds": time.perf_counter() - start,
-            "index": index_info,
-            **(metadata or {}),
-        }
-        (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-        final = model_dir / str(version)
-        staging.rename(final)  # atomic on one filesystem: the version appears whole
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    write_models_config(export_base, name)
-    write_batching_parameters(export_base)
-    return final
+    model_metadata = {
+        "num_items": model.num_items,
+        "num_users": model.num_users,
+        "max_length": model.max_length,
+        "k": sum(step_sizes),
+        "step_sizes": list(step_sizes),
+        "prompt_tuned": bool(model.prompt_tuned),
+        "jit_compile": bool(jit_compile),
+        "index": index_info,
+    }
+    published = write_version(module, model_dir, version, {**model_metadata, **(metadata or {})}, sample_users, sample_histories)
+    update_export_base(export_base, name)
+    return published
