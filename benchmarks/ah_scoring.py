@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import recgpt_tf  # noqa: F401
+from recgpt_tf.files import write_json
 import tensorflow as tf
 
 
@@ -76,8 +76,7 @@ def main() -> None:
             key = f"candidates_{width}_batch_{batch}"
             result["p50_ms"][key] = {name: p50_ms(lambda: fn(queries, rows), 50 if batch == 1 else 10) for name, fn in scorers.items()}
             print(key, result["p50_ms"][key], flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

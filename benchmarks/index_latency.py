@@ -41,7 +41,8 @@ import tensorflow as tf  # noqa: E402
 
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.contract import INDEX_KINDS, RECOMMEND_SIGNATURE  # noqa: E402
-from recgpt_tf.export import RecGPTServingModule, export_model, history_tensor, recall_queries, tuned_index  # noqa: E402
+from recgpt_tf.contract import pad_histories  # noqa: E402
+from recgpt_tf.export import RecGPTServingModule, export_model, recall_queries, tuned_index  # noqa: E402
 from recgpt_tf.inference import split_k  # noqa: E402
 from recgpt_tf.retrieval import BruteForceIndex, recall_at_k  # noqa: E402
 from recgpt_tf.retrieval.tuning import exact_ids  # noqa: E402
@@ -85,7 +86,7 @@ def resident_memory_mb(path: Path, kind: str, request: tuple[list, list]) -> flo
         + "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
         "base = rss()\n"
         f"sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']\n"
-        f"sig(user_id=tf.constant({request[0]!r}), history=tf.constant({history_tensor(request[1]).tolist()!r}))\n"
+        f"sig(user_id=tf.constant({request[0]!r}), history=tf.constant({pad_histories(request[1]).tolist()!r}))\n"
         "print((rss() - base) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -96,7 +97,7 @@ def list_quality(signature, requests, batch: int = 512) -> dict:
     hits, gains = [], []
     for start in range(0, len(requests), batch):
         chunk = requests[start : start + batch]
-        out = signature(user_id=tf.constant([u for u, _, _ in chunk]), history=tf.constant(history_tensor([h for _, h, _ in chunk])))
+        out = signature(user_id=tf.constant([u for u, _, _ in chunk]), history=tf.constant(pad_histories([h for _, h, _ in chunk])))
         for row, (_, _, target) in zip(out["item_ids"].numpy().astype(str), chunk):
             rank = list(row).index(target) if target in row else -1
             hits.append(rank >= 0)
@@ -161,7 +162,7 @@ def main() -> None:
         signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]
         for batch in (1, 64):
             chunks = [measured[i : i + batch] for i in range(0, len(measured) - batch + 1, batch)]
-            tensors = [(tf.constant([u for u, _, _ in c]), tf.constant(history_tensor([h for _, h, _ in c]))) for c in chunks]
+            tensors = [(tf.constant([u for u, _, _ in c]), tf.constant(pad_histories([h for _, h, _ in c]))) for c in chunks]
             entry[f"signature_batch_{batch}"] = percentiles(lambda i: signature(user_id=tensors[i % len(tensors)][0], history=tensors[i % len(tensors)][1]),
                                                             args.calls if batch == 1 else 40)
         entry["resident_memory_mb"] = resident_memory_mb(path, kind, ([measured[0][0]], [measured[0][1]]))

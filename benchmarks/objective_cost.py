@@ -25,6 +25,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from recgpt_tf.models.objectives import CatalogueRetrieval
+from recgpt_tf.files import write_json
 
 
 def stock_full_softmax(task, queries, positives, table, num_items):
@@ -74,8 +75,7 @@ def main() -> None:
         "stock_retrieval_ms": 1000 * stock_s, "catalogue_retrieval_ms": 1000 * ours_s,
         "speedup": stock_s / ours_s, "loss": ours_loss,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(json.dumps(result, indent=2))
 
 

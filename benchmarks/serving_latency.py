@@ -31,6 +31,7 @@ from synthetic_export import MAX_HISTORY, STEPS, as_tensors, export_synthetic, r
 import tensorflow as tf  # noqa: E402
 
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
 
 
 def percentiles(fn, repeats: int) -> dict:
@@ -78,8 +79,7 @@ def main() -> None:
         result["decoder_pass_only"][f"batch_{batch}"] = percentiles(lambda: decode(inputs), args.repeats)
     b = result["brute_force"]["batch_1"]["p50_ms"]
     result["ratios_batch_1"] = {f"{key}_over_brute_force": result[key]["batch_1"]["p50_ms"] / b for key, _, _ in flavours[1:]}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(json.dumps(result, indent=2))
 
 

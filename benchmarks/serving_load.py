@@ -31,7 +31,8 @@ from synthetic_export import as_tensors, export_synthetic, random_requests, synt
 import tensorflow as tf  # noqa: E402
 
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
-from recgpt_tf.serving import RecGPTClient  # noqa: E402
+from recgpt_tf.serving import GrpcClient  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
 
 
 def free_port() -> int:
@@ -50,7 +51,7 @@ def load(target: str, clients: int, per_client: int, requests: list) -> dict:
     lock = threading.Lock()
 
     def worker(seed: int) -> None:
-        client = RecGPTClient(target, "recgpt", timeout=30)
+        client = GrpcClient(target, "recgpt", timeout=30)
         rng = np.random.default_rng(seed)
         client.recommend(*requests[0])  # connect before the clock starts
         local = []
@@ -120,8 +121,7 @@ def main() -> None:
     p50_grpc, p50_local = result["grpc"]["1"]["p50_ms"], in_process_summary["p50_ms"]
     result["grpc_1_client_p50_over_in_process_p50"] = p50_grpc / p50_local
     result["grpc_1_client_p50_within_2x_plus_1ms"] = p50_grpc <= 2 * p50_local + 1.0
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(json.dumps(result, indent=2))
 
 

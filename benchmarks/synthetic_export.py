@@ -13,7 +13,8 @@ import numpy as np
 import recgpt_tf  # noqa: F401
 import tensorflow as tf
 
-from recgpt_tf.export import export_model, history_tensor
+from recgpt_tf.contract import pad_histories
+from recgpt_tf.export import export_model
 from recgpt_tf.models import RecGPT
 
 STEPS = (9, 1)
@@ -34,7 +35,7 @@ def random_requests(rng: np.random.Generator, num_items: int, batch: int) -> tup
 
 
 def as_tensors(users: list[str], histories: list[list[str]]) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.constant(users), tf.constant(history_tensor(histories))
+    return tf.constant(users), tf.constant(pad_histories(histories))
 
 
 def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name: str = "recgpt", jit_compile: bool = False) -> Path:

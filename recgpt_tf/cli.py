@@ -149,14 +149,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _serve_and_ask(exports: Path, dataset) -> None:
-    from recgpt_tf.serving import LocalServer, RecGPTClient
+    from recgpt_tf.serving import LocalServer, GrpcClient
 
     test = dataset.split("test")
     user = dataset.user_vocab.decode(test.users[:1])[0]
     history = dataset.item_vocab.decode(test.histories[0])
     with LocalServer(exports, grpc_port=0, rest_port=0) as server:
         target = f"127.0.0.1:{server.grpc_port}"
-        client = RecGPTClient(target, "recgpt", timeout=30)
+        client = GrpcClient(target, "recgpt", timeout=30)
         row = client.recommend([user], [history])[0]
         print(f"  gRPC {target}, model 'recgpt', version status {client.status()}")
         client.close()
@@ -209,13 +209,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from recgpt_tf.serving import RecGPTClient, RestClient
+    from recgpt_tf.serving import GrpcClient, RestClient
 
     history = [h for h in args.history.split(",") if h] if args.history else []
     if args.rest:
         rows = RestClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
     else:
-        rows = RecGPTClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
+        rows = GrpcClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
     row = rows[0]
     print(f"user {args.user}, history {' '.join(history) or '(empty: cold start)'}")
     for rank, (item, score, step) in enumerate(zip(row["item_ids"], row["scores"], row["recall_step"]), start=1):

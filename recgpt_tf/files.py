@@ -8,8 +8,10 @@ from typing import Any
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
-    """Writes `text` to a hidden sibling, then renames it over `path` (atomic on one filesystem)."""
+    """Writes `text` to a hidden sibling, then renames it over `path` (atomic on one filesystem);
+    missing parent directories are created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)

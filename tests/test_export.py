@@ -15,7 +15,8 @@ from helpers import tiny_run, tiny_train_config
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
 from recgpt_tf.evaluation import two_step_sweep
 from recgpt_tf.errors import ExportError
-from recgpt_tf.export import export_model, history_tensor
+from recgpt_tf.contract import pad_histories
+from recgpt_tf.export import export_model
 from recgpt_tf.export import publish
 from recgpt_tf.export.stock_ops import saved_model_ops, unregistered_ops
 from recgpt_tf.inference import AutoRegressiveRecall
@@ -57,7 +58,7 @@ def partitioned(run, exports):
 
 def _signature_lists(path, users, histories):
     signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]
-    out = signature(user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    out = signature(user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
     return out["item_ids"].numpy().astype(str), out["scores"].numpy(), out["recall_step"].numpy()
 
 
@@ -135,7 +136,7 @@ def test_user_embeddings_signature(exports, run, tiny_dataset):
     _, brute, _ = exports
     split, users, histories = _test_requests(tiny_dataset, 5)
     signature = tf.saved_model.load(str(brute)).signatures[EMBEDDINGS_SIGNATURE]
-    out = signature(user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    out = signature(user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
     vectors, prompts = AutoRegressiveRecall(run[1]).user_vectors(split.users[:5], split.histories[:5], num_steps=2)
     np.testing.assert_allclose(out["embeddings"].numpy(), vectors, rtol=1e-5, atol=1e-5)
     assert out["first_item"].numpy().astype(str).tolist() == tiny_dataset.item_vocab.decode(prompts[:, 0])
@@ -148,11 +149,11 @@ def test_one_step_export_still_returns_h1_and_h2(run, tiny_dataset, tmp_path):
                         sample_users=requests["users"], sample_histories=requests["histories"]).path
     split, users, histories = _test_requests(tiny_dataset, 4)
     loaded = tf.saved_model.load(str(path)).signatures
-    out = loaded[EMBEDDINGS_SIGNATURE](user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    out = loaded[EMBEDDINGS_SIGNATURE](user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
     assert out["embeddings"].shape == (4, 2, 32)
     vectors, _ = AutoRegressiveRecall(model).user_vectors(split.users[:4], split.histories[:4], num_steps=2)
     np.testing.assert_allclose(out["embeddings"].numpy(), vectors, rtol=1e-5, atol=1e-5)
-    steps = loaded[RECOMMEND_SIGNATURE](user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))["recall_step"]
+    steps = loaded[RECOMMEND_SIGNATURE](user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))["recall_step"]
     assert (steps.numpy() == 1).all()
 
 
@@ -177,7 +178,7 @@ def test_stock_flavours_load_and_answer_in_a_process_without_scann(kind, exports
     code = (
         "import json, sys, numpy as np, tensorflow as tf\n"
         f"sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']\n"
-        f"out = sig(user_id=tf.constant({users!r}), history=tf.constant({history_tensor(histories).tolist()!r}))\n"
+        f"out = sig(user_id=tf.constant({users!r}), history=tf.constant({pad_histories(histories).tolist()!r}))\n"
         "assert 'scann' not in sys.modules, 'scann was imported'\n"
         "print(json.dumps(out['item_ids'].numpy().astype(str).tolist()))\n"
     )
@@ -198,13 +199,13 @@ def test_every_op_is_registered_in_stock_tensorflow_except_scanns(kind, missing,
 
 
 def test_partitioned_export_served_by_the_endpoint_gives_the_in_process_lists(partitioned, tiny_dataset, tmp_path):
-    from recgpt_tf.serving import LocalServer, RecGPTClient
+    from recgpt_tf.serving import LocalServer, GrpcClient
 
     shutil.copytree(partitioned, tmp_path / "recgpt" / "1")
     _, users, histories = _test_requests(tiny_dataset, 16)
     expected, expected_scores, _ = _signature_lists(partitioned, users, histories)
     with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
-        rows = RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users, histories)
+        rows = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users, histories)
     assert [row["item_ids"] for row in rows] == expected.tolist()
     np.testing.assert_allclose([row["scores"] for row in rows], expected_scores, rtol=1e-5)
 
@@ -240,7 +241,7 @@ def test_an_index_below_the_recall_threshold_is_refused(kind, run, tmp_path):
 
 def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny_dataset, tmp_path):
     """`--jit-compile` changes how the decoder runs (one XLA program over a fixed window), not what it returns."""
-    from recgpt_tf.serving import LocalServer, RecGPTClient
+    from recgpt_tf.serving import LocalServer, GrpcClient
 
     run_dir, model = run
     _, brute, _ = exports
@@ -255,5 +256,5 @@ def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
     # The endpoint runs the SignatureDef in a session, as TF Serving does with XLA enabled.
     with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
-        rows = RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users[:4], histories[:4])
+        rows = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users[:4], histories[:4])
     assert [row["item_ids"] for row in rows] == expected_ids[:4].tolist()

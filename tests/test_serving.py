@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -17,8 +18,9 @@ from tensorflow_serving.apis import predict_pb2
 
 from helpers import tiny_run, tiny_train_config
 from recgpt_tf.contract import RECOMMEND_SIGNATURE
-from recgpt_tf.export import export_model, history_tensor
-from recgpt_tf.serving import LocalServer, RecGPTClient, RestClient, RestError
+from recgpt_tf.contract import pad_histories
+from recgpt_tf.export import export_model
+from recgpt_tf.serving import LocalServer, GrpcClient, RestClient, RestError
 from recgpt_tf.runs import Run
 from recgpt_tf.serving.client import history_proto, user_proto
 from recgpt_tf.training import pretrain
@@ -48,7 +50,7 @@ def served(trained, tmp_path_factory):
 
 
 def _grpc(server, **kwargs):
-    return RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt", **kwargs)
+    return GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt", **kwargs)
 
 
 def _requests(dataset, count=20):
@@ -60,7 +62,7 @@ def test_grpc_and_rest_equal_the_in_process_saved_model(served, tiny_dataset):
     server, path = served
     users, histories = _requests(tiny_dataset)
     local = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE](
-        user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+        user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
     for rows in (_grpc(server).recommend(users, histories), RestClient(f"127.0.0.1:{server.rest_port}", "recgpt").recommend(users, histories)):
         assert [r["item_ids"] for r in rows] == local["item_ids"].numpy().astype(str).tolist()
         np.testing.assert_allclose([r["scores"] for r in rows], local["scores"].numpy(), rtol=1e-6)
@@ -184,12 +186,27 @@ def test_bounded_load_8_clients_x_250_requests(served, tiny_dataset):
     assert errors == [] and len(done) == 2000 and set(done) == {10}
 
 
-def test_cli_recommend_and_sigterm_shutdown(served, tmp_path):
+def test_cli_recommend_and_sigterm_shutdown(served, tmp_path, capsys):
     server, path = served
     from recgpt_tf.cli import main
 
-    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "recgpt", "--user", "1", "--history", "3,4"]) == 0
-    assert main(["recommend", "--server", f"127.0.0.1:{server.rest_port}", "--model", "recgpt", "--user", "1", "--rest"]) == 0
+    def listed(output: str) -> list[str]:  # "  1. ITEM  score S  step G" lines
+        return [line.split()[1] for line in output.splitlines() if line.split() and line.split()[0].rstrip(".").isdigit()]
+
+    args = ["--model", "recgpt", "--user", "1", "--history", "3,4"]
+    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", *args]) == 0
+    over_grpc = listed(capsys.readouterr().out)
+    assert main(["recommend", "--server", f"127.0.0.1:{server.rest_port}", "--rest", *args]) == 0
+    over_rest = listed(capsys.readouterr().out)
+    expected = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(["1"], [["3", "4"]])[0]["item_ids"]
+    assert over_grpc == over_rest == expected and len(expected) == 10 and not {"3", "4"} & set(expected)
+    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "nope", "--user", "1"]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+    # The plain TF Serving client example (no recgpt_tf import) prints the same list.
+    example = Path(__file__).resolve().parents[1] / "serving" / "examples" / "grpc_predict.py"
+    result = subprocess.run([sys.executable, str(example), "--server", f"127.0.0.1:{server.grpc_port}", *args],
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert listed(result.stdout) == expected
     recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
     process = subprocess.Popen([recgpt, "serve", str(path.parent.parent), "--grpc-port", "0", "--rest-port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

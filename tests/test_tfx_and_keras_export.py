@@ -14,8 +14,9 @@ from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
 from recgpt_tf.data import synthetic_sequences, training_dataset
 from recgpt_tf.export import export_keras_model
 from recgpt_tf.models import RecGPT
-from recgpt_tf.serving import LocalServer, RecGPTClient
+from recgpt_tf.serving import LocalServer, GrpcClient
 from recgpt_tf.data import read_examples, write_examples
+from recgpt_tf.inference import AutoRegressiveRecall
 from recgpt_tf.errors import DataFormatError
 from recgpt_tf.tfx_trainer import run_fn
 
@@ -70,7 +71,7 @@ def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     # A Pusher copies serving_model_dir into a model base as a numbered version; the endpoint serves it.
     shutil.copytree(serving_model, tmp_path / "base" / "recgpt" / "7")
     with LocalServer(tmp_path / "base", grpc_port=0, rest_port=0) as server:
-        rows = RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend([users[0]], [seqs[users[0]][:-1]])
+        rows = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend([users[0]], [seqs[users[0]][:-1]])
     assert len(rows[0]["item_ids"]) == 10 and not set(rows[0]["item_ids"]) & set(seqs[users[0]][:-1])
 
 
@@ -82,4 +83,8 @@ def test_export_an_in_memory_keras_model(tiny_dataset, tmp_path):
     path = export_keras_model(model, data.item_vocab, data.user_vocab, tmp_path, "recgpt").path
     assert path == tmp_path / "recgpt" / "1" and (path / "assets" / "items.txt").exists()
     out = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE](user_id=tf.constant(["1"]), history=tf.constant([["3", "4"]]))
-    assert out["item_ids"].shape == (1, 10)
+    # The same two-step lists (9 + 1) as the in-memory model computes in Python, history excluded.
+    history = data.item_vocab.encode(["3", "4"])
+    expected, _, steps = AutoRegressiveRecall(model).recommend(data.user_vocab.encode(["1"]), [history], (9, 1))
+    assert out["item_ids"].numpy().astype(str).tolist() == [data.item_vocab.decode(expected[0])]
+    assert out["recall_step"].numpy().tolist() == steps.tolist() and not {"3", "4"} & set(data.item_vocab.decode(expected[0]))

@@ -32,24 +32,17 @@ from recgpt_tf.contract import (
     METADATA_FILE,
     RECOMMEND_SIGNATURE,
     WARMUP_FILE,
+    pad_histories,
+    version_numbers,
 )
 from recgpt_tf.errors import ConfigError, ExportError, IndexRecallError
+from recgpt_tf.files import write_text_atomic
 from recgpt_tf.retrieval import build_index, resolve_index_kind
 from recgpt_tf.export.serving_module import RecGPTServingModule
 
 
 def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
-    return max(versions, default=0) + 1
-
-
-def history_tensor(histories: Sequence[Sequence[str]]) -> np.ndarray:
-    """Right-pads string histories with "" into a [B, T] array (T >= 1)."""
-    width = max([len(h) for h in histories] + [1])
-    out = np.full((len(histories), width), "", dtype=object)
-    for i, h in enumerate(histories):
-        out[i, : len(h)] = list(h)
-    return out
+    return max(version_numbers(model_dir), default=0) + 1
 
 
 def write_warmup(path: Path, model_name: str, users: Sequence[str], histories: Sequence[Sequence[str]], batch: int = 8) -> int:
@@ -62,7 +55,7 @@ def write_warmup(path: Path, model_name: str, users: Sequence[str], histories: S
             for start in range(0, min(len(users), 4 * batch), batch):
                 request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
                 request.inputs[INPUT_USER_ID].CopyFrom(tf.make_tensor_proto(np.array(users[start : start + batch], dtype=object)))
-                request.inputs[INPUT_HISTORY].CopyFrom(tf.make_tensor_proto(history_tensor(histories[start : start + batch])))
+                request.inputs[INPUT_HISTORY].CopyFrom(tf.make_tensor_proto(pad_histories(histories[start : start + batch])))
                 log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
                 count += 1
@@ -79,22 +72,16 @@ def write_models_config(export_base: Path, model_name: str) -> None:
         f"    model_version_policy {{ latest {{ num_versions: 1 }} }}\n  }}\n"
         for n in sorted(names)
     )
-    _atomic_write(path, f"model_config_list {{\n{entries}}}\n")
+    write_text_atomic(path, f"model_config_list {{\n{entries}}}\n")
 
 
 def write_batching_parameters(export_base: Path) -> None:
     """EXPORT_BASE/batching_parameters.txt for `--enable_batching --batching_parameters_file`."""
-    _atomic_write(
+    write_text_atomic(
         export_base / "batching_parameters.txt",
         "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
         "max_enqueued_batches { value: 256 }\nnum_batch_threads { value: 4 }\n",
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories: Sequence[Sequence[str]]) -> dict:
@@ -104,7 +91,7 @@ def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories:
         {"step_g": (h_g [B, d], exclusions [B, E])} for each recall step g: the
         history, plus for g > 1 the items the earlier steps listed.
     """
-    user_ids, history = tf.constant(list(users)), tf.constant(history_tensor(histories))
+    user_ids, history = tf.constant(list(users)), tf.constant(pad_histories(histories))
     ids, _, _, vectors, _ = module.recall(user_ids, history)
     _, items = module.encode_inputs(user_ids, history)
     exclusions = module.history_exclusions(items).numpy()

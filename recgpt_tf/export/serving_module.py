@@ -26,12 +26,13 @@ from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.retrieval import BruteForceIndex
 
 
-def _vocab_table(path: Path, default: int) -> tf.lookup.StaticHashTable:
-    """token → line number + 1 (the package's ids); unknown tokens → `default`."""
+def _line_number_table(path: Path) -> tf.lookup.StaticHashTable:
+    """token → its line number (from 0) in the vocabulary file; unknown tokens → -1
+    (`encode_inputs` maps line n to the package's id n + 1 and -1 to the OOV id)."""
     init = tf.lookup.TextFileInitializer(
         str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
     )
-    return tf.lookup.StaticHashTable(init, default_value=-1), default
+    return tf.lookup.StaticHashTable(init, default_value=-1)
 
 
 class RecGPTServingModule(tf.Module):
@@ -63,8 +64,8 @@ class RecGPTServingModule(tf.Module):
         self.max_length = model.max_length
         self.max_exclusions = max_exclusions
         self.index = index if index is not None else BruteForceIndex(model.candidate_embeddings())
-        self.item_table, _ = _vocab_table(item_vocab, model.num_items + 1)
-        self.user_table, _ = _vocab_table(user_vocab, 0)
+        self.item_table = _line_number_table(item_vocab)
+        self.user_table = _line_number_table(user_vocab)
         self.item_tokens = tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(
                 str(item_vocab), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE
@@ -97,12 +98,11 @@ class RecGPTServingModule(tf.Module):
             width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], axis=0)), 1)  # >= 1 even for cold starts
         dense = tokens.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))  # (B, T)
         dense_segments = segments.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))
-        return self._decode(users, dense, dense_segments, tf.maximum(tf.cast(lengths, tf.int32) - 1, 0))
+        return self._decode(users, dense, dense_segments, tf.cast(lengths, tf.int32))
 
-    def _decode_dense(self, users: tf.Tensor, tokens: tf.Tensor, segments: tf.Tensor, last: tf.Tensor) -> tf.Tensor:
-        """h at position `last` of each right-padded row. [B, d]."""
-        hidden = self.model.backbone({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, training=False)  # (B, T, d)
-        return tf.gather(hidden, last, batch_dims=1)
+    def _decode_dense(self, users: tf.Tensor, tokens: tf.Tensor, segments: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """h at the last real position of each right-padded row (position 0 for an empty one). [B, d]."""
+        return self.model.user_representation({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, lengths)
 
     # -- the recall -------------------------------------------------------------------
     def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None):

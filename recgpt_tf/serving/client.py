@@ -1,6 +1,6 @@
 """Clients for a TF Serving endpoint holding a RecGPT export (real TF Serving or `recgpt serve`).
 
-    client = RecGPTClient("localhost:8500", model="recgpt")
+    client = GrpcClient("localhost:8500", model="recgpt")
     client.recommend(["user-1"], [["item-3", "item-9"]])
     # [{'item_ids': [...], 'scores': [...], 'recall_step': [...]}]
 
@@ -29,16 +29,13 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, INPUT_HISTORY, INPUT_USER_ID, RECOMMEND_SIGNATURE
+from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, INPUT_HISTORY, INPUT_USER_ID, RECOMMEND_SIGNATURE, pad_histories
 
 
 def history_proto(histories: Sequence[Sequence[str]]) -> "tf.TensorProto":
     """The `history` input: string [batch, T], oldest first, right-padded with ""."""
-    width = max([len(h) for h in histories] + [1])
-    padded = np.full((len(histories), width), b"", dtype=object)
-    for i, row in enumerate(histories):
-        padded[i, : len(row)] = [str(item).encode("utf-8") for item in row]
-    return tf.make_tensor_proto(padded, dtype=tf.string)
+    encoded = [[str(item).encode("utf-8") for item in row] for row in histories]
+    return tf.make_tensor_proto(pad_histories(encoded, fill=b""), dtype=tf.string)
 
 
 def user_proto(users: Sequence[str]) -> "tf.TensorProto":
@@ -52,7 +49,7 @@ def _rows(outputs: dict) -> list[dict]:
     return [{k: decode(v[i]) if v.ndim > 1 else (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in arrays.items()} for i in range(batch)]
 
 
-class RecGPTClient:
+class GrpcClient:
     """gRPC client (PredictionService, ModelService).
 
     Args:
