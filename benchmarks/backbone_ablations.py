@@ -76,6 +76,11 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "post_ln+shuffled": ({"layer_norm": "post"}, {"batching": "shuffled"}, "post-LN; uniformly shuffled batches"),
     "post_ln+token_budget": ({"layer_norm": "post"}, {"batching": "token_budget"},
                              "post-LN; length buckets sized to equal targets per batch"),
+    "post_ln+token_budget+cosine": ({"layer_norm": "post"}, {"batching": "token_budget", "learning_rate_decay": "cosine"},
+                                    "post-LN, token_budget; lr 1e-3 decayed to 0 at the 30-epoch cap (cosine)"),
+    "post_ln+token_budget+warmup_cosine": ({"layer_norm": "post"}, {"batching": "token_budget", "learning_rate": 2e-3, "warmup_steps": 200,
+                                                                    "learning_rate_decay": "cosine"},
+                                           "post-LN, token_budget; lr 2e-3 after 200 warm-up steps, cosine to 0 at the cap"),
     "post_ln+user_dropout_0.3": ({"layer_norm": "post", "user_dropout": 0.3}, {}, "post-LN, user module dropout 0.3"),
 }
 

@@ -115,7 +115,9 @@ class TrainConfig:
     learning_rate_decay: str = "none"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    batching: str = "shuffled"  # Beauty validation NDCG@10 0.0635 -> 0.069 (benchmarks/results/backbone_ablations_Beauty.json)
+    # Beauty validation NDCG@10: bucketed 0.0635, shuffled 0.0699, token_budget 0.0706 at 62% of
+    # shuffled's time per epoch (benchmarks/results/backbone_ablations_Beauty.json).
+    batching: str = "token_budget"
     target_copies: int = 1
     patience: int = 5
     eval_every: int = 1
