@@ -22,10 +22,7 @@ EXTRAS_REQUIRE = {
 setup(
     name="recgpt-tf",
     version="0.1.0",
-    description=(
-        "RecGPT (generative personalised prompts for sequential recommendation) "
-        "on TensorFlow, TFRS and TF Serving"
-    ),
+    description=("RecGPT (generative personalised prompts for sequential recommendation) on TensorFlow, TFRS and TF Serving"),
     python_requires=">=3.11,<3.12",
     packages=[
         "recgpt_tf",

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 import recgpt_tf  # noqa: F401
 from recgpt_tf.files import write_json
-import tensorflow as tf
 
 
 def p50_ms(fn, calls: int) -> float:
@@ -64,11 +64,18 @@ def main() -> None:
         def score(queries, rows):
             gathered = tf.gather(vectors, rows)  # (B, W, d)
             return tf.cast(tf.matmul(gathered, tf.cast(queries, vectors.dtype)[:, :, tf.newaxis])[:, :, 0], tf.float32)
+
         return score
 
     scorers = {"ah_lut16": ah, "exact_float32": exact(f32), "exact_bfloat16": exact(bf16)}
-    result = {"items": args.items, "dim": args.dim, "ah_blocks": blocks, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-              "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "p50_ms": {}}
+    result = {
+        "items": args.items,
+        "dim": args.dim,
+        "ah_blocks": blocks,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "p50_ms": {},
+    }
     for width in args.candidates:
         for batch in (1, 64):
             queries = tf.constant(rng.normal(size=(batch, args.dim)).astype(np.float32))

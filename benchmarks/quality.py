@@ -122,7 +122,9 @@ def main() -> None:
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None)
     args = parser.parse_args()
 
-    train_config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None})
+    train_config = TrainConfig(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    )
     model_overrides = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(ModelConfig)

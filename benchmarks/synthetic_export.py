@@ -9,10 +9,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-import recgpt_tf  # noqa: F401
 import tensorflow as tf
 
+import recgpt_tf  # noqa: F401
 from recgpt_tf.contract import pad_histories
 from recgpt_tf.export import export_model
 from recgpt_tf.models import RecGPT
@@ -46,5 +45,16 @@ def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name
         items.write_text("".join(f"{i}\n" for i in range(1, model.num_items + 1)))
         users.write_text("".join(f"{u}\n" for u in range(1, USERS + 1)))
     sample_users, sample_histories = random_requests(np.random.default_rng(1), model.num_items, 64)
-    return export_model(model, items, users, work / "base", name, STEPS, index_kind=flavour, recall_threshold=0.0,
-                        sample_users=sample_users, sample_histories=sample_histories, jit_compile=jit_compile)
+    return export_model(
+        model,
+        items,
+        users,
+        work / "base",
+        name,
+        STEPS,
+        index_kind=flavour,
+        recall_threshold=0.0,
+        sample_users=sample_users,
+        sample_histories=sample_histories,
+        jit_compile=jit_compile,
+    )

@@ -33,23 +33,31 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-import recgpt_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tf_keras as keras
 
+import recgpt_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
-from recgpt_tf.runs import Run
 from recgpt_tf.files import write_json
+from recgpt_tf.runs import Run
 from recgpt_tf.training.pretrain import build_model
 
 
-def structured_sequences(num_users: int, num_items: int, num_topics: int, mean_length: float, seed: int,
-                         follow_probability: float = 0.6, drift_probability: float = 0.15, topics_per_user: int = 3,
-                         min_length: int = 5, max_length: int = 60) -> list[np.ndarray]:
+def structured_sequences(
+    num_users: int,
+    num_items: int,
+    num_topics: int,
+    mean_length: float,
+    seed: int,
+    follow_probability: float = 0.6,
+    drift_probability: float = 0.15,
+    topics_per_user: int = 3,
+    min_length: int = 5,
+    max_length: int = 60,
+) -> list[np.ndarray]:
     """The synthetic generator's process, vectorised over users. Item ids 1..num_items."""
     rng = np.random.default_rng(seed)
     per_topic = num_items // num_topics
@@ -100,8 +108,9 @@ def subsample(split, count: int, seed: int):
 def train(dataset: Dataset, args, out: Path):
     """Trains into `out` (a run directory), writes pretrain/summary.json; resumes after an interruption."""
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
-    train_config = TrainConfig(objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size,
-                               learning_rate=args.learning_rate, seed=args.seed)
+    train_config = TrainConfig(
+        objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed
+    )
     run = Run.create(out, dataset, model_config, seed=args.seed)
     run.record_stage_config("pretrain", {**train_config.to_dict(), "optimizer": "adagrad"})
     keras.utils.set_random_seed(args.seed)
@@ -110,13 +119,18 @@ def train(dataset: Dataset, args, out: Path):
     model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=args.learning_rate))
     data = training_dataset(dataset.users, dataset.train_sequences(), model_config.max_length, args.batch_size, seed=args.seed)
     start = time.perf_counter()
-    history = model.fit(data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(run.stage_dir("pretrain") / "backup"))])
+    history = model.fit(
+        data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(run.stage_dir("pretrain") / "backup"))]
+    )
     model.save_weights(str(run.stage_dir("pretrain") / "weights"))
-    run.write_summary("pretrain", {
-        "train_seconds": time.perf_counter() - start,
-        "epochs": len(history.history.get("loss", [])),
-        "loss_per_epoch": [float(v) for v in history.history.get("loss", [])],
-    })
+    run.write_summary(
+        "pretrain",
+        {
+            "train_seconds": time.perf_counter() - start,
+            "epochs": len(history.history.get("loss", [])),
+            "loss_per_epoch": [float(v) for v in history.history.get("loss", [])],
+        },
+    )
     return model
 
 

@@ -66,8 +66,14 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     else:
         run = Run.open(run_dir)
     names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={args.prompt_window})", "finetune": "fine-tuning"}
-    run.train(dataset, stages, train_config, _prompt_config(args), verbose=0 if args.quiet else 1,
-              on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))))
+    run.train(
+        dataset,
+        stages,
+        train_config,
+        _prompt_config(args),
+        verbose=0 if args.quiet else 1,
+        on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
+    )
     return run
 
 
@@ -125,7 +131,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print(f"[1/5] data {data_path}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
     _, train_config = _configs(args, dataset.num_items, dataset.num_users)
     run_dir = out / "run"
-    print(f"[2/5] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}")
+    print(
+        f"[2/5] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}"
+    )
     run = _train(args, dataset, run_dir, "all")
 
     print("[3/5] evaluation (test split; two-step m chosen on validation)")
@@ -149,7 +157,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _serve_and_ask(exports: Path, dataset) -> None:
-    from recgpt_tf.serving import LocalServer, GrpcClient
+    from recgpt_tf.serving import GrpcClient, LocalServer
 
     test = dataset.split("test")
     user = dataset.user_vocab.decode(test.users[:1])[0]
@@ -170,13 +178,25 @@ def _serve_and_ask(exports: Path, dataset) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from recgpt_tf.runs import Run
 
-    published = Run.open(args.run_dir).export(args.export_base, args.name, args.index, args.top_k, args.first_step_size, args.steps,
-                                              args.recall_threshold, args.version, args.jit_compile)
+    published = Run.open(args.run_dir).export(
+        args.export_base,
+        args.name,
+        args.index,
+        args.top_k,
+        args.first_step_size,
+        args.steps,
+        args.recall_threshold,
+        args.version,
+        args.jit_compile,
+    )
     meta = published.metadata
     index = meta["index"]
     recall = ", ".join(f"{step} {value:.3f}" for step, value in index.get("recall", {}).items())
-    print(f"published {published.path} ({index['kind']} index, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
-          + (f"; recall@{index['recall_at']} against exact search: {recall}" if recall else "") + ")")
+    print(
+        f"published {published.path} ({index['kind']} index, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
+        + (f"; recall@{index['recall_at']} against exact search: {recall}" if recall else "")
+        + ")"
+    )
     return 0
 
 
@@ -202,8 +222,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_batch=args.max_batch, max_history=args.max_history)
     server = LocalServer(args.export_base, args.host, args.grpc_port, args.rest_port, args.workers, limits, args.poll_seconds)
     server.start()
-    print(f"recgpt serve: {args.export_base} on gRPC {args.host}:{server.grpc_port}, REST {args.host}:{server.rest_port} "
-          "(a development stand-in for tensorflow_model_server; Ctrl-C or SIGTERM stops it)", flush=True)
+    print(
+        f"recgpt serve: {args.export_base} on gRPC {args.host}:{server.grpc_port}, REST {args.host}:{server.rest_port} "
+        "(a development stand-in for tensorflow_model_server; Ctrl-C or SIGTERM stops it)",
+        flush=True,
+    )
     server.serve_until_signalled()
     return 0
 
@@ -231,10 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", type=Path)
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--format", choices=FORMATS, default=None, help="data format (default: from the suffix)")
-    train.add_argument("--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline")
+    train.add_argument(
+        "--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline"
+    )
     train.add_argument("--prompt-window", type=int, default=1, help="K, prompts generated before each real item (0..6)")
-    train.add_argument("--prompt-loss-positions", choices=LOSS_POSITIONS, default=None,
-                       help="prompt-tuning loss at every position (all) or only before real items (prompt); see PromptConfig")
+    train.add_argument(
+        "--prompt-loss-positions",
+        choices=LOSS_POSITIONS,
+        default=None,
+        help="prompt-tuning loss at every position (all) or only before real items (prompt); see PromptConfig",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
@@ -250,15 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", type=Path)
     export.add_argument("export_base", type=Path)
     export.add_argument("--name", required=True, help="model name (directory under EXPORT_BASE, model_spec.name)")
-    export.add_argument("--index", choices=INDEX_CHOICES, default=AUTO_INDEX,
-                        help=f"auto: partitioned from {PARTITIONED_MIN_ITEMS:,} items up, brute-force below")
+    export.add_argument(
+        "--index",
+        choices=INDEX_CHOICES,
+        default=AUTO_INDEX,
+        help=f"auto: partitioned from {PARTITIONED_MIN_ITEMS:,} items up, brute-force below",
+    )
     export.add_argument("--top-k", type=int, default=10)
     export.add_argument("--first-step-size", type=int, default=None, help="m; default: chosen on validation by `recgpt evaluate`")
     export.add_argument("--steps", type=int, default=2, help="generation steps G (2 = the paper's two-step recall)")
     export.add_argument("--recall-threshold", type=float, default=0.95)
     export.add_argument("--version", type=int, default=None, help="default: the next free version number")
-    export.add_argument("--jit-compile", action="store_true",
-                        help="XLA-compile the decoder passes (faster on CPU; TF Serving needs --xla_cpu_compilation_enabled=true)")
+    export.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="XLA-compile the decoder passes (faster on CPU; TF Serving needs --xla_cpu_compilation_enabled=true)",
+    )
     export.set_defaults(func=cmd_export)
 
     serve = sub.add_parser("serve", help="TF-Serving-compatible local endpoint (gRPC + REST) over an export base")

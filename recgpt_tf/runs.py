@@ -297,7 +297,17 @@ class Run:
             metadata["eval_metrics"] = evaluation["results"]
         items, users = self.vocabulary_files
         return export_model(
-            self.load_model(stage), items, users, export_base, name, split_k(top_k, m, steps),
-            index_kind=index_kind, sample_users=samples["users"], sample_histories=samples["histories"],
-            recall_threshold=recall_threshold, version=version, metadata=metadata, jit_compile=jit_compile,
+            self.load_model(stage),
+            items,
+            users,
+            export_base,
+            name,
+            split_k(top_k, m, steps),
+            index_kind=index_kind,
+            sample_users=samples["users"],
+            sample_histories=samples["histories"],
+            recall_threshold=recall_threshold,
+            version=version,
+            metadata=metadata,
+            jit_compile=jit_compile,
         )

@@ -69,8 +69,14 @@ def run_fn(fn_args) -> None:
             run.evaluate(eval_set)
 
     with tempfile.TemporaryDirectory(prefix="recgpt-tfx-export-") as base:
-        published = run.export(base, "recgpt", run_kwargs.get("index", AUTO_INDEX), run_kwargs.get("top_k", 10),
-                               run_kwargs.get("first_step_size"), recall_threshold=run_kwargs.get("recall_threshold", 0.95))
+        published = run.export(
+            base,
+            "recgpt",
+            run_kwargs.get("index", AUTO_INDEX),
+            run_kwargs.get("top_k", 10),
+            run_kwargs.get("first_step_size"),
+            recall_threshold=run_kwargs.get("recall_threshold", 0.95),
+        )
         target = Path(fn_args.serving_model_dir)
         if target.exists():
             shutil.rmtree(target)

@@ -3,8 +3,21 @@ import json
 from recgpt_tf.cli import main
 from recgpt_tf.data import synthetic_sequences
 
-TINY_FLAGS = ["--hidden-size", "16", "--num-layers", "1", "--intermediate-size", "32", "--max-length", "20",
-              "--epochs", "2", "--batch-size", "64", "--quiet"]
+TINY_FLAGS = [
+    "--hidden-size",
+    "16",
+    "--num-layers",
+    "1",
+    "--intermediate-size",
+    "32",
+    "--max-length",
+    "20",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
 
 
 def test_train_then_evaluate_writes_the_contract_json(tmp_path, capsys):

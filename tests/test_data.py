@@ -124,6 +124,8 @@ def test_split_targets_trains_every_target_exactly_once_across_copies():
     assert out_users.tolist() == [7, 7, 8, 8]
     assert targets[0].tolist() == [2, 0, 4, 0, 0] and targets[1].tolist() == [0, 3, 0, 5, 0]
     assert targets[2].tolist() == [10, 0] and targets[3].tolist() == [0, 0]
-    batch = next(training_dataset(out_users, out_seqs, targets=targets, shuffle=False, batching="shuffled", batch_size=4).as_numpy_iterator())
+    batch = next(
+        training_dataset(out_users, out_seqs, targets=targets, shuffle=False, batching="shuffled", batch_size=4).as_numpy_iterator()
+    )
     trained = sorted(int(t) for t in batch["targets"][batch["targets"] > 0])
     assert trained == [2, 3, 4, 5, 10]  # the same targets as one plain copy, each once

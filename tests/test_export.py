@@ -12,12 +12,10 @@ import pytest
 import tensorflow as tf
 
 from helpers import tiny_run, tiny_train_config
-from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
-from recgpt_tf.evaluation import two_step_sweep
+from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.errors import ExportError
-from recgpt_tf.contract import pad_histories
-from recgpt_tf.export import export_model
-from recgpt_tf.export import publish
+from recgpt_tf.evaluation import two_step_sweep
+from recgpt_tf.export import export_model, publish
 from recgpt_tf.export.stock_ops import saved_model_ops, unregistered_ops
 from recgpt_tf.inference import AutoRegressiveRecall
 from recgpt_tf.runs import Run
@@ -38,8 +36,16 @@ def run(tiny_dataset, tmp_path_factory):
 def _export(run_dir, model, base, index, **kwargs):
     requests = Run.open(run_dir).sample_requests()
     return export_model(
-        model, run_dir / "items.txt", run_dir / "users.txt", base, "recgpt", STEPS, index_kind=index,
-        sample_users=requests["users"], sample_histories=requests["histories"], **kwargs,
+        model,
+        run_dir / "items.txt",
+        run_dir / "users.txt",
+        base,
+        "recgpt",
+        STEPS,
+        index_kind=index,
+        sample_users=requests["users"],
+        sample_histories=requests["histories"],
+        **kwargs,
     ).path
 
 
@@ -122,9 +128,7 @@ def test_hr_through_the_signature_equals_evaluate(exports, run, tiny_dataset):
 
 def test_cold_start_unknown_ids_and_variable_lengths(exports):
     _, brute, _ = exports
-    items, scores, steps = _signature_lists(
-        brute, ["1", "no-such-user", "2"], [["3", "5", "7"], [], ["never-seen-item", "4"]]
-    )
+    items, scores, steps = _signature_lists(brute, ["1", "no-such-user", "2"], [["3", "5", "7"], [], ["never-seen-item", "4"]])
     assert items.shape == (3, 10) and np.isfinite(scores).all()
     for row in items:
         assert len(set(row)) == 10 and "" not in row and "[OOV]" not in row
@@ -145,8 +149,16 @@ def test_user_embeddings_signature(exports, run, tiny_dataset):
 def test_one_step_export_still_returns_h1_and_h2(run, tiny_dataset, tmp_path):
     run_dir, model = run
     requests = Run.open(run_dir).sample_requests()
-    path = export_model(model, run_dir / "items.txt", run_dir / "users.txt", tmp_path, "recgpt", (10,),
-                        sample_users=requests["users"], sample_histories=requests["histories"]).path
+    path = export_model(
+        model,
+        run_dir / "items.txt",
+        run_dir / "users.txt",
+        tmp_path,
+        "recgpt",
+        (10,),
+        sample_users=requests["users"],
+        sample_histories=requests["histories"],
+    ).path
     split, users, histories = _test_requests(tiny_dataset, 4)
     loaded = tf.saved_model.load(str(path)).signatures
     out = loaded[EMBEDDINGS_SIGNATURE](user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
@@ -187,8 +199,9 @@ def test_stock_flavours_load_and_answer_in_a_process_without_scann(kind, exports
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.tolist()
 
 
-@pytest.mark.parametrize("kind, missing", [("brute-force", set()), ("partitioned", set()),
-                                           ("scann", {"Scann>ScannSearchBatched", "Scann>TensorsToScann"})])
+@pytest.mark.parametrize(
+    "kind, missing", [("brute-force", set()), ("partitioned", set()), ("scann", {"Scann>ScannSearchBatched", "Scann>TensorsToScann"})]
+)
 def test_every_op_is_registered_in_stock_tensorflow_except_scanns(kind, missing, exports, partitioned):
     path = _flavour(kind, exports, partitioned)
     ops = saved_model_ops(path)
@@ -199,7 +212,7 @@ def test_every_op_is_registered_in_stock_tensorflow_except_scanns(kind, missing,
 
 
 def test_partitioned_export_served_by_the_endpoint_gives_the_in_process_lists(partitioned, tiny_dataset, tmp_path):
-    from recgpt_tf.serving import LocalServer, GrpcClient
+    from recgpt_tf.serving import GrpcClient, LocalServer
 
     shutil.copytree(partitioned, tmp_path / "recgpt" / "1")
     _, users, histories = _test_requests(tiny_dataset, 16)
@@ -214,8 +227,16 @@ def test_saved_model_cli_lists_both_signatures(exports):
     _, brute, _ = exports
     cli = Path(sys.executable).parent / "saved_model_cli"
     shown = subprocess.run([str(cli), "show", "--dir", str(brute), "--all"], capture_output=True, text=True, timeout=300).stdout
-    for fragment in ("signature_def['serving_default']", "signature_def['user_embeddings']", "inputs['history']", "DT_STRING",
-                     "outputs['recall_step']", "DT_INT32", "outputs['embeddings']", "shape: (-1, 2, 32)"):
+    for fragment in (
+        "signature_def['serving_default']",
+        "signature_def['user_embeddings']",
+        "inputs['history']",
+        "DT_STRING",
+        "outputs['recall_step']",
+        "DT_INT32",
+        "outputs['embeddings']",
+        "shape: (-1, 2, 32)",
+    ):
         assert fragment in shown, fragment
 
 
@@ -241,7 +262,7 @@ def test_an_index_below_the_recall_threshold_is_refused(kind, run, tmp_path):
 
 def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny_dataset, tmp_path):
     """`--jit-compile` changes how the decoder runs (one XLA program over a fixed window), not what it returns."""
-    from recgpt_tf.serving import LocalServer, GrpcClient
+    from recgpt_tf.serving import GrpcClient, LocalServer
 
     run_dir, model = run
     _, brute, _ = exports

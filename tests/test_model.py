@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recgpt_tf.models import RecGPT, RecGPTBackbone, retrieval_loss, make_task
-from recgpt_tf.training import build_model
 from helpers import TINY_MODEL, random_batch
+from recgpt_tf.models import RecGPT, RecGPTBackbone, make_task, retrieval_loss
+from recgpt_tf.training import build_model
 
 N, U = 30, 10
 

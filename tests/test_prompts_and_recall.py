@@ -61,7 +61,9 @@ def test_prompt_layout_and_segments_for_a_hand_built_case(eager):
 
 
 def test_prompt_window_zero_is_the_plain_sequence(eager):
-    tokens, segments = PromptGenerator(_ScriptedModel(), prompt_window=0).generate_batch(np.array([1, 2]), [np.array([4, 2, 8]), np.array([7])])
+    tokens, segments = PromptGenerator(_ScriptedModel(), prompt_window=0).generate_batch(
+        np.array([1, 2]), [np.array([4, 2, 8]), np.array([7])]
+    )
     assert [t.tolist() for t in tokens] == [[4, 2, 8], [7]] and [s.tolist() for s in segments] == [[0, 0, 0], [0]]
 
 

@@ -1,8 +1,8 @@
 import pytest
 
+from helpers import write_lines
 from recgpt_tf.data import load_interactions
 from recgpt_tf.errors import DataFormatError
-from helpers import write_lines
 
 
 def test_sequence_file_keeps_order_and_users(tmp_path):

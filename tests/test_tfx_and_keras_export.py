@@ -11,13 +11,12 @@ import tensorflow as tf
 from helpers import TINY_MODEL
 from recgpt_tf.cli import main
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
-from recgpt_tf.data import synthetic_sequences, training_dataset
-from recgpt_tf.export import export_keras_model
-from recgpt_tf.models import RecGPT
-from recgpt_tf.serving import LocalServer, GrpcClient
-from recgpt_tf.data import read_examples, write_examples
-from recgpt_tf.inference import AutoRegressiveRecall
+from recgpt_tf.data import read_examples, synthetic_sequences, training_dataset, write_examples
 from recgpt_tf.errors import DataFormatError
+from recgpt_tf.export import export_keras_model
+from recgpt_tf.inference import AutoRegressiveRecall
+from recgpt_tf.models import RecGPT
+from recgpt_tf.serving import GrpcClient, LocalServer
 from recgpt_tf.tfx_trainer import run_fn
 
 TINY_CONFIG = {**{k: v for k, v in TINY_MODEL.items()}, "epochs": 2, "batch_size": 64, "prompt_window": 1}
@@ -52,10 +51,17 @@ def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     assert main(["convert", str(data), str(tmp_path / "train.tfrecord.gz")]) == 0
     write_examples({u: seqs[u] for u in users[250:]}, tmp_path / "eval.tfrecord.gz")
     fn_args = SimpleNamespace(
-        train_files=[str(tmp_path / "train.tfrecord.gz")], eval_files=[str(tmp_path / "eval.tfrecord.gz")],
-        serving_model_dir=str(tmp_path / "serving_model"), model_run_dir=str(tmp_path / "run"),
-        custom_config=TINY_CONFIG, train_steps=None, eval_steps=None, data_accessor=None, schema_path=None,
-        transform_output=None, hyperparameters=None,
+        train_files=[str(tmp_path / "train.tfrecord.gz")],
+        eval_files=[str(tmp_path / "eval.tfrecord.gz")],
+        serving_model_dir=str(tmp_path / "serving_model"),
+        model_run_dir=str(tmp_path / "run"),
+        custom_config=TINY_CONFIG,
+        train_steps=None,
+        eval_steps=None,
+        data_accessor=None,
+        schema_path=None,
+        transform_output=None,
+        hyperparameters=None,
     )
     run_fn(fn_args)
     serving_model = tmp_path / "serving_model"
@@ -63,8 +69,23 @@ def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     assert set(meta["eval_metrics"]) >= {"pretrain", "recgpt"} and meta["prompt_tuned"] is True
 
     # The CLI path on the same data gives the same signatures and shapes.
-    assert main(["train", str(data), "--out", str(tmp_path / "cli_run"), "--quiet", "--epochs", "1", "--batch-size", "64",
-                 *[f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()]]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--out",
+                str(tmp_path / "cli_run"),
+                "--quiet",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                *[f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()],
+            ]
+        )
+        == 0
+    )
     assert main(["export", str(tmp_path / "cli_run"), str(tmp_path / "cli_base"), "--name", "recgpt"]) == 0
     assert _signature_shapes(serving_model) == _signature_shapes(tmp_path / "cli_base" / "recgpt" / "1")
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from helpers import tiny_run, tiny_train_config
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
 from recgpt_tf.training import pretrain
-from helpers import tiny_run, tiny_train_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,20 @@ from recgpt_tf.data.synthetic import synthetic_sequences
 from recgpt_tf.data.vocab import Vocabulary
 
 __all__ = [
-    "FORMATS", "ITEM_IDS", "SEGMENT_IDS", "SPLITS", "TARGETS", "USER_ID",
-    "Dataset", "EvalSplit", "Vocabulary",
-    "detect_format", "load_interactions", "pad_batch", "read_examples", "synthetic_sequences", "training_dataset", "write_examples",
+    "FORMATS",
+    "ITEM_IDS",
+    "SEGMENT_IDS",
+    "SPLITS",
+    "TARGETS",
+    "USER_ID",
+    "Dataset",
+    "EvalSplit",
+    "Vocabulary",
+    "detect_format",
+    "load_interactions",
+    "pad_batch",
+    "read_examples",
+    "synthetic_sequences",
+    "training_dataset",
+    "write_examples",
 ]

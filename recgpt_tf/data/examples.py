@@ -23,10 +23,14 @@ def _compression(path: str) -> str:
 
 
 def to_example(user: str, items: Iterable[str]) -> tf.train.Example:
-    return tf.train.Example(features=tf.train.Features(feature={
-        USER_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
-        ITEMS_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i.encode() for i in items])),
-    }))
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                USER_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
+                ITEMS_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i.encode() for i in items])),
+            }
+        )
+    )
 
 
 def write_examples(interactions: dict[str, list[str]], path: Path | str) -> int:

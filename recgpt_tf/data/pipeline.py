@@ -35,7 +35,7 @@ def next_item_examples(
     for user, seq in zip(users, sequences):
         if len(seq) < 2:
             continue
-        window = seq[-(max_length + 1):]
+        window = seq[-(max_length + 1) :]
         keep_users.append(user)
         inputs.append(window[:-1])
         targets.append(window[1:])
@@ -185,9 +185,7 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
     return ids, lengths
 
 
-def split_targets(
-    users: np.ndarray, sequences: Sequence[np.ndarray], copies: int
-) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+def split_targets(users: np.ndarray, sequences: Sequence[np.ndarray], copies: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Each sequence `copies` times, copy r training only the targets at positions r, r + copies, ….
 
     Every target is still trained once per epoch, but the targets of one sequence are spread over

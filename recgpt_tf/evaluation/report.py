@@ -7,9 +7,9 @@ recgpt (prompt-tuned, two-step). Two-step m is chosen per k on validation.
 
 from __future__ import annotations
 
-
 from recgpt_tf.evaluation.evaluate import PROTOCOL, evaluate_model
 from recgpt_tf.evaluation.variants import choose_first_step_sizes, metrics_for_sizes, two_step_sweep
+
 
 def _two_step(model, valid, test) -> tuple[dict, dict[int, int], dict]:
     valid_sweep = two_step_sweep(model, valid)

@@ -2,12 +2,26 @@
 
 from recgpt_tf.export.keras_export import export_keras_model
 from recgpt_tf.export.publish import (
-    PublishedVersion, allocate_version, export_model, next_version, recall_queries, tuned_index,
-    update_export_base, write_version,
+    PublishedVersion,
+    allocate_version,
+    export_model,
+    next_version,
+    recall_queries,
+    tuned_index,
+    update_export_base,
+    write_version,
 )
 from recgpt_tf.export.serving_module import RecGPTServingModule
 
 __all__ = [
-    "PublishedVersion", "RecGPTServingModule", "allocate_version", "export_keras_model", "export_model",
-    "next_version", "recall_queries", "tuned_index", "update_export_base", "write_version",
+    "PublishedVersion",
+    "RecGPTServingModule",
+    "allocate_version",
+    "export_keras_model",
+    "export_model",
+    "next_version",
+    "recall_queries",
+    "tuned_index",
+    "update_export_base",
+    "write_version",
 ]

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.contract import (
-    EMBEDDINGS_SIGNATURE,
     AUTO_INDEX,
+    EMBEDDINGS_SIGNATURE,
     INPUT_HISTORY,
     INPUT_USER_ID,
     METADATA_FILE,
@@ -36,9 +36,9 @@ from recgpt_tf.contract import (
     version_numbers,
 )
 from recgpt_tf.errors import ConfigError, ExportError, IndexRecallError
+from recgpt_tf.export.serving_module import RecGPTServingModule
 from recgpt_tf.files import write_text_atomic
 from recgpt_tf.retrieval import build_index, resolve_index_kind
-from recgpt_tf.export.serving_module import RecGPTServingModule
 
 
 def next_version(model_dir: Path) -> int:
@@ -102,19 +102,31 @@ def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories:
     return sets
 
 
-def tuned_index(model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[int], index_kind: str,
-                sample_users: Sequence[str], sample_histories: Sequence[Sequence[str]], recall_threshold: float):
+def tuned_index(
+    model,
+    item_vocab: Path,
+    user_vocab: Path,
+    step_sizes: Sequence[int],
+    index_kind: str,
+    sample_users: Sequence[str],
+    sample_histories: Sequence[Sequence[str]],
+    recall_threshold: float,
+):
     """The export's index, tuned on the run's own requests; (index, metadata for recgpt.json)."""
     kind = resolve_index_kind(index_kind, model.num_items)
     if kind == "brute-force":
         return None, {"kind": kind, "requested": index_kind}
     if not sample_users:
-        raise ExportError(f"a {kind} index is tuned on real requests: pass sample_users and sample_histories, "
-                          f"or index_kind='brute-force'")
+        raise ExportError(f"a {kind} index is tuned on real requests: pass sample_users and sample_histories, or index_kind='brute-force'")
     exact = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes)
     try:
-        index, info = build_index(kind, model.candidate_embeddings().numpy(), recall_queries(exact, sample_users, sample_histories),
-                                  sum(step_sizes), recall_threshold)
+        index, info = build_index(
+            kind,
+            model.candidate_embeddings().numpy(),
+            recall_queries(exact, sample_users, sample_histories),
+            sum(step_sizes),
+            recall_threshold,
+        )
     except IndexRecallError as error:
         raise ExportError(f"{error}; nothing was published. Lower the recall threshold or use the brute-force index") from error
     return index, {**info, "requested": index_kind}
@@ -139,8 +151,14 @@ def allocate_version(export_base: Path | str, name: str, version: int | None) ->
     return model_dir, version
 
 
-def write_version(module: RecGPTServingModule, model_dir: Path, version: int, metadata: dict,
-                  sample_users: Sequence[str] = (), sample_histories: Sequence[Sequence[str]] = ()) -> PublishedVersion:
+def write_version(
+    module: RecGPTServingModule,
+    model_dir: Path,
+    version: int,
+    metadata: dict,
+    sample_users: Sequence[str] = (),
+    sample_histories: Sequence[Sequence[str]] = (),
+) -> PublishedVersion:
     """Saves `module` as MODEL_DIR/VERSION with its warmup requests and recgpt.json, atomically.
 
     The version is built in a hidden sibling directory and renamed into place only when

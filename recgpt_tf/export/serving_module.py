@@ -51,8 +51,16 @@ class RecGPTServingModule(tf.Module):
             such functions only with `--xla_cpu_compilation_enabled=true`.
     """
 
-    def __init__(self, model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[int], index=None, max_exclusions: int = 1000,
-                 jit_compile: bool = False) -> None:
+    def __init__(
+        self,
+        model,
+        item_vocab: Path,
+        user_vocab: Path,
+        step_sizes: Sequence[int],
+        index=None,
+        max_exclusions: int = 1000,
+        jit_compile: bool = False,
+    ) -> None:
         super().__init__(name="recgpt_serving")
         self.model = model
         self.jit_compile = jit_compile
@@ -140,12 +148,16 @@ class RecGPTServingModule(tf.Module):
     def _tokens(self, ids: tf.Tensor) -> tf.Tensor:
         return self.item_tokens.lookup(tf.cast(ids, tf.int64) - 1)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)]
+    )
     def recommend(self, user_id, history):
         ids, scores, steps, _, _ = self.recall(user_id, history)
         return {OUTPUT_ITEM_IDS: self._tokens(ids), OUTPUT_SCORES: scores, OUTPUT_RECALL_STEP: steps}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)]
+    )
     def user_embeddings(self, user_id, history):
         ids, _, _, vectors, _ = self.recall(user_id, history, num_vectors=2)
         return {OUTPUT_EMBEDDINGS: vectors, OUTPUT_FIRST_ITEM: self._tokens(ids[:, 0])}

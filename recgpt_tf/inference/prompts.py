@@ -97,7 +97,9 @@ class PromptGenerator:
             out_segments.append(segments[i, :total].copy())
         return out_tokens, out_segments
 
-    def generate(self, users: np.ndarray, sequences: Sequence[np.ndarray], progress: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def generate(
+        self, users: np.ndarray, sequences: Sequence[np.ndarray], progress: bool = True
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Prompt-enhanced (tokens, segments) for every sequence, in input order."""
         import tf_keras as keras
 

@@ -62,7 +62,10 @@ class CausalDecoderBlock(keras.layers.Layer):
         init = lambda: keras.initializers.TruncatedNormal(stddev=init_stddev) if init_stddev else "glorot_uniform"  # noqa: E731
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
-            num_heads=num_heads, key_dim=hidden_size // num_heads, dropout=attention_dropout, kernel_initializer=init(),
+            num_heads=num_heads,
+            key_dim=hidden_size // num_heads,
+            dropout=attention_dropout,
+            kernel_initializer=init(),
             name="attention",
         )
         self.attention_output_dropout = keras.layers.Dropout(dropout, name="attention_output_dropout")

@@ -59,8 +59,9 @@ class ItemIndex(tf.Module):
         top = tf.math.top_k(exclude_scores(tf.matmul(queries, self.candidates, transpose_b=True), exclusions), k=k)  # (B, N) → (B, k)
         return top.values, tf.where(top.values > MINUS_INF, top.indices + 1, 0)
 
-    def select_candidates(self, queries: tf.Tensor, ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor,
-                          k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    def select_candidates(
+        self, queries: tf.Tensor, ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor, k: int
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """The top-k of an approximate index's candidates, exclusions applied.
 
         A row left with fewer than k allowed candidates (its history covers what

@@ -93,14 +93,25 @@ class PartitionedIndex(ItemIndex):
 
     kind = "partitioned"
 
-    def __init__(self, candidates, partition: KMeansPartition, leaves_to_search: int, storage_dtype: str = "bfloat16",
-                 rescore_depth: int = 0, block_size: int = 16, blocks_per_chunk: int | None = None,
-                 head_size: int | None = None, name: str = "partitioned_index") -> None:
+    def __init__(
+        self,
+        candidates,
+        partition: KMeansPartition,
+        leaves_to_search: int,
+        storage_dtype: str = "bfloat16",
+        rescore_depth: int = 0,
+        block_size: int = 16,
+        blocks_per_chunk: int | None = None,
+        head_size: int | None = None,
+        name: str = "partitioned_index",
+    ) -> None:
         super().__init__(candidates, name=name)
         check_choice("storage_dtype", storage_dtype, STORAGE_DTYPES)
         if partition.leaf_of_item.shape != (self.num_items,) or partition.centroids.shape[1] != self.dimension:
-            raise ValueError(f"the partition covers {partition.leaf_of_item.shape[0]} items of dimension {partition.centroids.shape[1]}; "
-                             f"the candidates are {self.num_items} x {self.dimension}")
+            raise ValueError(
+                f"the partition covers {partition.leaf_of_item.shape[0]} items of dimension {partition.centroids.shape[1]}; "
+                f"the candidates are {self.num_items} x {self.dimension}"
+            )
         self.leaf_sizes = np.bincount(partition.leaf_of_item, minlength=partition.num_leaves)
         self.storage_dtype = storage_dtype
         self.block_size = int(block_size)
@@ -139,8 +150,13 @@ class PartitionedIndex(ItemIndex):
         queries = tf.convert_to_tensor(queries, tf.float32)
         chunks = tf.math.top_k(tf.matmul(queries, self.centroids, transpose_b=True), k=self.leaves_to_search).indices  # (B, l)
         batch = tf.shape(queries)[0]
-        blocks = tf.concat([tf.reshape(tf.gather(self.chunk_blocks, chunks), [batch, -1]),  # (B, l · blocks_per_chunk)
-                            tf.tile(self.head_blocks[tf.newaxis], [batch, 1])], axis=1)  # (B, M): the routed chunks, then the head
+        blocks = tf.concat(
+            [
+                tf.reshape(tf.gather(self.chunk_blocks, chunks), [batch, -1]),  # (B, l · blocks_per_chunk)
+                tf.tile(self.head_blocks[tf.newaxis], [batch, 1]),
+            ],
+            axis=1,
+        )  # (B, M): the routed chunks, then the head
         width = (self.leaves_to_search * self.blocks_per_chunk + int(self.head_blocks.shape[0])) * self.block_size
         vectors = tf.reshape(tf.gather(self.block_vectors, blocks), [batch, width, self.dimension])  # (B, M·S, d)
         ids = tf.reshape(tf.gather(self.block_ids, blocks), [batch, width])  # (B, M·S), 0 = padding

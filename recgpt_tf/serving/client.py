@@ -46,7 +46,10 @@ def _rows(outputs: dict) -> list[dict]:
     arrays = {k: tf.make_ndarray(v) for k, v in outputs.items()}
     decode = lambda a: [x.decode("utf-8") if isinstance(x, bytes) else x for x in a.tolist()]  # noqa: E731
     batch = len(next(iter(arrays.values())))
-    return [{k: decode(v[i]) if v.ndim > 1 else (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in arrays.items()} for i in range(batch)]
+    return [
+        {k: decode(v[i]) if v.ndim > 1 else (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in arrays.items()}
+        for i in range(batch)
+    ]
 
 
 class GrpcClient:
@@ -60,8 +63,9 @@ class GrpcClient:
         backoff: First backoff in seconds (doubles each retry).
     """
 
-    def __init__(self, target: str, model: str, timeout: float = 5.0, retries: int = 3, backoff: float = 0.1,
-                 channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self, target: str, model: str, timeout: float = 5.0, retries: int = 3, backoff: float = 0.1, channel: grpc.Channel | None = None
+    ) -> None:
         self.model = model
         self.timeout = timeout
         self.retries = retries
@@ -87,8 +91,9 @@ class GrpcClient:
             spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))
         return spec
 
-    def predict(self, users: Sequence[str], histories: Sequence[Sequence[str]], signature: str = RECOMMEND_SIGNATURE,
-                version: int | None = None) -> predict_pb2.PredictResponse:
+    def predict(
+        self, users: Sequence[str], histories: Sequence[Sequence[str]], signature: str = RECOMMEND_SIGNATURE, version: int | None = None
+    ) -> predict_pb2.PredictResponse:
         request = predict_pb2.PredictRequest(model_spec=self._spec(signature, version))
         request.inputs[INPUT_USER_ID].CopyFrom(user_proto(users))
         request.inputs[INPUT_HISTORY].CopyFrom(history_proto(histories))

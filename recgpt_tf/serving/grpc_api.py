@@ -8,9 +8,8 @@ import logging
 import grpc
 import tensorflow as tf
 from google.protobuf import wrappers_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.apis import get_model_status_pb2 as status_api
-from tensorflow_serving.apis import model_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from recgpt_tf.serving.servable import ModelManager, ServingError
 
@@ -79,4 +78,3 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def add_services(server: grpc.Server, manager: ModelManager) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-

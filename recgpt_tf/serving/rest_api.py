@@ -37,7 +37,9 @@ def _tensor(key: str, value, dtype: tf.dtypes.DType):
         array = pad_histories(value) if ragged else np.array(value, dtype=object)
         if array.size and not all(isinstance(v, str) for v in array.ravel()):
             raise _bad(f"input '{key}' must be strings")
-        return tf.make_tensor_proto(np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array.astype(object), dtype=tf.string)
+        return tf.make_tensor_proto(
+            np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array.astype(object), dtype=tf.string
+        )
     try:
         return tf.make_tensor_proto(np.array(value), dtype=dtype)
     except (TypeError, ValueError) as error:
@@ -116,7 +118,9 @@ class RestHandler(BaseHTTPRequestHandler):
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"POST {self.path}: only :predict accepts POST")
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.manager.limits.max_message_bytes:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}")
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}"
+            )
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
         except ValueError as error:

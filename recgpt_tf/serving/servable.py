@@ -57,7 +57,9 @@ class Limits:
         max_message_bytes: Largest request message (gRPC and REST body).
     """
 
-    def __init__(self, max_batch: int = 256, max_history: int = 1000, max_history_hard: int = 1_000_000, max_message_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, max_batch: int = 256, max_history: int = 1000, max_history_hard: int = 1_000_000, max_message_bytes: int = 64 << 20
+    ) -> None:
         self.max_batch = max_batch
         self.max_history = max_history
         self.max_history_hard = max_history_hard
@@ -105,7 +107,9 @@ class Servable:
         signature_name, signature = self.signature(signature_name)
         missing = sorted(set(signature.inputs) - set(inputs))
         if missing:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{missing[0]}' is missing (expected: {', '.join(sorted(signature.inputs))})")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"input '{missing[0]}' is missing (expected: {', '.join(sorted(signature.inputs))})"
+            )
         extra = sorted(set(inputs) - set(signature.inputs))
         if extra:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{extra[0]}' is not an input of signature {signature_name}")
@@ -130,14 +134,17 @@ class Servable:
             if value.shape[0] == 0:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an empty batch")
             if value.shape[0] > limits.max_batch:
-                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' batch {value.shape[0]} exceeds the limit {limits.max_batch}")
+                raise ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' batch {value.shape[0]} exceeds the limit {limits.max_batch}"
+                )
             if batch is not None and value.shape[0] != batch:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has batch {value.shape[0]}, other inputs {batch}")
             batch = value.shape[0]
             if value.ndim == 2:
                 if value.shape[1] > limits.max_history_hard:
                     raise ServingError(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' has {value.shape[1]} items per row, above the limit {limits.max_history_hard}"
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"input '{key}' has {value.shape[1]} items per row, above the limit {limits.max_history_hard}",
                     )
                 if value.shape[1] > limits.max_history:
                     value = trim_history(value, limits.max_history)

@@ -36,13 +36,27 @@ class LocalServer:
         poll_seconds: How often to look for new versions.
     """
 
-    def __init__(self, export_base: Path | str, host: str = "127.0.0.1", grpc_port: int = 8500, rest_port: int = 8501,
-                 workers: int = 8, limits: Limits | None = None, poll_seconds: float = 2.0, max_queued: int = 256) -> None:
+    def __init__(
+        self,
+        export_base: Path | str,
+        host: str = "127.0.0.1",
+        grpc_port: int = 8500,
+        rest_port: int = 8501,
+        workers: int = 8,
+        limits: Limits | None = None,
+        poll_seconds: float = 2.0,
+        max_queued: int = 256,
+    ) -> None:
         self.limits = limits or Limits()
         self.manager = ModelManager(export_base, self.limits, poll_seconds)
         self.host = host
-        options = [("grpc.max_receive_message_length", self.limits.max_message_bytes), ("grpc.max_send_message_length", self.limits.max_message_bytes)]
-        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options, maximum_concurrent_rpcs=workers + max_queued)
+        options = [
+            ("grpc.max_receive_message_length", self.limits.max_message_bytes),
+            ("grpc.max_send_message_length", self.limits.max_message_bytes),
+        ]
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers), options=options, maximum_concurrent_rpcs=workers + max_queued
+        )
         add_services(self.grpc_server, self.manager)
         self.grpc_port = self.grpc_server.add_insecure_port(f"{host}:{grpc_port}")
         if self.grpc_port == 0:

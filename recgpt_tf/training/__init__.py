@@ -6,6 +6,15 @@ from recgpt_tf.training.pretrain import build_model, fit_stage, pretrain
 from recgpt_tf.training.prompt_tuning import PromptConfig, fine_tune, prompt_tune
 
 __all__ = [
-    "FINETUNE_STAGE", "MONITOR", "PRETRAIN_STAGE", "PROMPT_STAGE", "PromptConfig", "RankingValidation",
-    "build_model", "fine_tune", "fit_stage", "pretrain", "prompt_tune",
+    "FINETUNE_STAGE",
+    "MONITOR",
+    "PRETRAIN_STAGE",
+    "PROMPT_STAGE",
+    "PromptConfig",
+    "RankingValidation",
+    "build_model",
+    "fine_tune",
+    "fit_stage",
+    "pretrain",
+    "prompt_tune",
 ]

@@ -27,9 +27,7 @@ if TYPE_CHECKING:
     from recgpt_tf.runs import Run
 
 
-def build_model(
-    model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False, label_smoothing: float = 0.0
-) -> RecGPT:
+def build_model(model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False, label_smoothing: float = 0.0) -> RecGPT:
     """A `RecGPT` from a `ModelConfig`, with its variables created."""
     config = model_config.to_dict()
     model = RecGPT(objective=objective, prompt_tuned=prompt_tuned, label_smoothing=label_smoothing, **config)
@@ -147,7 +145,7 @@ def fit_stage(
         "best_epoch": rows.index(best_row) + 1 if rows else 0,
         "seconds": seconds,
         "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
-        "valid": {k[len("val_"):]: float(v) for k, v in best_row.items() if k.startswith("val_")},
+        "valid": {k[len("val_") :]: float(v) for k, v in best_row.items() if k.startswith("val_")},
     }
 
 
@@ -178,11 +176,10 @@ def pretrain(
     model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
     model.set_item_frequencies(dataset.item_counts())
     train_data = sequence_training_data(dataset, model_config.max_length, train_config)
-    summary = fit_stage(model, dataset, run.stage_dir(PRETRAIN_STAGE), run.log_dir(PRETRAIN_STAGE), train_config, train_data,
-                        verbose, extra_callbacks)
-    summary["objective"] = train_config.objective
-    summary["sequences_per_second"] = (
-        len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
+    summary = fit_stage(
+        model, dataset, run.stage_dir(PRETRAIN_STAGE), run.log_dir(PRETRAIN_STAGE), train_config, train_data, verbose, extra_callbacks
     )
+    summary["objective"] = train_config.objective
+    summary["sequences_per_second"] = len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
     run.write_summary(PRETRAIN_STAGE, summary)
     return model, summary

@@ -61,7 +61,9 @@ class PromptConfig:
         return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
 
 
-def generate_prompted_sequences(model: RecGPT, dataset: Dataset, prompt_window: int, cache_dir: Path, verbose: int = 1) -> tuple[list, list, dict]:
+def generate_prompted_sequences(
+    model: RecGPT, dataset: Dataset, prompt_window: int, cache_dir: Path, verbose: int = 1
+) -> tuple[list, list, dict]:
     """Prompt-enhanced training sequences, from the cache when present."""
     cache = cache_dir / f"prompted_K{prompt_window}.npz"
     if cache.exists():
@@ -119,7 +121,9 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run: "Run", config: PromptConfi
     return model, summary
 
 
-def fine_tune(model: RecGPT, dataset: Dataset, run: "Run", train_config: TrainConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
+def fine_tune(
+    model: RecGPT, dataset: Dataset, run: "Run", train_config: TrainConfig | None = None, verbose: int = 1
+) -> tuple[RecGPT, dict]:
     """The paper's Fine-tuning baseline: every parameter of a pre-trained `model`, plain sequences,
     into `run`'s finetune stage (default schedule: lr 5e-4, up to 10 epochs, patience 3)."""
     train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
