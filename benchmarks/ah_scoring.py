@@ -20,10 +20,13 @@ import platform
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 import tensorflow as tf
 
-import recgpt_tf  # noqa: F401
 from recgpt_tf.files import write_json
 
 

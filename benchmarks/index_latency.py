@@ -32,13 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tensorflow as tf  # noqa: E402
 
-import recgpt_tf  # noqa: E402,F401
 from recgpt_tf.contract import (  # noqa: E402
     INDEX_KINDS,
     RECOMMEND_SIGNATURE,
@@ -72,7 +75,7 @@ def test_requests(run: Run, args):
     else:  # a trained_catalogue.py run: regenerate its data from the recipe
         from trained_catalogue import make_dataset
 
-        recipe = json.loads((run.path / "trained_catalogue.json").read_text())["recipe"]
+        recipe = json.loads(Path(f"{run.path}.trained_catalogue.json").read_text())["recipe"]
         dataset = make_dataset(argparse.Namespace(**recipe))
     split = dataset.split("test")
     users = dataset.user_vocab.decode(split.users)
@@ -88,7 +91,7 @@ def resident_memory_mb(path: Path, kind: str, request: tuple[list, list]) -> flo
         + ("import scann\n" if kind == "scann" else "")
         + "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
         "base = rss()\n"
-        f"sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']\n"
+        f"sig = tf.saved_model.load({str(path)!r}).signatures[{RECOMMEND_SIGNATURE!r}]\n"
         f"sig(user_id=tf.constant({request[0]!r}), history=tf.constant({pad_histories(request[1]).tolist()!r}))\n"
         "print((rss() - base) / 1024)\n"
     )
@@ -176,7 +179,7 @@ def main() -> None:
             sample_users=samples["users"],
             sample_histories=samples["histories"],
             prebuilt_index=(None if kind == "brute-force" else index, info),
-        )
+        ).path
         entry["save_seconds"] = time.perf_counter() - start
         entry["export_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]

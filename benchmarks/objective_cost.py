@@ -17,12 +17,15 @@ import json
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-import recgpt_tf  # noqa: F401
 from recgpt_tf.files import write_json
 from recgpt_tf.models.objectives import CatalogueRetrieval
 

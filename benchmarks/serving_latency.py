@@ -22,6 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -21,6 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import grpc
 import numpy as np
 

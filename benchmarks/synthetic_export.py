@@ -8,10 +8,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 import tensorflow as tf
 
-import recgpt_tf  # noqa: F401
 from recgpt_tf.contract import pad_histories
 from recgpt_tf.export import export_model
 from recgpt_tf.models import RecGPT
@@ -57,4 +60,4 @@ def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name
         sample_users=sample_users,
         sample_histories=sample_histories,
         jit_compile=jit_compile,
-    )
+    ).path

@@ -14,7 +14,7 @@ one. This script makes such a model honestly on the 2-core machine:
   whose sparse updates touch only the rows a batch used (Adam's moment decay
   rewrites the whole 1M-row tables at every step).
 - It writes a run directory (`recgpt export RUN_DIR ...` works on it) and a
-  `trained_catalogue.json` with the data statistics, the training time, and
+  `RUN_DIR.trained_catalogue.json` beside it with the data statistics, the training time, and
   HR@10 / NDCG@10 on a sample of test users (paper protocol) beside popularity,
   to show the model learned the structure. Interrupted, it resumes (Keras
   `BackupAndRestore`); a finished run is reused.
@@ -32,10 +32,13 @@ import platform
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 import tf_keras as keras
 
-import recgpt_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset
@@ -148,7 +151,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     out = args.out
-    report_path = out / "trained_catalogue.json"
+    report_path = Path(f"{out}.trained_catalogue.json")  # beside the run: only `Run` writes inside it
     if report_path.exists():
         print(f"{out}: already trained and measured; reusing it")
         return

@@ -15,7 +15,13 @@ from recgpt_tf.errors import ConfigError, RecGPTError
 from recgpt_tf.files import write_json
 
 # API argument names whose flag is not --argument-name.
-_FLAGS = {"data_format": "--format", "index_kind": "--index", "kind": "--index", "loss_positions": "--prompt-loss-positions"}
+_FLAGS = {
+    "data_format": "--format",
+    "index_kind": "--index",
+    "kind": "--index",
+    "loss_positions": "--prompt-loss-positions",
+    "num_steps": "--steps",
+}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -336,16 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _message(error: RecGPTError) -> str:
-    """The library's message, with an argument's API name replaced by its flag."""
+def _message(error: RecGPTError, parser: argparse.ArgumentParser, command: str) -> str:
+    """The library's message, with an argument's API name replaced by the command's flag for it (if it has one)."""
     if isinstance(error, ConfigError):
         flag = _FLAGS.get(error.argument, f"--{error.argument.replace('_', '-')}")
-        return f"{flag} {error.problem}"
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if flag in subparsers.choices[command]._option_string_actions:
+            return f"{flag} {error.problem}"
     return str(error)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import grpc
 
     # Only what the library raises on purpose, and a server's answer, become one line; anything
@@ -353,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except RecGPTError as error:
-        print(f"recgpt {args.command}: error: {_message(error)}", file=sys.stderr)
+        print(f"recgpt {args.command}: error: {_message(error, parser, args.command)}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:
         print(f"recgpt {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)

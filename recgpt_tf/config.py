@@ -27,6 +27,15 @@ STAGE_PLANS = {
 }
 
 
+def check_objective(objective: str, label_smoothing: float = 0.0) -> None:
+    """Raises `ConfigError` unless `objective` is known and `label_smoothing` fits it (softmax only, in [0, 1))."""
+    check_choice("objective", objective, OBJECTIVES)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError("label_smoothing", f"must be in [0, 1); got {label_smoothing}")
+    if label_smoothing and objective != "softmax":
+        raise ConfigError("label_smoothing", f"applies to the softmax objective only; got objective {objective!r}")
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Architecture of the decoder (paper section 1).
@@ -124,15 +133,11 @@ class TrainConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        check_choice("objective", self.objective, OBJECTIVES)
+        check_objective(self.objective, self.label_smoothing)
         for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS)):
             check_choice(name, getattr(self, name), allowed)
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError("label_smoothing", f"must be in [0, 1); got {self.label_smoothing}")
         if self.target_copies < 1:
             raise ConfigError("target_copies", f"must be >= 1; got {self.target_copies}")
-        if self.label_smoothing and self.objective != "softmax":
-            raise ConfigError("label_smoothing", f"applies to the softmax objective only; got objective {self.objective!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

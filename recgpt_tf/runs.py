@@ -18,17 +18,23 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, STAGE_PLANS, ModelConfig, TrainConfig
+from recgpt_tf.contract import AUTO_INDEX
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import ConfigError, RunDirectoryError, check_choice
 from recgpt_tf.files import write_json
+from recgpt_tf.inference.recall import split_k
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.pretrain import build_model, pretrain
 from recgpt_tf.training.prompt_tuning import PromptConfig, fine_tune, prompt_tune
+
+if TYPE_CHECKING:
+    from recgpt_tf.export.publish import PublishedVersion
 
 CONFIG_FILE = "config.json"
 ITEMS_FILE, USERS_FILE = "items.txt", "users.txt"
@@ -74,7 +80,8 @@ class Run:
     def create(cls, path: Path | str, dataset: Dataset, model_config: ModelConfig | None = None, seed: int = 42) -> "Run":
         """A run directory for `dataset`: vocabularies, sample requests and the model configuration.
 
-        An existing run at `path` trained on the same data is kept (its stages resume).
+        An existing run at `path` on the same data is kept (its stages resume); one on other
+        data is refused.
 
         Args:
             path: Created if missing.
@@ -92,6 +99,11 @@ class Run:
             )
         path.mkdir(parents=True, exist_ok=True)
         config = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
+        if config.get("statistics", dataset.statistics()) != dataset.statistics():
+            raise RunDirectoryError(
+                f"{path} holds a run on other data ({config.get('dataset')}: {config['statistics']}); "
+                f"train {dataset.name} into another directory, or delete this one"
+            )
         dataset.item_vocab.save(path / ITEMS_FILE)
         dataset.user_vocab.save(path / USERS_FILE)
         write_json(path / SAMPLES_FILE, sample_requests(dataset, seed=seed))
@@ -204,20 +216,21 @@ class Run:
         train_config: TrainConfig | None = None,
         prompt_config: PromptConfig | None = None,
         verbose: int = 1,
-        on_stage_end=None,
+        on_stage_end: Callable[[str, dict], None] | None = None,
     ) -> dict[str, dict]:
         """Trains `stages` on `dataset` (encoded with this run's vocabularies); an interrupted stage resumes.
 
         The stage policy: "all" pre-trains, then prompt-tunes. Prompt-tuning and
-        fine-tuning start from the run's pre-trained weights and keep pre-training's
-        seed and batch size (this call's `train_config` when it pre-trains, else the
-        one recorded in config.json); their other settings are their own defaults
-        (`PromptConfig().train`, and lr 5e-4 for 10 epochs for fine-tuning).
+        fine-tuning start from the run's pre-trained weights and take their seed and
+        batch size from `train_config` when given, else from the pre-training recorded
+        in config.json; their other settings are their own defaults
+        (`PromptConfig().train`, and lr 5e-4 for 10 epochs for fine-tuning). Training
+        any stage drops the run's last evaluation, which no longer describes it.
 
         Args:
             dataset: Training data in the run's ids.
             stages: A key of `STAGE_PLANS`: "pretrain", "prompt", "finetune" or "all".
-            train_config: Pre-training schedule (default `TrainConfig()`).
+            train_config: Pre-training schedule (default: the recorded one, else `TrainConfig()`).
             prompt_config: Prompt-tuning settings (default `PromptConfig()`, with the seed and
                 batch size above).
             verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
@@ -228,11 +241,11 @@ class Run:
         """
         check_choice("stages", stages, STAGE_PLANS)
         plan = STAGE_PLANS[stages]
-        if PRETRAIN_STAGE in plan:
-            train_config = train_config or TrainConfig()
-        else:
-            recorded = self.config.get(PRETRAIN_STAGE)
-            train_config = TrainConfig(**recorded) if recorded else (train_config or TrainConfig())
+        if train_config is None:
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            recorded = {k: v for k, v in self.config.get(PRETRAIN_STAGE, {}).items() if k in fields}
+            train_config = TrainConfig(**recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
+        (self.path / EVALUATION_FILE).unlink(missing_ok=True)
         inherited = {"seed": train_config.seed, "batch_size": train_config.batch_size}
         summaries = {}
         for stage in plan:
@@ -269,14 +282,14 @@ class Run:
         self,
         export_base: Path | str,
         name: str,
-        index_kind: str = "auto",
+        index_kind: str = AUTO_INDEX,
         top_k: int = 10,
         first_step_size: int | None = None,
         steps: int = 2,
         recall_threshold: float = 0.95,
         version: int | None = None,
         jit_compile: bool = False,
-    ):
+    ) -> PublishedVersion:
         """Publishes the run (prompt-tuned weights when present) as a version of `name` under `export_base`.
 
         The recgpt.json written with it holds the run, the stage, the configuration and, when the
@@ -286,7 +299,6 @@ class Run:
             `export.PublishedVersion`: the version's path and the metadata written.
         """
         from recgpt_tf.export.publish import export_model
-        from recgpt_tf.inference.recall import split_k
 
         stage = PROMPT_STAGE if self.has_stage(PROMPT_STAGE) else PRETRAIN_STAGE
         m = first_step_size if first_step_size is not None else self.chosen_first_step(top_k)

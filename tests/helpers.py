@@ -26,6 +26,19 @@ def tiny_run(dataset: Dataset, path, **model_overrides):
     return Run.create(path, dataset, tiny_model_config(dataset, **model_overrides), seed=7)
 
 
+def export_from_run(run_dir, model, base, step_sizes, **kwargs):
+    """Publishes `model` with the run's vocabularies and sample requests; returns the version's path."""
+    from recgpt_tf.export import export_model
+    from recgpt_tf.runs import Run
+
+    run = Run.open(run_dir)
+    requests = run.sample_requests()
+    items, users = run.vocabulary_files
+    return export_model(
+        model, items, users, base, "recgpt", step_sizes, sample_users=requests["users"], sample_histories=requests["histories"], **kwargs
+    ).path
+
+
 def write_lines(path, lines) -> str:
     path.write_text("".join(line + "\n" for line in lines))
     return str(path)

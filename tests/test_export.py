@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import tiny_run, tiny_train_config
+from helpers import export_from_run, tiny_run, tiny_train_config
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.errors import ExportError
 from recgpt_tf.evaluation import two_step_sweep
@@ -34,19 +34,7 @@ def run(tiny_dataset, tmp_path_factory):
 
 
 def _export(run_dir, model, base, index, **kwargs):
-    requests = Run.open(run_dir).sample_requests()
-    return export_model(
-        model,
-        run_dir / "items.txt",
-        run_dir / "users.txt",
-        base,
-        "recgpt",
-        STEPS,
-        index_kind=index,
-        sample_users=requests["users"],
-        sample_histories=requests["histories"],
-        **kwargs,
-    ).path
+    return export_from_run(run_dir, model, base, STEPS, index_kind=index, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +170,7 @@ def _flavour(kind, exports, partitioned):
     return {"brute-force": exports[1], "scann": exports[2], "partitioned": partitioned}[kind]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["brute-force", "partitioned"])
 def test_stock_flavours_load_and_answer_in_a_process_without_scann(kind, exports, partitioned, tiny_dataset):
     path = _flavour(kind, exports, partitioned)
@@ -260,6 +249,7 @@ def test_an_index_below_the_recall_threshold_is_refused(kind, run, tmp_path):
     assert not (tmp_path / "recgpt").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny_dataset, tmp_path):
     """`--jit-compile` changes how the decoder runs (one XLA program over a fixed window), not what it returns."""
     from recgpt_tf.serving import GrpcClient, LocalServer
@@ -279,3 +269,22 @@ def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny
     with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
         rows = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users[:4], histories[:4])
     assert [row["item_ids"] for row in rows] == expected_ids[:4].tolist()
+
+
+def test_version_allocation_and_the_export_base_files(tmp_path):
+    from recgpt_tf.errors import ConfigError
+    from recgpt_tf.export import allocate_version, update_export_base
+
+    assert allocate_version(tmp_path, "recgpt", None) == (tmp_path / "recgpt", 1)
+    (tmp_path / "recgpt" / "1").mkdir(parents=True)
+    (tmp_path / "recgpt" / ".3.staging-x").mkdir()  # a staging directory is not a version
+    assert allocate_version(tmp_path, "recgpt", None) == (tmp_path / "recgpt", 2)
+    with pytest.raises(ExportError, match="1 already exists"):
+        allocate_version(tmp_path, "recgpt", 1)
+    with pytest.raises(ConfigError, match="name may hold only"):
+        allocate_version(tmp_path, "../elsewhere", None)
+    update_export_base(tmp_path, "recgpt")
+    update_export_base(tmp_path, "recgpt_scann")
+    config = (tmp_path / "models.config").read_text()
+    assert config.count("config {") == 2 and 'base_path: "/models/recgpt_scann"' in config
+    assert "max_batch_size" in (tmp_path / "batching_parameters.txt").read_text()

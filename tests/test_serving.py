@@ -16,10 +16,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from helpers import tiny_run, tiny_train_config
+from helpers import export_from_run, tiny_run, tiny_train_config
 from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
-from recgpt_tf.export import export_model
-from recgpt_tf.runs import Run
 from recgpt_tf.serving import GrpcClient, LocalServer, RestClient, RestError
 from recgpt_tf.serving.client import history_proto, user_proto
 from recgpt_tf.training import pretrain
@@ -33,18 +31,7 @@ def trained(tiny_dataset, tmp_path_factory):
 
 
 def publish(run_dir, model, base, version=None):
-    requests = Run.open(run_dir).sample_requests()
-    return export_model(
-        model,
-        run_dir / "items.txt",
-        run_dir / "users.txt",
-        base,
-        "recgpt",
-        (9, 1),
-        sample_users=requests["users"],
-        sample_histories=requests["histories"],
-        version=version,
-    ).path
+    return export_from_run(run_dir, model, base, (9, 1), version=version)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +142,7 @@ def test_a_10000_item_history_is_answered_from_its_most_recent_items(served, tin
     assert row == _grpc(server).recommend(["1"], [long_history[-1000:]])[0]
 
 
+@pytest.mark.slow
 def test_new_version_is_picked_up_with_zero_failed_requests(trained, tmp_path):
     run_dir, model = trained
     publish(run_dir, model, tmp_path)
@@ -212,6 +200,7 @@ def test_bounded_load_8_clients_x_250_requests(served, tiny_dataset):
     assert errors == [] and len(done) == 2000 and set(done) == {10}
 
 
+@pytest.mark.slow
 def test_cli_recommend_and_sigterm_shutdown(served, tmp_path, capsys):
     server, path = served
     from recgpt_tf.cli import main

@@ -43,6 +43,7 @@ def test_examples_round_trip_and_bad_records(tmp_path):
         read_examples([str(tmp_path / "none-*.gz")])
 
 
+@pytest.mark.slow
 def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
     users = list(seqs)
@@ -96,6 +97,7 @@ def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     assert len(rows[0]["item_ids"]) == 10 and not set(rows[0]["item_ids"]) & set(seqs[users[0]][:-1])
 
 
+@pytest.mark.slow
 def test_export_an_in_memory_keras_model(tiny_dataset, tmp_path):
     data = tiny_dataset
     model = RecGPT(num_items=data.num_items, num_users=data.num_users, **TINY_MODEL)

@@ -67,6 +67,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=4), verbose=0, extra_callbacks=[_Interrupt()])
@@ -100,3 +101,19 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
         TrainConfig(learning_rate_decay="step")
     with pytest.raises(ValueError, match="softmax objective only"):
         TrainConfig(objective="bce", label_smoothing=0.1)
+
+
+def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_dataset, tmp_path):
+    from recgpt_tf.config import TrainConfig
+    from recgpt_tf.training import PromptConfig
+
+    run_dir, _, _ = trained
+    fork = Run.open(run_dir).fork(tmp_path / "fork")
+    (fork.path / "evaluation.json").write_text("{}")  # an evaluation of the weights before this call
+    prompt = PromptConfig(1, TrainConfig(epochs=1, learning_rate=5e-4, seed=3, batch_size=32))
+    summaries = fork.train(tiny_dataset, "prompt", prompt_config=prompt, verbose=0)
+    recorded = Run.open(fork.path).config
+    assert list(summaries) == ["prompt"] and summaries["prompt"]["epochs"] == 1
+    assert (recorded["prompt"]["seed"], recorded["prompt"]["batch_size"]) == (7, 64)  # pre-training's, not 3 / 32
+    assert recorded["prompt"]["learning_rate"] == 5e-4 and recorded["pretrain"]["seed"] == 7
+    assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"

@@ -126,8 +126,3 @@ class Dataset:
             "max_length": int(lengths.max()),
             "density": self.num_interactions / float(self.num_users * self.num_items),
         }
-
-    def save_vocabularies(self, directory: Path | str) -> None:
-        directory = Path(directory)
-        self.item_vocab.save(directory / "items.txt")
-        self.user_vocab.save(directory / "users.txt")

@@ -1,6 +1,6 @@
 """`recgpt evaluate`: every trained variant of a run on the paper's protocol.
 
-Variants (architecture.md): pretrain (Variant_3), pretrain_two_step (Variant_1),
+Variants (README, `evaluate --json`): pretrain (Variant_3), pretrain_two_step (Variant_1),
 fine_tuning (when trained), recgpt_1 (Variant_2: prompt-tuned, one step) and
 recgpt (prompt-tuned, two-step). Two-step m is chosen per k on validation.
 """

@@ -20,8 +20,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from recgpt_tf.config import OBJECTIVES
-from recgpt_tf.errors import ConfigError, check_choice
+from recgpt_tf.config import check_objective
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
@@ -97,10 +96,8 @@ def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrie
     """The retrieval task for an objective; losses are means over positions.
 
     `label_smoothing` applies to the softmax objective only."""
-    check_choice("objective", objective, OBJECTIVES)
+    check_objective(objective, label_smoothing)
     mean = keras.losses.Reduction.SUM_OVER_BATCH_SIZE
-    if label_smoothing and objective != "softmax":
-        raise ConfigError("label_smoothing", f"applies to the softmax objective only; got objective {objective!r}")
     if objective == "softmax":
         return CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")
     if objective == "sampled_softmax":

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 )
 
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, INPUT_HISTORY, INPUT_USER_ID, RECOMMEND_SIGNATURE, pad_histories
+from recgpt_tf.errors import RecGPTError
 
 
 def history_proto(histories: Sequence[Sequence[str]]) -> "tf.TensorProto":
@@ -126,7 +127,9 @@ class GrpcClient:
         self.channel.close()
 
 
-class RestError(RuntimeError):
+class RestError(RecGPTError, RuntimeError):
+    """A REST call was answered with an HTTP error; `status` is the HTTP code."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status

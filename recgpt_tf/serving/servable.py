@@ -20,11 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.contract import RECOMMEND_SIGNATURE, WARMUP_FILE, pad_histories, version_numbers
+from recgpt_tf.errors import RecGPTError
 
 log = logging.getLogger("recgpt.serve")
 
 
-class ServingError(Exception):
+class ServingError(RecGPTError):
     """A request failed with a gRPC status code (mapped to HTTP for REST)."""
 
     HTTP = {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from recgpt_tf.errors import RecGPTError
 from recgpt_tf.serving.grpc_api import add_services
 from recgpt_tf.serving.rest_api import make_rest_server
 from recgpt_tf.serving.servable import Limits, ModelManager
@@ -60,7 +61,7 @@ class LocalServer:
         add_services(self.grpc_server, self.manager)
         self.grpc_port = self.grpc_server.add_insecure_port(f"{host}:{grpc_port}")
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen for gRPC on {host}:{grpc_port}")
+            raise RecGPTError(f"cannot listen for gRPC on {host}:{grpc_port} (is the port in use?)")
         self.rest_server = make_rest_server(self.manager, host, rest_port)
         self.rest_port = self.rest_server.server_address[1]
         self._rest_thread: threading.Thread | None = None
