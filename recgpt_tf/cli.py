@@ -53,18 +53,10 @@ def _stage_line(name: str, summary: dict, where: Path) -> str:
     )
 
 
-def _prompt_config(args: argparse.Namespace):
-    from recgpt_tf.training.prompt_tuning import PromptConfig
-
-    config = PromptConfig(args.prompt_window)
-    if args.prompt_loss_positions:
-        config = dataclasses.replace(config, loss_positions=args.prompt_loss_positions)  # validated again
-    return config
-
-
 def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     """Creates (or reopens, for later stages) the run and trains `stages`, printing one line per stage."""
     from recgpt_tf.runs import Run
+    from recgpt_tf.training.prompt_tuning import PromptConfig
 
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     if stages in ("pretrain", "all"):
@@ -76,7 +68,7 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
         dataset,
         stages,
         train_config,
-        _prompt_config(args),
+        PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions),
         verbose=0 if args.quiet else 1,
         on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
     )

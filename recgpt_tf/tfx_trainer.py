@@ -54,9 +54,7 @@ def run_fn(fn_args) -> None:
     dataset = Dataset.from_interactions(read_examples(fn_args.train_files), name="tfx_train")
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_kwargs)
     train_config = TrainConfig(**train_kwargs)
-    prompt_config = PromptConfig(run_kwargs.get("prompt_window", 1))
-    if run_kwargs.get("prompt_loss_positions"):
-        prompt_config = dataclasses.replace(prompt_config, loss_positions=run_kwargs["prompt_loss_positions"])
+    prompt_config = PromptConfig.from_options(run_kwargs.get("prompt_window", 1), run_kwargs.get("prompt_loss_positions"))
     run = Run.create(run_dir, dataset, model_config, seed=train_config.seed)
     run.train(dataset, run_kwargs.get("stages", "all"), train_config, prompt_config, verbose=2)
 

@@ -57,6 +57,11 @@ class PromptConfig:
     def __post_init__(self) -> None:
         check_choice("loss_positions", self.loss_positions, LOSS_POSITIONS)
 
+    @classmethod
+    def from_options(cls, prompt_window: int = 1, loss_positions: str | None = None) -> "PromptConfig":
+        """From CLI flags or TFX `custom_config` keys, where an unset option (None) keeps the default."""
+        return cls(prompt_window) if loss_positions is None else cls(prompt_window, loss_positions=loss_positions)
+
     def to_dict(self) -> dict:
         return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
 
