@@ -15,17 +15,14 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "pyyaml>=6", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.8"],
+    "test": ["pytest>=8", "ruff==0.17.6", "pyyaml>=6", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.8"],
     "notebooks": ["nbclient>=0.10", "ipykernel>=6", "matplotlib>=3.8"],
 }
 
 setup(
     name="recgpt-tf",
     version="0.1.0",
-    description=(
-        "RecGPT (generative personalised prompts for sequential recommendation) "
-        "on TensorFlow, TFRS and TF Serving"
-    ),
+    description=("RecGPT (generative personalised prompts for sequential recommendation) on TensorFlow, TFRS and TF Serving"),
     python_requires=">=3.11,<3.12",
     packages=[
         "recgpt_tf",
@@ -39,9 +36,6 @@ setup(
         "recgpt_tf.export",
         "recgpt_tf.serving",
     ],
-    # export/ (and later serving/) live at the repository root, as the design card
-    # lays out, but install under the recgpt_tf namespace: no generic top-level names.
-    package_dir={"recgpt_tf.export": "export", "recgpt_tf.serving": "serving"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["recgpt=recgpt_tf.cli:main"]},

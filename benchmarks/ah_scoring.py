@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
-import numpy as np
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
 
-import recgpt_tf  # noqa: F401
+# isort: split
+
+import numpy as np
 import tensorflow as tf
+
+from recgpt_tf.files import write_json
 
 
 def p50_ms(fn, calls: int) -> float:
@@ -64,11 +67,18 @@ def main() -> None:
         def score(queries, rows):
             gathered = tf.gather(vectors, rows)  # (B, W, d)
             return tf.cast(tf.matmul(gathered, tf.cast(queries, vectors.dtype)[:, :, tf.newaxis])[:, :, 0], tf.float32)
+
         return score
 
     scorers = {"ah_lut16": ah, "exact_float32": exact(f32), "exact_bfloat16": exact(bf16)}
-    result = {"items": args.items, "dim": args.dim, "ah_blocks": blocks, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-              "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "p50_ms": {}}
+    result = {
+        "items": args.items,
+        "dim": args.dim,
+        "ah_blocks": blocks,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "p50_ms": {},
+    }
     for width in args.candidates:
         for batch in (1, 64):
             queries = tf.constant(rng.normal(size=(batch, args.dim)).astype(np.float32))
@@ -76,8 +86,7 @@ def main() -> None:
             key = f"candidates_{width}_batch_{batch}"
             result["p50_ms"][key] = {name: p50_ms(lambda: fn(queries, rows), 50 if batch == 1 else 10) for name, fn in scorers.items()}
             print(key, result["p50_ms"][key], flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

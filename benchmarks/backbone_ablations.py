@@ -25,19 +25,42 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import machine  # noqa: E402
-
-from recgpt_tf.config import ModelConfig, TrainConfig, write_json  # noqa: E402
+from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
+from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import pretrain  # noqa: E402
 
 # The configuration the variants change: the defaults before issue 10.
 REFERENCE_MODEL = dict(
-    max_length=50, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256, dropout=0.5, attention_dropout=0.5,
-    activation="relu", layer_norm="pre", init_stddev=0.0, scale_items=True, use_user_embedding=True, user_dropout=0.1, position_mode="from_start",
+    max_length=50,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=256,
+    dropout=0.5,
+    attention_dropout=0.5,
+    activation="relu",
+    layer_norm="pre",
+    init_stddev=0.0,
+    scale_items=True,
+    use_user_embedding=True,
+    user_dropout=0.1,
+    position_mode="from_start",
 )
 REFERENCE_TRAIN = dict(
-    objective="softmax", epochs=30, batch_size=256, learning_rate=1e-3, warmup_steps=0, learning_rate_decay="none",
-    weight_decay=0.0, label_smoothing=0.0, batching="bucketed", target_copies=1, patience=5, seed=42,
+    objective="softmax",
+    epochs=30,
+    batch_size=256,
+    learning_rate=1e-3,
+    warmup_steps=0,
+    learning_rate_decay="none",
+    weight_decay=0.0,
+    label_smoothing=0.0,
+    batching="bucketed",
+    target_copies=1,
+    patience=5,
+    seed=42,
 )
 
 # name -> (model changes, training changes, what it tests)
@@ -57,28 +80,48 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "batch_64": ({}, {"batch_size": 64}, "batch 256 -> 64 sequences (4x the updates)"),
     "lr_3e-3": ({}, {"learning_rate": 3e-3}, "learning rate 1e-3 -> 3e-3"),
     "epochs_60": ({}, {"epochs": 60}, "epoch cap 30 -> 60"),
-    "warmup_cosine": ({}, {"warmup_steps": 200, "learning_rate_decay": "cosine", "learning_rate": 2e-3},
-                      "lr 2e-3, 200 warm-up steps, cosine decay to 0 at the cap"),
+    "warmup_cosine": (
+        {},
+        {"warmup_steps": 200, "learning_rate_decay": "cosine", "learning_rate": 2e-3},
+        "lr 2e-3, 200 warm-up steps, cosine decay to 0 at the cap",
+    ),
     "weight_decay": ({}, {"weight_decay": 0.01}, "AdamW, weight decay 0.01"),
     "label_smoothing": ({}, {"label_smoothing": 0.1}, "label smoothing 0.1"),
     # Combinations of the changes that helped on their own.
     "post_ln+no_user": ({"layer_norm": "post", "use_user_embedding": False}, {}, "post-LN and no user module"),
-    "post_ln+no_user+gelu": ({"layer_norm": "post", "use_user_embedding": False, "activation": "gelu"}, {},
-                             "post-LN, no user module, GELU"),
-    "sasrec_like": ({"layer_norm": "post", "activation": "gelu", "use_user_embedding": False, "init_stddev": 0.02,
-                     "scale_items": False}, {}, "RecBole SASRec's layout: post-LN, GELU, no user module, N(0.02) init, unscaled items"),
+    "post_ln+no_user+gelu": (
+        {"layer_norm": "post", "use_user_embedding": False, "activation": "gelu"},
+        {},
+        "post-LN, no user module, GELU",
+    ),
+    "sasrec_like": (
+        {"layer_norm": "post", "activation": "gelu", "use_user_embedding": False, "init_stddev": 0.02, "scale_items": False},
+        {},
+        "RecBole SASRec's layout: post-LN, GELU, no user module, N(0.02) init, unscaled items",
+    ),
     "init_0.02": ({"init_stddev": 0.02}, {}, "projections N(0.02) instead of Glorot"),
     "unscaled_items": ({"scale_items": False}, {}, "input item embeddings not multiplied by sqrt(d)"),
-    "post_ln+copies_2": ({"layer_norm": "post"}, {"target_copies": 2},
-                         "post-LN; each sequence twice an epoch, alternate targets (independent dropout noise)"),
+    "post_ln+copies_2": (
+        {"layer_norm": "post"},
+        {"target_copies": 2},
+        "post-LN; each sequence twice an epoch, alternate targets (independent dropout noise)",
+    ),
     "post_ln+shuffled": ({"layer_norm": "post"}, {"batching": "shuffled"}, "post-LN; uniformly shuffled batches"),
-    "post_ln+token_budget": ({"layer_norm": "post"}, {"batching": "token_budget"},
-                             "post-LN; length buckets sized to equal targets per batch"),
-    "post_ln+token_budget+cosine": ({"layer_norm": "post"}, {"batching": "token_budget", "learning_rate_decay": "cosine"},
-                                    "post-LN, token_budget; lr 1e-3 decayed to 0 at the 30-epoch cap (cosine)"),
-    "post_ln+token_budget+warmup_cosine": ({"layer_norm": "post"}, {"batching": "token_budget", "learning_rate": 2e-3, "warmup_steps": 200,
-                                                                    "learning_rate_decay": "cosine"},
-                                           "post-LN, token_budget; lr 2e-3 after 200 warm-up steps, cosine to 0 at the cap"),
+    "post_ln+token_budget": (
+        {"layer_norm": "post"},
+        {"batching": "token_budget"},
+        "post-LN; length buckets sized to equal targets per batch",
+    ),
+    "post_ln+token_budget+cosine": (
+        {"layer_norm": "post"},
+        {"batching": "token_budget", "learning_rate_decay": "cosine"},
+        "post-LN, token_budget; lr 1e-3 decayed to 0 at the 30-epoch cap (cosine)",
+    ),
+    "post_ln+token_budget+warmup_cosine": (
+        {"layer_norm": "post"},
+        {"batching": "token_budget", "learning_rate": 2e-3, "warmup_steps": 200, "learning_rate_decay": "cosine"},
+        "post-LN, token_budget; lr 2e-3 after 200 warm-up steps, cosine to 0 at the cap",
+    ),
     "post_ln+user_dropout_0.3": ({"layer_norm": "post", "user_dropout": 0.3}, {}, "post-LN, user module dropout 0.3"),
 }
 
@@ -90,7 +133,7 @@ def run_variant(dataset: Dataset, name: str, runs: Path) -> dict:
     run_dir = runs / dataset.name / name
     if (run_dir / "pretrain" / "summary.json").exists():
         shutil.rmtree(run_dir)  # a finished run missing from the JSON: redo it rather than trust a stale one
-    _, summary = pretrain(dataset, run_dir, model_config, train_config, verbose=0)
+    _, summary = pretrain(Run.create(run_dir, dataset, model_config, seed=train_config.seed), dataset, train_config, verbose=0)
     return {
         "description": description,
         "model_changes": model_changes,
@@ -145,8 +188,11 @@ def main() -> None:
             continue
         results[name] = run_variant(dataset, name, args.runs)
         valid = results[name]["valid"]
-        print(f"{name:<18} valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}  "
-              f"best epoch {results[name]['best_epoch']}/{results[name]['epochs']}  {results[name]['train_seconds']:.0f}s", flush=True)
+        print(
+            f"{name:<18} valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}  "
+            f"best epoch {results[name]['best_epoch']}/{results[name]['epochs']}  {results[name]['train_seconds']:.0f}s",
+            flush=True,
+        )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, report)
         args.json.with_suffix(".md").write_text(markdown(report))

@@ -32,17 +32,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import recgpt_tf  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.config import write_json  # noqa: E402
-from recgpt_tf.contract import INDEX_KINDS, RECOMMEND_SIGNATURE  # noqa: E402
-from recgpt_tf.export import RecGPTServingModule, export_model, history_tensor, recall_queries, tuned_index  # noqa: E402
-from recgpt_tf.export.run_export import chosen_first_step  # noqa: E402
+from recgpt_tf.contract import (  # noqa: E402
+    INDEX_KINDS,
+    RECOMMEND_SIGNATURE,
+    pad_histories,  # noqa: E402
+)
+from recgpt_tf.export import RecGPTServingModule, export_model, recall_queries, tuned_index  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.inference import split_k  # noqa: E402
 from recgpt_tf.retrieval import BruteForceIndex, recall_at_k  # noqa: E402
 from recgpt_tf.retrieval.tuning import exact_ids  # noqa: E402
@@ -69,7 +75,7 @@ def test_requests(run: Run, args):
     else:  # a trained_catalogue.py run: regenerate its data from the recipe
         from trained_catalogue import make_dataset
 
-        recipe = json.loads((run.path / "trained_catalogue.json").read_text())["recipe"]
+        recipe = json.loads(Path(f"{run.path}.trained_catalogue.json").read_text())["recipe"]
         dataset = make_dataset(argparse.Namespace(**recipe))
     split = dataset.split("test")
     users = dataset.user_vocab.decode(split.users)
@@ -85,11 +91,13 @@ def resident_memory_mb(path: Path, kind: str, request: tuple[list, list]) -> flo
         + ("import scann\n" if kind == "scann" else "")
         + "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
         "base = rss()\n"
-        f"sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']\n"
-        f"sig(user_id=tf.constant({request[0]!r}), history=tf.constant({history_tensor(request[1]).tolist()!r}))\n"
+        f"sig = tf.saved_model.load({str(path)!r}).signatures[{RECOMMEND_SIGNATURE!r}]\n"
+        f"sig(user_id=tf.constant({request[0]!r}), history=tf.constant({pad_histories(request[1]).tolist()!r}))\n"
         "print((rss() - base) / 1024)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
     return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
 
 
@@ -97,7 +105,7 @@ def list_quality(signature, requests, batch: int = 512) -> dict:
     hits, gains = [], []
     for start in range(0, len(requests), batch):
         chunk = requests[start : start + batch]
-        out = signature(user_id=tf.constant([u for u, _, _ in chunk]), history=tf.constant(history_tensor([h for _, h, _ in chunk])))
+        out = signature(user_id=tf.constant([u for u, _, _ in chunk]), history=tf.constant(pad_histories([h for _, h, _ in chunk])))
         for row, (_, _, target) in zip(out["item_ids"].numpy().astype(str), chunk):
             rank = list(row).index(target) if target in row else -1
             hits.append(rank >= 0)
@@ -123,8 +131,8 @@ def main() -> None:
     model = run.load_model(stage)
     # m from the run's `recgpt evaluate` (chosen on validation); the paper's 9_1 for runs never evaluated.
     evaluated = (run.path / "evaluation.json").exists()
-    steps = split_k(K, args.first_step_size or (chosen_first_step(run.path, K) if evaluated else 9))
-    samples = json.loads((run.path / "sample_requests.json").read_text())
+    steps = split_k(K, args.first_step_size or (run.chosen_first_step(K) if evaluated else 9))
+    samples = run.sample_requests()
     requests = test_requests(run, args)
     tuning_users = set(samples["users"])
     held_out = [r for r in requests if r[0] not in tuning_users]  # users the tuning never saw
@@ -137,10 +145,15 @@ def main() -> None:
     held_out_exact = {name: exact_ids(reference, q, e, K) for name, (q, e) in held_out_sets.items()}
 
     result = {
-        "run": str(run.path), "stage": stage, "items": model.num_items, "step_sizes": list(steps),
+        "run": str(run.path),
+        "stage": stage,
+        "items": model.num_items,
+        "step_sizes": list(steps),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "tuning_requests": len(samples["users"]), "held_out_requests": len(measured), "flavours": {},
+        "tuning_requests": len(samples["users"]),
+        "held_out_requests": len(measured),
+        "flavours": {},
     }
     base = Path(tempfile.mkdtemp(prefix="recgpt-index-latency-"))
     for kind in args.kinds:
@@ -155,16 +168,28 @@ def main() -> None:
             rows = [(tf.constant(q1[i : i + batch]), tf.constant(e1[i : i + batch])) for i in range(0, len(q1) - batch + 1, batch)]
             entry[f"search_batch_{batch}"] = percentiles(lambda i: search(*rows[i % len(rows)]), args.calls if batch == 1 else 40)
         start = time.perf_counter()
-        path = export_model(model, items, users, base, kind.replace("-", "_"), steps, index_kind=kind, sample_users=samples["users"],
-                            sample_histories=samples["histories"], prebuilt_index=(None if kind == "brute-force" else index, info))
+        path = export_model(
+            model,
+            items,
+            users,
+            base,
+            kind.replace("-", "_"),
+            steps,
+            index_kind=kind,
+            sample_users=samples["users"],
+            sample_histories=samples["histories"],
+            prebuilt_index=(None if kind == "brute-force" else index, info),
+        ).path
         entry["save_seconds"] = time.perf_counter() - start
         entry["export_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]
         for batch in (1, 64):
             chunks = [measured[i : i + batch] for i in range(0, len(measured) - batch + 1, batch)]
-            tensors = [(tf.constant([u for u, _, _ in c]), tf.constant(history_tensor([h for _, h, _ in c]))) for c in chunks]
-            entry[f"signature_batch_{batch}"] = percentiles(lambda i: signature(user_id=tensors[i % len(tensors)][0], history=tensors[i % len(tensors)][1]),
-                                                            args.calls if batch == 1 else 40)
+            tensors = [(tf.constant([u for u, _, _ in c]), tf.constant(pad_histories([h for _, h, _ in c]))) for c in chunks]
+            entry[f"signature_batch_{batch}"] = percentiles(
+                lambda i: signature(user_id=tensors[i % len(tensors)][0], history=tensors[i % len(tensors)][1]),
+                args.calls if batch == 1 else 40,
+            )
         entry["resident_memory_mb"] = resident_memory_mb(path, kind, ([measured[0][0]], [measured[0][1]]))
         if args.quality:
             entry["test_quality_through_signature"] = list_quality(signature, requests if args.data else measured)
@@ -176,11 +201,13 @@ def main() -> None:
         brute = flavours["brute-force"]
         result["ratios_to_brute_force"] = {
             kind: {f"signature_batch_{b}": f[f"signature_batch_{b}"]["p50_ms"] / brute[f"signature_batch_{b}"]["p50_ms"] for b in (1, 64)}
-            for kind, f in flavours.items() if kind != "brute-force"
+            for kind, f in flavours.items()
+            if kind != "brute-force"
         }
     if {"partitioned", "scann"} <= set(flavours):
-        result["partitioned_over_scann_search_batch_1"] = (flavours["partitioned"]["search_batch_1"]["p50_ms"]
-                                                           / flavours["scann"]["search_batch_1"]["p50_ms"])
+        result["partitioned_over_scann_search_batch_1"] = (
+            flavours["partitioned"]["search_batch_1"]["p50_ms"] / flavours["scann"]["search_batch_1"]["p50_ms"]
+        )
     write_json(args.json, result)
     print(json.dumps({k: v for k, v in result.items() if k != "flavours"}, indent=2))
 

@@ -17,13 +17,16 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
 
-import recgpt_tf  # noqa: F401
+# isort: split
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
+from recgpt_tf.files import write_json
 from recgpt_tf.models.objectives import CatalogueRetrieval
 
 
@@ -64,18 +67,25 @@ def main() -> None:
     mean = keras.losses.Reduction.SUM_OVER_BATCH_SIZE
     stock = tfrs.tasks.Retrieval(loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=mean))
     ours = CatalogueRetrieval()
-    stock_s, stock_loss = time_step(lambda: stock_full_softmax(stock, queries, positives, table, args.items), [queries, table], args.repeats)
-    ours_s, ours_loss = time_step(lambda: ours(queries, table[1 : args.items + 1], positive_indices=positives - 1), [queries, table], args.repeats)
+    stock_s, stock_loss = time_step(
+        lambda: stock_full_softmax(stock, queries, positives, table, args.items), [queries, table], args.repeats
+    )
+    ours_s, ours_loss = time_step(
+        lambda: ours(queries, table[1 : args.items + 1], positive_indices=positives - 1), [queries, table], args.repeats
+    )
     if not np.isclose(stock_loss, ours_loss, rtol=1e-4):
         raise SystemExit(f"the two losses differ: {stock_loss} vs {ours_loss}")
     result = {
         "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "positions": args.positions, "items": args.items, "dim": args.dim,
-        "stock_retrieval_ms": 1000 * stock_s, "catalogue_retrieval_ms": 1000 * ours_s,
-        "speedup": stock_s / ours_s, "loss": ours_loss,
+        "positions": args.positions,
+        "items": args.items,
+        "dim": args.dim,
+        "stock_retrieval_ms": 1000 * stock_s,
+        "catalogue_retrieval_ms": 1000 * ours_s,
+        "speedup": stock_s / ours_s,
+        "loss": ours_loss,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(json.dumps(result, indent=2))
 
 

@@ -20,96 +20,122 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import DEFAULT_DATA, describe_pretraining, machine, markdown as quality_markdown, run_one  # noqa: E402
-
+from quality import DEFAULT_DATA, describe_pretraining, machine, run_one  # noqa: E402
+from quality import markdown as quality_markdown
 from recgpt_tf.config import TrainConfig  # noqa: E402
 from recgpt_tf.evaluation.evaluate import evaluate_model  # noqa: E402
-from recgpt_tf.evaluation.report import evaluate_run  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import PromptConfig, fine_tune, prompt_tune  # noqa: E402
 
 # Table 2 (HR@5, NDCG@5, HR@10, NDCG@10) and Table 3 rows of the paper.
 PAPER_T2 = {
     "Beauty": {
-        "pretrain": (0.0418, 0.0272, 0.0610, 0.0334), "fine_tuning": (0.0421, 0.0275, 0.0618, 0.0338),
-        "recgpt_1": (0.0426, 0.0283, 0.0651, 0.0356), "recgpt": (0.0440, 0.0289, 0.0654, 0.0357),
+        "pretrain": (0.0418, 0.0272, 0.0610, 0.0334),
+        "fine_tuning": (0.0421, 0.0275, 0.0618, 0.0338),
+        "recgpt_1": (0.0426, 0.0283, 0.0651, 0.0356),
+        "recgpt": (0.0440, 0.0289, 0.0654, 0.0357),
         "pretrain_two_step": (None, None, 0.0560, 0.0315),
     },
     "Sports_and_Outdoors": {
-        "pretrain": (0.0203, 0.0132, 0.0324, 0.0171), "fine_tuning": (0.0212, 0.0141, 0.0328, 0.0178),
-        "recgpt_1": (0.0213, 0.0141, 0.0333, 0.0180), "recgpt": (0.0219, 0.0143, 0.0339, 0.0181),
+        "pretrain": (0.0203, 0.0132, 0.0324, 0.0171),
+        "fine_tuning": (0.0212, 0.0141, 0.0328, 0.0178),
+        "recgpt_1": (0.0213, 0.0141, 0.0333, 0.0180),
+        "recgpt": (0.0219, 0.0143, 0.0339, 0.0181),
         "pretrain_two_step": (None, None, 0.0226, 0.0135),
     },
 }
-ROWS = [("pretrain", "Pre-train (Variant_3)"), ("fine_tuning", "Fine-tuning"), ("pretrain_two_step", "Variant_1: two-step, no prompt-tuning"),
-        ("recgpt_1", "RecGPT_1 (Variant_2)"), ("recgpt", "RecGPT")]
+ROWS = [
+    ("pretrain", "Pre-train (Variant_3)"),
+    ("fine_tuning", "Fine-tuning"),
+    ("pretrain_two_step", "Variant_1: two-step, no prompt-tuning"),
+    ("recgpt_1", "RecGPT_1 (Variant_2)"),
+    ("recgpt", "RecGPT"),
+]
 
 
 def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     run_dir = runs / path.stem
+    quality_file = runs / f"{path.stem}.quality.json"  # beside the run: only `Run` writes inside it
     run = Run.open(run_dir) if (run_dir / "pretrain" / "summary.json").exists() else None
     if run is None:
         pre = run_one(path, {}, TrainConfig(), runs)
         run = Run.open(run_dir)
-    elif (run_dir / "quality.json").exists():
-        pre = json.loads((run_dir / "quality.json").read_text())
+    elif quality_file.exists():
+        pre = json.loads(quality_file.read_text())
     else:  # pre-trained elsewhere (e.g. by benchmarks/backbone_ablations.py with the same settings)
         pre = describe_pretraining(run_dir, path)
-    (run_dir / "quality.json").write_text(json.dumps(pre, indent=2))
+    quality_file.write_text(json.dumps(pre, indent=2))
     dataset = run.dataset(path)
     stages = {}
     if not run.has_stage("finetune"):
-        _, stages["finetune"] = fine_tune(run.load_model("pretrain"), dataset, run_dir, verbose=2)
+        _, stages["finetune"] = fine_tune(run.load_model("pretrain"), dataset, run, verbose=2)
     if not run.has_stage("prompt"):
-        _, stages["prompt"] = prompt_tune(run.load_model("pretrain"), dataset, run_dir, PromptConfig(1), verbose=2)
+        _, stages["prompt"] = prompt_tune(run.load_model("pretrain"), dataset, run, PromptConfig(1), verbose=2)
     for stage in ("finetune", "prompt"):
-        stages[stage] = json.loads((run_dir / stage / "summary.json").read_text())
+        stages[stage] = run.summary(stage)
     start = time.perf_counter()
-    report = evaluate_run(run_dir, path)
+    report = run.evaluate(dataset)
     report["evaluate_seconds"] = time.perf_counter() - start
 
     sensitivity = {}
     for k in k_sweep:
         sweep_dir = run_dir if k == PromptConfig().prompt_window else runs / f"{path.stem}_K{k}"  # the default K is the main run
         if not (sweep_dir / "prompt" / "summary.json").exists():
-            run.fork(sweep_dir)  # shares the pre-trained weights; prompt-tuned with K = k
-            prompt_tune(Run.open(sweep_dir).load_model("pretrain"), dataset, sweep_dir, PromptConfig(k), verbose=2)
-        summary = json.loads((sweep_dir / "prompt" / "summary.json").read_text())
+            fork = run.fork(sweep_dir)  # shares the pre-trained weights; prompt-tuned with K = k
+            prompt_tune(fork.load_model("pretrain"), dataset, fork, PromptConfig(k), verbose=2)
+        summary = Run.open(sweep_dir).summary("prompt")
         tuned = Run.open(sweep_dir).load_model("prompt")
         sensitivity[str(k)] = {
-            "valid": summary["valid"], "test": evaluate_model(tuned, dataset.split("test")),
-            "generation": summary["generation"], "prompt_tuning_seconds": summary["seconds"],
+            "valid": summary["valid"],
+            "test": evaluate_model(tuned, dataset.split("test")),
+            "generation": summary["generation"],
+            "prompt_tuning_seconds": summary["seconds"],
         }
     return {"pretrain_run": pre, "stages": stages, "report": report, "k_sensitivity": sensitivity}
 
 
 def markdown(results: list[dict], when: str) -> str:
     fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
-    lines = [f"Measured {when} on {machine()}. Test split, leave-one-out, full ranking, history excluded; "
-             "two-step m chosen per k on validation.", ""]
+    lines = [
+        f"Measured {when} on {machine()}. Test split, leave-one-out, full ranking, history excluded; "
+        "two-step m chosen per k on validation.",
+        "",
+    ]
     for r in results:
         rep = r["report"]
         name = rep["dataset"]
-        lines += [f"**{name}** ({rep['users']} users, {rep['items']} items; two-step m_n for k=10: "
-                  f"{rep['two_step'].get('m')}_{rep['two_step'].get('n')})", "",
-                  "| variant | HR@5 | NDCG@5 | HR@10 | NDCG@10 | paper HR@5 | paper NDCG@5 | paper HR@10 | paper NDCG@10 |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"**{name}** ({rep['users']} users, {rep['items']} items; two-step m_n for k=10: "
+            f"{rep['two_step'].get('m')}_{rep['two_step'].get('n')})",
+            "",
+            "| variant | HR@5 | NDCG@5 | HR@10 | NDCG@10 | paper HR@5 | paper NDCG@5 | paper HR@10 | paper NDCG@10 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for key, label in ROWS:
             if key not in rep["results"]:
                 continue
             m = rep["results"][key]
             paper = PAPER_T2.get(name, {}).get(key, (None,) * 4)
-            lines.append(f"| {label} | {fmt(m['HR@5'])} | {fmt(m['NDCG@5'])} | {fmt(m['HR@10'])} | {fmt(m['NDCG@10'])} | "
-                         + " | ".join(fmt(v) for v in paper) + " |")
+            lines.append(
+                f"| {label} | {fmt(m['HR@5'])} | {fmt(m['NDCG@5'])} | {fmt(m['HR@10'])} | {fmt(m['NDCG@10'])} | "
+                + " | ".join(fmt(v) for v in paper)
+                + " |"
+            )
         gen = r["stages"]["prompt"]["generation"]
-        lines += ["", f"Prompt generation (K=1): {gen.get('sequences_per_second', float('nan')):.0f} sequences/s; "
-                  f"prompt-tuning {r['stages']['prompt']['seconds']:.0f}s ({r['stages']['prompt']['epochs']} epochs); "
-                  f"fine-tuning {r['stages']['finetune']['seconds']:.0f}s.", ""]
+        lines += [
+            "",
+            f"Prompt generation (K=1): {gen.get('sequences_per_second', float('nan')):.0f} sequences/s; "
+            f"prompt-tuning {r['stages']['prompt']['seconds']:.0f}s ({r['stages']['prompt']['epochs']} epochs); "
+            f"fine-tuning {r['stages']['finetune']['seconds']:.0f}s.",
+            "",
+        ]
         if r["k_sensitivity"]:
             lines += ["| K | valid NDCG@10 | test HR@10 | test NDCG@10 | generation seq/s |", "| --- | --- | --- | --- | --- |"]
             for k, s in r["k_sensitivity"].items():
-                lines.append(f"| {k} | {fmt(s['valid']['NDCG@10'])} | {fmt(s['test']['HR@10'])} | {fmt(s['test']['NDCG@10'])} | "
-                             f"{s['generation'].get('sequences_per_second', float('nan')):.0f} |")
+                lines.append(
+                    f"| {k} | {fmt(s['valid']['NDCG@10'])} | {fmt(s['test']['HR@10'])} | {fmt(s['test']['NDCG@10'])} | "
+                    f"{s['generation'].get('sequences_per_second', float('nan')):.0f} |"
+                )
             lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -136,7 +162,9 @@ def plots(results: list[dict], directory: Path) -> list[str]:
         for r in results:
             ks = list(r["k_sensitivity"])
             if ks:
-                ax.plot([int(k) for k in ks], [r["k_sensitivity"][k]["valid"]["NDCG@10"] for k in ks], marker="o", label=r["report"]["dataset"])
+                ax.plot(
+                    [int(k) for k in ks], [r["k_sensitivity"][k]["valid"]["NDCG@10"] for k in ks], marker="o", label=r["report"]["dataset"]
+                )
         ax.set_xlabel("prompt window K"), ax.set_ylabel("validation NDCG@10 (RecGPT_1)"), ax.legend(), ax.set_title("K sensitivity")
         fig.tight_layout(), fig.savefig(directory / "k_sensitivity.png", dpi=120), written.append(str(directory / "k_sensitivity.png"))
     return written
@@ -156,7 +184,9 @@ def main() -> None:
     pngs = plots(results, out)
     args.json.write_text(json.dumps({"measured": when, "machine": machine(), "results": results, "plots": pngs}, indent=2) + "\n")
     args.json.with_suffix(".md").write_text(markdown(results, when))
-    (out / "quality.json").write_text(json.dumps({"measured": when, "machine": machine(), "results": [r["pretrain_run"] for r in results]}, indent=2) + "\n")
+    (out / "quality.json").write_text(
+        json.dumps({"measured": when, "machine": machine(), "results": [r["pretrain_run"] for r in results]}, indent=2) + "\n"
+    )
     (out / "quality.md").write_text(quality_markdown([r["pretrain_run"] for r in results], when))
     print(quality_markdown([r["pretrain_run"] for r in results], when))
     print(markdown(results, when))

@@ -22,8 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import machine  # noqa: E402
-
-from recgpt_tf.config import write_json  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import PromptConfig, prompt_tune  # noqa: E402
 
@@ -42,7 +41,7 @@ def run_variant(run: Run, data: Path, name: str, forks: Path) -> dict:
     fork = run.fork(fork_dir)
     config = PromptConfig()
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **train_changes))
-    _, summary = prompt_tune(fork.load_model("pretrain"), fork.dataset(data), fork_dir, config, verbose=0)
+    _, summary = prompt_tune(fork.load_model("pretrain"), fork.dataset(data), fork, config, verbose=0)
     return {
         "description": description,
         "train_changes": train_changes,
@@ -67,7 +66,9 @@ def main() -> None:
     forks = args.forks or args.run.parent / f"{args.run.name}_prompt_ablations"
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     report.update(
-        run=str(args.run), pretrain=run.config.get("pretrain"), machine=machine(),
+        run=str(args.run),
+        pretrain=run.config.get("pretrain"),
+        machine=machine(),
         protocol="validation split only: leave-one-out, full ranking, history excluded; epoch chosen on validation NDCG@10",
         reference=PromptConfig().to_dict(),
     )
@@ -77,8 +78,11 @@ def main() -> None:
             continue
         results[name] = run_variant(run, args.data, name, forks)
         valid = results[name]["valid"]
-        print(f"{name:<14} valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}  "
-              f"best epoch {results[name]['best_epoch']}/{results[name]['epochs']}  {results[name]['train_seconds']:.0f}s", flush=True)
+        print(
+            f"{name:<14} valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}  "
+            f"best epoch {results[name]['best_epoch']}/{results[name]['epochs']}  {results[name]['train_seconds']:.0f}s",
+            flush=True,
+        )
         write_json(args.json, report)
 
 

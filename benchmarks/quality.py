@@ -50,7 +50,7 @@ def machine() -> str:
 def run_one(path: Path, model_overrides: dict, train_config: TrainConfig, run_root: Path) -> dict:
     dataset = Dataset.from_file(path)
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_overrides)
-    pretrain(dataset, run_root / dataset.name, model_config, train_config, verbose=2)
+    pretrain(Run.create(run_root / dataset.name, dataset, model_config, seed=train_config.seed), dataset, train_config, verbose=2)
     return describe_pretraining(run_root / dataset.name, path)
 
 
@@ -60,7 +60,7 @@ def describe_pretraining(run_dir: Path, path: Path) -> dict:
     run = Run.open(run_dir)
     dataset = run.dataset(path)
     model = run.load_model("pretrain")
-    summary = json.loads((run_dir / "pretrain" / "summary.json").read_text())
+    summary = run.summary("pretrain")
     train = run.config["pretrain"]
     test = dataset.split("test")
     start = time.perf_counter()
@@ -122,7 +122,9 @@ def main() -> None:
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None)
     args = parser.parse_args()
 
-    train_config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None})
+    train_config = TrainConfig(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    )
     model_overrides = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(ModelConfig)

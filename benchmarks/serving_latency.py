@@ -22,15 +22,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import tensorflow as tf  # noqa: E402
 from synthetic_export import MAX_HISTORY, STEPS, as_tensors, export_synthetic, random_requests, synthetic_model  # noqa: E402
 
-import tensorflow as tf  # noqa: E402
-
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
 
 
 def percentiles(fn, repeats: int) -> dict:
@@ -55,10 +59,19 @@ def main() -> None:
     n = args.items
     model = synthetic_model(n, args.hidden_size)
     work = Path(tempfile.mkdtemp(prefix="recgpt-latency-"))
-    result = {"items": n, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-              "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "step_sizes": list(STEPS)}
+    result = {
+        "items": n,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "step_sizes": list(STEPS),
+    }
     # scann_xla: the same ScaNN export with XLA-compiled decoder passes (`recgpt export --jit-compile`).
-    flavours = (("brute_force", "brute-force", False), ("partitioned", "partitioned", False), ("scann", "scann", False), ("scann_xla", "scann", True))
+    flavours = (
+        ("brute_force", "brute-force", False),
+        ("partitioned", "partitioned", False),
+        ("scann", "scann", False),
+        ("scann_xla", "scann", True),
+    )
     for key, flavour, jit in flavours:
         start = time.perf_counter()
         path = export_synthetic(model, flavour, work, name=key, jit_compile=jit)
@@ -67,7 +80,9 @@ def main() -> None:
         result[key] = {"export_seconds": time.perf_counter() - start, "index": meta["index"]}
         for batch in (1, 64):
             u, h = as_tensors(*random_requests(rng, n, batch))
-            result[key][f"batch_{batch}"] = percentiles(lambda: signature(user_id=u, history=h), args.repeats if batch == 1 else max(20, args.repeats // 4))
+            result[key][f"batch_{batch}"] = percentiles(
+                lambda: signature(user_id=u, history=h), args.repeats if batch == 1 else max(20, args.repeats // 4)
+            )
     # One decoder pass alone (the signature runs two): the part of the cost that is not retrieval.
     result["decoder_pass_only"] = {}
     for batch in (1, 64):
@@ -78,8 +93,7 @@ def main() -> None:
         result["decoder_pass_only"][f"batch_{batch}"] = percentiles(lambda: decode(inputs), args.repeats)
     b = result["brute_force"]["batch_1"]["p50_ms"]
     result["ratios_batch_1"] = {f"{key}_over_brute_force": result[key]["batch_1"]["p50_ms"] / b for key, _, _ in flavours[1:]}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(json.dumps(result, indent=2))
 
 

@@ -21,17 +21,21 @@ import threading
 import time
 from pathlib import Path
 
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+# isort: split
+
 import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import tensorflow as tf  # noqa: E402
 from synthetic_export import as_tensors, export_synthetic, random_requests, synthetic_model  # noqa: E402
 
-import tensorflow as tf  # noqa: E402
-
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
-from recgpt_tf.serving import RecGPTClient  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
+from recgpt_tf.serving import GrpcClient  # noqa: E402
 
 
 def free_port() -> int:
@@ -41,8 +45,12 @@ def free_port() -> int:
 
 
 def summary(latencies_ms: list[float], seconds: float) -> dict:
-    return {"requests": len(latencies_ms), "throughput_rps": len(latencies_ms) / seconds,
-            "p50_ms": float(np.percentile(latencies_ms, 50)), "p99_ms": float(np.percentile(latencies_ms, 99))}
+    return {
+        "requests": len(latencies_ms),
+        "throughput_rps": len(latencies_ms) / seconds,
+        "p50_ms": float(np.percentile(latencies_ms, 50)),
+        "p99_ms": float(np.percentile(latencies_ms, 99)),
+    }
 
 
 def load(target: str, clients: int, per_client: int, requests: list) -> dict:
@@ -50,7 +58,7 @@ def load(target: str, clients: int, per_client: int, requests: list) -> dict:
     lock = threading.Lock()
 
     def worker(seed: int) -> None:
-        client = RecGPTClient(target, "recgpt", timeout=30)
+        client = GrpcClient(target, "recgpt", timeout=30)
         rng = np.random.default_rng(seed)
         client.recommend(*requests[0])  # connect before the clock starts
         local = []
@@ -102,16 +110,23 @@ def main() -> None:
 
     grpc_port, rest_port = free_port(), free_port()
     recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
-    server = subprocess.Popen([recgpt, "serve", str(path.parent.parent), "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [recgpt, "serve", str(path.parent.parent), "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         if "recgpt serve:" not in server.stdout.readline():
             raise SystemExit("the endpoint did not start")
         target = f"127.0.0.1:{grpc_port}"
         result = {
             "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "cpu_count": os.cpu_count(),
-            "items": args.items, "flavour": "brute-force", "in_process_batch_1": in_process_summary,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "cpu_count": os.cpu_count(),
+            "items": args.items,
+            "flavour": "brute-force",
+            "in_process_batch_1": in_process_summary,
             "grpc": {str(c): load(target, c, args.per_client if c < 32 else max(50, args.per_client // 4), requests) for c in (1, 8, 32)},
         }
     finally:
@@ -120,8 +135,7 @@ def main() -> None:
     p50_grpc, p50_local = result["grpc"]["1"]["p50_ms"], in_process_summary["p50_ms"]
     result["grpc_1_client_p50_over_in_process_p50"] = p50_grpc / p50_local
     result["grpc_1_client_p50_within_2x_plus_1ms"] = p50_grpc <= 2 * p50_local + 1.0
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(json.dumps(result, indent=2))
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
 
-import recgpt_tf  # noqa: F401
+# isort: split
+
+import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.export import export_model, history_tensor
+from recgpt_tf.contract import pad_histories
+from recgpt_tf.export import export_model
 from recgpt_tf.models import RecGPT
 
 STEPS = (9, 1)
@@ -34,7 +37,7 @@ def random_requests(rng: np.random.Generator, num_items: int, batch: int) -> tup
 
 
 def as_tensors(users: list[str], histories: list[list[str]]) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.constant(users), tf.constant(history_tensor(histories))
+    return tf.constant(users), tf.constant(pad_histories(histories))
 
 
 def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name: str = "recgpt", jit_compile: bool = False) -> Path:
@@ -45,5 +48,16 @@ def export_synthetic(model: RecGPT, flavour: str, work: Path | None = None, name
         items.write_text("".join(f"{i}\n" for i in range(1, model.num_items + 1)))
         users.write_text("".join(f"{u}\n" for u in range(1, USERS + 1)))
     sample_users, sample_histories = random_requests(np.random.default_rng(1), model.num_items, 64)
-    return export_model(model, items, users, work / "base", name, STEPS, index_kind=flavour, recall_threshold=0.0,
-                        sample_users=sample_users, sample_histories=sample_histories, jit_compile=jit_compile)
+    return export_model(
+        model,
+        items,
+        users,
+        work / "base",
+        name,
+        STEPS,
+        index_kind=flavour,
+        recall_threshold=0.0,
+        sample_users=sample_users,
+        sample_histories=sample_histories,
+        jit_compile=jit_compile,
+    ).path

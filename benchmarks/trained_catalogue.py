@@ -14,7 +14,7 @@ one. This script makes such a model honestly on the 2-core machine:
   whose sparse updates touch only the rows a batch used (Adam's moment decay
   rewrites the whole 1M-row tables at every step).
 - It writes a run directory (`recgpt export RUN_DIR ...` works on it) and a
-  `trained_catalogue.json` with the data statistics, the training time, and
+  `RUN_DIR.trained_catalogue.json` beside it with the data statistics, the training time, and
   HR@10 / NDCG@10 on a sample of test users (paper protocol) beside popularity,
   to show the model learned the structure. Interrupted, it resumes (Keras
   `BackupAndRestore`); a finished run is reused.
@@ -32,24 +32,35 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
+import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
 
-import recgpt_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-import tensorflow as tf
+# isort: split
+
+import numpy as np
 import tf_keras as keras
 
-from recgpt_tf.config import ModelConfig, TrainConfig, write_json
+from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
+from recgpt_tf.files import write_json
 from recgpt_tf.runs import Run
-from recgpt_tf.training.pretrain import build_model, sample_requests
+from recgpt_tf.training.pretrain import build_model
 
 
-def structured_sequences(num_users: int, num_items: int, num_topics: int, mean_length: float, seed: int,
-                         follow_probability: float = 0.6, drift_probability: float = 0.15, topics_per_user: int = 3,
-                         min_length: int = 5, max_length: int = 60) -> list[np.ndarray]:
+def structured_sequences(
+    num_users: int,
+    num_items: int,
+    num_topics: int,
+    mean_length: float,
+    seed: int,
+    follow_probability: float = 0.6,
+    drift_probability: float = 0.15,
+    topics_per_user: int = 3,
+    min_length: int = 5,
+    max_length: int = 60,
+) -> list[np.ndarray]:
     """The synthetic generator's process, vectorised over users. Item ids 1..num_items."""
     rng = np.random.default_rng(seed)
     per_topic = num_items // num_topics
@@ -100,26 +111,29 @@ def subsample(split, count: int, seed: int):
 def train(dataset: Dataset, args, out: Path):
     """Trains into `out` (a run directory), writes pretrain/summary.json; resumes after an interruption."""
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
-    train_config = TrainConfig(objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size,
-                               learning_rate=args.learning_rate, seed=args.seed)
-    (out / "pretrain").mkdir(parents=True, exist_ok=True)
-    dataset.save_vocabularies(out)
-    write_json(out / "sample_requests.json", sample_requests(dataset, count=256, seed=args.seed))
-    write_json(out / "config.json", {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(),
-                                     "pretrain": {**train_config.to_dict(), "optimizer": "adagrad"}})
+    train_config = TrainConfig(
+        objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed
+    )
+    run = Run.create(out, dataset, model_config, seed=args.seed)
+    run.record_stage_config("pretrain", {**train_config.to_dict(), "optimizer": "adagrad"})
     keras.utils.set_random_seed(args.seed)
     model = build_model(model_config, train_config.objective)
     model.set_item_frequencies(dataset.item_counts())
     model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=args.learning_rate))
     data = training_dataset(dataset.users, dataset.train_sequences(), model_config.max_length, args.batch_size, seed=args.seed)
     start = time.perf_counter()
-    history = model.fit(data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(out / "pretrain" / "backup"))])
-    model.save_weights(str(out / "pretrain" / "weights"))
-    write_json(out / "pretrain" / "summary.json", {
-        "train_seconds": time.perf_counter() - start,
-        "epochs": len(history.history.get("loss", [])),
-        "loss_per_epoch": [float(v) for v in history.history.get("loss", [])],
-    })
+    history = model.fit(
+        data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(run.stage_dir("pretrain") / "backup"))]
+    )
+    model.save_weights(str(run.stage_dir("pretrain") / "weights"))
+    run.write_summary(
+        "pretrain",
+        {
+            "train_seconds": time.perf_counter() - start,
+            "epochs": len(history.history.get("loss", [])),
+            "loss_per_epoch": [float(v) for v in history.history.get("loss", [])],
+        },
+    )
     return model
 
 
@@ -137,7 +151,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     out = args.out
-    report_path = out / "trained_catalogue.json"
+    report_path = Path(f"{out}.trained_catalogue.json")  # beside the run: only `Run` writes inside it
     if report_path.exists():
         print(f"{out}: already trained and measured; reusing it")
         return
@@ -145,9 +159,9 @@ def main() -> None:
     start = time.perf_counter()
     dataset = make_dataset(args)
     data_seconds = time.perf_counter() - start
-    summary_path = out / "pretrain" / "summary.json"
+    trained = (out / "pretrain" / "summary.json").exists()
     # Trained by an earlier process that stopped before measuring: measure only.
-    model = Run.open(out).load_model("pretrain") if summary_path.exists() else train(dataset, args, out)
+    model = Run.open(out).load_model("pretrain") if trained else train(dataset, args, out)
     test = subsample(dataset.split("test"), args.eval_users, args.seed)
     train_counts = dataset.item_counts(dataset.train_sequences())[1 : dataset.num_items + 1]
     report = {
@@ -157,7 +171,7 @@ def main() -> None:
         "statistics": dataset.statistics(),
         "items_seen_in_training": int((train_counts > 0).sum()),
         "data_seconds": data_seconds,
-        "training": json.loads(summary_path.read_text()),
+        "training": Run.open(out).summary("pretrain"),
         "test_sample_users": len(test),
         "test_sample": evaluate_model(model, test, batch_size=64),  # [64, N] score rows: 256 MB at 1M items
         "test_sample_popularity": evaluate_popularity(dataset, test, batch_size=64),

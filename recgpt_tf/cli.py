@@ -8,11 +8,20 @@ import sys
 import time
 from pathlib import Path
 
+from recgpt_tf.config import LOSS_POSITIONS, OBJECTIVES, STAGE_PLANS, ModelConfig, TrainConfig
 from recgpt_tf.contract import AUTO_INDEX, INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
-from recgpt_tf.config import LOSS_POSITIONS, OBJECTIVES, ModelConfig, TrainConfig, write_json
-from recgpt_tf.data.readers import FORMATS, DataFormatError
+from recgpt_tf.data.readers import FORMATS
+from recgpt_tf.errors import ConfigError, RecGPTError
+from recgpt_tf.files import write_json
 
-STAGES = ("pretrain", "prompt", "finetune", "all")  # all = pretrain then prompt
+# API argument names whose flag is not --argument-name.
+_FLAGS = {
+    "data_format": "--format",
+    "index_kind": "--index",
+    "kind": "--index",
+    "loss_positions": "--prompt-loss-positions",
+    "num_steps": "--steps",
+}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -44,28 +53,26 @@ def _stage_line(name: str, summary: dict, where: Path) -> str:
     )
 
 
-def train_stages(dataset, out: Path, stages: str, model_config: ModelConfig, train_config: TrainConfig, prompt_window: int, verbose: int,
-                 prompt_loss_positions: str | None = None):
-    """Runs the requested stages; later stages start from the run's pre-trained weights."""
+def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
+    """Creates (or reopens, for later stages) the run and trains `stages`, printing one line per stage."""
     from recgpt_tf.runs import Run
-    from recgpt_tf.training.pretrain import pretrain
-    from recgpt_tf.training.prompt_tuning import PromptConfig, fine_tune, prompt_tune
+    from recgpt_tf.training.prompt_tuning import PromptConfig
 
+    model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     if stages in ("pretrain", "all"):
-        _, summary = pretrain(dataset, out, model_config, train_config, verbose=verbose)
-        print(_stage_line("pre-training", summary, out / "pretrain"))
-    if stages in ("prompt", "all"):
-        model = Run.open(out).load_model("pretrain")
-        prompt_train = dataclasses.replace(PromptConfig().train, seed=train_config.seed, batch_size=train_config.batch_size)
-        config = PromptConfig(prompt_window, prompt_train)
-        if prompt_loss_positions:
-            config = dataclasses.replace(config, loss_positions=prompt_loss_positions)  # validated again
-        _, summary = prompt_tune(model, dataset, out, config, verbose=verbose)
-        print(_stage_line(f"prompt-tuning (K={prompt_window})", summary, out / "prompt"))
-    if stages == "finetune":
-        model = Run.open(out).load_model("pretrain")
-        _, summary = fine_tune(model, dataset, out, verbose=verbose)
-        print(_stage_line("fine-tuning", summary, out / "finetune"))
+        run = Run.create(run_dir, dataset, model_config, seed=train_config.seed)
+    else:
+        run = Run.open(run_dir)
+    names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={args.prompt_window})", "finetune": "fine-tuning"}
+    run.train(
+        dataset,
+        stages,
+        train_config,
+        PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions),
+        verbose=0 if args.quiet else 1,
+        on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
+    )
+    return run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -76,10 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset = Run.open(args.out).dataset(args.data, args.format)
     else:
         dataset = Dataset.from_file(args.data, args.format)
-    model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     print(f"{args.data}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
-    train_stages(dataset, Path(args.out), args.stages, model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1,
-                 prompt_loss_positions=args.prompt_loss_positions)
+    _train(args, dataset, Path(args.out), args.stages)
     return 0
 
 
@@ -94,11 +99,11 @@ def _print_results(report: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from recgpt_tf.evaluation.report import evaluate_run
+    from recgpt_tf.runs import Run
 
-    report = evaluate_run(Path(args.run_dir), Path(args.data), args.format)
+    run = Run.open(args.run_dir)
+    report = run.evaluate(run.dataset(args.data, args.format))  # the export reads the chosen m from the run
     _print_results(report)
-    write_json(Path(args.run_dir) / "evaluation.json", report)  # export reads the chosen m from here
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(args.json), report)
@@ -110,8 +115,6 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from recgpt_tf.data.dataset import Dataset
     from recgpt_tf.data.synthetic import synthetic_sequences
     from recgpt_tf.evaluation.evaluate import evaluate_popularity
-    from recgpt_tf.evaluation.report import evaluate_run
-    from recgpt_tf.export import export_run
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -124,25 +127,25 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         data_path.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in sequences.items()))
     dataset = Dataset.from_file(data_path, args.format)
     print(f"[1/5] data {data_path}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
-    model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
+    _, train_config = _configs(args, dataset.num_items, dataset.num_users)
     run_dir = out / "run"
-    print(f"[2/5] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}")
-    train_stages(dataset, run_dir, "all", model_config, train_config, args.prompt_window, verbose=0 if args.quiet else 1,
-                 prompt_loss_positions=args.prompt_loss_positions)
+    print(
+        f"[2/5] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}"
+    )
+    run = _train(args, dataset, run_dir, "all")
 
     print("[3/5] evaluation (test split; two-step m chosen on validation)")
-    report = evaluate_run(run_dir, data_path, args.format)
-    report["results"]["popularity"] = evaluate_popularity(dataset, dataset.split("test"))
+    report = run.evaluate(dataset)
+    report["results"]["popularity"] = evaluate_popularity(dataset, dataset.split("test"))  # the baseline, for the printout only
     _print_results(report)
     write_json(out / "metrics.json", report)
-    write_json(run_dir / "evaluation.json", report)
 
     print("[4/5] export (one SavedModel per index flavour, TF Serving layout)")
     exports = out / "exports"
     for flavour in INDEX_KINDS:  # stock ops: brute-force, partitioned (ScaNN-trained); ScaNN's own ops: scann
         name = "recgpt" if flavour == "brute-force" else f"recgpt_{flavour}"
-        path = export_run(run_dir, exports, name, flavour)
-        print(f"  {flavour:<11} → {path}")
+        published = run.export(exports, name, flavour)
+        print(f"  {flavour:<11} → {published.path}")
 
     print("[5/5] serving: local TF-Serving-compatible endpoint, one gRPC request")
     _serve_and_ask(exports, dataset)
@@ -152,14 +155,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _serve_and_ask(exports: Path, dataset) -> None:
-    from recgpt_tf.serving import LocalServer, RecGPTClient
+    from recgpt_tf.serving import GrpcClient, LocalServer
 
     test = dataset.split("test")
     user = dataset.user_vocab.decode(test.users[:1])[0]
     history = dataset.item_vocab.decode(test.histories[0])
     with LocalServer(exports, grpc_port=0, rest_port=0) as server:
         target = f"127.0.0.1:{server.grpc_port}"
-        client = RecGPTClient(target, "recgpt", timeout=30)
+        client = GrpcClient(target, "recgpt", timeout=30)
         row = client.recommend([user], [history])[0]
         print(f"  gRPC {target}, model 'recgpt', version status {client.status()}")
         client.close()
@@ -171,23 +174,33 @@ def _serve_and_ask(exports: Path, dataset) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import json
+    from recgpt_tf.runs import Run
 
-    from recgpt_tf.export import export_run
-
-    path = export_run(args.run_dir, args.export_base, args.name, args.index, args.top_k, args.first_step_size, args.steps,
-                      args.recall_threshold, args.version, args.jit_compile)
-    meta = json.loads((path / "assets.extra" / "recgpt.json").read_text())
+    published = Run.open(args.run_dir).export(
+        args.export_base,
+        args.name,
+        args.index,
+        args.top_k,
+        args.first_step_size,
+        args.steps,
+        args.recall_threshold,
+        args.version,
+        args.jit_compile,
+    )
+    meta = published.metadata
     index = meta["index"]
     recall = ", ".join(f"{step} {value:.3f}" for step, value in index.get("recall", {}).items())
-    print(f"published {path} ({index['kind']} index, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
-          + (f"; recall@{index['recall_at']} against exact search: {recall}" if recall else "") + ")")
+    print(
+        f"published {published.path} ({index['kind']} index, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
+        + (f"; recall@{index['recall_at']} against exact search: {recall}" if recall else "")
+        + ")"
+    )
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from recgpt_tf.data.examples import write_examples
     from recgpt_tf.data.readers import load_interactions
-    from recgpt_tf.tfx_trainer import write_examples
 
     count = write_examples(load_interactions(args.data, args.format), args.out)
     print(f"wrote {count} examples (user_id, item_ids) to {args.out}")
@@ -207,20 +220,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_batch=args.max_batch, max_history=args.max_history)
     server = LocalServer(args.export_base, args.host, args.grpc_port, args.rest_port, args.workers, limits, args.poll_seconds)
     server.start()
-    print(f"recgpt serve: {args.export_base} on gRPC {args.host}:{server.grpc_port}, REST {args.host}:{server.rest_port} "
-          "(a development stand-in for tensorflow_model_server; Ctrl-C or SIGTERM stops it)", flush=True)
+    print(
+        f"recgpt serve: {args.export_base} on gRPC {args.host}:{server.grpc_port}, REST {args.host}:{server.rest_port} "
+        "(a development stand-in for tensorflow_model_server; Ctrl-C or SIGTERM stops it)",
+        flush=True,
+    )
     server.serve_until_signalled()
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from recgpt_tf.serving import RecGPTClient, RestClient
+    from recgpt_tf.serving import GrpcClient, RestClient
 
     history = [h for h in args.history.split(",") if h] if args.history else []
     if args.rest:
         rows = RestClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
     else:
-        rows = RecGPTClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
+        rows = GrpcClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
     row = rows[0]
     print(f"user {args.user}, history {' '.join(history) or '(empty: cold start)'}")
     for rank, (item, score, step) in enumerate(zip(row["item_ids"], row["scores"], row["recall_step"]), start=1):
@@ -236,10 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", type=Path)
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--format", choices=FORMATS, default=None, help="data format (default: from the suffix)")
-    train.add_argument("--stages", choices=STAGES, default="all", help="all = pretrain then prompt; finetune = the paper's baseline")
+    train.add_argument(
+        "--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline"
+    )
     train.add_argument("--prompt-window", type=int, default=1, help="K, prompts generated before each real item (0..6)")
-    train.add_argument("--prompt-loss-positions", choices=LOSS_POSITIONS, default=None,
-                       help="prompt-tuning loss at every position (all) or only before real items (prompt); see PromptConfig")
+    train.add_argument(
+        "--prompt-loss-positions",
+        choices=LOSS_POSITIONS,
+        default=None,
+        help="prompt-tuning loss at every position (all) or only before real items (prompt); see PromptConfig",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
@@ -255,15 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", type=Path)
     export.add_argument("export_base", type=Path)
     export.add_argument("--name", required=True, help="model name (directory under EXPORT_BASE, model_spec.name)")
-    export.add_argument("--index", choices=INDEX_CHOICES, default=AUTO_INDEX,
-                        help=f"auto: partitioned from {PARTITIONED_MIN_ITEMS:,} items up, brute-force below")
+    export.add_argument(
+        "--index",
+        choices=INDEX_CHOICES,
+        default=AUTO_INDEX,
+        help=f"auto: partitioned from {PARTITIONED_MIN_ITEMS:,} items up, brute-force below",
+    )
     export.add_argument("--top-k", type=int, default=10)
     export.add_argument("--first-step-size", type=int, default=None, help="m; default: chosen on validation by `recgpt evaluate`")
     export.add_argument("--steps", type=int, default=2, help="generation steps G (2 = the paper's two-step recall)")
     export.add_argument("--recall-threshold", type=float, default=0.95)
     export.add_argument("--version", type=int, default=None, help="default: the next free version number")
-    export.add_argument("--jit-compile", action="store_true",
-                        help="XLA-compile the decoder passes (faster on CPU; TF Serving needs --xla_cpu_compilation_enabled=true)")
+    export.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="XLA-compile the decoder passes (faster on CPU; TF Serving needs --xla_cpu_compilation_enabled=true)",
+    )
     export.set_defaults(func=cmd_export)
 
     serve = sub.add_parser("serve", help="TF-Serving-compatible local endpoint (gRPC + REST) over an export base")
@@ -305,20 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(error: RecGPTError, parser: argparse.ArgumentParser, command: str) -> str:
+    """The library's message, with an argument's API name replaced by the command's flag for it (if it has one)."""
+    if isinstance(error, ConfigError):
+        flag = _FLAGS.get(error.argument, f"--{error.argument.replace('_', '-')}")
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if flag in subparsers.choices[command]._option_string_actions:
+            return f"{flag} {error.problem}"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import grpc
+
+    # Only what the library raises on purpose, and a server's answer, become one line; anything
+    # else is a bug and keeps its traceback.
     try:
         return args.func(args)
-    except (DataFormatError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"recgpt {args.command}: error: {error}", file=sys.stderr)
+    except RecGPTError as error:
+        print(f"recgpt {args.command}: error: {_message(error, parser, args.command)}", file=sys.stderr)
         return 2
-    except Exception as error:
-        import grpc
-
-        if isinstance(error, grpc.RpcError):
-            print(f"recgpt {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 2
-        raise
+    except grpc.RpcError as error:
+        print(f"recgpt {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

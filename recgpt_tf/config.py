@@ -7,14 +7,33 @@ them so a run directory can record exactly what produced it.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
+
+from recgpt_tf.errors import ConfigError, check_choice
 
 OBJECTIVES = ("softmax", "sampled_softmax", "bce")
 LEARNING_RATE_DECAYS = ("none", "cosine")
 BATCHINGS = ("shuffled", "bucketed", "token_budget")
 LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
+
+# The paper's training stages (each a directory of a run), and what `runs.Run.train(stages=...)`
+# runs for each choice, in order: "all" is the paper's pipeline.
+PRETRAIN_STAGE, PROMPT_STAGE, FINETUNE_STAGE = "pretrain", "prompt", "finetune"
+STAGE_PLANS = {
+    PRETRAIN_STAGE: (PRETRAIN_STAGE,),
+    PROMPT_STAGE: (PROMPT_STAGE,),
+    FINETUNE_STAGE: (FINETUNE_STAGE,),
+    "all": (PRETRAIN_STAGE, PROMPT_STAGE),
+}
+
+
+def check_objective(objective: str, label_smoothing: float = 0.0) -> None:
+    """Raises `ConfigError` unless `objective` is known and `label_smoothing` fits it (softmax only, in [0, 1))."""
+    check_choice("objective", objective, OBJECTIVES)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError("label_smoothing", f"must be in [0, 1); got {label_smoothing}")
+    if label_smoothing and objective != "softmax":
+        raise ConfigError("label_smoothing", f"applies to the softmax objective only; got objective {objective!r}")
 
 
 @dataclasses.dataclass
@@ -114,27 +133,11 @@ class TrainConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(
-                f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}"
-            )
+        check_objective(self.objective, self.label_smoothing)
         for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+            check_choice(name, getattr(self, name), allowed)
         if self.target_copies < 1:
-            raise ValueError(f"target_copies must be >= 1; got {self.target_copies}")
-        if self.label_smoothing and self.objective != "softmax":
-            raise ValueError(f"label_smoothing applies to the softmax objective only; got objective {self.objective!r}")
+            raise ConfigError("target_copies", f"must be >= 1; got {self.target_copies}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Writes JSON atomically (temp file, then rename), so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)

@@ -1,4 +1,12 @@
-"""Names of the SavedModel contract, shared by export/ and serving/ (architecture.md)."""
+"""The SavedModel contract shared by export/ and serving/: signature and tensor names, the
+export base layout, and the `history` input's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 RECOMMEND_SIGNATURE = "serving_default"
 EMBEDDINGS_SIGNATURE = "user_embeddings"
@@ -20,3 +28,18 @@ INDEX_CHOICES = (*INDEX_KINDS, AUTO_INDEX)  # what `--index` / `index_kind` acce
 # From this catalogue size up, "auto" exports the partitioned index (benchmarks/index_latency.py
 # measures where its signature beats brute force on a trained model); below it exact search is as fast.
 PARTITIONED_MIN_ITEMS = 50_000
+
+
+def pad_histories(histories: Sequence[Sequence], fill: str | bytes = "") -> np.ndarray:
+    """The `history` input's layout: an object array [batch, T], each row oldest first,
+    right-padded with `fill` to the longest row (T >= 1, so an empty batch row is one pad)."""
+    width = max([len(h) for h in histories] + [1])
+    out = np.full((len(histories), width), fill, dtype=object)
+    for i, row in enumerate(histories):
+        out[i, : len(row)] = list(row)
+    return out
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """The version directories of EXPORT_BASE/NAME, ascending (hidden staging directories are not versions)."""
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()) if model_dir.is_dir() else []

@@ -1,4 +1,16 @@
-"""Reading a trained run directory back (see `training.pretrain` for its layout)."""
+"""A run directory and its one owner, `Run`: created from data and configurations, trained
+stage by stage, evaluated, exported. The CLI, the TFX Trainer module, the notebook and the
+Python API all go through it, so they share one stage policy and one layout:
+
+    RUN_DIR/config.json              model, data statistics, each stage's training configuration
+    RUN_DIR/items.txt, users.txt     vocabularies (line i is id i + 1)
+    RUN_DIR/sample_requests.json     real (user, history) pairs: export warmup and index tuning
+    RUN_DIR/STAGE/                   weights* (the epoch chosen on validation), best/, history.csv,
+                                     summary.json, backup/ (BackupAndRestore while the stage runs)
+    RUN_DIR/prompt/prompted_K{K}.npz cached prompt-enhanced training sequences
+    RUN_DIR/logs/STAGE/              TensorBoard
+    RUN_DIR/evaluation.json          the last evaluation (the export reads the chosen m from it)
+"""
 
 from __future__ import annotations
 
@@ -6,24 +18,58 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-from recgpt_tf.config import ModelConfig
+import numpy as np
+
+from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, STAGE_PLANS, ModelConfig, TrainConfig
+from recgpt_tf.contract import AUTO_INDEX
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.vocab import Vocabulary
+from recgpt_tf.errors import ConfigError, RunDirectoryError, check_choice
+from recgpt_tf.files import write_json
+from recgpt_tf.inference.recall import split_k
 from recgpt_tf.models.recgpt import RecGPT
+from recgpt_tf.training.pretrain import build_model, pretrain
+from recgpt_tf.training.prompt_tuning import PromptConfig, fine_tune, prompt_tune
+
+if TYPE_CHECKING:
+    from recgpt_tf.export.publish import PublishedVersion
+
+CONFIG_FILE = "config.json"
+ITEMS_FILE, USERS_FILE = "items.txt", "users.txt"
+SAMPLES_FILE = "sample_requests.json"
+EVALUATION_FILE = "evaluation.json"
+SUMMARY_FILE = "summary.json"
+TRAINED_STAGES = (PRETRAIN_STAGE, PROMPT_STAGE, FINETUNE_STAGE)
 
 # Architecture fields added after runs existed, with the values those runs were trained with
 # (attention dropout was the model's one dropout rate).
 LEGACY_MODEL_FIELDS = {"layer_norm": "pre", "activation": "relu", "init_stddev": 0.0, "scale_items": True}
 
 
-class RunDirectoryError(FileNotFoundError):
-    """A run directory is missing or incomplete; the message names what is missing."""
+def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
+    """Real (user, history) pairs kept with the run: warmup requests, and the queries an export tunes its
+    index on (256 by default: with 64, the setting chosen on them met the recall target on held-out
+    requests less often, benchmarks/results/index_latency_12101.json)."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(dataset.users), size=min(count, len(dataset.users)), replace=False)
+    train = dataset.train_sequences()
+    return {
+        "users": dataset.user_vocab.decode(dataset.users[chosen]),
+        "histories": [dataset.item_vocab.decode(train[i]) for i in chosen],
+    }
 
 
 @dataclasses.dataclass
 class Run:
-    """A trained run: its configuration and vocabularies."""
+    """One run directory: the only code that names, writes and reads its files.
+
+    Attributes:
+        path: The directory.
+        config: config.json as a dict (model, data statistics, each stage's configuration).
+        item_vocab, user_vocab: The run's vocabularies.
+    """
 
     path: Path
     config: dict
@@ -31,17 +77,56 @@ class Run:
     user_vocab: Vocabulary
 
     @classmethod
-    def open(cls, path: Path | str) -> "Run":
+    def create(cls, path: Path | str, dataset: Dataset, model_config: ModelConfig | None = None, seed: int = 42) -> "Run":
+        """A run directory for `dataset`: vocabularies, sample requests and the model configuration.
+
+        An existing run at `path` on the same data is kept (its stages resume); one on other
+        data is refused.
+
+        Args:
+            path: Created if missing.
+            dataset: The encoded training data; its vocabularies become the run's.
+            model_config: Architecture (default: `ModelConfig` for this catalogue).
+            seed: Seed of the sample-request draw.
+        """
         path = Path(path)
-        for name in ("config.json", "items.txt", "users.txt"):
+        model_config = model_config or ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users)
+        if (model_config.num_items, model_config.num_users) != (dataset.num_items, dataset.num_users):
+            raise ConfigError(
+                "model_config",
+                f"is for {model_config.num_items} items / {model_config.num_users} users; "
+                f"the data has {dataset.num_items} / {dataset.num_users}",
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        config = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
+        if config.get("statistics", dataset.statistics()) != dataset.statistics():
+            raise RunDirectoryError(
+                f"{path} holds a run on other data ({config.get('dataset')}: {config['statistics']}); "
+                f"train {dataset.name} into another directory, or delete this one"
+            )
+        dataset.item_vocab.save(path / ITEMS_FILE)
+        dataset.user_vocab.save(path / USERS_FILE)
+        write_json(path / SAMPLES_FILE, sample_requests(dataset, seed=seed))
+        # Keep the stages' configurations of a run being resumed; the model and data are this call's.
+        config.update(dataset=dataset.name, statistics=dataset.statistics(), model=model_config.to_dict())
+        write_json(path / CONFIG_FILE, config)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: Path | str) -> "Run":
+        """The run at `path`; raises `RunDirectoryError` naming what is missing."""
+        path = Path(path)
+        for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE):
             if not (path / name).is_file():
-                raise RunDirectoryError(f"{path}: not a trained run directory (no {name}); create one with `recgpt train DATA --out {path}`")
+                raise RunDirectoryError(f"{path}: not a trained run directory (no {name}); train a run into it first")
         return cls(
             path=path,
-            config=json.loads((path / "config.json").read_text()),
-            item_vocab=Vocabulary.load(path / "items.txt", oov_id="end"),
-            user_vocab=Vocabulary.load(path / "users.txt", oov_id="zero"),
+            config=json.loads((path / CONFIG_FILE).read_text()),
+            item_vocab=Vocabulary.load(path / ITEMS_FILE, oov_slot="end"),
+            user_vocab=Vocabulary.load(path / USERS_FILE, oov_slot="zero"),
         )
+
+    # --- files -----------------------------------------------------------------------------
 
     @property
     def model_config(self) -> ModelConfig:
@@ -49,23 +134,59 @@ class Run:
         model = self.config["model"]
         return ModelConfig(**{**LEGACY_MODEL_FIELDS, "attention_dropout": model.get("dropout", 0.5), **model})
 
+    @property
+    def vocabulary_files(self) -> tuple[Path, Path]:
+        """(items.txt, users.txt): an export copies them into the SavedModel's assets."""
+        return self.path / ITEMS_FILE, self.path / USERS_FILE
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path / stage
+
+    def log_dir(self, stage: str) -> Path:
+        return self.path / "logs" / stage
+
+    def record_stage_config(self, stage: str, payload: dict) -> None:
+        """Stores a stage's training configuration in config.json (before the stage trains)."""
+        self.config[stage] = payload
+        write_json(self.path / CONFIG_FILE, self.config)
+
+    def write_summary(self, stage: str, summary: dict) -> None:
+        write_json(self.stage_dir(stage) / SUMMARY_FILE, summary)
+
+    def summary(self, stage: str) -> dict | None:
+        """A finished stage's summary (epochs, seconds, validation metrics), None if it has not finished."""
+        path = self.stage_dir(stage) / SUMMARY_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def train_seconds(self) -> float:
+        """Training time of every finished stage."""
+        return sum(float((self.summary(stage) or {}).get("seconds", 0.0)) for stage in TRAINED_STAGES)
+
+    def sample_requests(self) -> dict:
+        """{"users": [...], "histories": [[...], ...]}; empty lists for runs that have none."""
+        path = self.path / SAMPLES_FILE
+        return json.loads(path.read_text()) if path.is_file() else {"users": [], "histories": []}
+
+    def evaluation(self) -> dict | None:
+        """The last evaluation document written by `evaluate`, None if never evaluated."""
+        path = self.path / EVALUATION_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def has_stage(self, stage: str) -> bool:
-        return (self.path / stage / "weights.index").is_file()
+        return (self.stage_dir(stage) / "weights.index").is_file()
 
-    def load_model(self, stage: str = "pretrain") -> RecGPT:
+    def load_model(self, stage: str = PRETRAIN_STAGE) -> RecGPT:
         """The model with the stage's selected weights."""
-        from recgpt_tf.training.pretrain import build_model
-
         if not self.has_stage(stage):
-            raise RunDirectoryError(f"{self.path}: stage {stage!r} has no weights ({self.path / stage / 'weights.index'} missing)")
-        objective = self.config.get("pretrain", {}).get("objective", "softmax")
-        prompt_tuned = stage == "prompt"
+            raise RunDirectoryError(f"{self.path}: stage {stage!r} has no weights ({self.stage_dir(stage) / 'weights.index'} missing)")
+        objective = self.config.get(PRETRAIN_STAGE, {}).get("objective", "softmax")
+        prompt_tuned = stage == PROMPT_STAGE
         # The checkpoint also holds the stage's optimizer (learning rate, step count,
         # moments). Loaded straight into `model`, Keras would restore it into whatever
         # optimizer the next stage compiles, overriding that stage's learning rate, so
         # only the model's own variables are carried over.
         source = build_model(self.model_config, objective, prompt_tuned)
-        source.load_weights(str(self.path / stage / "weights")).expect_partial()
+        source.load_weights(str(self.stage_dir(stage) / "weights")).expect_partial()
         model = build_model(self.model_config, objective, prompt_tuned)
         model.set_weights(source.get_weights())
         return model
@@ -74,14 +195,131 @@ class Run:
         """A new run directory sharing this run's configuration, vocabularies and
         pre-trained weights (e.g. to prompt-tune with another K); reused if present."""
         path = Path(path)
-        (path / "pretrain").mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "items.txt", "users.txt", "sample_requests.json"):
+        (path / PRETRAIN_STAGE).mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE, SAMPLES_FILE):
             if (self.path / name).exists() and not (path / name).exists():
                 shutil.copy(self.path / name, path / name)
-        for file in (self.path / "pretrain").glob("weights*"):
-            shutil.copy(file, path / "pretrain" / file.name)
+        for file in self.stage_dir(PRETRAIN_STAGE).glob("weights*"):
+            shutil.copy(file, path / PRETRAIN_STAGE / file.name)
         return Run.open(path)
 
     def dataset(self, data: Path | str, data_format: str | None = None) -> Dataset:
         """`data` encoded with this run's vocabularies."""
         return Dataset.from_file(data, data_format, item_vocab=self.item_vocab, user_vocab=self.user_vocab)
+
+    # --- the paper's stages ----------------------------------------------------------------
+
+    def train(
+        self,
+        dataset: Dataset,
+        stages: str = "all",
+        train_config: TrainConfig | None = None,
+        prompt_config: PromptConfig | None = None,
+        verbose: int = 1,
+        on_stage_end: Callable[[str, dict], None] | None = None,
+    ) -> dict[str, dict]:
+        """Trains `stages` on `dataset` (encoded with this run's vocabularies); an interrupted stage resumes.
+
+        The stage policy: "all" pre-trains, then prompt-tunes. Prompt-tuning and
+        fine-tuning start from the run's pre-trained weights and take their seed and
+        batch size from `train_config` when given, else from the pre-training recorded
+        in config.json; their other settings are their own defaults
+        (`PromptConfig().train`, and lr 5e-4 for 10 epochs for fine-tuning). Training
+        any stage drops the run's last evaluation, which no longer describes it.
+
+        Args:
+            dataset: Training data in the run's ids.
+            stages: A key of `STAGE_PLANS`: "pretrain", "prompt", "finetune" or "all".
+            train_config: Pre-training schedule (default: the recorded one, else `TrainConfig()`).
+            prompt_config: Prompt-tuning settings (default `PromptConfig()`, with the seed and
+                batch size above).
+            verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
+            on_stage_end: Optional callable(stage, summary), e.g. to print progress.
+
+        Returns:
+            {stage: summary} for the stages trained.
+        """
+        check_choice("stages", stages, STAGE_PLANS)
+        plan = STAGE_PLANS[stages]
+        if train_config is None:
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            recorded = {k: v for k, v in self.config.get(PRETRAIN_STAGE, {}).items() if k in fields}
+            train_config = TrainConfig(**recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
+        (self.path / EVALUATION_FILE).unlink(missing_ok=True)
+        inherited = {"seed": train_config.seed, "batch_size": train_config.batch_size}
+        summaries = {}
+        for stage in plan:
+            if stage == PRETRAIN_STAGE:
+                _, summary = pretrain(self, dataset, train_config, verbose)
+            elif stage == PROMPT_STAGE:
+                config = prompt_config or PromptConfig()
+                config = dataclasses.replace(config, train=dataclasses.replace(config.train, **inherited))
+                _, summary = prompt_tune(self.load_model(PRETRAIN_STAGE), dataset, self, config, verbose)
+            else:
+                finetune_config = dataclasses.replace(TrainConfig(learning_rate=5e-4, epochs=10, patience=3), **inherited)
+                _, summary = fine_tune(self.load_model(PRETRAIN_STAGE), dataset, self, finetune_config, verbose)
+            summaries[stage] = summary
+            if on_stage_end:
+                on_stage_end(stage, summary)
+        return summaries
+
+    def evaluate(self, dataset: Dataset) -> dict:
+        """Every trained variant on the paper's protocol (the `evaluate --json` document), written to
+        evaluation.json, where the export reads the two-step split chosen on validation."""
+        from recgpt_tf.evaluation.report import evaluate_dataset
+
+        report = evaluate_dataset(self, dataset)
+        write_json(self.path / EVALUATION_FILE, report)
+        return report
+
+    def chosen_first_step(self, k: int) -> int:
+        """m for a k-list, chosen on validation by the last evaluation; k (one step) if none."""
+        per_k = (self.evaluation() or {}).get("two_step_per_k", {})
+        chosen = per_k.get("recgpt") or per_k.get("pretrain_two_step") or {}
+        return int(chosen[str(k)]["m"]) if str(k) in chosen else k
+
+    def export(
+        self,
+        export_base: Path | str,
+        name: str,
+        index_kind: str = AUTO_INDEX,
+        top_k: int = 10,
+        first_step_size: int | None = None,
+        steps: int = 2,
+        recall_threshold: float = 0.95,
+        version: int | None = None,
+        jit_compile: bool = False,
+    ) -> PublishedVersion:
+        """Publishes the run (prompt-tuned weights when present) as a version of `name` under `export_base`.
+
+        The recgpt.json written with it holds the run, the stage, the configuration and, when the
+        run was evaluated, its test metrics ("eval_metrics").
+
+        Returns:
+            `export.PublishedVersion`: the version's path and the metadata written.
+        """
+        from recgpt_tf.export.publish import export_model
+
+        stage = PROMPT_STAGE if self.has_stage(PROMPT_STAGE) else PRETRAIN_STAGE
+        m = first_step_size if first_step_size is not None else self.chosen_first_step(top_k)
+        samples = self.sample_requests()
+        metadata = {"run": str(self.path.resolve()), "stage": stage, "config": self.config}
+        evaluation = self.evaluation()
+        if evaluation:
+            metadata["eval_metrics"] = evaluation["results"]
+        items, users = self.vocabulary_files
+        return export_model(
+            self.load_model(stage),
+            items,
+            users,
+            export_base,
+            name,
+            split_k(top_k, m, steps),
+            index_kind=index_kind,
+            sample_users=samples["users"],
+            sample_histories=samples["histories"],
+            recall_threshold=recall_threshold,
+            version=version,
+            metadata=metadata,
+            jit_compile=jit_compile,
+        )

@@ -19,6 +19,26 @@ def tiny_train_config(**overrides) -> TrainConfig:
     return TrainConfig(**{"epochs": 8, "batch_size": 64, "learning_rate": 3e-3, "patience": 8, "seed": 7, **overrides})
 
 
+def tiny_run(dataset: Dataset, path, **model_overrides):
+    """A fresh run directory for `dataset` with the tiny architecture."""
+    from recgpt_tf.runs import Run
+
+    return Run.create(path, dataset, tiny_model_config(dataset, **model_overrides), seed=7)
+
+
+def export_from_run(run_dir, model, base, step_sizes, **kwargs):
+    """Publishes `model` with the run's vocabularies and sample requests; returns the version's path."""
+    from recgpt_tf.export import export_model
+    from recgpt_tf.runs import Run
+
+    run = Run.open(run_dir)
+    requests = run.sample_requests()
+    items, users = run.vocabulary_files
+    return export_model(
+        model, items, users, base, "recgpt", step_sizes, sample_users=requests["users"], sample_histories=requests["histories"], **kwargs
+    ).path
+
+
 def write_lines(path, lines) -> str:
     path.write_text("".join(line + "\n" for line in lines))
     return str(path)

@@ -1,12 +1,28 @@
 import json
 
+import pytest
+
 from recgpt_tf.cli import main
 from recgpt_tf.data import synthetic_sequences
 
-TINY_FLAGS = ["--hidden-size", "16", "--num-layers", "1", "--intermediate-size", "32", "--max-length", "20",
-              "--epochs", "2", "--batch-size", "64", "--quiet"]
+TINY_FLAGS = [
+    "--hidden-size",
+    "16",
+    "--num-layers",
+    "1",
+    "--intermediate-size",
+    "32",
+    "--max-length",
+    "20",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_writes_the_contract_json(tmp_path, capsys):
     data = tmp_path / "data.txt"
     seqs = synthetic_sequences(num_users=150, num_items=60, num_topics=5, seed=4)
@@ -35,6 +51,7 @@ def test_evaluate_names_a_missing_run(tmp_path, capsys):
     assert "not a trained run directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_tunes_the_partitioned_index_and_reports_its_recall(tmp_path, capsys):
     data = tmp_path / "data.txt"
     seqs = synthetic_sequences(num_users=300, num_items=400, num_topics=8, seed=5)
@@ -50,3 +67,23 @@ def test_export_tunes_the_partitioned_index_and_reports_its_recall(tmp_path, cap
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "base"), "--name", "m"]) == 0
     meta = json.loads((tmp_path / "base" / "m" / "2" / "assets.extra" / "recgpt.json").read_text())["index"]
     assert meta == {"kind": "brute-force", "requested": "auto"}
+
+
+def test_library_errors_name_the_flag_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data.txt"
+    data.write_text("1 2 3 4\n2 3 4 5\n")
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--batching", "sorted", *TINY_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("recgpt train: error: --batching must be one of shuffled, bucketed, token_budget; got 'sorted'"), err
+    assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "base"), "--name", "m"]) == 2
+    assert "not a trained run directory" in capsys.readouterr().err
+
+    # An error the library did not mean to raise is a bug: it propagates with its traceback.
+    import recgpt_tf.runs
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(recgpt_tf.runs.Run, "open", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["evaluate", str(tmp_path / "run"), str(data)])

@@ -10,7 +10,7 @@ def test_vocabulary_ids_oov_and_round_trip(tmp_path):
     assert items.tokens == ["2", "7", "10"]  # integer ids keep numeric order
     assert items.encode(["2", "10", "unknown"]).tolist() == [1, 3, 4]  # OOV = N + 1
     assert items.decode([0, 1, 4]) == ["", "2", "[OOV]"]
-    users = Vocabulary.build(["bob", "amy"], oov_id="zero")
+    users = Vocabulary.build(["bob", "amy"], oov_slot="zero")
     assert users.encode(["amy", "zed"]).tolist() == [2, 0]  # first-seen order, OOV = 0
     items.save(tmp_path / "items.txt")
     assert Vocabulary.load(tmp_path / "items.txt").encode(["7"]).tolist() == [2]
@@ -124,6 +124,8 @@ def test_split_targets_trains_every_target_exactly_once_across_copies():
     assert out_users.tolist() == [7, 7, 8, 8]
     assert targets[0].tolist() == [2, 0, 4, 0, 0] and targets[1].tolist() == [0, 3, 0, 5, 0]
     assert targets[2].tolist() == [10, 0] and targets[3].tolist() == [0, 0]
-    batch = next(training_dataset(out_users, out_seqs, targets=targets, shuffle=False, batching="shuffled", batch_size=4).as_numpy_iterator())
+    batch = next(
+        training_dataset(out_users, out_seqs, targets=targets, shuffle=False, batching="shuffled", batch_size=4).as_numpy_iterator()
+    )
     trained = sorted(int(t) for t in batch["targets"][batch["targets"] > 0])
     assert trained == [2, 3, 4, 5, 10]  # the same targets as one plain copy, each once

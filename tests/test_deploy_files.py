@@ -27,7 +27,10 @@ def test_compose_mounts_the_export_base_for_both_images(tmp_path):
 def test_kubernetes_deployments_mount_the_export_base(tmp_path):
     docs = list(yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text()))
     deployments = [d for d in docs if d["kind"] == "Deployment"]
-    assert {d["spec"]["template"]["spec"]["containers"][0]["image"].split(":")[0] for d in deployments} == {"tensorflow/serving", "google/tf-serving-scann"}
+    assert {d["spec"]["template"]["spec"]["containers"][0]["image"].split(":")[0] for d in deployments} == {
+        "tensorflow/serving",
+        "google/tf-serving-scann",
+    }
     for d in deployments:
         container = d["spec"]["template"]["spec"]["containers"][0]
         assert FLAGS <= set(container["args"]) and container["volumeMounts"][0]["mountPath"] == "/models"

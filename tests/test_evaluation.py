@@ -41,9 +41,7 @@ def test_history_items_are_excluded_from_the_ranking():
 
 
 def test_popularity_baseline_ranks_by_training_counts():
-    ds = Dataset.from_interactions(
-        {"a": ["1", "1", "2", "3", "9"], "b": ["1", "2", "4", "2"], "c": ["1", "3", "3", "1"]}
-    )
+    ds = Dataset.from_interactions({"a": ["1", "1", "2", "3", "9"], "b": ["1", "2", "4", "2"], "c": ["1", "3", "3", "1"]})
     # Training counts (all but each user's last two items): "1" x4, "2" x2, "3" x1.
     # a: target "9", history {1, 2, 3}: "4" and "9" both have count 0, the tie
     #    goes to the lower id, so "9" ranks second (rank 1).

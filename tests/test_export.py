@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import tiny_model_config, tiny_train_config
-from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
+from helpers import export_from_run, tiny_run, tiny_train_config
+from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
+from recgpt_tf.errors import ExportError
 from recgpt_tf.evaluation import two_step_sweep
-from recgpt_tf.export import ExportError, export_model, history_tensor
-from recgpt_tf.export import publish
+from recgpt_tf.export import export_model, publish
 from recgpt_tf.export.stock_ops import saved_model_ops, unregistered_ops
 from recgpt_tf.inference import AutoRegressiveRecall
+from recgpt_tf.runs import Run
 from recgpt_tf.training import PromptConfig, pretrain, prompt_tune
 
 STEPS = (9, 1)
@@ -26,17 +27,14 @@ STEPS = (9, 1)
 @pytest.fixture(scope="module")
 def run(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("export_run")
-    model, _ = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(epochs=4), verbose=0)
-    model, _ = prompt_tune(model, tiny_dataset, run_dir, PromptConfig(1, tiny_train_config(epochs=1)), verbose=0)
+    run = tiny_run(tiny_dataset, run_dir)
+    model, _ = pretrain(run, tiny_dataset, tiny_train_config(epochs=4), verbose=0)
+    model, _ = prompt_tune(model, tiny_dataset, run, PromptConfig(1, tiny_train_config(epochs=1)), verbose=0)
     return run_dir, model
 
 
 def _export(run_dir, model, base, index, **kwargs):
-    requests = json.loads((run_dir / "sample_requests.json").read_text())
-    return export_model(
-        model, run_dir / "items.txt", run_dir / "users.txt", base, "recgpt", STEPS, index_kind=index,
-        sample_users=requests["users"], sample_histories=requests["histories"], **kwargs,
-    )
+    return export_from_run(run_dir, model, base, STEPS, index_kind=index, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def partitioned(run, exports):
 
 def _signature_lists(path, users, histories):
     signature = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE]
-    out = signature(user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    out = signature(user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
     return out["item_ids"].numpy().astype(str), out["scores"].numpy(), out["recall_step"].numpy()
 
 
@@ -118,9 +116,7 @@ def test_hr_through_the_signature_equals_evaluate(exports, run, tiny_dataset):
 
 def test_cold_start_unknown_ids_and_variable_lengths(exports):
     _, brute, _ = exports
-    items, scores, steps = _signature_lists(
-        brute, ["1", "no-such-user", "2"], [["3", "5", "7"], [], ["never-seen-item", "4"]]
-    )
+    items, scores, steps = _signature_lists(brute, ["1", "no-such-user", "2"], [["3", "5", "7"], [], ["never-seen-item", "4"]])
     assert items.shape == (3, 10) and np.isfinite(scores).all()
     for row in items:
         assert len(set(row)) == 10 and "" not in row and "[OOV]" not in row
@@ -132,7 +128,7 @@ def test_user_embeddings_signature(exports, run, tiny_dataset):
     _, brute, _ = exports
     split, users, histories = _test_requests(tiny_dataset, 5)
     signature = tf.saved_model.load(str(brute)).signatures[EMBEDDINGS_SIGNATURE]
-    out = signature(user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    out = signature(user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
     vectors, prompts = AutoRegressiveRecall(run[1]).user_vectors(split.users[:5], split.histories[:5], num_steps=2)
     np.testing.assert_allclose(out["embeddings"].numpy(), vectors, rtol=1e-5, atol=1e-5)
     assert out["first_item"].numpy().astype(str).tolist() == tiny_dataset.item_vocab.decode(prompts[:, 0])
@@ -140,16 +136,24 @@ def test_user_embeddings_signature(exports, run, tiny_dataset):
 
 def test_one_step_export_still_returns_h1_and_h2(run, tiny_dataset, tmp_path):
     run_dir, model = run
-    requests = json.loads((run_dir / "sample_requests.json").read_text())
-    path = export_model(model, run_dir / "items.txt", run_dir / "users.txt", tmp_path, "recgpt", (10,),
-                        sample_users=requests["users"], sample_histories=requests["histories"])
+    requests = Run.open(run_dir).sample_requests()
+    path = export_model(
+        model,
+        run_dir / "items.txt",
+        run_dir / "users.txt",
+        tmp_path,
+        "recgpt",
+        (10,),
+        sample_users=requests["users"],
+        sample_histories=requests["histories"],
+    ).path
     split, users, histories = _test_requests(tiny_dataset, 4)
     loaded = tf.saved_model.load(str(path)).signatures
-    out = loaded[EMBEDDINGS_SIGNATURE](user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
+    out = loaded[EMBEDDINGS_SIGNATURE](user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))
     assert out["embeddings"].shape == (4, 2, 32)
     vectors, _ = AutoRegressiveRecall(model).user_vectors(split.users[:4], split.histories[:4], num_steps=2)
     np.testing.assert_allclose(out["embeddings"].numpy(), vectors, rtol=1e-5, atol=1e-5)
-    steps = loaded[RECOMMEND_SIGNATURE](user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))["recall_step"]
+    steps = loaded[RECOMMEND_SIGNATURE](user_id=tf.constant(users), history=tf.constant(pad_histories(histories)))["recall_step"]
     assert (steps.numpy() == 1).all()
 
 
@@ -166,6 +170,7 @@ def _flavour(kind, exports, partitioned):
     return {"brute-force": exports[1], "scann": exports[2], "partitioned": partitioned}[kind]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["brute-force", "partitioned"])
 def test_stock_flavours_load_and_answer_in_a_process_without_scann(kind, exports, partitioned, tiny_dataset):
     path = _flavour(kind, exports, partitioned)
@@ -174,7 +179,7 @@ def test_stock_flavours_load_and_answer_in_a_process_without_scann(kind, exports
     code = (
         "import json, sys, numpy as np, tensorflow as tf\n"
         f"sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']\n"
-        f"out = sig(user_id=tf.constant({users!r}), history=tf.constant({history_tensor(histories).tolist()!r}))\n"
+        f"out = sig(user_id=tf.constant({users!r}), history=tf.constant({pad_histories(histories).tolist()!r}))\n"
         "assert 'scann' not in sys.modules, 'scann was imported'\n"
         "print(json.dumps(out['item_ids'].numpy().astype(str).tolist()))\n"
     )
@@ -183,8 +188,9 @@ def test_stock_flavours_load_and_answer_in_a_process_without_scann(kind, exports
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.tolist()
 
 
-@pytest.mark.parametrize("kind, missing", [("brute-force", set()), ("partitioned", set()),
-                                           ("scann", {"Scann>ScannSearchBatched", "Scann>TensorsToScann"})])
+@pytest.mark.parametrize(
+    "kind, missing", [("brute-force", set()), ("partitioned", set()), ("scann", {"Scann>ScannSearchBatched", "Scann>TensorsToScann"})]
+)
 def test_every_op_is_registered_in_stock_tensorflow_except_scanns(kind, missing, exports, partitioned):
     path = _flavour(kind, exports, partitioned)
     ops = saved_model_ops(path)
@@ -195,13 +201,13 @@ def test_every_op_is_registered_in_stock_tensorflow_except_scanns(kind, missing,
 
 
 def test_partitioned_export_served_by_the_endpoint_gives_the_in_process_lists(partitioned, tiny_dataset, tmp_path):
-    from recgpt_tf.serving import LocalServer, RecGPTClient
+    from recgpt_tf.serving import GrpcClient, LocalServer
 
     shutil.copytree(partitioned, tmp_path / "recgpt" / "1")
     _, users, histories = _test_requests(tiny_dataset, 16)
     expected, expected_scores, _ = _signature_lists(partitioned, users, histories)
     with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
-        rows = RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users, histories)
+        rows = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users, histories)
     assert [row["item_ids"] for row in rows] == expected.tolist()
     np.testing.assert_allclose([row["scores"] for row in rows], expected_scores, rtol=1e-5)
 
@@ -210,8 +216,16 @@ def test_saved_model_cli_lists_both_signatures(exports):
     _, brute, _ = exports
     cli = Path(sys.executable).parent / "saved_model_cli"
     shown = subprocess.run([str(cli), "show", "--dir", str(brute), "--all"], capture_output=True, text=True, timeout=300).stdout
-    for fragment in ("signature_def['serving_default']", "signature_def['user_embeddings']", "inputs['history']", "DT_STRING",
-                     "outputs['recall_step']", "DT_INT32", "outputs['embeddings']", "shape: (-1, 2, 32)"):
+    for fragment in (
+        "signature_def['serving_default']",
+        "signature_def['user_embeddings']",
+        "inputs['history']",
+        "DT_STRING",
+        "outputs['recall_step']",
+        "DT_INT32",
+        "outputs['embeddings']",
+        "shape: (-1, 2, 32)",
+    ):
         assert fragment in shown, fragment
 
 
@@ -232,12 +246,13 @@ def test_an_index_below_the_recall_threshold_is_refused(kind, run, tmp_path):
     run_dir, model = run
     with pytest.raises(ExportError, match=r"no search setting reached recall@10 >= 1.01.*nothing was published"):
         _export(run_dir, model, tmp_path, kind, recall_threshold=1.01)
-    assert list((tmp_path / "recgpt").iterdir()) == []
+    assert not (tmp_path / "recgpt").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny_dataset, tmp_path):
     """`--jit-compile` changes how the decoder runs (one XLA program over a fixed window), not what it returns."""
-    from recgpt_tf.serving import LocalServer, RecGPTClient
+    from recgpt_tf.serving import GrpcClient, LocalServer
 
     run_dir, model = run
     _, brute, _ = exports
@@ -252,5 +267,24 @@ def test_xla_compiled_decoder_gives_the_same_lists_and_serves(exports, run, tiny
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
     # The endpoint runs the SignatureDef in a session, as TF Serving does with XLA enabled.
     with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
-        rows = RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users[:4], histories[:4])
+        rows = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(users[:4], histories[:4])
     assert [row["item_ids"] for row in rows] == expected_ids[:4].tolist()
+
+
+def test_version_allocation_and_the_export_base_files(tmp_path):
+    from recgpt_tf.errors import ConfigError
+    from recgpt_tf.export import allocate_version, update_export_base
+
+    assert allocate_version(tmp_path, "recgpt", None) == (tmp_path / "recgpt", 1)
+    (tmp_path / "recgpt" / "1").mkdir(parents=True)
+    (tmp_path / "recgpt" / ".3.staging-x").mkdir()  # a staging directory is not a version
+    assert allocate_version(tmp_path, "recgpt", None) == (tmp_path / "recgpt", 2)
+    with pytest.raises(ExportError, match="1 already exists"):
+        allocate_version(tmp_path, "recgpt", 1)
+    with pytest.raises(ConfigError, match="name may hold only"):
+        allocate_version(tmp_path, "../elsewhere", None)
+    update_export_base(tmp_path, "recgpt")
+    update_export_base(tmp_path, "recgpt_scann")
+    config = (tmp_path / "models.config").read_text()
+    assert config.count("config {") == 2 and 'base_path: "/models/recgpt_scann"' in config
+    assert "max_batch_size" in (tmp_path / "batching_parameters.txt").read_text()

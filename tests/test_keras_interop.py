@@ -1,6 +1,7 @@
 """The README's plain-Keras example, on tiny data: build, fit with the user's own
 callbacks on the project's tf.data pipeline, evaluate."""
 
+import pytest
 import tf_keras as keras
 
 from helpers import TINY_MODEL
@@ -10,6 +11,7 @@ from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.training import RankingValidation
 
 
+@pytest.mark.slow
 def test_plain_model_fit_with_user_callbacks(tiny_dataset, tmp_path):
     data = tiny_dataset
     model = RecGPT(num_items=data.num_items, num_users=data.num_users, objective="sampled_softmax", **TINY_MODEL)

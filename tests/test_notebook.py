@@ -1,14 +1,15 @@
 """notebooks/quickstart.ipynb runs top to bottom (small settings), so it cannot rot."""
 
-import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("RECGPT_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import tiny_model_config, tiny_train_config
+from helpers import tiny_run, tiny_train_config
 from recgpt_tf.evaluation import evaluate_model, two_step_sweep
 from recgpt_tf.evaluation.variants import list_gain
 from recgpt_tf.inference import AutoRegressiveRecall, PromptGenerator, prompt_layout, split_k
@@ -61,7 +61,9 @@ def test_prompt_layout_and_segments_for_a_hand_built_case(eager):
 
 
 def test_prompt_window_zero_is_the_plain_sequence(eager):
-    tokens, segments = PromptGenerator(_ScriptedModel(), prompt_window=0).generate_batch(np.array([1, 2]), [np.array([4, 2, 8]), np.array([7])])
+    tokens, segments = PromptGenerator(_ScriptedModel(), prompt_window=0).generate_batch(
+        np.array([1, 2]), [np.array([4, 2, 8]), np.array([7])]
+    )
     assert [t.tolist() for t in tokens] == [[4, 2, 8], [7]] and [s.tolist() for s in segments] == [[0, 0, 0], [0]]
 
 
@@ -81,10 +83,11 @@ def test_loss_positions_is_checked():
 @pytest.fixture(scope="module")
 def tuned(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("prompt_run")
-    model, _ = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(epochs=4), verbose=0)
+    run = tiny_run(tiny_dataset, run_dir)
+    model, _ = pretrain(run, tiny_dataset, tiny_train_config(epochs=4), verbose=0)
     frozen_before = {v.name: v.numpy().copy() for v in model.backbone.weights}
     table_before = model.backbone.item_table.numpy().copy()
-    model, summary = prompt_tune(model, tiny_dataset, run_dir, PromptConfig(1, tiny_train_config(epochs=2)), verbose=0)
+    model, summary = prompt_tune(model, tiny_dataset, run, PromptConfig(1, tiny_train_config(epochs=2)), verbose=0)
     return run_dir, model, summary, frozen_before, table_before
 
 

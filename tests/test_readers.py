@@ -1,7 +1,8 @@
 import pytest
 
-from recgpt_tf.data import DataFormatError, load_interactions
 from helpers import write_lines
+from recgpt_tf.data import load_interactions
+from recgpt_tf.errors import DataFormatError
 
 
 def test_sequence_file_keeps_order_and_users(tmp_path):

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from recgpt_tf.errors import IndexRecallError
 from recgpt_tf.retrieval import (
-    BruteForceIndex, IndexRecallError, PartitionedIndex, ScannOpIndex, build_index, exclude_scores, pad_exclusions, recall_at_k,
+    BruteForceIndex,
+    PartitionedIndex,
+    ScannOpIndex,
+    build_index,
+    exclude_scores,
+    pad_exclusions,
+    recall_at_k,
     train_kmeans_partition,
 )
 from recgpt_tf.retrieval.partitioned import leaf_blocks
@@ -37,8 +44,9 @@ def partition(table):
 INDEXES = {
     "brute-force": lambda table, partition: BruteForceIndex(table),
     "partitioned-float32": lambda table, partition: PartitionedIndex(table, partition, leaves_to_search=6, storage_dtype="float32"),
-    "partitioned-bfloat16": lambda table, partition: PartitionedIndex(table, partition, leaves_to_search=6, storage_dtype="bfloat16",
-                                                                      rescore_depth=20),
+    "partitioned-bfloat16": lambda table, partition: PartitionedIndex(
+        table, partition, leaves_to_search=6, storage_dtype="bfloat16", rescore_depth=20
+    ),
     "scann": lambda table, partition: ScannOpIndex(table, num_leaves=LEAVES, leaves_to_search=6, reordering_candidates=100),
 }
 
@@ -71,8 +79,12 @@ def test_scanns_partition_is_read_back_exactly(table, queries, tmp_path):
     its final assignment need not be the nearest centre; re-seeding can also leave two equal centres,
     so a leaf that ties the best within float rounding is ScaNN's to pick.)"""
     scann_ops_pybind, _ = import_scann()
-    searcher = scann_ops_pybind.builder(table, 20, "dot_product").tree(
-        num_leaves=LEAVES, num_leaves_to_search=1, training_sample_size=NUM_ITEMS).score_brute_force().build()
+    searcher = (
+        scann_ops_pybind.builder(table, 20, "dot_product")
+        .tree(num_leaves=LEAVES, num_leaves_to_search=1, training_sample_size=NUM_ITEMS)
+        .score_brute_force()
+        .build()
+    )
     searcher.serialize(str(tmp_path))
     partition = read_partition(tmp_path)
     assert partition.centroids.shape == (LEAVES, DIM) and partition.leaf_of_item.shape == (NUM_ITEMS,)
@@ -129,8 +141,9 @@ def test_slots_no_allowed_item_can_fill_are_empty_not_history():
 def test_partitioned_search_of_every_leaf_equals_brute_force(table, partition, queries, dtype, depth):
     index = PartitionedIndex(table, partition, leaves_to_search=partition.num_leaves, storage_dtype=dtype, rescore_depth=depth)
     exclusions = tf.constant(pad_exclusions([[1, 2, 3]] * len(queries)))
-    np.testing.assert_array_equal(index.query_with_exclusions(queries, exclusions, K)[1],
-                                  BruteForceIndex(table).query_with_exclusions(queries, exclusions, K)[1])
+    np.testing.assert_array_equal(
+        index.query_with_exclusions(queries, exclusions, K)[1], BruteForceIndex(table).query_with_exclusions(queries, exclusions, K)[1]
+    )
 
 
 def test_tuning_reaches_the_target_with_fewer_leaves_than_all(table, queries):

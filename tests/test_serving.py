@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,10 +16,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from helpers import tiny_model_config, tiny_train_config
-from recgpt_tf.contract import RECOMMEND_SIGNATURE
-from recgpt_tf.export import export_model, history_tensor
-from recgpt_tf.serving import LocalServer, RecGPTClient, RestClient, RestError
+from helpers import export_from_run, tiny_run, tiny_train_config
+from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
+from recgpt_tf.serving import GrpcClient, LocalServer, RestClient, RestError
 from recgpt_tf.serving.client import history_proto, user_proto
 from recgpt_tf.training import pretrain
 
@@ -26,14 +26,12 @@ from recgpt_tf.training import pretrain
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("serve_run")
-    model, _ = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(epochs=3), verbose=0)
+    model, _ = pretrain(tiny_run(tiny_dataset, run_dir), tiny_dataset, tiny_train_config(epochs=3), verbose=0)
     return run_dir, model
 
 
 def publish(run_dir, model, base, version=None):
-    requests = json.loads((run_dir / "sample_requests.json").read_text())
-    return export_model(model, run_dir / "items.txt", run_dir / "users.txt", base, "recgpt", (9, 1),
-                        sample_users=requests["users"], sample_histories=requests["histories"], version=version)
+    return export_from_run(run_dir, model, base, (9, 1), version=version)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +45,7 @@ def served(trained, tmp_path_factory):
 
 
 def _grpc(server, **kwargs):
-    return RecGPTClient(f"127.0.0.1:{server.grpc_port}", "recgpt", **kwargs)
+    return GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt", **kwargs)
 
 
 def _requests(dataset, count=20):
@@ -59,8 +57,12 @@ def test_grpc_and_rest_equal_the_in_process_saved_model(served, tiny_dataset):
     server, path = served
     users, histories = _requests(tiny_dataset)
     local = tf.saved_model.load(str(path)).signatures[RECOMMEND_SIGNATURE](
-        user_id=tf.constant(users), history=tf.constant(history_tensor(histories)))
-    for rows in (_grpc(server).recommend(users, histories), RestClient(f"127.0.0.1:{server.rest_port}", "recgpt").recommend(users, histories)):
+        user_id=tf.constant(users), history=tf.constant(pad_histories(histories))
+    )
+    for rows in (
+        _grpc(server).recommend(users, histories),
+        RestClient(f"127.0.0.1:{server.rest_port}", "recgpt").recommend(users, histories),
+    ):
         assert [r["item_ids"] for r in rows] == local["item_ids"].numpy().astype(str).tolist()
         np.testing.assert_allclose([r["scores"] for r in rows], local["scores"].numpy(), rtol=1e-6)
         assert [r["recall_step"] for r in rows] == local["recall_step"].numpy().tolist()
@@ -91,22 +93,36 @@ def test_bad_requests_get_the_right_status_and_the_endpoint_survives(served):
     server, _ = served
     good = {"user_id": user_proto(["1"]), "history": history_proto([["3", "4"]])}
     cases = [
-        ({"user_id": tf.make_tensor_proto(np.array([1], np.int64)), "history": good["history"]}, {}, grpc.StatusCode.INVALID_ARGUMENT, "'user_id' must be string"),
+        (
+            {"user_id": tf.make_tensor_proto(np.array([1], np.int64)), "history": good["history"]},
+            {},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "'user_id' must be string",
+        ),
         ({"user_id": good["user_id"], "history": user_proto(["3"])}, {}, grpc.StatusCode.INVALID_ARGUMENT, "'history' must have rank 2"),
         ({"user_id": good["user_id"]}, {}, grpc.StatusCode.INVALID_ARGUMENT, "'history' is missing"),
         (good, {"model": "nope"}, grpc.StatusCode.NOT_FOUND, "nope"),
         (good, {"version": 99}, grpc.StatusCode.NOT_FOUND, "99"),
         (good, {"signature": "nope"}, grpc.StatusCode.INVALID_ARGUMENT, "nope"),
         ({"user_id": user_proto([]), "history": history_proto([])}, {}, grpc.StatusCode.INVALID_ARGUMENT, "empty batch"),
-        ({"user_id": user_proto(["1"] * 300), "history": history_proto([["3"]] * 300)}, {}, grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds the limit"),
+        (
+            {"user_id": user_proto(["1"] * 300), "history": history_proto([["3"]] * 300)},
+            {},
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "exceeds the limit",
+        ),
     ]
     for inputs, spec, code, fragment in cases:
         with pytest.raises(grpc.RpcError) as error:
             _raw_predict(server, inputs, **spec)
         assert error.value.code() == code and fragment in error.value.details(), (code, error.value.details())
     rest = f"http://127.0.0.1:{server.rest_port}/v1/models/recgpt:predict"
-    for body, status in [(b"{not json", 400), (b'{"instances": []}', 400), (b'{"instances": [{"user_id": 1, "history": []}]}', 400),
-                         (b'{"inputs": {"user_id": ["1"]}}', 400)]:
+    for body, status in [
+        (b"{not json", 400),
+        (b'{"instances": []}', 400),
+        (b'{"instances": [{"user_id": 1, "history": []}]}', 400),
+        (b'{"inputs": {"user_id": ["1"]}}', 400),
+    ]:
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(urllib.request.Request(rest, data=body), timeout=30)
         assert error.value.code == status and "error" in json.loads(error.value.read())
@@ -126,6 +142,7 @@ def test_a_10000_item_history_is_answered_from_its_most_recent_items(served, tin
     assert row == _grpc(server).recommend(["1"], [long_history[-1000:]])[0]
 
 
+@pytest.mark.slow
 def test_new_version_is_picked_up_with_zero_failed_requests(trained, tmp_path):
     run_dir, model = trained
     publish(run_dir, model, tmp_path)
@@ -183,15 +200,40 @@ def test_bounded_load_8_clients_x_250_requests(served, tiny_dataset):
     assert errors == [] and len(done) == 2000 and set(done) == {10}
 
 
-def test_cli_recommend_and_sigterm_shutdown(served, tmp_path):
+@pytest.mark.slow
+def test_cli_recommend_and_sigterm_shutdown(served, tmp_path, capsys):
     server, path = served
     from recgpt_tf.cli import main
 
-    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "recgpt", "--user", "1", "--history", "3,4"]) == 0
-    assert main(["recommend", "--server", f"127.0.0.1:{server.rest_port}", "--model", "recgpt", "--user", "1", "--rest"]) == 0
+    def listed(output: str) -> list[str]:  # "  1. ITEM  score S  step G" lines
+        return [line.split()[1] for line in output.splitlines() if line.split() and line.split()[0].rstrip(".").isdigit()]
+
+    args = ["--model", "recgpt", "--user", "1", "--history", "3,4"]
+    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", *args]) == 0
+    over_grpc = listed(capsys.readouterr().out)
+    assert main(["recommend", "--server", f"127.0.0.1:{server.rest_port}", "--rest", *args]) == 0
+    over_rest = listed(capsys.readouterr().out)
+    expected = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(["1"], [["3", "4"]])[0]["item_ids"]
+    assert over_grpc == over_rest == expected and len(expected) == 10 and not {"3", "4"} & set(expected)
+    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "nope", "--user", "1"]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+    # The plain TF Serving client example (no recgpt_tf import) prints the same list.
+    example = Path(__file__).resolve().parents[1] / "serving" / "examples" / "grpc_predict.py"
+    result = subprocess.run(
+        [sys.executable, str(example), "--server", f"127.0.0.1:{server.grpc_port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert listed(result.stdout) == expected
     recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
-    process = subprocess.Popen([recgpt, "serve", str(path.parent.parent), "--grpc-port", "0", "--rest-port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [recgpt, "serve", str(path.parent.parent), "--grpc-port", "0", "--rest-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         assert "recgpt serve:" in line, line

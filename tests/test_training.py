@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from helpers import tiny_run, tiny_train_config
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
 from recgpt_tf.training import pretrain
-from helpers import tiny_model_config, tiny_train_config
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    model, summary = pretrain(tiny_dataset, run_dir, tiny_model_config(tiny_dataset), tiny_train_config(), verbose=0)
+    model, summary = pretrain(tiny_run(tiny_dataset, run_dir), tiny_dataset, tiny_train_config(), verbose=0)
     return run_dir, model, summary
 
 
@@ -55,9 +55,8 @@ def test_a_later_stage_trains_with_its_own_optimizer(trained, tiny_dataset):
 
 
 def test_seeded_runs_are_deterministic(tiny_dataset, tmp_path):
-    configs = dict(model_config=tiny_model_config(tiny_dataset), train_config=tiny_train_config(epochs=2), verbose=0)
-    a, _ = pretrain(tiny_dataset, tmp_path / "a", **configs)
-    b, _ = pretrain(tiny_dataset, tmp_path / "b", **configs)
+    a, _ = pretrain(tiny_run(tiny_dataset, tmp_path / "a"), tiny_dataset, tiny_train_config(epochs=2), verbose=0)
+    b, _ = pretrain(tiny_run(tiny_dataset, tmp_path / "b"), tiny_dataset, tiny_train_config(epochs=2), verbose=0)
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
 
@@ -68,12 +67,12 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
-    configs = dict(model_config=tiny_model_config(tiny_dataset), train_config=tiny_train_config(epochs=4), verbose=0)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_dataset, tmp_path, extra_callbacks=[_Interrupt()], **configs)
+        pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=4), verbose=0, extra_callbacks=[_Interrupt()])
     assert (tmp_path / "pretrain" / "backup").exists()
-    _, summary = pretrain(tiny_dataset, tmp_path, **configs)
+    _, summary = pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=4), verbose=0)
     with (tmp_path / "pretrain" / "history.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
     # Epochs 0 and 1 ran before the interruption and are not run again.
@@ -102,3 +101,19 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
         TrainConfig(learning_rate_decay="step")
     with pytest.raises(ValueError, match="softmax objective only"):
         TrainConfig(objective="bce", label_smoothing=0.1)
+
+
+def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_dataset, tmp_path):
+    from recgpt_tf.config import TrainConfig
+    from recgpt_tf.training import PromptConfig
+
+    run_dir, _, _ = trained
+    fork = Run.open(run_dir).fork(tmp_path / "fork")
+    (fork.path / "evaluation.json").write_text("{}")  # an evaluation of the weights before this call
+    prompt = PromptConfig(1, TrainConfig(epochs=1, learning_rate=5e-4, seed=3, batch_size=32))
+    summaries = fork.train(tiny_dataset, "prompt", prompt_config=prompt, verbose=0)
+    recorded = Run.open(fork.path).config
+    assert list(summaries) == ["prompt"] and summaries["prompt"]["epochs"] == 1
+    assert (recorded["prompt"]["seed"], recorded["prompt"]["batch_size"]) == (7, 64)  # pre-training's, not 3 / 32
+    assert recorded["prompt"]["learning_rate"] == 5e-4 and recorded["pretrain"]["seed"] == 7
+    assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"

@@ -42,10 +42,18 @@ from recbole.utils import get_model, get_trainer, init_logger, init_seed  # noqa
 
 # The peer's settings as they were measured for the issues (benchmarks/peers/README.md).
 SASREC = {
-    "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256,
-    "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "hidden_act": "gelu",
-    "loss_type": "CE", "train_neg_sample_args": None, "MAX_ITEM_LIST_LENGTH": 50,
-    "learning_rate": 1e-3, "train_batch_size": 256,
+    "n_layers": 2,
+    "n_heads": 2,
+    "hidden_size": 64,
+    "inner_size": 256,
+    "hidden_dropout_prob": 0.5,
+    "attn_dropout_prob": 0.5,
+    "hidden_act": "gelu",
+    "loss_type": "CE",
+    "train_neg_sample_args": None,
+    "MAX_ITEM_LIST_LENGTH": 50,
+    "learning_rate": 1e-3,
+    "train_batch_size": 256,
 }
 CUTOFFS = (5, 10, 20)
 
@@ -145,14 +153,26 @@ def main() -> None:
             **SASREC,
             "data_path": str(args.work / "data"),
             "checkpoint_dir": str(checkpoints),
-            "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+            "USER_ID_FIELD": "user_id",
+            "ITEM_ID_FIELD": "item_id",
+            "TIME_FIELD": "timestamp",
             "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-            "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
+            "user_inter_num_interval": "[0,inf)",
+            "item_inter_num_interval": "[0,inf)",
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-            "metrics": ["Hit", "NDCG"], "topk": list(CUTOFFS), "valid_metric": "NDCG@10",
-            "eval_batch_size": 2048, "epochs": args.max_epochs, "stopping_step": args.patience, "eval_step": 1,
-            "device": args.device, "use_gpu": args.device != "cpu", "seed": 2020, "reproducibility": True,
-            "show_progress": False, "log_wandb": False,
+            "metrics": ["Hit", "NDCG"],
+            "topk": list(CUTOFFS),
+            "valid_metric": "NDCG@10",
+            "eval_batch_size": 2048,
+            "epochs": args.max_epochs,
+            "stopping_step": args.patience,
+            "eval_step": 1,
+            "device": args.device,
+            "use_gpu": args.device != "cpu",
+            "seed": 2020,
+            "reproducibility": True,
+            "show_progress": False,
+            "log_wandb": False,
         },
     )
     config["device"] = torch.device(args.device)
@@ -170,11 +190,16 @@ def main() -> None:
         trainer.saved_model_file = str(saved[-1])
 
     report = {
-        "peer": "RecBole 1.2.1 SASRec", "settings": SASREC, "dataset": name,
-        "users": len(sequences), "items": len(dataset.field2id_token[dataset.iid_field]) - 1,
+        "peer": "RecBole 1.2.1 SASRec",
+        "settings": SASREC,
+        "dataset": name,
+        "users": len(sequences),
+        "items": len(dataset.field2id_token[dataset.iid_field]) - 1,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, device {args.device}, {args.threads} torch threads",
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "torch": torch.__version__, "epochs": [], "complete": False,
+        "torch": torch.__version__,
+        "epochs": [],
+        "complete": False,
     }
     if args.json.exists() and args.resume:
         report["epochs"] = json.loads(args.json.read_text()).get("epochs", [])
@@ -206,8 +231,13 @@ def main() -> None:
     def timed_valid(*a, **kw):
         t = time.perf_counter()
         score, result = valid_epoch(*a, **kw)
-        report["epochs"].append({"train_seconds": round(timing.get("train", 0.0), 1), "valid_seconds": round(time.perf_counter() - t, 1),
-                                 "valid_ndcg@10_recbole": round(float(score), 5)})
+        report["epochs"].append(
+            {
+                "train_seconds": round(timing.get("train", 0.0), 1),
+                "valid_seconds": round(time.perf_counter() - t, 1),
+                "valid_ndcg@10_recbole": round(float(score), 5),
+            }
+        )
         write()
         return score, result
 
@@ -225,7 +255,9 @@ def main() -> None:
     report["best_epoch"] = int(checkpoint["epoch"]) + 1
     report["valid"] = paper_protocol(model, dataset, sequences, 2, config["device"])
     report["test"] = paper_protocol(model, dataset, sequences, 1, config["device"])
-    report["test_recbole_unmasked"] = {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=False, show_progress=False).items()}
+    report["test_recbole_unmasked"] = {
+        k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=False, show_progress=False).items()
+    }
     report["complete"] = True
     write()
     print(json.dumps({k: report[k] for k in ("dataset", "best_epoch", "stopped_by", "train_seconds", "valid", "test")}, indent=1))

@@ -14,6 +14,7 @@ import numpy as np
 
 from recgpt_tf.data.readers import load_interactions
 from recgpt_tf.data.vocab import Vocabulary
+from recgpt_tf.errors import check_choice
 
 SPLITS = ("valid", "test")
 
@@ -65,8 +66,8 @@ class Dataset:
     ) -> "Dataset":
         """Encodes `{user: [item, ...]}`; vocabularies are built from it unless given
         (a trained run's vocabularies, so ids match its embeddings)."""
-        item_vocab = item_vocab or Vocabulary.build((i for items in interactions.values() for i in items), oov_id="end")
-        user_vocab = user_vocab or Vocabulary.build(interactions.keys(), oov_id="zero")
+        item_vocab = item_vocab or Vocabulary.build((i for items in interactions.values() for i in items), oov_slot="end")
+        user_vocab = user_vocab or Vocabulary.build(interactions.keys(), oov_slot="zero")
         users = user_vocab.encode(interactions.keys())
         sequences = [item_vocab.encode(items) for items in interactions.values()]
         return cls(name, item_vocab, user_vocab, users, sequences)
@@ -100,8 +101,7 @@ class Dataset:
 
     def split(self, name: str) -> EvalSplit:
         """The validation or test question for every user with at least three items."""
-        if name not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}; got {name!r}")
+        check_choice("split", name, SPLITS)
         cut = 2 if name == "valid" else 1
         keep = [i for i, s in enumerate(self.sequences) if len(s) >= 3]
         return EvalSplit(
@@ -126,8 +126,3 @@ class Dataset:
             "max_length": int(lengths.max()),
             "density": self.num_interactions / float(self.num_users * self.num_items),
         }
-
-    def save_vocabularies(self, directory: Path | str) -> None:
-        directory = Path(directory)
-        self.item_vocab.save(directory / "items.txt")
-        self.user_vocab.save(directory / "users.txt")

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.config import BATCHINGS
+from recgpt_tf.errors import DataFormatError, check_choice
 
 # Feature keys shared by the pipeline, the model and the evaluator.
 USER_ID = "user_id"
@@ -34,7 +35,7 @@ def next_item_examples(
     for user, seq in zip(users, sequences):
         if len(seq) < 2:
             continue
-        window = seq[-(max_length + 1):]
+        window = seq[-(max_length + 1) :]
         keep_users.append(user)
         inputs.append(window[:-1])
         targets.append(window[1:])
@@ -102,7 +103,7 @@ def training_dataset(
     else:
         targets = shifted
     if len(keep_users) == 0:
-        raise ValueError("no sequence has two or more items to train on")
+        raise DataFormatError("training data", None, "no sequence has two or more items to train on")
 
     lengths = np.fromiter((len(r) for r in inputs), dtype=np.int32, count=len(inputs))
     width = int(lengths.max())
@@ -137,7 +138,7 @@ def training_dataset(
     elif batching == "token_budget":
         batch_sizes = token_budget_batch_sizes(lengths, boundaries, batch_size)
     else:
-        raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}; got {batching!r}")
+        check_choice("batching", batching, BATCHINGS)
     ds = ds.bucket_by_sequence_length(
         element_length_func=lambda x: tf.shape(x[ITEM_IDS])[0],
         bucket_boundaries=boundaries,
@@ -184,9 +185,7 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
     return ids, lengths
 
 
-def split_targets(
-    users: np.ndarray, sequences: Sequence[np.ndarray], copies: int
-) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+def split_targets(users: np.ndarray, sequences: Sequence[np.ndarray], copies: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Each sequence `copies` times, copy r training only the targets at positions r, r + copies, ….
 
     Every target is still trained once per epoch, but the targets of one sequence are spread over

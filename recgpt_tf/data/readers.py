@@ -19,18 +19,10 @@ import csv
 from collections import OrderedDict
 from pathlib import Path
 
+from recgpt_tf.errors import DataFormatError
+
 FORMATS = ("sequence", "csv", "tsv", "inter")
 _SUFFIX_FORMATS = {".txt": "sequence", ".seq": "sequence", ".csv": "csv", ".tsv": "tsv", ".inter": "inter"}
-
-
-class DataFormatError(ValueError):
-    """Input data is malformed; the message names the file and line."""
-
-    def __init__(self, path: Path | str, line: int | None, message: str) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = str(path)
-        self.line = line
 
 
 def detect_format(path: Path | str) -> str:
@@ -41,7 +33,7 @@ def detect_format(path: Path | str) -> str:
             path,
             None,
             f"cannot tell the format from the suffix {suffix!r}; use one of "
-            f"{', '.join(sorted(_SUFFIX_FORMATS))} or pass --format "
+            f"{', '.join(sorted(_SUFFIX_FORMATS))} or give data_format "
             f"({'|'.join(FORMATS)})",
         )
     return _SUFFIX_FORMATS[suffix]

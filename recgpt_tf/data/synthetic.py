@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from recgpt_tf.errors import ConfigError
+
 
 def synthetic_sequences(
     num_users: int = 2000,
@@ -44,9 +46,11 @@ def synthetic_sequences(
         An insertion-ordered dict from user id to item ids in time order.
     """
     if num_items < num_topics or num_topics < 1:
-        raise ValueError(f"need num_items >= num_topics >= 1; got {num_items} items, {num_topics} topics")
+        raise ConfigError("num_topics", f"must be in 1..num_items; got {num_topics} topics for {num_items} items")
     if min_length < 3 or max_length < min_length or mean_length < min_length:
-        raise ValueError(f"need 3 <= min_length <= mean_length and min_length <= max_length; got {min_length}, {mean_length}, {max_length}")
+        raise ConfigError(
+            "min_length", f"must satisfy 3 <= min_length <= mean_length, max_length; got {min_length}, {mean_length}, {max_length}"
+        )
     rng = np.random.default_rng(seed)
     topic_of_item = rng.permutation(np.arange(num_items) % num_topics)
     members = [np.flatnonzero(topic_of_item == t) for t in range(num_topics)]

@@ -12,33 +12,36 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from recgpt_tf.errors import ConfigError, check_choice
+
 
 class Vocabulary:
     """An ordered token list with a fixed id for unknown tokens.
 
     Args:
         tokens: Known tokens; token i gets id i + 1.
-        oov_id: "end" puts unknown tokens at len(tokens) + 1 (items, where 0 is
-            padding); "zero" maps them to 0 (users).
+        oov_slot: Where unknown tokens go: "end" is id len(tokens) + 1 (items,
+            where 0 is padding); "zero" is id 0 (users).
     """
 
-    def __init__(self, tokens: Sequence[str], oov_id: str = "end") -> None:
-        if oov_id not in ("end", "zero"):
-            raise ValueError(f"oov_id must be 'end' or 'zero'; got {oov_id!r}")
+    OOV_SLOTS = ("end", "zero")
+
+    def __init__(self, tokens: Sequence[str], oov_slot: str = "end") -> None:
+        check_choice("oov_slot", oov_slot, self.OOV_SLOTS)
         self.tokens = list(tokens)
-        self.oov_policy = oov_id
+        self.oov_slot = oov_slot
         self._index = {token: i + 1 for i, token in enumerate(self.tokens)}
         if len(self._index) != len(self.tokens):
-            raise ValueError("vocabulary tokens must be unique")
+            raise ConfigError("tokens", "must be unique")
 
     @classmethod
-    def build(cls, tokens: Iterable[str], oov_id: str = "end") -> "Vocabulary":
+    def build(cls, tokens: Iterable[str], oov_slot: str = "end") -> "Vocabulary":
         """Builds a vocabulary over distinct tokens: numeric order when all are
         integers (so the paper's 1-based ids keep their numbers), else first-seen order."""
         distinct = list(dict.fromkeys(tokens))
         if distinct and all(t.lstrip("-").isdigit() for t in distinct):
             distinct.sort(key=int)
-        return cls(distinct, oov_id=oov_id)
+        return cls(distinct, oov_slot=oov_slot)
 
     @property
     def size(self) -> int:
@@ -47,7 +50,7 @@ class Vocabulary:
 
     @property
     def oov(self) -> int:
-        return self.size + 1 if self.oov_policy == "end" else 0
+        return self.size + 1 if self.oov_slot == "end" else 0
 
     def lookup(self, token: str) -> int:
         return self._index.get(token, self.oov)
@@ -60,19 +63,19 @@ class Vocabulary:
         out = []
         for i in ids:
             i = int(i)
-            out.append(self.tokens[i - 1] if 1 <= i <= self.size else ("" if i == 0 and self.oov_policy == "end" else "[OOV]"))
+            out.append(self.tokens[i - 1] if 1 <= i <= self.size else ("" if i == 0 and self.oov_slot == "end" else "[OOV]"))
         return out
 
     def save(self, path: Path | str) -> None:
         bad = [t for t in self.tokens if "\n" in t or not t]
         if bad:
-            raise ValueError(f"vocabulary tokens cannot be empty or hold newlines: {bad[:3]!r}")
+            raise ConfigError("tokens", f"cannot be empty or hold newlines: {bad[:3]!r}")
         Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path | str, oov_id: str = "end") -> "Vocabulary":
+    def load(cls, path: Path | str, oov_slot: str = "end") -> "Vocabulary":
         text = Path(path).read_text(encoding="utf-8")
-        return cls(text.splitlines(), oov_id=oov_id)
+        return cls(text.splitlines(), oov_slot=oov_slot)
 
     def __len__(self) -> int:
         return self.size

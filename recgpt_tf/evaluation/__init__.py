@@ -5,7 +5,13 @@ from recgpt_tf.evaluation.metrics import CUTOFFS, ranking_metrics
 from recgpt_tf.evaluation.ranking import target_ranks
 
 __all__ = [
-    "CUTOFFS", "PROTOCOL", "evaluate_model", "evaluate_popularity", "model_ranks", "ranking_metrics", "target_ranks",
+    "CUTOFFS",
+    "PROTOCOL",
+    "evaluate_model",
+    "evaluate_popularity",
+    "model_ranks",
+    "ranking_metrics",
+    "target_ranks",
 ]
 from recgpt_tf.evaluation.variants import choose_first_step_sizes, list_gain, metrics_for_sizes, two_step_sweep  # noqa: E402
 

@@ -19,9 +19,7 @@ def _ranks(split: EvalSplit, batch_size: int, queries_for, candidates: tf.Tensor
     for index in length_sorted_batches(split.histories, batch_size):
         histories = [split.histories[i] for i in index]
         queries = queries_for(index, histories)
-        ranks[index] = target_ranks(
-            queries, candidates, tf.constant(pad_exclusions(histories)), tf.constant(split.targets[index])
-        ).numpy()
+        ranks[index] = target_ranks(queries, candidates, tf.constant(pad_exclusions(histories)), tf.constant(split.targets[index])).numpy()
     return ranks
 
 

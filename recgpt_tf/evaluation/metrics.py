@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from recgpt_tf.errors import ConfigError
+
 CUTOFFS = (5, 10, 20)
 
 
@@ -21,7 +23,7 @@ def ranking_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = CUTOFFS) -> di
     """
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size == 0:
-        raise ValueError("no users to evaluate")
+        raise ConfigError("ranks", "is empty: no users to evaluate (a user needs three or more items for the leave-one-out split)")
     hits = {k: ranks < k for k in cutoffs}
     out = {f"HR@{k}": float(hits[k].mean()) for k in cutoffs}
     gain = 1.0 / np.log2(ranks + 2.0)

@@ -1,19 +1,14 @@
 """`recgpt evaluate`: every trained variant of a run on the paper's protocol.
 
-Variants (architecture.md): pretrain (Variant_3), pretrain_two_step (Variant_1),
+Variants (README, `evaluate --json`): pretrain (Variant_3), pretrain_two_step (Variant_1),
 fine_tuning (when trained), recgpt_1 (Variant_2: prompt-tuned, one step) and
 recgpt (prompt-tuned, two-step). Two-step m is chosen per k on validation.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from recgpt_tf.evaluation.evaluate import PROTOCOL, evaluate_model
 from recgpt_tf.evaluation.variants import choose_first_step_sizes, metrics_for_sizes, two_step_sweep
-
-STAGES = ("pretrain", "finetune", "prompt")
 
 
 def _two_step(model, valid, test) -> tuple[dict, dict[int, int], dict]:
@@ -22,16 +17,9 @@ def _two_step(model, valid, test) -> tuple[dict, dict[int, int], dict]:
     return metrics_for_sizes(two_step_sweep(model, test), sizes), sizes, valid_sweep
 
 
-def evaluate_run(run_dir: Path | str, data: Path | str, data_format: str | None = None) -> dict:
-    """The `evaluate --json` document for a trained run on a data file (architecture.md contract)."""
-    from recgpt_tf.runs import Run
-
-    run = Run.open(run_dir)
-    return evaluate_dataset(run, run.dataset(data, data_format))
-
-
 def evaluate_dataset(run, dataset) -> dict:
-    """Every trained variant of `run` on `dataset` (encoded with the run's vocabularies)."""
+    """The `evaluate --json` document: every trained variant of a `runs.Run` on `dataset`
+    (encoded with the run's vocabularies). `Run.evaluate` calls it and keeps the result."""
     valid, test = dataset.split("valid"), dataset.split("test")
     results, per_k, valid_sweeps = {}, {}, {}
 
@@ -47,11 +35,6 @@ def evaluate_dataset(run, dataset) -> dict:
         results["recgpt"], per_k["recgpt"], valid_sweeps["recgpt"] = _two_step(tuned, valid, test)
         chosen = per_k["recgpt"]
 
-    train_seconds = 0.0
-    for stage in STAGES:
-        summary = run.path / stage / "summary.json"
-        if summary.is_file():
-            train_seconds += float(json.loads(summary.read_text()).get("seconds", 0.0))
     return {
         "dataset": dataset.name,
         "users": len(test),
@@ -63,5 +46,5 @@ def evaluate_dataset(run, dataset) -> dict:
         "valid_m_sweep_k10": {
             name: {f"{m}_{10 - m}": {"HR@10": v[0], "NDCG@10": v[1]} for m, v in sweep[10].items()} for name, sweep in valid_sweeps.items()
         },
-        "train_seconds": train_seconds,
+        "train_seconds": run.train_seconds(),
     }

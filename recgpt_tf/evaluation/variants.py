@@ -28,8 +28,9 @@ def list_gain(items: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.nd
     return hit.astype(np.float64), np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
-def two_step_sweep(model, split: EvalSplit, cutoffs: Sequence[int] = CUTOFFS, batch_size: int = 1024,
-                   index: ItemIndex | None = None) -> dict[int, dict[int, tuple[float, float]]]:
+def two_step_sweep(
+    model, split: EvalSplit, cutoffs: Sequence[int] = CUTOFFS, batch_size: int = 1024, index: ItemIndex | None = None
+) -> dict[int, dict[int, tuple[float, float]]]:
     """HR@k and NDCG@k of two-step recall for every k in `cutoffs` and m in 1..k.
 
     h2 depends only on i1* (the best step-1 item), not on m, so both user vectors

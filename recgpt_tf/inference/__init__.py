@@ -5,6 +5,13 @@ from recgpt_tf.inference.prompts import PromptGenerator, load_prompted, prompt_l
 from recgpt_tf.inference.recall import AutoRegressiveRecall, one_step_recall, split_k
 
 __all__ = [
-    "AutoRegressiveRecall", "HistoryEncoder", "PromptGenerator", "length_sorted_batches", "load_prompted",
-    "one_step_recall", "prompt_layout", "save_prompted", "split_k",
+    "AutoRegressiveRecall",
+    "HistoryEncoder",
+    "PromptGenerator",
+    "length_sorted_batches",
+    "load_prompted",
+    "one_step_recall",
+    "prompt_layout",
+    "save_prompted",
+    "split_k",
 ]

@@ -43,9 +43,7 @@ class HistoryEncoder:
 
         @tf.function(reduce_retracing=True)
         def _encode(user_id, item_ids, segment_ids, lengths):
-            hidden = model.backbone({USER_ID: user_id, ITEM_IDS: item_ids, SEGMENT_IDS: segment_ids}, training=False)
-            index = tf.maximum(lengths - 1, 0)
-            return tf.gather(hidden, index, batch_dims=1)  # (B, d)
+            return model.user_representation({USER_ID: user_id, ITEM_IDS: item_ids, SEGMENT_IDS: segment_ids}, lengths)  # (B, d)
 
         self._encode = _encode
 

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.inference.encode import length_sorted_batches
 
 REAL, PROMPT = 0, 1
@@ -55,7 +56,7 @@ class PromptGenerator:
 
     def __init__(self, model, prompt_window: int, batch_size: int = 512) -> None:
         if not 0 <= prompt_window <= 16:
-            raise ValueError(f"prompt_window must be in 0..16; got {prompt_window}")
+            raise ConfigError("prompt_window", f"must be in 0..16; got {prompt_window}")
         self.model = model
         self.prompt_window = prompt_window
         self.batch_size = batch_size
@@ -96,7 +97,9 @@ class PromptGenerator:
             out_segments.append(segments[i, :total].copy())
         return out_tokens, out_segments
 
-    def generate(self, users: np.ndarray, sequences: Sequence[np.ndarray], progress: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def generate(
+        self, users: np.ndarray, sequences: Sequence[np.ndarray], progress: bool = True
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Prompt-enhanced (tokens, segments) for every sequence, in input order."""
         import tf_keras as keras
 

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.inference.encode import HistoryEncoder
 from recgpt_tf.inference.prompts import PROMPT, REAL
 from recgpt_tf.retrieval import BruteForceIndex, ItemIndex
@@ -28,9 +29,9 @@ def split_k(k: int, first_step_size: int, num_steps: int = 2) -> tuple[int, ...]
     """Step sizes for a k-list: `first_step_size` items from h1, the remaining
     k - m spread as evenly as possible over the later steps (earlier steps first)."""
     if not 1 <= first_step_size <= k:
-        raise ValueError(f"first_step_size must be in 1..{k}; got {first_step_size}")
+        raise ConfigError("first_step_size", f"must be in 1..{k}; got {first_step_size}")
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
+        raise ConfigError("num_steps", f"must be >= 1; got {num_steps}")
     rest = k - first_step_size
     later = num_steps - 1
     if later == 0 or rest == 0:
@@ -96,7 +97,7 @@ class AutoRegressiveRecall:
         step_sizes = tuple(int(s) for s in step_sizes)
         k = sum(step_sizes)
         if not step_sizes or min(step_sizes) < 1 or k > self.model.num_items:
-            raise ValueError(f"step sizes must be >= 1 and sum to at most {self.model.num_items}; got {step_sizes}")
+            raise ConfigError("step_sizes", f"must be >= 1 and sum to at most {self.model.num_items}; got {step_sizes}")
         vectors, _ = self.user_vectors(users, histories, len(step_sizes))
         exclusions = pad_exclusions(histories)
         items, scores = [], []

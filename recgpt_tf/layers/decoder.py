@@ -5,6 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from recgpt_tf.errors import ConfigError, check_choice
+
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class CausalDecoderBlock(keras.layers.Layer):
@@ -46,11 +48,9 @@ class CausalDecoderBlock(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         if hidden_size % num_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
-        if activation not in self.ACTIVATIONS:
-            raise ValueError(f"activation must be one of {self.ACTIVATIONS}; got {activation!r}")
-        if layer_norm not in self.LAYER_NORMS:
-            raise ValueError(f"layer_norm must be one of {self.LAYER_NORMS}; got {layer_norm!r}")
+            raise ConfigError("hidden_size", f"({hidden_size}) must be divisible by num_heads ({num_heads})")
+        check_choice("activation", activation, self.ACTIVATIONS)
+        check_choice("layer_norm", layer_norm, self.LAYER_NORMS)
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
@@ -62,7 +62,10 @@ class CausalDecoderBlock(keras.layers.Layer):
         init = lambda: keras.initializers.TruncatedNormal(stddev=init_stddev) if init_stddev else "glorot_uniform"  # noqa: E731
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
-            num_heads=num_heads, key_dim=hidden_size // num_heads, dropout=attention_dropout, kernel_initializer=init(),
+            num_heads=num_heads,
+            key_dim=hidden_size // num_heads,
+            dropout=attention_dropout,
+            kernel_initializer=init(),
             name="attention",
         )
         self.attention_output_dropout = keras.layers.Dropout(dropout, name="attention_output_dropout")

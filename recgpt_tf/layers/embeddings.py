@@ -7,6 +7,8 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
+from recgpt_tf.errors import check_choice
+
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class RecGPTEmbedding(keras.layers.Layer):
@@ -52,8 +54,7 @@ class RecGPTEmbedding(keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if position_mode not in self.POSITION_MODES:
-            raise ValueError(f"position_mode must be one of {self.POSITION_MODES}; got {position_mode!r}")
+        check_choice("position_mode", position_mode, self.POSITION_MODES)
         self.position_mode = position_mode
         self.num_items = num_items
         self.num_users = num_users

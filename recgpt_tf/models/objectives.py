@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from recgpt_tf.config import OBJECTIVES
+from recgpt_tf.config import check_objective
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
@@ -96,9 +96,8 @@ def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrie
     """The retrieval task for an objective; losses are means over positions.
 
     `label_smoothing` applies to the softmax objective only."""
+    check_objective(objective, label_smoothing)
     mean = keras.losses.Reduction.SUM_OVER_BATCH_SIZE
-    if label_smoothing and objective != "softmax":
-        raise ValueError(f"label_smoothing applies to the softmax objective only; got objective {objective!r}")
     if objective == "softmax":
         return CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")
     if objective == "sampled_softmax":
@@ -107,9 +106,7 @@ def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrie
             remove_accidental_hits=True,
             name="sampled_softmax_task",
         )
-    if objective == "bce":
-        return tfrs.tasks.Retrieval(loss=SigmoidPairLoss(reduction=mean), name="bce_task")
-    raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    return tfrs.tasks.Retrieval(loss=SigmoidPairLoss(reduction=mean), name="bce_task")  # bce
 
 
 def retrieval_loss(
@@ -148,11 +145,10 @@ def retrieval_loss(
             compute_metrics=False,
             compute_batch_metrics=False,
         )
-    if objective == "bce":
-        negatives = tf.random.uniform(tf.shape(positives), 1, num_items + 1, dtype=positives.dtype)
-        candidates = tf.concat([positive_embeddings, tf.gather(item_table, negatives)], axis=0)
-        # Query i sees column i (its positive) and column P + i (its negative),
-        # unless the draw hit the positive itself.
-        mask = tf.concat([own, own & (negatives != positives)[:, tf.newaxis]], axis=1)  # (P, 2P)
-        return task(queries, candidates, score_mask=mask, compute_metrics=False, compute_batch_metrics=False)
-    raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    # bce (the objective was checked when `make_task` built the task).
+    negatives = tf.random.uniform(tf.shape(positives), 1, num_items + 1, dtype=positives.dtype)
+    candidates = tf.concat([positive_embeddings, tf.gather(item_table, negatives)], axis=0)
+    # Query i sees column i (its positive) and column P + i (its negative),
+    # unless the draw hit the positive itself.
+    mask = tf.concat([own, own & (negatives != positives)[:, tf.newaxis]], axis=1)  # (P, 2P)
+    return task(queries, candidates, score_mask=mask, compute_metrics=False, compute_batch_metrics=False)

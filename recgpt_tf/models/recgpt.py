@@ -7,8 +7,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from recgpt_tf.config import OBJECTIVES
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.models.backbone import RecGPTBackbone, gather_last
 from recgpt_tf.models.objectives import make_task, retrieval_loss
 
@@ -49,10 +49,8 @@ class RecGPT(tfrs.Model):
         **backbone_kwargs,
     ) -> None:
         super().__init__(name=name)
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
         if num_items < 1 or num_users < 0:
-            raise ValueError(f"need num_items >= 1 and num_users >= 0; got {num_items}, {num_users}")
+            raise ConfigError("num_items", f"must be >= 1 and num_users >= 0; got {num_items}, {num_users}")
         self.num_items = num_items
         self.num_users = num_users
         self.objective = objective

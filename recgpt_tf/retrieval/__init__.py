@@ -14,11 +14,28 @@ from recgpt_tf.retrieval.partitioned import PartitionedIndex
 from recgpt_tf.retrieval.scann_artifacts import KMeansPartition, default_num_leaves, read_partition, train_kmeans_partition
 from recgpt_tf.retrieval.scann_op import ScannOpIndex
 from recgpt_tf.retrieval.tuning import (
-    PARTITIONED_MIN_ITEMS, IndexRecallError, build_index, recall_at_k, resolve_index_kind, tune_leaves,
+    PARTITIONED_MIN_ITEMS,
+    build_index,
+    recall_at_k,
+    resolve_index_kind,
+    tune_leaves,
 )
 
 __all__ = [
-    "PARTITIONED_MIN_ITEMS", "BruteForceIndex", "IndexRecallError", "ItemIndex", "KMeansPartition", "PartitionedIndex", "ScannOpIndex", "default_num_leaves",
-    "exclude_candidates", "exclude_scores", "pad_exclusions", "read_partition", "recall_at_k",
-    "train_kmeans_partition", "tune_leaves", "build_index", "resolve_index_kind",
+    "PARTITIONED_MIN_ITEMS",
+    "BruteForceIndex",
+    "ItemIndex",
+    "KMeansPartition",
+    "PartitionedIndex",
+    "ScannOpIndex",
+    "default_num_leaves",
+    "exclude_candidates",
+    "exclude_scores",
+    "pad_exclusions",
+    "read_partition",
+    "recall_at_k",
+    "train_kmeans_partition",
+    "tune_leaves",
+    "build_index",
+    "resolve_index_kind",
 ]

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import tensorflow as tf
 
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.retrieval.exclusions import MINUS_INF, exclude_candidates, exclude_scores
 
 
@@ -31,7 +32,7 @@ class ItemIndex(tf.Module):
         super().__init__(name=name)
         candidates = tf.convert_to_tensor(candidates, tf.float32)
         if candidates.shape.rank != 2 or candidates.shape[0] < 1:
-            raise ValueError(f"candidates must be a non-empty [N, d] table; got shape {candidates.shape}")
+            raise ConfigError("candidates", f"must be a non-empty [N, d] table; got shape {candidates.shape}")
         self.num_items = int(candidates.shape[0])
         self.dimension = int(candidates.shape[1])
         # Exact float32 embeddings: brute force scores them, the approximate
@@ -58,8 +59,9 @@ class ItemIndex(tf.Module):
         top = tf.math.top_k(exclude_scores(tf.matmul(queries, self.candidates, transpose_b=True), exclusions), k=k)  # (B, N) → (B, k)
         return top.values, tf.where(top.values > MINUS_INF, top.indices + 1, 0)
 
-    def select_candidates(self, queries: tf.Tensor, ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor,
-                          k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    def select_candidates(
+        self, queries: tf.Tensor, ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor, k: int
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """The top-k of an approximate index's candidates, exclusions applied.
 
         A row left with fewer than k allowed candidates (its history covers what

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.errors import ConfigError, check_choice
 from recgpt_tf.retrieval.base import ItemIndex
 from recgpt_tf.retrieval.exclusions import MINUS_INF
 from recgpt_tf.retrieval.scann_artifacts import KMeansPartition
@@ -92,15 +93,25 @@ class PartitionedIndex(ItemIndex):
 
     kind = "partitioned"
 
-    def __init__(self, candidates, partition: KMeansPartition, leaves_to_search: int, storage_dtype: str = "bfloat16",
-                 rescore_depth: int = 0, block_size: int = 16, blocks_per_chunk: int | None = None,
-                 head_size: int | None = None, name: str = "partitioned_index") -> None:
+    def __init__(
+        self,
+        candidates,
+        partition: KMeansPartition,
+        leaves_to_search: int,
+        storage_dtype: str = "bfloat16",
+        rescore_depth: int = 0,
+        block_size: int = 16,
+        blocks_per_chunk: int | None = None,
+        head_size: int | None = None,
+        name: str = "partitioned_index",
+    ) -> None:
         super().__init__(candidates, name=name)
-        if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {', '.join(STORAGE_DTYPES)}; got {storage_dtype!r}")
+        check_choice("storage_dtype", storage_dtype, STORAGE_DTYPES)
         if partition.leaf_of_item.shape != (self.num_items,) or partition.centroids.shape[1] != self.dimension:
-            raise ValueError(f"the partition covers {partition.leaf_of_item.shape[0]} items of dimension {partition.centroids.shape[1]}; "
-                             f"the candidates are {self.num_items} x {self.dimension}")
+            raise ValueError(
+                f"the partition covers {partition.leaf_of_item.shape[0]} items of dimension {partition.centroids.shape[1]}; "
+                f"the candidates are {self.num_items} x {self.dimension}"
+            )
         self.leaf_sizes = np.bincount(partition.leaf_of_item, minlength=partition.num_leaves)
         self.storage_dtype = storage_dtype
         self.block_size = int(block_size)
@@ -129,9 +140,9 @@ class PartitionedIndex(ItemIndex):
     def configure(self, leaves_to_search: int, rescore_depth: int) -> None:
         """Sets the search parameters (export-time tuning calls this before saving)."""
         if not 1 <= leaves_to_search <= self.num_leaves:
-            raise ValueError(f"leaves_to_search must be in 1..{self.num_leaves}; got {leaves_to_search}")
+            raise ConfigError("leaves_to_search", f"must be in 1..{self.num_leaves}; got {leaves_to_search}")
         if rescore_depth < 0:
-            raise ValueError(f"rescore_depth must be >= 0; got {rescore_depth}")
+            raise ConfigError("rescore_depth", f"must be >= 0; got {rescore_depth}")
         self.leaves_to_search = int(leaves_to_search)
         self.rescore_depth = int(rescore_depth)
 
@@ -139,8 +150,13 @@ class PartitionedIndex(ItemIndex):
         queries = tf.convert_to_tensor(queries, tf.float32)
         chunks = tf.math.top_k(tf.matmul(queries, self.centroids, transpose_b=True), k=self.leaves_to_search).indices  # (B, l)
         batch = tf.shape(queries)[0]
-        blocks = tf.concat([tf.reshape(tf.gather(self.chunk_blocks, chunks), [batch, -1]),  # (B, l · blocks_per_chunk)
-                            tf.tile(self.head_blocks[tf.newaxis], [batch, 1])], axis=1)  # (B, M): the routed chunks, then the head
+        blocks = tf.concat(
+            [
+                tf.reshape(tf.gather(self.chunk_blocks, chunks), [batch, -1]),  # (B, l · blocks_per_chunk)
+                tf.tile(self.head_blocks[tf.newaxis], [batch, 1]),
+            ],
+            axis=1,
+        )  # (B, M): the routed chunks, then the head
         width = (self.leaves_to_search * self.blocks_per_chunk + int(self.head_blocks.shape[0])) * self.block_size
         vectors = tf.reshape(tf.gather(self.block_vectors, blocks), [batch, width, self.dimension])  # (B, M·S, d)
         ids = tf.reshape(tf.gather(self.block_ids, blocks), [batch, width])  # (B, M·S), 0 = padding

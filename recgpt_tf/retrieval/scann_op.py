@@ -8,6 +8,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.retrieval.base import ItemIndex
 from recgpt_tf.retrieval.scann_artifacts import import_scann
 
@@ -26,8 +27,16 @@ class ScannOpIndex(ItemIndex):
 
     kind = "scann"
 
-    def __init__(self, candidates, num_leaves: int, leaves_to_search: int, reordering_candidates: int, dimensions_per_block: int = 2,
-                 training_sample_size: int = 250_000, name: str = "scann_index") -> None:
+    def __init__(
+        self,
+        candidates,
+        num_leaves: int,
+        leaves_to_search: int,
+        reordering_candidates: int,
+        dimensions_per_block: int = 2,
+        training_sample_size: int = 250_000,
+        name: str = "scann_index",
+    ) -> None:
         super().__init__(candidates, name=name)
         _, scann_ops = import_scann()
         self.num_leaves = int(min(num_leaves, self.num_items))
@@ -36,7 +45,8 @@ class ScannOpIndex(ItemIndex):
         self.configure(leaves_to_search, reordering_candidates)
         table = np.asarray(self.candidates.numpy())
         builder = scann_ops.builder(table, 10, "dot_product").tree(
-            num_leaves=self.num_leaves, num_leaves_to_search=self.leaves_to_search,
+            num_leaves=self.num_leaves,
+            num_leaves_to_search=self.leaves_to_search,
             training_sample_size=self.training_sample_size,
         )
         builder = builder.score_ah(self.dimensions_per_block, anisotropic_quantization_threshold=0.2).reorder(self.reordering_candidates)
@@ -45,7 +55,7 @@ class ScannOpIndex(ItemIndex):
     def configure(self, leaves_to_search: int, reordering_candidates: int) -> None:
         """Sets the search parameters (the searcher takes them per call, so no retraining)."""
         if not 1 <= leaves_to_search <= self.num_leaves:
-            raise ValueError(f"leaves_to_search must be in 1..{self.num_leaves}; got {leaves_to_search}")
+            raise ConfigError("leaves_to_search", f"must be in 1..{self.num_leaves}; got {leaves_to_search}")
         self.leaves_to_search = int(leaves_to_search)
         self.reordering_candidates = int(reordering_candidates)
 
@@ -57,8 +67,12 @@ class ScannOpIndex(ItemIndex):
         searcher = scann_ops.searcher_from_module(self._searcher)
 
         def search():  # rows (B, ≤ wanted): ScaNN pads short rows with index 0 and a NaN score
-            rows, scores = searcher.search_batched(queries, final_num_neighbors=wanted, leaves_to_search=self.leaves_to_search,
-                                                   pre_reorder_num_neighbors=tf.maximum(wanted, self.reordering_candidates))
+            rows, scores = searcher.search_batched(
+                queries,
+                final_num_neighbors=wanted,
+                leaves_to_search=self.leaves_to_search,
+                pre_reorder_num_neighbors=tf.maximum(wanted, self.reordering_candidates),
+            )
             return tf.cast(rows, tf.int32), tf.cast(scores, tf.float32)
 
         def no_queries():  # ScaNN's op fails on an empty batch
@@ -71,6 +85,12 @@ class ScannOpIndex(ItemIndex):
         return self.select_candidates(queries, ids, scores, exclusions, k)
 
     def get_config(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "num_leaves": self.num_leaves, "leaves_to_search": self.leaves_to_search,
-                "reordering_candidates": self.reordering_candidates, "dimensions_per_block": self.dimensions_per_block,
-                "training_sample_size": self.training_sample_size}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "num_leaves": self.num_leaves,
+            "leaves_to_search": self.leaves_to_search,
+            "reordering_candidates": self.reordering_candidates,
+            "dimensions_per_block": self.dimensions_per_block,
+            "training_sample_size": self.training_sample_size,
+        }

@@ -16,7 +16,8 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.contract import PARTITIONED_MIN_ITEMS
+from recgpt_tf.contract import AUTO_INDEX, INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
+from recgpt_tf.errors import IndexRecallError, check_choice
 from recgpt_tf.retrieval.base import ItemIndex
 from recgpt_tf.retrieval.brute_force import BruteForceIndex
 from recgpt_tf.retrieval.partitioned import PartitionedIndex
@@ -24,10 +25,6 @@ from recgpt_tf.retrieval.scann_artifacts import default_num_leaves, train_kmeans
 from recgpt_tf.retrieval.scann_op import ScannOpIndex
 
 QuerySets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # name → (queries [Q, d], exclusions [Q, E])
-
-
-class IndexRecallError(RuntimeError):
-    """No search setting reached the recall target."""
 
 
 def recall_at_k(index: ItemIndex, reference: ItemIndex | np.ndarray, queries: np.ndarray, exclusions: np.ndarray, k: int) -> float:
@@ -44,8 +41,13 @@ def recall_at_k(index: ItemIndex, reference: ItemIndex | np.ndarray, queries: np
 def exact_ids(index: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int, batch: int = 32) -> np.ndarray:
     """[Q, k] top-k ids from `index`, `batch` queries at a time (bounds the [batch, N] or
     [batch, candidates, d] blocks an index builds)."""
-    return np.concatenate([index.query_with_exclusions(tf.constant(queries[i : i + batch]), tf.constant(exclusions[i : i + batch]), k)[1].numpy()
-                           for i in range(0, len(queries), batch)] or [np.zeros((0, k), np.int32)])
+    return np.concatenate(
+        [
+            index.query_with_exclusions(tf.constant(queries[i : i + batch]), tf.constant(exclusions[i : i + batch]), k)[1].numpy()
+            for i in range(0, len(queries), batch)
+        ]
+        or [np.zeros((0, k), np.int32)]
+    )
 
 
 def search_p50_ms(index: ItemIndex, query_sets: QuerySets, k: int, repeats: int = 40) -> float:
@@ -118,8 +120,16 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
             if leaves is None:
                 continue
             index.configure(leaves, depth)
-            finalists.append({"label": label, "depth": depth, "leaves_to_search": leaves, "recall": recalls[leaves],
-                              "search_p50_ms": search_p50_ms(index, query_sets, k), "_index": index})
+            finalists.append(
+                {
+                    "label": label,
+                    "depth": depth,
+                    "leaves_to_search": leaves,
+                    "recall": recalls[leaves],
+                    "search_p50_ms": search_p50_ms(index, query_sets, k),
+                    "_index": index,
+                }
+            )
     if not finalists:
         raise IndexRecallError(
             f"no search setting reached recall@{k} >= {target} on the run's queries (recall searching every leaf: {best_seen})"
@@ -138,14 +148,16 @@ def tune_leaves(indexes: Mapping[str, tuple[ItemIndex, list[int]]], query_sets: 
 
 
 def resolve_index_kind(kind: str, num_items: int) -> str:
-    """"auto" → "partitioned" from `PARTITIONED_MIN_ITEMS` items up, else "brute-force"; other kinds unchanged."""
-    if kind == "auto":
+    """ "auto" → "partitioned" from `PARTITIONED_MIN_ITEMS` items up, else "brute-force"; other kinds unchanged."""
+    check_choice("index_kind", kind, INDEX_CHOICES)
+    if kind == AUTO_INDEX:
         return "partitioned" if num_items >= PARTITIONED_MIN_ITEMS else "brute-force"
     return kind
 
 
-def build_index(kind: str, candidates, query_sets: QuerySets, k: int, recall_target: float = 0.95,
-                num_leaves: int | None = None) -> tuple[ItemIndex, dict]:
+def build_index(
+    kind: str, candidates, query_sets: QuerySets, k: int, recall_target: float = 0.95, num_leaves: int | None = None
+) -> tuple[ItemIndex, dict]:
     """An index of `kind` over `candidates` [N, d], tuned on `query_sets`.
 
     Args:
@@ -172,14 +184,16 @@ def build_index(kind: str, candidates, query_sets: QuerySets, k: int, recall_tar
         partition = train_kmeans_partition(candidates, num_leaves)
         indexes = {
             "float32": (PartitionedIndex(candidates, partition, leaves_to_search=1, storage_dtype="float32"), [0]),
-            "bfloat16": (PartitionedIndex(candidates, partition, leaves_to_search=1, storage_dtype="bfloat16", name="partitioned_index_bf16"),
-                         [2 * k, 8 * k]),
+            "bfloat16": (
+                PartitionedIndex(candidates, partition, leaves_to_search=1, storage_dtype="bfloat16", name="partitioned_index_bf16"),
+                [2 * k, 8 * k],
+            ),
         }
     elif kind == "scann":
         index = ScannOpIndex(candidates, num_leaves, leaves_to_search=num_leaves, reordering_candidates=10 * k)
         indexes = {"ah": (index, [10 * k, 50 * k, 200 * k])}  # exact re-ordering depths
     else:
-        raise ValueError(f"index kind must be brute-force, partitioned or scann; got {kind!r}")
+        check_choice("kind", kind, INDEX_KINDS)
     build_seconds = time.perf_counter() - start
     index, report = tune_leaves(indexes, query_sets, k, recall_target)
     tune_seconds = time.perf_counter() - start - build_seconds

@@ -1,12 +1,8 @@
-"""Stage 1: auto-regressive pre-training (paper section 2), resumable.
+"""Stage 1: auto-regressive pre-training (paper section 2), resumable; and `fit_stage`, the
+Keras fit with early stopping on validation NDCG@10 that every stage uses.
 
-Run directory layout written here:
-    config.json              model and training configuration, data statistics
-    items.txt, users.txt     vocabularies (line i is id i + 1)
-    pretrain/weights*        the selected (best validation NDCG@10) weights
-    pretrain/history.csv     per-epoch loss and validation metrics
-    pretrain/backup/         BackupAndRestore state while a run is in progress
-    logs/pretrain/           TensorBoard
+A stage writes only inside the directories its `runs.Run` names: STAGE/weights* (the
+selected epoch), STAGE/best/, STAGE/history.csv, STAGE/backup/ and logs/STAGE/.
 """
 
 from __future__ import annotations
@@ -15,40 +11,29 @@ import csv
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from recgpt_tf.config import ModelConfig, TrainConfig, write_json
+from recgpt_tf.config import PRETRAIN_STAGE, ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import split_targets, training_dataset
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
 
+if TYPE_CHECKING:
+    from recgpt_tf.runs import Run
 
-def build_model(
-    model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False, label_smoothing: float = 0.0
-) -> RecGPT:
+
+def build_model(model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False, label_smoothing: float = 0.0) -> RecGPT:
     """A `RecGPT` from a `ModelConfig`, with its variables created."""
     config = model_config.to_dict()
     model = RecGPT(objective=objective, prompt_tuned=prompt_tuned, label_smoothing=label_smoothing, **config)
     # One call creates every variable, so weights can be loaded or counted at once.
     model({"user_id": tf.zeros([1], tf.int32), "item_ids": tf.zeros([1, 1], tf.int32)})
     return model
-
-
-def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
-    """Real (user, history) pairs kept with the run: warmup requests, and the queries an export tunes its
-    index on (256 by default: with 64, the setting chosen on them met the recall target on held-out
-    requests less often, benchmarks/results/index_latency_12101.json)."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(dataset.users), size=min(count, len(dataset.users)), replace=False)
-    train = dataset.train_sequences()
-    return {
-        "users": dataset.user_vocab.decode(dataset.users[chosen]),
-        "histories": [dataset.item_vocab.decode(train[i]) for i in chosen],
-    }
 
 
 def make_optimizer(train_config: TrainConfig, train_data: tf.data.Dataset) -> keras.optimizers.Optimizer:
@@ -160,54 +145,41 @@ def fit_stage(
         "best_epoch": rows.index(best_row) + 1 if rows else 0,
         "seconds": seconds,
         "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
-        "valid": {k[len("val_"):]: float(v) for k, v in best_row.items() if k.startswith("val_")},
+        "valid": {k[len("val_") :]: float(v) for k, v in best_row.items() if k.startswith("val_")},
     }
 
 
 def pretrain(
+    run: "Run",
     dataset: Dataset,
-    run_dir: Path | str,
-    model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
     verbose: int = 1,
     extra_callbacks: list | None = None,
 ) -> tuple[RecGPT, dict]:
-    """Pre-trains RecGPT on `dataset`'s training split into `run_dir`.
+    """Pre-trains a new model of `run`'s architecture on `dataset`'s training split.
 
     Args:
-        dataset: Encoded data; validation items select the epoch.
-        run_dir: Created if missing; an interrupted run in it resumes.
-        model_config: Architecture (defaults: `ModelConfig` for this catalogue).
-        train_config: Objective and schedule (defaults: `TrainConfig()`).
+        run: The `runs.Run` to train into (its model configuration, its stage directory);
+            an interrupted pre-training in it resumes.
+        dataset: Encoded with the run's vocabularies; validation items select the epoch.
+        train_config: Objective and schedule (default `TrainConfig()`).
         verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
         extra_callbacks: More Keras callbacks, run after the built-in ones.
 
     Returns:
         (model with the selected weights, stage summary).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model_config = model_config or ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users)
+    model_config = run.model_config
     train_config = train_config or TrainConfig()
-    if (model_config.num_items, model_config.num_users) != (dataset.num_items, dataset.num_users):
-        raise ValueError(
-            f"model_config is for {model_config.num_items} items / {model_config.num_users} users, "
-            f"the data has {dataset.num_items} / {dataset.num_users}"
-        )
     keras.utils.set_random_seed(train_config.seed)
-    dataset.save_vocabularies(run_dir)
-    write_json(run_dir / "sample_requests.json", sample_requests(dataset, seed=train_config.seed))
-    write_json(
-        run_dir / "config.json",
-        {"dataset": dataset.name, "statistics": dataset.statistics(), "model": model_config.to_dict(), "pretrain": train_config.to_dict()},
-    )
+    run.record_stage_config(PRETRAIN_STAGE, train_config.to_dict())
     model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
     model.set_item_frequencies(dataset.item_counts())
     train_data = sequence_training_data(dataset, model_config.max_length, train_config)
-    summary = fit_stage(model, dataset, run_dir / "pretrain", run_dir / "logs" / "pretrain", train_config, train_data, verbose, extra_callbacks)
-    summary["objective"] = train_config.objective
-    summary["sequences_per_second"] = (
-        len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
+    summary = fit_stage(
+        model, dataset, run.stage_dir(PRETRAIN_STAGE), run.log_dir(PRETRAIN_STAGE), train_config, train_data, verbose, extra_callbacks
     )
-    write_json(run_dir / "pretrain" / "summary.json", summary)
+    summary["objective"] = train_config.objective
+    summary["sequences_per_second"] = len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
+    run.write_summary(PRETRAIN_STAGE, summary)
     return model, summary

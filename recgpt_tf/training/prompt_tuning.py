@@ -12,21 +12,23 @@ pre-trained weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tf_keras as keras
 
-from recgpt_tf.config import LOSS_POSITIONS, TrainConfig, write_json
+from recgpt_tf.config import FINETUNE_STAGE, LOSS_POSITIONS, PROMPT_STAGE, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import training_dataset
+from recgpt_tf.errors import check_choice
 from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, next_real_targets, save_prompted
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.pretrain import fit_stage, sequence_training_data
 
-PROMPT_STAGE, FINETUNE_STAGE = "prompt", "finetune"
+if TYPE_CHECKING:
+    from recgpt_tf.runs import Run
 
 
 @dataclasses.dataclass
@@ -53,20 +55,20 @@ class PromptConfig:
     loss_positions: str = "all"  # chosen on Beauty's validation split (README, "How it is built")
 
     def __post_init__(self) -> None:
-        if self.loss_positions not in LOSS_POSITIONS:
-            raise ValueError(f"loss_positions must be one of {', '.join(LOSS_POSITIONS)}; got {self.loss_positions!r}")
+        check_choice("loss_positions", self.loss_positions, LOSS_POSITIONS)
+
+    @classmethod
+    def from_options(cls, prompt_window: int = 1, loss_positions: str | None = None) -> "PromptConfig":
+        """From CLI flags or TFX `custom_config` keys, where an unset option (None) keeps the default."""
+        return cls(prompt_window) if loss_positions is None else cls(prompt_window, loss_positions=loss_positions)
 
     def to_dict(self) -> dict:
         return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
 
 
-def _update_run_config(run_dir: Path, stage: str, payload: dict) -> None:
-    config = json.loads((run_dir / "config.json").read_text())
-    config[stage] = payload
-    write_json(run_dir / "config.json", config)
-
-
-def generate_prompted_sequences(model: RecGPT, dataset: Dataset, prompt_window: int, cache_dir: Path, verbose: int = 1) -> tuple[list, list, dict]:
+def generate_prompted_sequences(
+    model: RecGPT, dataset: Dataset, prompt_window: int, cache_dir: Path, verbose: int = 1
+) -> tuple[list, list, dict]:
     """Prompt-enhanced training sequences, from the cache when present."""
     cache = cache_dir / f"prompted_K{prompt_window}.npz"
     if cache.exists():
@@ -84,12 +86,22 @@ def generate_prompted_sequences(model: RecGPT, dataset: Dataset, prompt_window: 
     return tokens, segments, {"cached": False, "seconds": seconds, "sequences_per_second": len(sequences) / max(seconds, 1e-9)}
 
 
-def prompt_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, config: PromptConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
-    """Prompt-tunes a pre-trained `model` in place; weights go to RUN_DIR/prompt."""
-    run_dir = Path(run_dir)
+def prompt_tune(model: RecGPT, dataset: Dataset, run: "Run", config: PromptConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
+    """Prompt-tunes a pre-trained `model` in place, into `run`'s prompt stage.
+
+    Args:
+        model: Pre-trained (e.g. `run.load_model("pretrain")`); it generates the prompts.
+        dataset: Encoded with the run's vocabularies.
+        run: The `runs.Run` to write the stage into; an interrupted stage resumes.
+        config: K, the schedule and the loss positions (default `PromptConfig()`).
+        verbose: Keras verbosity.
+
+    Returns:
+        (the prompt-tuned model, stage summary).
+    """
     config = config or PromptConfig()
     keras.utils.set_random_seed(config.train.seed)
-    stage_dir = run_dir / PROMPT_STAGE
+    stage_dir = run.stage_dir(PROMPT_STAGE)
     tokens, segments, generation = generate_prompted_sequences(model, dataset, config.prompt_window, stage_dir, verbose)
     model.start_prompt_tuning()
     # Prompts are context, never targets: the loss is on the real next items only.
@@ -107,21 +119,22 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, config: Pr
         batching=config.train.batching,
         **targets,
     )
-    _update_run_config(run_dir, PROMPT_STAGE, config.to_dict())
-    summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / PROMPT_STAGE, config.train, data, verbose)
+    run.record_stage_config(PROMPT_STAGE, config.to_dict())
+    summary = fit_stage(model, dataset, stage_dir, run.log_dir(PROMPT_STAGE), config.train, data, verbose)
     summary.update(prompt_window=config.prompt_window, loss_positions=config.loss_positions, generation=generation)
-    write_json(stage_dir / "summary.json", summary)
+    run.write_summary(PROMPT_STAGE, summary)
     return model, summary
 
 
-def fine_tune(model: RecGPT, dataset: Dataset, run_dir: Path | str, train_config: TrainConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
-    """The paper's Fine-tuning baseline: every parameter, plain sequences; RUN_DIR/finetune."""
-    run_dir = Path(run_dir)
+def fine_tune(
+    model: RecGPT, dataset: Dataset, run: "Run", train_config: TrainConfig | None = None, verbose: int = 1
+) -> tuple[RecGPT, dict]:
+    """The paper's Fine-tuning baseline: every parameter of a pre-trained `model`, plain sequences,
+    into `run`'s finetune stage (default schedule: lr 5e-4, up to 10 epochs, patience 3)."""
     train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
     keras.utils.set_random_seed(train_config.seed)
     data = sequence_training_data(dataset, model.max_length, train_config)
-    _update_run_config(run_dir, FINETUNE_STAGE, train_config.to_dict())
-    stage_dir = run_dir / FINETUNE_STAGE
-    summary = fit_stage(model, dataset, stage_dir, run_dir / "logs" / FINETUNE_STAGE, train_config, data, verbose)
-    write_json(stage_dir / "summary.json", summary)
+    run.record_stage_config(FINETUNE_STAGE, train_config.to_dict())
+    summary = fit_stage(model, dataset, run.stage_dir(FINETUNE_STAGE), run.log_dir(FINETUNE_STAGE), train_config, data, verbose)
+    run.write_summary(FINETUNE_STAGE, summary)
     return model, summary

@@ -19,12 +19,13 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.contract import WARMUP_FILE
+from recgpt_tf.contract import RECOMMEND_SIGNATURE, WARMUP_FILE, pad_histories, version_numbers
+from recgpt_tf.errors import RecGPTError
 
 log = logging.getLogger("recgpt.serve")
 
 
-class ServingError(Exception):
+class ServingError(RecGPTError):
     """A request failed with a gRPC status code (mapped to HTTP for REST)."""
 
     HTTP = {
@@ -57,7 +58,9 @@ class Limits:
         max_message_bytes: Largest request message (gRPC and REST body).
     """
 
-    def __init__(self, max_batch: int = 256, max_history: int = 1000, max_history_hard: int = 1_000_000, max_message_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, max_batch: int = 256, max_history: int = 1000, max_history_hard: int = 1_000_000, max_message_bytes: int = 64 << 20
+    ) -> None:
         self.max_batch = max_batch
         self.max_history = max_history
         self.max_history_hard = max_history_hard
@@ -70,12 +73,7 @@ def _shape_text(shape: tf.TensorShape | list) -> str:
 
 def trim_history(values: np.ndarray, limit: int) -> np.ndarray:
     """Keeps each row's most recent `limit` non-empty items, right-padded with ""."""
-    rows = [[t for t in row if t not in (b"", "")][-limit:] for row in values]
-    width = max([len(r) for r in rows] + [1])
-    out = np.full((len(rows), width), b"", dtype=object)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
+    return pad_histories([[t for t in row if t not in (b"", "")][-limit:] for row in values], fill=b"")
 
 
 class Servable:
@@ -89,15 +87,30 @@ class Servable:
             self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
         self.signatures = {k: v for k, v in self.meta_graph.signature_def.items() if not k.startswith("__")}
 
+    def signature(self, name: str | None):
+        """(name, SignatureDef) of the signature `name`, serving_default when empty, as TF Serving resolves it."""
+        name = name or RECOMMEND_SIGNATURE
+        if not isinstance(name, str) or name not in self.signatures:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f'Serving signature name: "{name}" not found in signature def')
+        return name, self.signatures[name]
+
+    def signature_def_map(self):
+        """The version's signatures as GetModelMetadata returns them (a `SignatureDefMap`)."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, value in self.meta_graph.signature_def.items():
+            signature_map.signature_def[key].CopyFrom(value)
+        return signature_map
+
     def run(self, signature_name: str, inputs: dict, limits: Limits) -> dict[str, np.ndarray]:
         """Validates `inputs` ({name: TensorProto}) against the SignatureDef and runs it."""
-        signature_name = signature_name or "serving_default"
-        if signature_name not in self.signatures:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f'Serving signature name: "{signature_name}" not found in signature def')
-        signature = self.signatures[signature_name]
+        signature_name, signature = self.signature(signature_name)
         missing = sorted(set(signature.inputs) - set(inputs))
         if missing:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{missing[0]}' is missing (expected: {', '.join(sorted(signature.inputs))})")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"input '{missing[0]}' is missing (expected: {', '.join(sorted(signature.inputs))})"
+            )
         extra = sorted(set(inputs) - set(signature.inputs))
         if extra:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{extra[0]}' is not an input of signature {signature_name}")
@@ -122,14 +135,17 @@ class Servable:
             if value.shape[0] == 0:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an empty batch")
             if value.shape[0] > limits.max_batch:
-                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' batch {value.shape[0]} exceeds the limit {limits.max_batch}")
+                raise ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' batch {value.shape[0]} exceeds the limit {limits.max_batch}"
+                )
             if batch is not None and value.shape[0] != batch:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has batch {value.shape[0]}, other inputs {batch}")
             batch = value.shape[0]
             if value.ndim == 2:
                 if value.shape[1] > limits.max_history_hard:
                     raise ServingError(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' has {value.shape[1]} items per row, above the limit {limits.max_history_hard}"
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"input '{key}' has {value.shape[1]} items per row, above the limit {limits.max_history_hard}",
                     )
                 if value.shape[1] > limits.max_history:
                     value = trim_history(value, limits.max_history)
@@ -183,14 +199,10 @@ class ModelManager:
     def names(self) -> list[str]:
         return sorted(p.name for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.base.is_dir() else []
 
-    @staticmethod
-    def versions(model_dir: Path) -> list[int]:
-        return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()) if model_dir.is_dir() else []
-
     def poll(self) -> None:
         """Loads any newer version (warmup first), then switches to it."""
         for name in self.names():
-            versions = self.versions(self.base / name)
+            versions = version_numbers(self.base / name)
             if not versions:
                 continue
             newest = versions[-1]
@@ -232,8 +244,8 @@ class ModelManager:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
         return servable
 
-    def status(self, name: str) -> list[tuple[int, str, str]]:
-        """(version, state, error) rows for a model name, as GetModelStatus reports them."""
+    def status(self, name: str, version: int | None = None) -> list[tuple[int, str, str]]:
+        """(version, state, error) rows for a model name (one version's, when given), as GetModelStatus reports them."""
         rows = []
         with self._lock:
             servable = self._servables.get(name)
@@ -242,6 +254,10 @@ class ModelManager:
         rows += [(v, "END", msg) for (n, v), msg in self._failed.items() if n == name]
         if not rows:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+        if version is not None:
+            rows = [row for row in rows if row[0] == version]
+            if not rows:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
         return rows
 
     def start(self) -> None:

@@ -18,8 +18,8 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2
 
+from recgpt_tf.contract import pad_histories
 from recgpt_tf.serving.servable import ModelManager, ServingError
 
 log = logging.getLogger("recgpt.serve")
@@ -33,13 +33,13 @@ def _bad(message: str) -> ServingError:
 def _tensor(key: str, value, dtype: tf.dtypes.DType):
     """A JSON value as a TensorProto of the signature's dtype; ragged string rows are right-padded with ""."""
     if dtype == tf.string:
-        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
-            width = max([len(v) for v in value] + [1])
-            value = [v + [""] * (width - len(v)) for v in value]
-        array = np.array(value, dtype=object)
+        ragged = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+        array = pad_histories(value) if ragged else np.array(value, dtype=object)
         if array.size and not all(isinstance(v, str) for v in array.ravel()):
             raise _bad(f"input '{key}' must be strings")
-        return tf.make_tensor_proto(np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array.astype(object), dtype=tf.string)
+        return tf.make_tensor_proto(
+            np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array.astype(object), dtype=tf.string
+        )
     try:
         return tf.make_tensor_proto(np.array(value), dtype=dtype)
     except (TypeError, ValueError) as error:
@@ -100,18 +100,11 @@ class RestHandler(BaseHTTPRequestHandler):
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "predict needs POST")
         if tail == "/metadata":
             servable = self.manager.get(name, version)
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, value in servable.meta_graph.signature_def.items():
-                signature_map.signature_def[key].CopyFrom(value)
             return 200, {
                 "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                "metadata": {"signature_def": json_format.MessageToDict(signature_map)},
+                "metadata": {"signature_def": json_format.MessageToDict(servable.signature_def_map())},
             }
-        rows = self.manager.status(name)
-        if version is not None:
-            rows = [r for r in rows if r[0] == version]
-            if not rows:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
+        rows = self.manager.status(name, version)
         return 200, {
             "model_version_status": [
                 {"version": str(v), "state": state, "status": {"error_code": "OK" if not msg else "UNKNOWN", "error_message": msg}}
@@ -125,7 +118,9 @@ class RestHandler(BaseHTTPRequestHandler):
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"POST {self.path}: only :predict accepts POST")
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.manager.limits.max_message_bytes:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}")
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}"
+            )
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
         except ValueError as error:
@@ -133,10 +128,7 @@ class RestHandler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             raise _bad("request body must be a JSON object")
         servable = self.manager.get(name, version)
-        signature_name = body.get("signature_name") or "serving_default"
-        signature = servable.signatures.get(signature_name)
-        if signature is None:
-            raise _bad(f'Serving signature name: "{signature_name}" not found in signature def')
+        signature_name, signature = servable.signature(body.get("signature_name"))
         dtypes = {k: tf.dtypes.as_dtype(v.dtype) for k, v in signature.inputs.items()}
         if ("instances" in body) == ("inputs" in body):
             raise _bad('the body needs exactly one of "instances" (row format) or "inputs" (columnar format)')

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from recgpt_tf.errors import RecGPTError
 from recgpt_tf.serving.grpc_api import add_services
 from recgpt_tf.serving.rest_api import make_rest_server
 from recgpt_tf.serving.servable import Limits, ModelManager
@@ -36,17 +37,31 @@ class LocalServer:
         poll_seconds: How often to look for new versions.
     """
 
-    def __init__(self, export_base: Path | str, host: str = "127.0.0.1", grpc_port: int = 8500, rest_port: int = 8501,
-                 workers: int = 8, limits: Limits | None = None, poll_seconds: float = 2.0, max_queued: int = 256) -> None:
+    def __init__(
+        self,
+        export_base: Path | str,
+        host: str = "127.0.0.1",
+        grpc_port: int = 8500,
+        rest_port: int = 8501,
+        workers: int = 8,
+        limits: Limits | None = None,
+        poll_seconds: float = 2.0,
+        max_queued: int = 256,
+    ) -> None:
         self.limits = limits or Limits()
         self.manager = ModelManager(export_base, self.limits, poll_seconds)
         self.host = host
-        options = [("grpc.max_receive_message_length", self.limits.max_message_bytes), ("grpc.max_send_message_length", self.limits.max_message_bytes)]
-        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options, maximum_concurrent_rpcs=workers + max_queued)
+        options = [
+            ("grpc.max_receive_message_length", self.limits.max_message_bytes),
+            ("grpc.max_send_message_length", self.limits.max_message_bytes),
+        ]
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers), options=options, maximum_concurrent_rpcs=workers + max_queued
+        )
         add_services(self.grpc_server, self.manager)
         self.grpc_port = self.grpc_server.add_insecure_port(f"{host}:{grpc_port}")
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen for gRPC on {host}:{grpc_port}")
+            raise RecGPTError(f"cannot listen for gRPC on {host}:{grpc_port} (is the port in use?)")
         self.rest_server = make_rest_server(self.manager, host, rest_port)
         self.rest_port = self.rest_server.server_address[1]
         self._rest_thread: threading.Thread | None = None

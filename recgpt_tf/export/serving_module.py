@@ -26,12 +26,13 @@ from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.retrieval import BruteForceIndex
 
 
-def _vocab_table(path: Path, default: int) -> tf.lookup.StaticHashTable:
-    """token → line number + 1 (the package's ids); unknown tokens → `default`."""
+def _line_number_table(path: Path) -> tf.lookup.StaticHashTable:
+    """token → its line number (from 0) in the vocabulary file; unknown tokens → -1
+    (`encode_inputs` maps line n to the package's id n + 1 and -1 to the OOV id)."""
     init = tf.lookup.TextFileInitializer(
         str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
     )
-    return tf.lookup.StaticHashTable(init, default_value=-1), default
+    return tf.lookup.StaticHashTable(init, default_value=-1)
 
 
 class RecGPTServingModule(tf.Module):
@@ -50,8 +51,16 @@ class RecGPTServingModule(tf.Module):
             such functions only with `--xla_cpu_compilation_enabled=true`.
     """
 
-    def __init__(self, model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[int], index=None, max_exclusions: int = 1000,
-                 jit_compile: bool = False) -> None:
+    def __init__(
+        self,
+        model,
+        item_vocab: Path,
+        user_vocab: Path,
+        step_sizes: Sequence[int],
+        index=None,
+        max_exclusions: int = 1000,
+        jit_compile: bool = False,
+    ) -> None:
         super().__init__(name="recgpt_serving")
         self.model = model
         self.jit_compile = jit_compile
@@ -63,8 +72,8 @@ class RecGPTServingModule(tf.Module):
         self.max_length = model.max_length
         self.max_exclusions = max_exclusions
         self.index = index if index is not None else BruteForceIndex(model.candidate_embeddings())
-        self.item_table, _ = _vocab_table(item_vocab, model.num_items + 1)
-        self.user_table, _ = _vocab_table(user_vocab, 0)
+        self.item_table = _line_number_table(item_vocab)
+        self.user_table = _line_number_table(user_vocab)
         self.item_tokens = tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(
                 str(item_vocab), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE
@@ -97,12 +106,11 @@ class RecGPTServingModule(tf.Module):
             width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], axis=0)), 1)  # >= 1 even for cold starts
         dense = tokens.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))  # (B, T)
         dense_segments = segments.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))
-        return self._decode(users, dense, dense_segments, tf.maximum(tf.cast(lengths, tf.int32) - 1, 0))
+        return self._decode(users, dense, dense_segments, tf.cast(lengths, tf.int32))
 
-    def _decode_dense(self, users: tf.Tensor, tokens: tf.Tensor, segments: tf.Tensor, last: tf.Tensor) -> tf.Tensor:
-        """h at position `last` of each right-padded row. [B, d]."""
-        hidden = self.model.backbone({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, training=False)  # (B, T, d)
-        return tf.gather(hidden, last, batch_dims=1)
+    def _decode_dense(self, users: tf.Tensor, tokens: tf.Tensor, segments: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """h at the last real position of each right-padded row (position 0 for an empty one). [B, d]."""
+        return self.model.user_representation({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, lengths)
 
     # -- the recall -------------------------------------------------------------------
     def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None):
@@ -140,12 +148,16 @@ class RecGPTServingModule(tf.Module):
     def _tokens(self, ids: tf.Tensor) -> tf.Tensor:
         return self.item_tokens.lookup(tf.cast(ids, tf.int64) - 1)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)]
+    )
     def recommend(self, user_id, history):
         ids, scores, steps, _, _ = self.recall(user_id, history)
         return {OUTPUT_ITEM_IDS: self._tokens(ids), OUTPUT_SCORES: scores, OUTPUT_RECALL_STEP: steps}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_USER_ID), tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY)]
+    )
     def user_embeddings(self, user_id, history):
         ids, _, _, vectors, _ = self.recall(user_id, history, num_vectors=2)
         return {OUTPUT_EMBEDDINGS: vectors, OUTPUT_FIRST_ITEM: self._tokens(ids[:, 0])}

@@ -43,8 +43,14 @@ def saved_model_ops(path: Path | str) -> set[str]:
 
 def unregistered_ops(path: Path | str, timeout: float = 300) -> set[str]:
     """The SavedModel's ops that stock TensorFlow's op registry lacks (checked in a clean process)."""
-    result = subprocess.run([sys.executable, "-c", _REGISTRY_CHECK], input=json.dumps(sorted(saved_model_ops(path))),
-                            capture_output=True, text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", _REGISTRY_CHECK],
+        input=json.dumps(sorted(saved_model_ops(path))),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     if result.returncode != 0:
         raise RuntimeError(f"the op-registry check failed: {result.stderr[-2000:]}")
     return set(json.loads(result.stdout.strip().splitlines()[-1]))

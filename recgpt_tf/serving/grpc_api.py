@@ -8,9 +8,8 @@ import logging
 import grpc
 import tensorflow as tf
 from google.protobuf import wrappers_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.apis import get_model_status_pb2 as status_api
-from tensorflow_serving.apis import model_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from recgpt_tf.serving.servable import ModelManager, ServingError
 
@@ -32,7 +31,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         try:
             servable = self.manager.get(request.model_spec.name, _requested_version(request.model_spec))
-            signature = request.model_spec.signature_name or "serving_default"
+            signature, _ = servable.signature(request.model_spec.signature_name)
             outputs = servable.run(signature, dict(request.inputs), self.manager.limits)
             response = predict_pb2.PredictResponse(model_spec=_spec(servable, signature))
             wanted = set(request.output_filter) or set(outputs)
@@ -53,10 +52,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be exactly ['signature_def']")
             servable = self.manager.get(request.model_spec.name, _requested_version(request.model_spec))
             response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_spec(servable))
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, value in servable.meta_graph.signature_def.items():
-                signature_map.signature_def[key].CopyFrom(value)
-            response.metadata["signature_def"].Pack(signature_map)
+            response.metadata["signature_def"].Pack(servable.signature_def_map())
             return response
         except ServingError as error:
             context.abort(error.code, error.message)
@@ -68,12 +64,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         try:
-            rows = self.manager.status(request.model_spec.name)
-            wanted = _requested_version(request.model_spec)
-            if wanted is not None:
-                rows = [r for r in rows if r[0] == wanted]
-                if not rows:
-                    raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {wanted} of model {request.model_spec.name}")
+            rows = self.manager.status(request.model_spec.name, _requested_version(request.model_spec))
             response = status_api.GetModelStatusResponse()
             for version, state, message in rows:
                 entry = response.model_version_status.add(version=version, state=getattr(status_api.ModelVersionStatus, state))
@@ -87,4 +78,3 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def add_services(server: grpc.Server, manager: ModelManager) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-

@@ -1,6 +1,6 @@
 """Clients for a TF Serving endpoint holding a RecGPT export (real TF Serving or `recgpt serve`).
 
-    client = RecGPTClient("localhost:8500", model="recgpt")
+    client = GrpcClient("localhost:8500", model="recgpt")
     client.recommend(["user-1"], [["item-3", "item-9"]])
     # [{'item_ids': [...], 'scores': [...], 'recall_step': [...]}]
 
@@ -29,16 +29,14 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, INPUT_HISTORY, INPUT_USER_ID, RECOMMEND_SIGNATURE
+from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, INPUT_HISTORY, INPUT_USER_ID, RECOMMEND_SIGNATURE, pad_histories
+from recgpt_tf.errors import RecGPTError
 
 
 def history_proto(histories: Sequence[Sequence[str]]) -> "tf.TensorProto":
     """The `history` input: string [batch, T], oldest first, right-padded with ""."""
-    width = max([len(h) for h in histories] + [1])
-    padded = np.full((len(histories), width), b"", dtype=object)
-    for i, row in enumerate(histories):
-        padded[i, : len(row)] = [str(item).encode("utf-8") for item in row]
-    return tf.make_tensor_proto(padded, dtype=tf.string)
+    encoded = [[str(item).encode("utf-8") for item in row] for row in histories]
+    return tf.make_tensor_proto(pad_histories(encoded, fill=b""), dtype=tf.string)
 
 
 def user_proto(users: Sequence[str]) -> "tf.TensorProto":
@@ -49,10 +47,13 @@ def _rows(outputs: dict) -> list[dict]:
     arrays = {k: tf.make_ndarray(v) for k, v in outputs.items()}
     decode = lambda a: [x.decode("utf-8") if isinstance(x, bytes) else x for x in a.tolist()]  # noqa: E731
     batch = len(next(iter(arrays.values())))
-    return [{k: decode(v[i]) if v.ndim > 1 else (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in arrays.items()} for i in range(batch)]
+    return [
+        {k: decode(v[i]) if v.ndim > 1 else (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in arrays.items()}
+        for i in range(batch)
+    ]
 
 
-class RecGPTClient:
+class GrpcClient:
     """gRPC client (PredictionService, ModelService).
 
     Args:
@@ -63,8 +64,9 @@ class RecGPTClient:
         backoff: First backoff in seconds (doubles each retry).
     """
 
-    def __init__(self, target: str, model: str, timeout: float = 5.0, retries: int = 3, backoff: float = 0.1,
-                 channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self, target: str, model: str, timeout: float = 5.0, retries: int = 3, backoff: float = 0.1, channel: grpc.Channel | None = None
+    ) -> None:
         self.model = model
         self.timeout = timeout
         self.retries = retries
@@ -90,8 +92,9 @@ class RecGPTClient:
             spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))
         return spec
 
-    def predict(self, users: Sequence[str], histories: Sequence[Sequence[str]], signature: str = RECOMMEND_SIGNATURE,
-                version: int | None = None) -> predict_pb2.PredictResponse:
+    def predict(
+        self, users: Sequence[str], histories: Sequence[Sequence[str]], signature: str = RECOMMEND_SIGNATURE, version: int | None = None
+    ) -> predict_pb2.PredictResponse:
         request = predict_pb2.PredictRequest(model_spec=self._spec(signature, version))
         request.inputs[INPUT_USER_ID].CopyFrom(user_proto(users))
         request.inputs[INPUT_HISTORY].CopyFrom(history_proto(histories))
@@ -124,7 +127,9 @@ class RecGPTClient:
         self.channel.close()
 
 
-class RestError(RuntimeError):
+class RestError(RecGPTError, RuntimeError):
+    """A REST call was answered with an HTTP error; `status` is the HTTP code."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status

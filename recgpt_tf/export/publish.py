@@ -11,6 +11,7 @@ a failed export leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -24,35 +25,24 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.contract import (
-    EMBEDDINGS_SIGNATURE,
     AUTO_INDEX,
-    INDEX_CHOICES,
+    EMBEDDINGS_SIGNATURE,
     INPUT_HISTORY,
     INPUT_USER_ID,
     METADATA_FILE,
     RECOMMEND_SIGNATURE,
     WARMUP_FILE,
+    pad_histories,
+    version_numbers,
 )
-from recgpt_tf.retrieval import IndexRecallError, build_index, resolve_index_kind
+from recgpt_tf.errors import ConfigError, ExportError, IndexRecallError
 from recgpt_tf.export.serving_module import RecGPTServingModule
-
-
-class ExportError(RuntimeError):
-    """The export was refused or failed; nothing was published."""
+from recgpt_tf.files import write_text_atomic
+from recgpt_tf.retrieval import build_index, resolve_index_kind
 
 
 def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
-    return max(versions, default=0) + 1
-
-
-def history_tensor(histories: Sequence[Sequence[str]]) -> np.ndarray:
-    """Right-pads string histories with "" into a [B, T] array (T >= 1)."""
-    width = max([len(h) for h in histories] + [1])
-    out = np.full((len(histories), width), "", dtype=object)
-    for i, h in enumerate(histories):
-        out[i, : len(h)] = list(h)
-    return out
+    return max(version_numbers(model_dir), default=0) + 1
 
 
 def write_warmup(path: Path, model_name: str, users: Sequence[str], histories: Sequence[Sequence[str]], batch: int = 8) -> int:
@@ -65,7 +55,7 @@ def write_warmup(path: Path, model_name: str, users: Sequence[str], histories: S
             for start in range(0, min(len(users), 4 * batch), batch):
                 request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
                 request.inputs[INPUT_USER_ID].CopyFrom(tf.make_tensor_proto(np.array(users[start : start + batch], dtype=object)))
-                request.inputs[INPUT_HISTORY].CopyFrom(tf.make_tensor_proto(history_tensor(histories[start : start + batch])))
+                request.inputs[INPUT_HISTORY].CopyFrom(tf.make_tensor_proto(pad_histories(histories[start : start + batch])))
                 log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
                 count += 1
@@ -82,22 +72,16 @@ def write_models_config(export_base: Path, model_name: str) -> None:
         f"    model_version_policy {{ latest {{ num_versions: 1 }} }}\n  }}\n"
         for n in sorted(names)
     )
-    _atomic_write(path, f"model_config_list {{\n{entries}}}\n")
+    write_text_atomic(path, f"model_config_list {{\n{entries}}}\n")
 
 
 def write_batching_parameters(export_base: Path) -> None:
     """EXPORT_BASE/batching_parameters.txt for `--enable_batching --batching_parameters_file`."""
-    _atomic_write(
+    write_text_atomic(
         export_base / "batching_parameters.txt",
         "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
         "max_enqueued_batches { value: 256 }\nnum_batch_threads { value: 4 }\n",
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories: Sequence[Sequence[str]]) -> dict:
@@ -107,7 +91,7 @@ def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories:
         {"step_g": (h_g [B, d], exclusions [B, E])} for each recall step g: the
         history, plus for g > 1 the items the earlier steps listed.
     """
-    user_ids, history = tf.constant(list(users)), tf.constant(history_tensor(histories))
+    user_ids, history = tf.constant(list(users)), tf.constant(pad_histories(histories))
     ids, _, _, vectors, _ = module.recall(user_ids, history)
     _, items = module.encode_inputs(user_ids, history)
     exclusions = module.history_exclusions(items).numpy()
@@ -118,22 +102,104 @@ def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories:
     return sets
 
 
-def tuned_index(model, item_vocab: Path, user_vocab: Path, step_sizes: Sequence[int], index_kind: str,
-                sample_users: Sequence[str], sample_histories: Sequence[Sequence[str]], recall_threshold: float):
+def tuned_index(
+    model,
+    item_vocab: Path,
+    user_vocab: Path,
+    step_sizes: Sequence[int],
+    index_kind: str,
+    sample_users: Sequence[str],
+    sample_histories: Sequence[Sequence[str]],
+    recall_threshold: float,
+):
     """The export's index, tuned on the run's own requests; (index, metadata for recgpt.json)."""
     kind = resolve_index_kind(index_kind, model.num_items)
     if kind == "brute-force":
         return None, {"kind": kind, "requested": index_kind}
     if not sample_users:
-        raise ExportError(f"a {kind} index is tuned on real requests: pass sample_users and sample_histories, "
-                          f"or index_kind='brute-force'")
+        raise ExportError(f"a {kind} index is tuned on real requests: pass sample_users and sample_histories, or index_kind='brute-force'")
     exact = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes)
     try:
-        index, info = build_index(kind, model.candidate_embeddings().numpy(), recall_queries(exact, sample_users, sample_histories),
-                                  sum(step_sizes), recall_threshold)
+        index, info = build_index(
+            kind,
+            model.candidate_embeddings().numpy(),
+            recall_queries(exact, sample_users, sample_histories),
+            sum(step_sizes),
+            recall_threshold,
+        )
     except IndexRecallError as error:
         raise ExportError(f"{error}; nothing was published. Lower the recall threshold or use the brute-force index") from error
     return index, {**info, "requested": index_kind}
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedVersion:
+    """One published SavedModel version: where it is and the recgpt.json written with it."""
+
+    path: Path
+    metadata: dict
+
+
+def allocate_version(export_base: Path | str, name: str, version: int | None) -> tuple[Path, int]:
+    """(model directory, version number) for a new version of `name`, checked before anything is built."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError("name", f"may hold only letters, digits, '_', '.' and '-'; got {name!r}")
+    model_dir = Path(export_base) / name
+    version = version or next_version(model_dir)
+    if (model_dir / str(version)).exists():
+        raise ExportError(f"{model_dir / str(version)} already exists")
+    return model_dir, version
+
+
+def write_version(
+    module: RecGPTServingModule,
+    model_dir: Path,
+    version: int,
+    metadata: dict,
+    sample_users: Sequence[str] = (),
+    sample_histories: Sequence[Sequence[str]] = (),
+) -> PublishedVersion:
+    """Saves `module` as MODEL_DIR/VERSION with its warmup requests and recgpt.json, atomically.
+
+    The version is built in a hidden sibling directory and renamed into place only when
+    complete; on any failure the staging directory is removed and nothing is published.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.staging-", dir=model_dir))
+    try:
+        start = time.perf_counter()
+        tf.saved_model.save(
+            module,
+            str(staging),
+            signatures={
+                RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
+                EMBEDDINGS_SIGNATURE: module.user_embeddings.get_concrete_function(),
+            },
+        )
+        extra = staging / "assets.extra"
+        extra.mkdir()
+        warmups = write_warmup(extra / WARMUP_FILE, model_dir.name, list(sample_users), list(sample_histories)) if sample_users else 0
+        payload = {
+            "name": model_dir.name,
+            "version": version,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **metadata,
+            "warmup_requests": warmups,
+            "save_seconds": time.perf_counter() - start,
+        }
+        (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        final = model_dir / str(version)
+        staging.rename(final)  # atomic on one filesystem: the version appears whole
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return PublishedVersion(final, payload)
+
+
+def update_export_base(export_base: Path | str, name: str) -> None:
+    """The base's TF Serving configuration files, listing `name` beside the models already there."""
+    write_models_config(Path(export_base), name)
+    write_batching_parameters(Path(export_base))
 
 
 def export_model(
@@ -151,8 +217,12 @@ def export_model(
     metadata: dict | None = None,
     jit_compile: bool = False,
     prebuilt_index: tuple | None = None,
-) -> Path:
-    """Builds, checks and atomically publishes one SavedModel version; returns its path.
+) -> PublishedVersion:
+    """Builds, checks and atomically publishes one SavedModel version.
+
+    The steps, each its own function: `allocate_version`, `tuned_index` (build the
+    index and check its recall on real requests), the serving module,
+    `write_version`, `update_export_base`.
 
     Args:
         model: A trained `RecGPT`.
@@ -167,64 +237,30 @@ def export_model(
         recall_threshold: The approximate indexes are tuned to reach this recall@k
             against exact search at every recall step, or refused.
         version: Version number (default: the next free one).
-        metadata: Extra entries for assets.extra/recgpt.json (config, eval metrics).
+        metadata: Extra entries for assets.extra/recgpt.json (run, config, eval metrics).
         jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
         prebuilt_index: An (ItemIndex, metadata) pair from `tuned_index` (reused
             instead of building one from `index_kind`, e.g. by a benchmark that
             measures the index itself).
+
+    Returns:
+        The published version's path and the recgpt.json written with it.
     """
-    if index_kind not in INDEX_CHOICES:
-        raise ExportError(f"index_kind must be one of {', '.join(INDEX_CHOICES)}; got {index_kind!r}")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ExportError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
-    export_base = Path(export_base)
-    model_dir = export_base / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = version or next_version(model_dir)
-    if (model_dir / str(version)).exists():
-        raise ExportError(f"{model_dir / str(version)} already exists")
+    model_dir, version = allocate_version(export_base, name, version)
     index, index_info = prebuilt_index or tuned_index(
         model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories, recall_threshold
     )
     module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
-    k = sum(step_sizes)
-
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.staging-", dir=model_dir))
-    try:
-        start = time.perf_counter()
-        tf.saved_model.save(
-            module,
-            str(staging),
-            signatures={
-                RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
-                EMBEDDINGS_SIGNATURE: module.user_embeddings.get_concrete_function(),
-            },
-        )
-        extra = staging / "assets.extra"
-        extra.mkdir()
-        warmups = write_warmup(extra / WARMUP_FILE, name, list(sample_users), list(sample_histories)) if sample_users else 0
-        payload = {
-            "name": name,
-            "version": version,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "num_items": model.num_items,
-            "num_users": model.num_users,
-            "max_length": model.max_length,
-            "k": k,
-            "step_sizes": list(step_sizes),
-            "prompt_tuned": bool(model.prompt_tuned),
-            "jit_compile": bool(jit_compile),
-            "warmup_requests": warmups,
-            "save_seconds": time.perf_counter() - start,
-            "index": index_info,
-            **(metadata or {}),
-        }
-        (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-        final = model_dir / str(version)
-        staging.rename(final)  # atomic on one filesystem: the version appears whole
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    write_models_config(export_base, name)
-    write_batching_parameters(export_base)
-    return final
+    model_metadata = {
+        "num_items": model.num_items,
+        "num_users": model.num_users,
+        "max_length": model.max_length,
+        "k": sum(step_sizes),
+        "step_sizes": list(step_sizes),
+        "prompt_tuned": bool(model.prompt_tuned),
+        "jit_compile": bool(jit_compile),
+        "index": index_info,
+    }
+    published = write_version(module, model_dir, version, {**model_metadata, **(metadata or {})}, sample_users, sample_histories)
+    update_export_base(export_base, name)
+    return published

@@ -1,0 +1,67 @@
+"""Interactions as TFRecord `tf.Example`s, the format TFX's ExampleGen hands the Trainer.
+
+One example per user: `user_id` (bytes) and `item_ids` (bytes list, oldest first).
+Files ending in .gz are GZIP-compressed, as ExampleGen writes them.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Iterable
+
+import tensorflow as tf
+
+from recgpt_tf.errors import DataFormatError
+
+USER_FEATURE = "user_id"
+ITEMS_FEATURE = "item_ids"
+
+
+def _compression(path: str) -> str:
+    return "GZIP" if path.endswith(".gz") else ""
+
+
+def to_example(user: str, items: Iterable[str]) -> tf.train.Example:
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                USER_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
+                ITEMS_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i.encode() for i in items])),
+            }
+        )
+    )
+
+
+def write_examples(interactions: dict[str, list[str]], path: Path | str) -> int:
+    """Writes one tf.Example per user; returns the count."""
+    path = str(path)
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=_compression(path))) as writer:
+        for user, items in interactions.items():
+            writer.write(to_example(user, items).SerializeToString())
+    return len(interactions)
+
+
+def read_examples(patterns: Iterable[str]) -> dict[str, list[str]]:
+    """Reads `{user: items}` from TFRecord files or globs.
+
+    Raises:
+        DataFormatError: no file matches, or a record is not a RecGPT example (naming file and record).
+    """
+    patterns = list(patterns)
+    files = sorted({f for p in patterns for f in (glob.glob(p) or ([p] if Path(p).is_file() else []))})
+    if not files:
+        raise DataFormatError(", ".join(map(str, patterns)), None, "no TFRecord files match")
+    spec = {USER_FEATURE: tf.io.FixedLenFeature([], tf.string), ITEMS_FEATURE: tf.io.VarLenFeature(tf.string)}
+    out: dict[str, list[str]] = {}
+    for file in files:
+        for number, record in enumerate(tf.data.TFRecordDataset(file, compression_type=_compression(file)), start=1):
+            try:
+                parsed = tf.io.parse_single_example(record, spec)
+            except tf.errors.InvalidArgumentError as error:
+                raise DataFormatError(file, None, f"record {number} is not a RecGPT example ({error.message.splitlines()[0]})") from None
+            items = [t.decode() for t in tf.sparse.to_dense(parsed[ITEMS_FEATURE]).numpy()]
+            if not items:
+                raise DataFormatError(file, None, f"record {number} (user {parsed[USER_FEATURE].numpy().decode()!r}) has no items")
+            out[parsed[USER_FEATURE].numpy().decode()] = items
+    return out
