@@ -199,11 +199,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from recgpt_tf.data.examples import write_examples
+    from recgpt_tf.data.examples import shard_paths, write_examples
     from recgpt_tf.data.readers import load_interactions
 
-    count = write_examples(load_interactions(args.data, args.format), args.out)
-    print(f"wrote {count} examples (user_id, item_ids) to {args.out}")
+    count = write_examples(load_interactions(args.data, args.format), args.out, args.shards)
+    where = args.out if args.shards == 1 else f"{args.shards} shards ({shard_paths(args.out, args.shards)[0].name}, …)"
+    print(f"wrote {count} examples (user_id, item_ids) to {where}")
     return 0
 
 
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("data", type=Path)
     convert.add_argument("out", type=Path)
     convert.add_argument("--format", choices=FORMATS, default=None)
+    convert.add_argument("--shards", type=int, default=1, help="write N files NAME-0000i-of-0000N (users round-robin)")
     convert.set_defaults(func=cmd_convert)
 
     recommend = sub.add_parser("recommend", help="ask a TF Serving endpoint (real or `recgpt serve`) for recommendations")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import tensorflow as tf
 
-from helpers import TINY_MODEL
+from helpers import TINY_MODEL, write_lines
 from recgpt_tf.cli import main
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
 from recgpt_tf.data import read_examples, synthetic_sequences, training_dataset, write_examples
@@ -41,6 +41,26 @@ def test_examples_round_trip_and_bad_records(tmp_path):
         read_examples([str(tmp_path / "bad.tfrecord")])
     with pytest.raises(DataFormatError, match="none-\\*.gz: no TFRecord files match"):
         read_examples([str(tmp_path / "none-*.gz")])
+
+
+def test_examples_written_in_shards_read_back_whole(tmp_path):
+    seqs = {str(u): [str(u), str(u + 1)] for u in range(1, 11)}
+    assert (
+        main(
+            [
+                "convert",
+                str(write_lines(tmp_path / "d.txt", [f"{u} {' '.join(v)}" for u, v in seqs.items()])),
+                str(tmp_path / "train.tfrecord.gz"),
+                "--shards",
+                "3",
+            ]
+        )
+        == 0
+    )
+    files = sorted(p.name for p in tmp_path.glob("train-*"))
+    assert files == [f"train-0000{i}-of-00003.tfrecord.gz" for i in range(3)] and not list(tmp_path.glob(".*.tmp"))
+    assert [len(read_examples([str(tmp_path / f)])) for f in files] == [4, 3, 3]  # users round-robin
+    assert read_examples([str(tmp_path / "train-*-of-00003.tfrecord.gz")]) == seqs
 
 
 @pytest.mark.slow

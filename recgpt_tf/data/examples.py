@@ -12,7 +12,7 @@ from typing import Iterable
 
 import tensorflow as tf
 
-from recgpt_tf.errors import DataFormatError
+from recgpt_tf.errors import ConfigError, DataFormatError
 
 USER_FEATURE = "user_id"
 ITEMS_FEATURE = "item_ids"
@@ -33,12 +33,33 @@ def to_example(user: str, items: Iterable[str]) -> tf.train.Example:
     )
 
 
-def write_examples(interactions: dict[str, list[str]], path: Path | str) -> int:
-    """Writes one tf.Example per user; returns the count."""
-    path = str(path)
-    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=_compression(path))) as writer:
-        for user, items in interactions.items():
-            writer.write(to_example(user, items).SerializeToString())
+def shard_paths(path: Path | str, shards: int) -> list[Path]:
+    """The files `write_examples` writes: `path` itself for one shard, else NAME-0000i-of-0000N.SUFFIXES
+    beside it (ExampleGen's numbering), e.g. train-00000-of-00004.tfrecord.gz."""
+    path = Path(path)
+    if shards < 1:
+        raise ConfigError("shards", f"must be >= 1; got {shards}")
+    if shards == 1:
+        return [path]
+    stem, dot, suffixes = path.name.partition(".")
+    return [path.with_name(f"{stem}-{i:05d}-of-{shards:05d}{dot}{suffixes}") for i in range(shards)]
+
+
+def write_examples(interactions: dict[str, list[str]], path: Path | str, shards: int = 1) -> int:
+    """Writes one tf.Example per user, round-robin over `shards` files (`shard_paths`), each
+    written under a temporary name and renamed when complete; returns the count."""
+    paths = shard_paths(path, shards)
+    temporary = [p.with_name(f".{p.name}.tmp") for p in paths]
+    options = tf.io.TFRecordOptions(compression_type=_compression(str(paths[0])))
+    writers = [tf.io.TFRecordWriter(str(t), options) for t in temporary]
+    try:
+        for number, (user, items) in enumerate(interactions.items()):
+            writers[number % shards].write(to_example(user, items).SerializeToString())
+    finally:
+        for writer in writers:
+            writer.close()
+    for tmp, final in zip(temporary, paths):
+        tmp.replace(final)
     return len(interactions)
 
 
