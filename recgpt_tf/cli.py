@@ -56,9 +56,12 @@ def _stage_line(name: str, summary: dict, where: Path) -> str:
 def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     """Creates (or reopens, for later stages) the run and trains `stages`, printing one line per stage."""
     from recgpt_tf.runs import Run
+    from recgpt_tf.training.distribute import make_strategy, worker_run_dir
     from recgpt_tf.training.prompt_tuning import PromptConfig
 
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
+    make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
+    run_dir = worker_run_dir(run_dir, train_config.strategy)
     if stages in ("pretrain", "all"):
         run = Run.create(run_dir, dataset, model_config, seed=train_config.seed)
     else:

@@ -14,6 +14,7 @@ from recgpt_tf.errors import ConfigError, check_choice
 OBJECTIVES = ("softmax", "sampled_softmax", "bce")
 LEARNING_RATE_DECAYS = ("none", "cosine")
 BATCHINGS = ("shuffled", "bucketed", "token_budget")
+STRATEGIES = ("single", "mirrored", "multi-worker")  # tf.distribute, see training/distribute.py
 LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
 # The paper's training stages (each a directory of a run), and what `runs.Run.train(stages=...)`
@@ -114,6 +115,8 @@ class TrainConfig:
         patience: Epochs without validation NDCG@10 improvement before stopping.
         eval_every: Run the validation ranking every this many epochs.
         seed: Seed for weights, shuffling and negative sampling.
+        strategy: "single" (one process), "mirrored" (this machine's devices) or "multi-worker"
+            (the processes TF_CONFIG lists); pre-training runs under it (`training.distribute`).
     """
 
     objective: str = "softmax"
@@ -131,9 +134,11 @@ class TrainConfig:
     patience: int = 5
     eval_every: int = 1
     seed: int = 42
+    strategy: str = "single"
 
     def __post_init__(self) -> None:
         check_objective(self.objective, self.label_smoothing)
+        check_choice("strategy", self.strategy, STRATEGIES)
         for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS)):
             check_choice(name, getattr(self, name), allowed)
         if self.target_copies < 1:

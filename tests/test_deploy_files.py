@@ -43,3 +43,16 @@ def test_exported_config_paths_match_the_mount(tmp_path):
     assert 'base_path: "/models/recgpt"' in text and 'base_path: "/models/other"' in text
     write_batching_parameters(tmp_path)
     assert "max_batch_size { value: 64 }" in (tmp_path / "batching_parameters.txt").read_text()
+
+
+def test_the_training_job_runs_the_multi_worker_strategy_on_a_shared_run_directory():
+    job = yaml.safe_load((DEPLOY / "train-tfjob.yaml").read_text())
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    container = worker["template"]["spec"]["containers"][0]
+    command = container["command"]
+    assert job["kind"] == "TFJob" and worker["replicas"] >= 2 and container["name"] == "tensorflow"
+    assert command[:2] == ["recgpt", "train"] and command[command.index("--strategy") + 1] == "multi-worker"
+    # Every replica names the same run directory, on a volume they all mount (the chief writes it).
+    out = command[command.index("--out") + 1]
+    mounts = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert any(out.startswith(path + "/") for path in mounts) and "TF_CONFIG" not in str(container)

@@ -11,7 +11,7 @@ import csv
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +22,7 @@ from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import split_targets, training_dataset
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
+from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_workers
 
 if TYPE_CHECKING:
     from recgpt_tf.runs import Run
@@ -36,12 +37,13 @@ def build_model(model_config: ModelConfig, objective: str = "softmax", prompt_tu
     return model
 
 
-def make_optimizer(train_config: TrainConfig, train_data: tf.data.Dataset) -> keras.optimizers.Optimizer:
-    """Adam (AdamW with weight decay) on `train_config`'s learning-rate schedule."""
+def make_optimizer(train_config: TrainConfig, steps_per_epoch: Callable[[], int]) -> keras.optimizers.Optimizer:
+    """Adam (AdamW with weight decay) on `train_config`'s learning-rate schedule (`steps_per_epoch` is
+    asked only when the schedule needs the number of steps)."""
     learning_rate = train_config.learning_rate
     warmup = train_config.warmup_steps
     if warmup or train_config.learning_rate_decay != "none":
-        steps = train_config.epochs * int(train_data.reduce(0, lambda n, _: n + 1))  # bucketed data has no static cardinality
+        steps = train_config.epochs * steps_per_epoch()
         learning_rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0 if warmup else train_config.learning_rate,
             decay_steps=max(1, steps - warmup),
@@ -54,17 +56,20 @@ def make_optimizer(train_config: TrainConfig, train_data: tf.data.Dataset) -> ke
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
-def sequence_training_data(dataset: Dataset, max_length: int, train_config: TrainConfig) -> tf.data.Dataset:
+def sequence_training_data(
+    dataset: Dataset, max_length: int, train_config: TrainConfig, shard: int = 0, num_shards: int = 1, batch_size: int | None = None
+) -> tf.data.Dataset:
     """Next-item batches of the plain training sequences (pre-training, fine-tuning), batched and,
-    with `target_copies` > 1, repeated as `train_config` says."""
-    users, sequences, targets = dataset.users, dataset.train_sequences(), None
+    with `target_copies` > 1, repeated as `train_config` says; shard `shard` of `num_shards` (every
+    num_shards-th user) for one worker of a distributed run, at `batch_size` (default the configured one)."""
+    users, sequences, targets = dataset.users[shard::num_shards], dataset.train_sequences()[shard::num_shards], None
     if train_config.target_copies > 1:
         users, sequences, targets = split_targets(users, sequences, train_config.target_copies)
     return training_dataset(
         users,
         sequences,
         max_length,
-        train_config.batch_size,
+        batch_size or train_config.batch_size,
         seed=train_config.seed,
         targets=targets,
         batching=train_config.batching,
@@ -89,12 +94,16 @@ def fit_stage(
     stage_dir: Path,
     log_dir: Path,
     train_config: TrainConfig,
-    train_data: tf.data.Dataset,
+    train_data,
     verbose: int = 1,
     extra_callbacks: list | None = None,
+    steps_per_epoch: int | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
     """Fits `model` with early stopping on validation NDCG@10; resumes if interrupted.
 
+    `train_data` is a `tf.data.Dataset` of one epoch, or, under a distribution `strategy`
+    (whose scope built `model`), a `DatasetCreator` with its `steps_per_epoch`.
     The weights with the best validation NDCG@10 are left in the model and in
     `stage_dir/weights`. Returns a summary (epochs, seconds, best metrics).
     """
@@ -104,7 +113,9 @@ def fit_stage(
     if not resuming and history_csv.exists():
         history_csv.unlink()  # a fresh run of this stage: the old log is not ours to extend
     best_path = str(stage_dir / "best" / "weights")
-    model.compile(optimizer=make_optimizer(train_config, train_data))
+    count = (lambda: steps_per_epoch) if steps_per_epoch else (lambda: int(train_data.reduce(0, lambda n, _: n + 1)))
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model.compile(optimizer=make_optimizer(train_config, count))
 
     validation = RankingValidation(dataset.split("valid"), every=train_config.eval_every, verbose=verbose > 0)
     checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
@@ -130,7 +141,7 @@ def fit_stage(
 
     callbacks.insert(3, _ResumeStopping())
     start = time.perf_counter()
-    history = model.fit(train_data, epochs=train_config.epochs, callbacks=callbacks, verbose=verbose)
+    history = model.fit(train_data, epochs=train_config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
 
     if Path(best_path + ".index").exists():
@@ -173,11 +184,31 @@ def pretrain(
     train_config = train_config or TrainConfig()
     keras.utils.set_random_seed(train_config.seed)
     run.record_stage_config(PRETRAIN_STAGE, train_config.to_dict())
-    model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
-    model.set_item_frequencies(dataset.item_counts())
-    train_data = sequence_training_data(dataset, model_config.max_length, train_config)
+    if train_config.strategy == "single":
+        strategy, steps = None, None
+        train_data = sequence_training_data(dataset, model_config.max_length, train_config)
+    else:
+        strategy = make_strategy(train_config.strategy)
+        train_data, steps = distributed_batches(
+            strategy,
+            num_workers(),
+            train_config.batch_size,
+            lambda i, n, per_replica: sequence_training_data(dataset, model_config.max_length, train_config, i, n, per_replica),
+        )
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
+        model.set_item_frequencies(dataset.item_counts())
     summary = fit_stage(
-        model, dataset, run.stage_dir(PRETRAIN_STAGE), run.log_dir(PRETRAIN_STAGE), train_config, train_data, verbose, extra_callbacks
+        model,
+        dataset,
+        run.stage_dir(PRETRAIN_STAGE),
+        run.log_dir(PRETRAIN_STAGE),
+        train_config,
+        train_data,
+        verbose,
+        extra_callbacks,
+        steps_per_epoch=steps,
+        strategy=strategy,
     )
     summary["objective"] = train_config.objective
     summary["sequences_per_second"] = len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
