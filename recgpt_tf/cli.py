@@ -211,6 +211,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_task(args: argparse.Namespace) -> int:
+    from recgpt_tf.training.distribute import cluster_spec, serve_cluster_task
+
+    task = cluster_spec().get("task", {})
+    print(
+        f"recgpt cluster-task: {task.get('type')} {task.get('index')} of a parameter-server cluster (TF_CONFIG); Ctrl-C stops it",
+        flush=True,
+    )
+    serve_cluster_task()
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -316,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", choices=FORMATS, default=None)
     convert.add_argument("--shards", type=int, default=1, help="write N files NAME-0000i-of-0000N (users round-robin)")
     convert.set_defaults(func=cmd_convert)
+
+    cluster_task = sub.add_parser(
+        "cluster-task", help="run this process as the worker or parameter server TF_CONFIG names (--strategy parameter-server)"
+    )
+    cluster_task.set_defaults(func=cmd_cluster_task)
 
     recommend = sub.add_parser("recommend", help="ask a TF Serving endpoint (real or `recgpt serve`) for recommendations")
     recommend.add_argument("--server", required=True, help="HOST:PORT (gRPC, or REST with --rest)")

@@ -14,7 +14,7 @@ from recgpt_tf.errors import ConfigError, check_choice
 OBJECTIVES = ("softmax", "sampled_softmax", "bce")
 LEARNING_RATE_DECAYS = ("none", "cosine")
 BATCHINGS = ("shuffled", "bucketed", "token_budget")
-STRATEGIES = ("single", "mirrored", "multi-worker")  # tf.distribute, see training/distribute.py
+STRATEGIES = ("single", "mirrored", "multi-worker", "parameter-server")  # tf.distribute, see training/distribute.py
 LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
 # The paper's training stages (each a directory of a run), and what `runs.Run.train(stages=...)`
@@ -115,8 +115,9 @@ class TrainConfig:
         patience: Epochs without validation NDCG@10 improvement before stopping.
         eval_every: Run the validation ranking every this many epochs.
         seed: Seed for weights, shuffling and negative sampling.
-        strategy: "single" (one process), "mirrored" (this machine's devices) or "multi-worker"
-            (the processes TF_CONFIG lists); pre-training runs under it (`training.distribute`).
+        strategy: "single" (one process), "mirrored" (this machine's devices), "multi-worker" (the
+            processes TF_CONFIG lists) or "parameter-server" (this process coordinates the workers and
+            parameter servers TF_CONFIG lists); pre-training runs under it (`training.distribute`).
     """
 
     objective: str = "softmax"

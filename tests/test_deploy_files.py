@@ -56,3 +56,11 @@ def test_the_training_job_runs_the_multi_worker_strategy_on_a_shared_run_directo
     out = command[command.index("--out") + 1]
     mounts = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
     assert any(out.startswith(path + "/") for path in mounts) and "TF_CONFIG" not in str(container)
+
+
+def test_the_parameter_server_job_has_a_coordinating_chief_and_task_servers():
+    specs = yaml.safe_load((DEPLOY / "train-tfjob-ps.yaml").read_text())["spec"]["tfReplicaSpecs"]
+    command = {role: spec["template"]["spec"]["containers"][0]["command"] for role, spec in specs.items()}
+    assert specs["Chief"]["replicas"] == 1 and specs["PS"]["replicas"] >= 2 and specs["Worker"]["replicas"] >= 2
+    assert command["Chief"][command["Chief"].index("--strategy") + 1] == "parameter-server"
+    assert command["Worker"] == command["PS"] == ["recgpt", "cluster-task"]

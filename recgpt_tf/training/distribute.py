@@ -7,6 +7,12 @@
                     `TF_CONFIG` lists, as Keras documents it. The chief (the "chief" task, or
                     worker 0 when there is none) writes the run directory; every other worker
                     trains into a scratch run directory of its own (`worker_run_dir`).
+    "parameter-server"  `ParameterServerStrategy` with `model.fit`: this process (TF_CONFIG task
+                    "chief") coordinates; the "worker" and "ps" tasks run `recgpt cluster-task`
+                    (`serve_cluster_task`). Variables of `min_shard_bytes` or more, the item and
+                    user tables above all, are split over the parameter servers (`ShardedVariable`),
+                    so a table larger than one host's memory trains; checkpoints and the export
+                    read them back whole.
 
 Each input pipeline (one per worker) trains on its own share of the users, batched as the
 configuration says at the per-replica batch size, repeated; every worker runs the same number
@@ -50,6 +56,10 @@ def is_chief() -> bool:
     return task.get("type") == "chief" or (not has_chief and task.get("type") == "worker" and int(task.get("index", 0)) == 0)
 
 
+# Variables this large or larger are split over the parameter servers (up to one shard per server).
+MIN_SHARD_BYTES = 4 << 10
+
+
 @functools.lru_cache(maxsize=None)
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The strategy for `name` (one per process: TensorFlow allows one multi-worker strategy, created before
@@ -62,6 +72,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if not cluster_spec().get("cluster"):
             raise ConfigError("strategy", "'multi-worker' needs TF_CONFIG naming the cluster and this task (see README, Training at scale)")
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "parameter-server":
+        cluster = cluster_spec().get("cluster", {})
+        if not cluster.get("ps") or not cluster.get("worker"):
+            raise ConfigError("strategy", "'parameter-server' needs TF_CONFIG with worker and ps tasks (see README, Training at scale)")
+        partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=MIN_SHARD_BYTES, max_shards=len(cluster["ps"])
+        )
+        return tf.distribute.experimental.ParameterServerStrategy(
+            tf.distribute.cluster_resolver.TFConfigClusterResolver(), variable_partitioner=partitioner
+        )
     raise ConfigError("strategy", f"must be one of {', '.join(STRATEGIES)}; got {name!r}")
 
 
@@ -97,7 +117,29 @@ def distributed_batches(
     return keras.utils.experimental.DatasetCreator(pipeline), max(1, steps)
 
 
-def num_workers() -> int:
-    """Workers (and chief) in TF_CONFIG's cluster; 1 without one."""
+def num_input_pipelines(strategy: str) -> int:
+    """Processes that read training data: the workers (and, for multi-worker, the chief); 1 without a cluster."""
     cluster = cluster_spec().get("cluster", {})
-    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+    readers = len(cluster.get("worker", [])) + (len(cluster.get("chief", [])) if strategy == "multi-worker" else 0)
+    return max(1, readers)
+
+
+def table_placement(model) -> dict[str, list[str]]:
+    """The devices holding each shard of the item and user tables (one entry for an unsharded table)."""
+    tables = {"item_table": model.backbone.item_table}
+    if model.backbone.embedding.user_embedding is not None:
+        tables["user_table"] = model.backbone.embedding.user_embedding.embeddings
+    return {name: [v.device for v in getattr(table, "variables", [table])] for name, table in tables.items()}
+
+
+def serve_cluster_task() -> None:
+    """Runs this process as the TF_CONFIG task it names (a "worker" or "ps" of a parameter-server cluster)
+    until it is killed."""
+    config = cluster_spec()
+    task = config.get("task", {})
+    if task.get("type") not in ("worker", "ps"):
+        raise ConfigError("TF_CONFIG", f"must name a worker or ps task for this process; got {task or 'none'}")
+    server = tf.distribute.Server(
+        tf.train.ClusterSpec(config["cluster"]), job_name=task["type"], task_index=int(task.get("index", 0)), protocol="grpc", start=True
+    )
+    server.join()

@@ -22,7 +22,7 @@ from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import split_targets, training_dataset
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
-from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_workers
+from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines, table_placement
 
 if TYPE_CHECKING:
     from recgpt_tf.runs import Run
@@ -191,7 +191,7 @@ def pretrain(
         strategy = make_strategy(train_config.strategy)
         train_data, steps = distributed_batches(
             strategy,
-            num_workers(),
+            num_input_pipelines(train_config.strategy),
             train_config.batch_size,
             lambda i, n, per_replica: sequence_training_data(dataset, model_config.max_length, train_config, i, n, per_replica),
         )
@@ -211,6 +211,8 @@ def pretrain(
         strategy=strategy,
     )
     summary["objective"] = train_config.objective
+    if train_config.strategy != "single":
+        summary["strategy"] = {"name": train_config.strategy, "table_placement": table_placement(model)}
     summary["sequences_per_second"] = len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
     run.write_summary(PRETRAIN_STAGE, summary)
     return model, summary
