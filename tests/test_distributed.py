@@ -38,6 +38,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_two_workers_train_like_one_process_and_only_the_chief_writes_the_run(tmp_path):
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
     data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
@@ -113,6 +114,7 @@ class _ParameterServerCluster:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_parameter_server_training_splits_the_tables_over_two_servers_and_exports_whole(tmp_path):
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
     data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
@@ -141,6 +143,7 @@ def test_parameter_server_training_splits_the_tables_over_two_servers_and_export
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_parameter_server_training_survives_a_worker_killed_and_restarted(tmp_path):
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
     data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
