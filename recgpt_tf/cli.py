@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from recgpt_tf.config import LOSS_POSITIONS, OBJECTIVES, STAGE_PLANS, ModelConfig, TrainConfig
+from recgpt_tf.config import LOSS_POSITIONS, STAGE_PLANS, TRAIN_CHOICES, ModelConfig, TrainConfig
 from recgpt_tf.contract import AUTO_INDEX, INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.data.readers import FORMATS
 from recgpt_tf.errors import ConfigError, RecGPTError
@@ -34,8 +34,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             flag = f"--{field.name.replace('_', '-')}"
             if isinstance(field.default, bool):
                 group.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None, metavar="BOOL")
-            elif field.name == "objective":
-                group.add_argument(flag, choices=OBJECTIVES, default=None)
+            elif field.name in TRAIN_CHOICES:
+                group.add_argument(flag, choices=TRAIN_CHOICES[field.name], default=None)
             else:
                 group.add_argument(flag, type=type(field.default), default=None)
 

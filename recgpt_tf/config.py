@@ -17,6 +17,9 @@ BATCHINGS = ("shuffled", "bucketed", "token_budget")
 STRATEGIES = ("single", "mirrored", "multi-worker", "parameter-server")  # tf.distribute, see training/distribute.py
 LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
+# TrainConfig fields that take one of a few values (the CLI lists them in --help).
+TRAIN_CHOICES = {"objective": OBJECTIVES, "learning_rate_decay": LEARNING_RATE_DECAYS, "batching": BATCHINGS, "strategy": STRATEGIES}
+
 # The paper's training stages (each a directory of a run), and what `runs.Run.train(stages=...)`
 # runs for each choice, in order: "all" is the paper's pipeline.
 PRETRAIN_STAGE, PROMPT_STAGE, FINETUNE_STAGE = "pretrain", "prompt", "finetune"

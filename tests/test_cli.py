@@ -72,9 +72,9 @@ def test_export_tunes_the_partitioned_index_and_reports_its_recall(tmp_path, cap
 def test_library_errors_name_the_flag_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data.txt"
     data.write_text("1 2 3 4\n2 3 4 5\n")
-    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--batching", "sorted", *TINY_FLAGS]) == 2
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--target-copies", "0", *TINY_FLAGS]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("recgpt train: error: --batching must be one of shuffled, bucketed, token_budget; got 'sorted'"), err
+    assert err.startswith("recgpt train: error: --target-copies must be >= 1; got 0"), err
     assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "base"), "--name", "m"]) == 2
     assert "not a trained run directory" in capsys.readouterr().err
 

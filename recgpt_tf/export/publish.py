@@ -142,8 +142,8 @@ class PublishedVersion:
 
 def allocate_version(export_base: Path | str, name: str, version: int | None) -> tuple[Path, int]:
     """(model directory, version number) for a new version of `name`, checked before anything is built."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError("name", f"may hold only letters, digits, '_', '.' and '-'; got {name!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise ConfigError("name", f"must be a plain directory name (letters, digits, '_', '.', '-'; not '.' or '..'); got {name!r}")
     model_dir = Path(export_base) / name
     version = version or next_version(model_dir)
     if (model_dir / str(version)).exists():
