@@ -117,3 +117,12 @@ def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_datase
     assert (recorded["prompt"]["seed"], recorded["prompt"]["batch_size"]) == (7, 64)  # pre-training's, not 3 / 32
     assert recorded["prompt"]["learning_rate"] == 5e-4 and recorded["pretrain"]["seed"] == 7
     assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"
+
+
+@pytest.mark.parametrize("objective", ["sampled_softmax", "bce"])
+def test_every_objective_trains_under_a_distribution_strategy(tiny_dataset, tmp_path, objective):
+    # Keras refuses a loss that averages over the batch itself inside a strategy; the tasks reduce per query.
+    _, summary = pretrain(
+        tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=1, objective=objective, strategy="mirrored"), verbose=0
+    )
+    assert summary["epochs"] == 1 and summary["strategy"]["name"] == "mirrored" and summary["valid"]["NDCG@10"] > 0

@@ -93,20 +93,22 @@ class CatalogueRetrieval(tfrs.tasks.Retrieval):
 
 
 def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrieval:
-    """The retrieval task for an objective; losses are means over positions.
+    """The retrieval task for an objective (`retrieval_loss` turns its output into the mean over positions).
 
-    `label_smoothing` applies to the softmax objective only."""
+    The stock tasks' losses reduce to one value per query (Reduction.NONE): Keras refuses a loss that
+    averages over the batch itself inside a `tf.distribute` strategy, and the mean is taken in
+    `retrieval_loss` instead. `label_smoothing` applies to the softmax objective only."""
     check_objective(objective, label_smoothing)
-    mean = keras.losses.Reduction.SUM_OVER_BATCH_SIZE
+    per_query = keras.losses.Reduction.NONE
     if objective == "softmax":
         return CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")
     if objective == "sampled_softmax":
         return tfrs.tasks.Retrieval(
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=mean),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=per_query),
             remove_accidental_hits=True,
             name="sampled_softmax_task",
         )
-    return tfrs.tasks.Retrieval(loss=SigmoidPairLoss(reduction=mean), name="bce_task")  # bce
+    return tfrs.tasks.Retrieval(loss=SigmoidPairLoss(reduction=per_query), name="bce_task")  # bce
 
 
 def retrieval_loss(
@@ -137,13 +139,15 @@ def retrieval_loss(
     positive_embeddings = tf.gather(item_table, positives)  # (P, d)
     own = tf.eye(tf.shape(queries)[0], dtype=tf.bool)  # each query sees its own positive
     if objective == "sampled_softmax":
-        return task(
-            queries,
-            positive_embeddings,
-            candidate_sampling_probability=tf.exp(tf.gather(item_log_probability, positives)),
-            candidate_ids=positives,
-            compute_metrics=False,
-            compute_batch_metrics=False,
+        return tf.reduce_mean(
+            task(
+                queries,
+                positive_embeddings,
+                candidate_sampling_probability=tf.exp(tf.gather(item_log_probability, positives)),
+                candidate_ids=positives,
+                compute_metrics=False,
+                compute_batch_metrics=False,
+            )
         )
     # bce (the objective was checked when `make_task` built the task).
     negatives = tf.random.uniform(tf.shape(positives), 1, num_items + 1, dtype=positives.dtype)
@@ -151,4 +155,4 @@ def retrieval_loss(
     # Query i sees column i (its positive) and column P + i (its negative),
     # unless the draw hit the positive itself.
     mask = tf.concat([own, own & (negatives != positives)[:, tf.newaxis]], axis=1)  # (P, 2P)
-    return task(queries, candidates, score_mask=mask, compute_metrics=False, compute_batch_metrics=False)
+    return tf.reduce_mean(task(queries, candidates, score_mask=mask, compute_metrics=False, compute_batch_metrics=False))

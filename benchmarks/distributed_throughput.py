@@ -1,0 +1,196 @@
+"""Pre-training throughput and peak memory per task at a large catalogue: one process against a local
+parameter-server cluster (a coordinator, workers and parameter servers on 127.0.0.1).
+
+The data is `trained_catalogue.py`'s synthetic process (1M users over 1M items by default). Each mode
+runs in a fresh process (a strategy must exist before TensorFlow starts), builds the package's model and
+input pipeline as `recgpt train` does (sampled softmax, the configured batching), and times a fixed number
+of training steps after warm-up. Sequences/s = steps x batch / seconds. Peak memory: each process's
+high-water resident set (VmHWM). Results are written after every mode.
+
+On a 2-core machine every task shares the same two cores: the cluster rows show what the split costs
+(RPCs, the coordinator) and where the memory goes, not a speed-up.
+
+    python benchmarks/distributed_throughput.py --json benchmarks/results/distributed_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _peak_rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One mode, in this process (TF_CONFIG already set for the parameter-server coordinator)."""
+    import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
+
+    # isort: split
+
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from trained_catalogue import structured_sequences
+
+    from recgpt_tf.config import ModelConfig, TrainConfig
+    from recgpt_tf.data import Dataset, Vocabulary
+    from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines
+    from recgpt_tf.training.pretrain import build_model, make_optimizer, sequence_training_data
+
+    strategy_name = "single" if args.mode == "single" else "parameter-server"
+    strategy = make_strategy(strategy_name)
+    start = time.perf_counter()
+    sequences = structured_sequences(args.users, args.items, args.topics, args.mean_length, seed=0)
+    dataset = Dataset(
+        name=f"synthetic-{args.items}",
+        item_vocab=Vocabulary([str(i) for i in range(1, args.items + 1)]),
+        user_vocab=Vocabulary([str(u) for u in range(1, args.users + 1)]),
+        users=np.arange(1, args.users + 1, dtype=np.int32),
+        sequences=sequences,
+    )
+    data_seconds = time.perf_counter() - start
+    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
+    train_config = TrainConfig(objective="sampled_softmax", batch_size=args.batch_size, strategy=strategy_name, seed=0)
+    if strategy_name == "single":
+        train_data = sequence_training_data(dataset, model_config.max_length, train_config).repeat()
+    else:
+        train_data, _ = distributed_batches(
+            strategy,
+            num_input_pipelines(strategy_name),
+            train_config.batch_size,
+            lambda i, n, per_replica: sequence_training_data(dataset, model_config.max_length, train_config, i, n, per_replica),
+        )
+    with strategy.scope():
+        model = build_model(model_config, train_config.objective)
+        model.set_item_frequencies(dataset.item_counts())
+        model.compile(optimizer=make_optimizer(train_config, lambda: args.warmup_steps + args.steps))
+    # The first fit traces and warms up; the second, on the same compiled step, is timed end to end
+    # (a parameter-server fit returns once every scheduled step has run on a worker).
+    model.fit(train_data, epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
+    start = time.perf_counter()
+    model.fit(train_data, epochs=1, steps_per_epoch=args.steps, verbose=0)
+    seconds = time.perf_counter() - start
+    return {
+        "data_seconds": data_seconds,
+        "timed_steps": args.steps,
+        "seconds": seconds,
+        "sequences_per_second": args.steps * args.batch_size / seconds,
+        "peak_rss_mb": {"coordinator" if strategy_name != "single" else "process": _peak_rss_mb()},
+    }
+
+
+def run_mode(args: argparse.Namespace, mode: str) -> dict:
+    """Runs `mode` in fresh processes (and its cluster's servers) and returns its figures."""
+    command = [sys.executable, __file__, "--child", "--mode", mode, *_passthrough(args)]
+    env = dict(os.environ)
+    servers = []
+    if mode.startswith("parameter-server"):
+        workers, ps = (int(x) for x in mode.split(":")[1].split("x"))
+        ports = _free_ports(1 + workers + ps)
+        cluster = {
+            "chief": [f"127.0.0.1:{ports[0]}"],
+            "worker": [f"127.0.0.1:{p}" for p in ports[1 : 1 + workers]],
+            "ps": [f"127.0.0.1:{p}" for p in ports[1 + workers :]],
+        }
+        recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
+        for kind, count in (("worker", workers), ("ps", ps)):
+            for index in range(count):
+                task_env = {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})}
+                servers.append(
+                    (
+                        f"{kind}_{index}",
+                        subprocess.Popen([recgpt, "cluster-task"], env=task_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                    )
+                )
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})
+    try:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output = process.communicate(timeout=args.timeout)[0]
+        server_peaks = {name: _peak_rss_mb(server.pid) for name, server in servers}
+    finally:
+        for _, server in servers:
+            server.kill()
+    if process.returncode != 0:
+        return {"error": f"exit {process.returncode}", "output_tail": output[-2000:]}
+    result = json.loads(output.strip().splitlines()[-1])  # the child's last line
+    result["peak_rss_mb"].update(server_peaks)
+    return result
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    return [
+        f"--{k.replace('_', '-')}={getattr(args, k)}"
+        for k in ("items", "users", "topics", "mean_length", "batch_size", "steps", "warmup_steps")
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--topics", type=int, default=2000)
+    parser.add_argument("--mean-length", type=float, default=12.0)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per mode")
+    parser.add_argument("--warmup-steps", type=int, default=10)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["single", "parameter-server:1x2", "parameter-server:2x2"],
+        help="single, or parameter-server:WORKERSxPS",
+    )
+    parser.add_argument("--timeout", type=int, default=3000)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/distributed_throughput.json"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="single", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)), flush=True)
+        return
+
+    import recgpt_tf  # noqa: F401
+    from recgpt_tf.files import write_json
+
+    report = json.loads(args.json.read_text()) if args.json.exists() else {}
+    report.update(
+        measured=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
+        recipe={k: getattr(args, k) for k in ("items", "users", "topics", "mean_length", "batch_size", "steps", "warmup_steps")}
+        | {"objective": "sampled_softmax", "num_layers": 1, "optimizer": "Adam (the package's)"},
+    )
+    modes = report.setdefault("modes", {})
+    for mode in args.modes:
+        if mode in modes and "error" not in modes[mode]:
+            continue  # measured by an earlier run
+        modes[mode] = run_mode(args, mode)
+        print(mode, json.dumps(modes[mode]), flush=True)
+        write_json(args.json, report)
+
+
+if __name__ == "__main__":
+    main()
