@@ -135,9 +135,10 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     finally:
         for _, server in servers:
             server.kill()
-    if process.returncode != 0:
+    lines = output.strip().splitlines()
+    if process.returncode != 0 or not lines or not lines[-1].startswith("{"):
         return {"error": f"exit {process.returncode}", "output_tail": output[-2000:]}
-    result = json.loads(output.strip().splitlines()[-1])  # the child's last line
+    result = json.loads(lines[-1])  # the child's last line
     result["peak_rss_mb"].update(server_peaks)
     return result
 
