@@ -20,23 +20,12 @@ import datetime
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _peak_rss_mb(pid: int | str = "self") -> float:
@@ -106,12 +95,14 @@ def child(args: argparse.Namespace) -> dict:
 
 def run_mode(args: argparse.Namespace, mode: str) -> dict:
     """Runs `mode` in fresh processes (and its cluster's servers) and returns its figures."""
+    from recgpt_tf.training.distribute import free_local_ports
+
     command = [sys.executable, __file__, "--child", "--mode", mode, *_passthrough(args)]
     env = dict(os.environ)
     servers = []
     if mode.startswith("parameter-server"):
         workers, ps = (int(x) for x in mode.split(":")[1].split("x"))
-        ports = _free_ports(1 + workers + ps)
+        ports = free_local_ports(1 + workers + ps)
         cluster = {
             "chief": [f"127.0.0.1:{ports[0]}"],
             "worker": [f"127.0.0.1:{p}" for p in ports[1 : 1 + workers]],

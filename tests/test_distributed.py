@@ -3,7 +3,6 @@ configured by TF_CONFIG exactly as on a cluster of machines."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.data import Dataset, synthetic_sequences
 from recgpt_tf.evaluation import evaluate_popularity
 from recgpt_tf.runs import Run
+from recgpt_tf.training.distribute import free_local_ports
 
 FLAGS = ["--hidden-size", "16", "--num-layers", "1", "--intermediate-size", "32", "--max-length", "20"]
 FLAGS += ["--epochs", "4", "--patience", "4", "--batch-size", "64", "--stages", "pretrain", "--quiet"]
@@ -27,22 +27,12 @@ FLAGS += ["--epochs", "4", "--patience", "4", "--batch-size", "64", "--stages", 
 TOLERANCE = 0.10  # measured: 0.240 against 0.249 (4%)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_two_workers_train_like_one_process_and_only_the_chief_writes_the_run(tmp_path):
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
     data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_local_ports(2)]}
     recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
     workers = [
         subprocess.Popen(
@@ -87,7 +77,7 @@ class _ParameterServerCluster:
     """A chief (this test's coordinator process), two workers and two parameter servers on 127.0.0.1."""
 
     def __init__(self):
-        ports = _free_ports(5)
+        ports = free_local_ports(5)
         self.cluster = {
             "chief": [f"127.0.0.1:{ports[0]}"],
             "worker": [f"127.0.0.1:{port}" for port in ports[1:3]],

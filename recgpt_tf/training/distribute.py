@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -130,6 +131,18 @@ def table_placement(model) -> dict[str, list[str]]:
     if model.backbone.embedding.user_embedding is not None:
         tables["user_table"] = model.backbone.embedding.user_embedding.embeddings
     return {name: [v.device for v in getattr(table, "variables", [table])] for name, table in tables.items()}
+
+
+def free_local_ports(count: int) -> list[int]:
+    """`count` TCP ports free on 127.0.0.1 now, for a cluster of local processes (tests, benchmarks)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def serve_cluster_task() -> None:
