@@ -25,7 +25,17 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from trained_catalogue import add_catalogue_arguments, make_dataset  # noqa: E402  (imports recgpt_tf first)
+
+from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
+from recgpt_tf.training.distribute import free_local_ports  # noqa: E402
+from recgpt_tf.training.pretrain import build_model, make_optimizer, pretraining_data  # noqa: E402
+
+# The arguments that define a measurement: passed to each mode's process and kept in the JSON.
+RECIPE = ("items", "users", "topics", "mean_length", "seed", "batch_size", "steps", "warmup_steps")
 
 
 def _peak_rss_mb(pid: int | str = "self") -> float:
@@ -37,43 +47,15 @@ def _peak_rss_mb(pid: int | str = "self") -> float:
 
 def child(args: argparse.Namespace) -> dict:
     """One mode, in this process (TF_CONFIG already set for the parameter-server coordinator)."""
-    import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, before TensorFlow loads)
-
-    # isort: split
-
-    import numpy as np
-
-    sys.path.insert(0, str(HERE))
-    from trained_catalogue import structured_sequences
-
-    from recgpt_tf.config import ModelConfig, TrainConfig
-    from recgpt_tf.data import Dataset, Vocabulary
-    from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines
-    from recgpt_tf.training.pretrain import build_model, make_optimizer, sequence_training_data
-
     strategy_name = "single" if args.mode == "single" else "parameter-server"
-    strategy = make_strategy(strategy_name)
     start = time.perf_counter()
-    sequences = structured_sequences(args.users, args.items, args.topics, args.mean_length, seed=0)
-    dataset = Dataset(
-        name=f"synthetic-{args.items}",
-        item_vocab=Vocabulary([str(i) for i in range(1, args.items + 1)]),
-        user_vocab=Vocabulary([str(u) for u in range(1, args.users + 1)]),
-        users=np.arange(1, args.users + 1, dtype=np.int32),
-        sequences=sequences,
-    )
+    dataset = make_dataset(args)
     data_seconds = time.perf_counter() - start
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
-    train_config = TrainConfig(objective="sampled_softmax", batch_size=args.batch_size, strategy=strategy_name, seed=0)
-    if strategy_name == "single":
-        train_data = sequence_training_data(dataset, model_config.max_length, train_config).repeat()
-    else:
-        train_data, _ = distributed_batches(
-            strategy,
-            num_input_pipelines(strategy_name),
-            train_config.batch_size,
-            lambda i, n, per_replica: sequence_training_data(dataset, model_config.max_length, train_config, i, n, per_replica),
-        )
+    train_config = TrainConfig(objective="sampled_softmax", batch_size=args.batch_size, strategy=strategy_name, seed=args.seed)
+    strategy, train_data, steps_per_epoch = pretraining_data(dataset, model_config.max_length, train_config)
+    if steps_per_epoch is None:
+        train_data = train_data.repeat()  # one process: the fits below take fixed numbers of steps
     with strategy.scope():
         model = build_model(model_config, train_config.objective)
         model.set_item_frequencies(dataset.item_counts())
@@ -95,8 +77,6 @@ def child(args: argparse.Namespace) -> dict:
 
 def run_mode(args: argparse.Namespace, mode: str) -> dict:
     """Runs `mode` in fresh processes (and its cluster's servers) and returns its figures."""
-    from recgpt_tf.training.distribute import free_local_ports
-
     command = [sys.executable, __file__, "--child", "--mode", mode, *_passthrough(args)]
     env = dict(os.environ)
     servers = []
@@ -135,18 +115,12 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
-    return [
-        f"--{k.replace('_', '-')}={getattr(args, k)}"
-        for k in ("items", "users", "topics", "mean_length", "batch_size", "steps", "warmup_steps")
-    ]
+    return [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in RECIPE]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--topics", type=int, default=2000)
-    parser.add_argument("--mean-length", type=float, default=12.0)
+    add_catalogue_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=60, help="timed steps per mode")
     parser.add_argument("--warmup-steps", type=int, default=10)
@@ -165,14 +139,11 @@ def main() -> None:
         print(json.dumps(child(args)), flush=True)
         return
 
-    import recgpt_tf  # noqa: F401
-    from recgpt_tf.files import write_json
-
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     report.update(
         measured=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
-        recipe={k: getattr(args, k) for k in ("items", "users", "topics", "mean_length", "batch_size", "steps", "warmup_steps")}
+        recipe={k: getattr(args, k) for k in RECIPE}
         | {"objective": "sampled_softmax", "num_layers": 1, "optimizer": "Adam (the package's)"},
     )
     modes = report.setdefault("modes", {})

@@ -92,6 +92,15 @@ def structured_sequences(
     return [steps[u, : lengths[u]].astype(np.int32) + 1 for u in range(num_users)]
 
 
+def add_catalogue_arguments(parser: argparse.ArgumentParser) -> None:
+    """The synthetic catalogue's flags (`make_dataset` reads them), shared with distributed_throughput.py."""
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--topics", type=int, default=2000)
+    parser.add_argument("--mean-length", type=float, default=12.0)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def make_dataset(args) -> Dataset:
     sequences = structured_sequences(args.users, args.items, args.topics, args.mean_length, args.seed)
     return Dataset(
@@ -139,15 +148,11 @@ def train(dataset: Dataset, args, out: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--topics", type=int, default=2000)
-    parser.add_argument("--mean-length", type=float, default=12.0)
+    add_catalogue_arguments(parser)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=0.3)
     parser.add_argument("--eval-users", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     out = args.out

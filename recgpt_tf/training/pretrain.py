@@ -76,6 +76,25 @@ def sequence_training_data(
     )
 
 
+def pretraining_data(dataset: Dataset, max_length: int, train_config: TrainConfig) -> tuple[tf.distribute.Strategy, object, int | None]:
+    """(strategy, input for `model.fit`, steps per epoch) for pre-training under `train_config.strategy`.
+
+    One process: the default strategy and one epoch of plain batches (steps None: the data's own
+    length). A distribution strategy: a `DatasetCreator` over per-worker shares, and the equal number
+    of steps every worker runs an epoch (`distribute.distributed_batches`).
+    """
+    strategy = make_strategy(train_config.strategy)
+    if train_config.strategy == "single":
+        return strategy, sequence_training_data(dataset, max_length, train_config), None
+    train_data, steps = distributed_batches(
+        strategy,
+        num_input_pipelines(train_config.strategy),
+        train_config.batch_size,
+        lambda i, n, per_replica: sequence_training_data(dataset, max_length, train_config, i, n, per_replica),
+    )
+    return strategy, train_data, steps
+
+
 def _previous_best(history_csv: Path) -> tuple[float, int]:
     """(best monitored value, epochs since it) from an interrupted run's CSV log."""
     if not history_csv.exists():
@@ -184,18 +203,8 @@ def pretrain(
     train_config = train_config or TrainConfig()
     keras.utils.set_random_seed(train_config.seed)
     run.record_stage_config(PRETRAIN_STAGE, train_config.to_dict())
-    if train_config.strategy == "single":
-        strategy, steps = None, None
-        train_data = sequence_training_data(dataset, model_config.max_length, train_config)
-    else:
-        strategy = make_strategy(train_config.strategy)
-        train_data, steps = distributed_batches(
-            strategy,
-            num_input_pipelines(train_config.strategy),
-            train_config.batch_size,
-            lambda i, n, per_replica: sequence_training_data(dataset, model_config.max_length, train_config, i, n, per_replica),
-        )
-    with (strategy or tf.distribute.get_strategy()).scope():
+    strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config)
+    with strategy.scope():
         model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
         model.set_item_frequencies(dataset.item_counts())
     summary = fit_stage(
