@@ -182,13 +182,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     published = Run.open(args.run_dir).export(
         args.export_base,
         args.name,
-        args.index,
-        args.top_k,
-        args.first_step_size,
-        args.steps,
-        args.recall_threshold,
-        args.version,
-        args.jit_compile,
+        index_kind=args.index,
+        top_k=args.top_k,
+        first_step_size=args.first_step_size,
+        steps=args.steps,
+        recall_threshold=args.recall_threshold,
+        version=args.version,
+        jit_compile=args.jit_compile,
     )
     meta = published.metadata
     index = meta["index"]

@@ -99,7 +99,8 @@ class Run:
             )
         path.mkdir(parents=True, exist_ok=True)
         config = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
-        if config.get("statistics", dataset.statistics()) != dataset.statistics():
+        statistics = dataset.statistics()
+        if config.get("statistics", statistics) != statistics:
             raise RunDirectoryError(
                 f"{path} holds a run on other data ({config.get('dataset')}: {config['statistics']}); "
                 f"train {dataset.name} into another directory, or delete this one"
@@ -108,7 +109,7 @@ class Run:
         dataset.user_vocab.save(path / USERS_FILE)
         write_json(path / SAMPLES_FILE, sample_requests(dataset, seed=seed))
         # Keep the stages' configurations of a run being resumed; the model and data are this call's.
-        config.update(dataset=dataset.name, statistics=dataset.statistics(), model=model_config.to_dict())
+        config.update(dataset=dataset.name, statistics=statistics, model=model_config.to_dict())
         write_json(path / CONFIG_FILE, config)
         return cls.open(path)
 

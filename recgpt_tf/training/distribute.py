@@ -37,7 +37,7 @@ from recgpt_tf.errors import ConfigError
 
 
 def cluster_spec() -> dict:
-    """TF_CONFIG as a dict ({} when unset or not JSON-clean: then it names the problem)."""
+    """TF_CONFIG as a dict; {} when unset, a `ConfigError` when it is not JSON."""
     raw = os.environ.get("TF_CONFIG", "")
     if not raw:
         return {}
@@ -112,8 +112,8 @@ def distributed_batches(
     steps = min(int(make_batches(i, num_pipelines, per_replica).reduce(0, lambda n, _: n + 1)) for i in range(num_pipelines))
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        per = context.get_per_replica_batch_size(per_replica * strategy.num_replicas_in_sync)
-        return make_batches(context.input_pipeline_id, context.num_input_pipelines, per).repeat()
+        # The batch size the steps were counted with, so every pipeline really yields `steps` an epoch.
+        return make_batches(context.input_pipeline_id, context.num_input_pipelines, per_replica).repeat()
 
     return keras.utils.experimental.DatasetCreator(pipeline), max(1, steps)
 
