@@ -125,6 +125,24 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "post_ln+user_dropout_0.3": ({"layer_norm": "post", "user_dropout": 0.3}, {}, "post-LN, user module dropout 0.3"),
 }
 
+# The defaults since issue 10's first round (post-LN, token_budget batching), and single changes to them.
+CURRENT_MODEL, CURRENT_TRAIN = {"layer_norm": "post"}, {"batching": "token_budget"}
+CURRENT_VARIANTS = {
+    "epochs_60": ({}, {"epochs": 60}, "epoch cap 30 -> 60"),
+    "d128": ({"hidden_size": 128, "intermediate_size": 512}, {}, "width 64 -> 128"),
+    "label_smoothing": ({}, {"label_smoothing": 0.1}, "label smoothing 0.1"),
+    "weight_decay": ({}, {"weight_decay": 0.01}, "AdamW, weight decay 0.01"),
+    "gelu": ({"activation": "gelu"}, {}, "FFN activation ReLU -> GELU"),
+    "no_user": ({"use_user_embedding": False}, {}, "user module off"),
+    "attn_dropout_0.2": ({"attention_dropout": 0.2}, {}, "attention-weight dropout 0.5 -> 0.2"),
+}
+for _name, (_model, _train, _description) in CURRENT_VARIANTS.items():
+    VARIANTS[f"post_ln+token_budget+{_name}"] = (
+        {**CURRENT_MODEL, **_model},
+        {**CURRENT_TRAIN, **_train},
+        f"post-LN, token_budget; {_description}",
+    )
+
 
 def run_variant(dataset: Dataset, name: str, runs: Path) -> dict:
     model_changes, train_changes, description = VARIANTS[name]
