@@ -7,10 +7,14 @@ input pipeline as `recgpt train` does (sampled softmax, the configured batching)
 of training steps after warm-up. Sequences/s = steps x batch / seconds. Peak memory: each process's
 high-water resident set (VmHWM). Results are written after every mode.
 
+`--input memory` holds the data set in every process (`Dataset`); `--input stream` writes it once as
+8 TFRecord shards and trains as `recgpt train "shards-*.tfrecord.gz"` does (`StreamedDataset`: one
+scan for the vocabularies and a validation sample, then each worker streams its own shards).
+
 On a 2-core machine every task shares the same two cores: the cluster rows show what the split costs
 (RPCs, the coordinator) and where the memory goes, not a speed-up.
 
-    python benchmarks/distributed_throughput.py --json benchmarks/results/distributed_throughput.json
+    python benchmarks/distributed_throughput.py --json benchmarks/results/distributed_throughput.json [--input stream]
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trained_catalogue import add_catalogue_arguments, make_dataset  # noqa: E402  (imports recgpt_tf first)
 
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
+from recgpt_tf.data import write_examples  # noqa: E402
+from recgpt_tf.data.streaming import StreamedDataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.training.distribute import free_local_ports  # noqa: E402
 from recgpt_tf.training.pretrain import build_model, make_optimizer, pretraining_data  # noqa: E402
 
 # The arguments that define a measurement: passed to each mode's process and kept in the JSON.
-RECIPE = ("items", "users", "topics", "mean_length", "seed", "batch_size", "steps", "warmup_steps")
+RECIPE = ("items", "users", "topics", "mean_length", "seed", "batch_size", "steps", "warmup_steps", "input")
+RESULT = "RESULT "  # the prefix of the child's result line (TensorFlow may log after it)
+SHARDS = 8  # streamed input: enough files for 8 workers
 
 
 def _peak_rss_mb(pid: int | str = "self") -> float:
@@ -49,11 +57,18 @@ def child(args: argparse.Namespace) -> dict:
     """One mode, in this process (TF_CONFIG already set for the parameter-server coordinator)."""
     strategy_name = "single" if args.mode == "single" else "parameter-server"
     start = time.perf_counter()
-    dataset = make_dataset(args)
+    vocabulary_files = None
+    if args.input == "stream":
+        dataset = StreamedDataset.scan([str(args.shards / "train-*.tfrecord.gz")], validation_users=1000)
+        vocabulary_files = (args.shards / "items.txt", args.shards / "users.txt")
+        dataset.item_vocab.save(vocabulary_files[0])
+        dataset.user_vocab.save(vocabulary_files[1])
+    else:
+        dataset = make_dataset(args)
     data_seconds = time.perf_counter() - start
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
     train_config = TrainConfig(objective="sampled_softmax", batch_size=args.batch_size, strategy=strategy_name, seed=args.seed)
-    strategy, train_data, steps_per_epoch = pretraining_data(dataset, model_config.max_length, train_config)
+    strategy, train_data, steps_per_epoch = pretraining_data(dataset, model_config.max_length, train_config, vocabulary_files)
     if steps_per_epoch is None:
         train_data = train_data.repeat()  # one process: the fits below take fixed numbers of steps
     with strategy.scope():
@@ -106,16 +121,27 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     finally:
         for _, server in servers:
             server.kill()
-    lines = output.strip().splitlines()
-    if process.returncode != 0 or not lines or not lines[-1].startswith("{"):
+    results = [line[len(RESULT) :] for line in output.splitlines() if line.startswith(RESULT)]
+    if process.returncode != 0 or not results:
         return {"error": f"exit {process.returncode}", "output_tail": output[-2000:]}
-    result = json.loads(lines[-1])  # the child's last line
+    result = json.loads(results[-1])
     result["peak_rss_mb"].update(server_peaks)
     return result
 
 
+def write_shards(args: argparse.Namespace) -> None:
+    """The synthetic data as `SHARDS` TFRecord files in `args.shards` (once: kept for later runs)."""
+    if list(args.shards.glob("train-*.tfrecord.gz")):
+        return
+    args.shards.mkdir(parents=True, exist_ok=True)
+    dataset = make_dataset(args)
+    items = dataset.item_vocab.tokens
+    interactions = {str(user): [items[i - 1] for i in sequence] for user, sequence in zip(dataset.users, dataset.sequences)}
+    write_examples(interactions, args.shards / "train.tfrecord.gz", SHARDS)
+
+
 def _passthrough(args: argparse.Namespace) -> list[str]:
-    return [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in RECIPE]
+    return [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in RECIPE] + [f"--shards={args.shards}"]
 
 
 def main() -> None:
@@ -130,15 +156,19 @@ def main() -> None:
         default=["single", "parameter-server:1x2", "parameter-server:2x2"],
         help="single, or parameter-server:WORKERSxPS",
     )
+    parser.add_argument("--input", choices=("memory", "stream"), default="memory")
+    parser.add_argument("--shards", type=Path, default=Path("/tmp/recgpt-throughput-shards"), help="streamed input: where the shards go")
     parser.add_argument("--timeout", type=int, default=3000)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/distributed_throughput.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="single", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args)), flush=True)
+        print(RESULT + json.dumps(child(args)), flush=True)
         return
 
+    if args.input == "stream":
+        write_shards(args)
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     report.update(
         measured=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -146,7 +176,7 @@ def main() -> None:
         recipe={k: getattr(args, k) for k in RECIPE}
         | {"objective": "sampled_softmax", "num_layers": 1, "optimizer": "Adam (the package's)"},
     )
-    modes = report.setdefault("modes", {})
+    modes = report.setdefault("modes" if args.input == "memory" else "streamed_modes", {})
     for mode in args.modes:
         if mode in modes and "error" not in modes[mode]:
             continue  # measured by an earlier run

@@ -14,6 +14,8 @@ from recgpt_tf.data.readers import FORMATS
 from recgpt_tf.errors import ConfigError, RecGPTError
 from recgpt_tf.files import write_json
 
+TFRECORD, TFRECORD_SUFFIX = "tfrecord", ".tfrecord"  # streamed input for `recgpt train`
+
 # API argument names whose flag is not --argument-name.
 _FLAGS = {
     "data_format": "--format",
@@ -61,11 +63,13 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
 
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
-    run_dir = worker_run_dir(run_dir, train_config.strategy)
+    own_dir = worker_run_dir(run_dir, train_config.strategy)
     if stages in ("pretrain", "all"):
-        run = Run.create(run_dir, dataset, model_config, seed=train_config.seed)
+        run = Run.create(own_dir, dataset, model_config, seed=train_config.seed)
     else:
-        run = Run.open(run_dir)
+        run = Run.open(own_dir)
+    if own_dir != run_dir:
+        run.chief_path = run_dir  # a non-chief worker resumes from the chief's training state
     names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={args.prompt_window})", "finetune": "fine-tuning"}
     run.train(
         dataset,
@@ -84,6 +88,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.stages in ("prompt", "finetune"):
         dataset = Run.open(args.out).dataset(args.data, args.format)
+    elif args.format == TFRECORD or (args.format is None and TFRECORD_SUFFIX in Path(args.data).name):
+        from recgpt_tf.data.streaming import DEFAULT_VALIDATION_USERS, StreamedDataset
+
+        sampled = args.validation_users or DEFAULT_VALIDATION_USERS
+        dataset = StreamedDataset.scan([str(args.data)], name=Path(args.data).name.split(".")[0].rstrip("-_*?"), validation_users=sampled)
+        print(f"{args.data}: {len(dataset.files)} TFRecord files streamed; validation on {len(dataset.sample.users)} sampled users")
     else:
         dataset = Dataset.from_file(args.data, args.format)
     print(f"{args.data}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
@@ -133,7 +143,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     _, train_config = _configs(args, dataset.num_items, dataset.num_users)
     run_dir = out / "run"
     print(
-        f"[2/5] pre-training ({train_config.objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}"
+        f"[2/5] pre-training ({train_config.for_catalogue(dataset.num_items).objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}"
     )
     run = _train(args, dataset, run_dir, "all")
 
@@ -267,7 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model on DATA into RUN_DIR (resumes an interrupted run)")
     train.add_argument("data", type=Path)
     train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--format", choices=FORMATS, default=None, help="data format (default: from the suffix)")
+    train.add_argument(
+        "--format",
+        choices=(*FORMATS, TFRECORD),
+        default=None,
+        help="data format (default: from the suffix); tfrecord (DATA may be a glob of shards, `recgpt convert --shards`) "
+        "streams pre-training from the files",
+    )
+    train.add_argument(
+        "--validation-users", type=int, default=None, help="tfrecord input: users sampled into memory to validate the epochs (50,000)"
+    )
     train.add_argument(
         "--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline"
     )

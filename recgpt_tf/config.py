@@ -11,7 +11,11 @@ from typing import Any
 
 from recgpt_tf.errors import ConfigError, check_choice
 
-OBJECTIVES = ("softmax", "sampled_softmax", "bce")
+OBJECTIVES = ("auto", "softmax", "sampled_softmax", "bce")
+# From this catalogue size up, objective "auto" trains the sampled softmax: the full softmax holds a
+# [tokens, items] logit matrix per batch (about 2,300 tokens at batch 256 on the paper's data: 0.9 GB
+# of logits at 100k items, twice that with their gradient, growing with the catalogue).
+SAMPLED_SOFTMAX_MIN_ITEMS = 100_000
 LEARNING_RATE_DECAYS = ("none", "cosine")
 BATCHINGS = ("shuffled", "bucketed", "token_budget")
 STRATEGIES = ("single", "mirrored", "multi-worker", "parameter-server")  # tf.distribute, see training/distribute.py
@@ -36,7 +40,7 @@ def check_objective(objective: str, label_smoothing: float = 0.0) -> None:
     check_choice("objective", objective, OBJECTIVES)
     if not 0.0 <= label_smoothing < 1.0:
         raise ConfigError("label_smoothing", f"must be in [0, 1); got {label_smoothing}")
-    if label_smoothing and objective != "softmax":
+    if label_smoothing and objective not in ("softmax", "auto"):
         raise ConfigError("label_smoothing", f"applies to the softmax objective only; got objective {objective!r}")
 
 
@@ -96,8 +100,10 @@ class TrainConfig:
 
     Attributes:
         objective: "softmax" (full catalogue), "sampled_softmax" (in-batch negatives
-            with log-Q correction and accidental-hit removal) or "bce" (the paper's
-            binary cross-entropy with one sampled negative per position).
+            with log-Q correction and accidental-hit removal), "bce" (the paper's
+            binary cross-entropy with one sampled negative per position) or "auto"
+            (softmax below `SAMPLED_SOFTMAX_MIN_ITEMS` items, sampled softmax from there:
+            `for_catalogue`).
         epochs: Maximum epochs; early stopping on validation NDCG@10 may end sooner.
         batch_size: Users (sequences) per batch.
         learning_rate: Adam learning rate (the peak one when it warms up or decays).
@@ -123,7 +129,7 @@ class TrainConfig:
             parameter servers TF_CONFIG lists); pre-training runs under it (`training.distribute`).
     """
 
-    objective: str = "softmax"
+    objective: str = "auto"
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -147,6 +153,12 @@ class TrainConfig:
             check_choice(name, getattr(self, name), allowed)
         if self.target_copies < 1:
             raise ConfigError("target_copies", f"must be >= 1; got {self.target_copies}")
+
+    def for_catalogue(self, num_items: int) -> "TrainConfig":
+        """This configuration with objective "auto" made concrete for a catalogue of `num_items`."""
+        if self.objective != "auto":
+            return self
+        return dataclasses.replace(self, objective="softmax" if num_items < SAMPLED_SOFTMAX_MIN_ITEMS else "sampled_softmax")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

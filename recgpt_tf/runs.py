@@ -25,6 +25,7 @@ import numpy as np
 from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, STAGE_PLANS, ModelConfig, TrainConfig
 from recgpt_tf.contract import AUTO_INDEX
 from recgpt_tf.data.dataset import Dataset
+from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import ConfigError, RunDirectoryError, check_choice
 from recgpt_tf.files import write_json
@@ -69,15 +70,19 @@ class Run:
         path: The directory.
         config: config.json as a dict (model, data statistics, each stage's configuration).
         item_vocab, user_vocab: The run's vocabularies.
+        chief_path: For a non-chief worker of a multi-worker run, whose `path` is a scratch directory:
+            the chief's run directory, where every worker reads the training state it resumes from
+            (BackupAndRestore's backup, the epoch log) so that all restart at the same epoch.
     """
 
     path: Path
     config: dict
     item_vocab: Vocabulary
     user_vocab: Vocabulary
+    chief_path: Path | None = None
 
     @classmethod
-    def create(cls, path: Path | str, dataset: Dataset, model_config: ModelConfig | None = None, seed: int = 42) -> "Run":
+    def create(cls, path: Path | str, dataset: Dataset | StreamedDataset, model_config: ModelConfig | None = None, seed: int = 42) -> "Run":
         """A run directory for `dataset`: vocabularies, sample requests and the model configuration.
 
         An existing run at `path` on the same data is kept (its stages resume); one on other
@@ -85,7 +90,7 @@ class Run:
 
         Args:
             path: Created if missing.
-            dataset: The encoded training data; its vocabularies become the run's.
+            dataset: The encoded training data (in memory or streamed); its vocabularies become the run's.
             model_config: Architecture (default: `ModelConfig` for this catalogue).
             seed: Seed of the sample-request draw.
         """
@@ -107,7 +112,8 @@ class Run:
             )
         dataset.item_vocab.save(path / ITEMS_FILE)
         dataset.user_vocab.save(path / USERS_FILE)
-        write_json(path / SAMPLES_FILE, sample_requests(dataset, seed=seed))
+        in_memory = dataset.sample if isinstance(dataset, StreamedDataset) else dataset
+        write_json(path / SAMPLES_FILE, sample_requests(in_memory, seed=seed))
         # Keep the stages' configurations of a run being resumed; the model and data are this call's.
         config.update(dataset=dataset.name, statistics=statistics, model=model_config.to_dict())
         write_json(path / CONFIG_FILE, config)
@@ -142,6 +148,10 @@ class Run:
 
     def stage_dir(self, stage: str) -> Path:
         return self.path / stage
+
+    def resume_dir(self, stage: str) -> Path:
+        """Where `stage` keeps the state an interrupted run resumes from: the stage directory, or the chief's."""
+        return (self.chief_path or self.path) / stage
 
     def log_dir(self, stage: str) -> Path:
         return self.path / "logs" / stage
@@ -212,7 +222,7 @@ class Run:
 
     def train(
         self,
-        dataset: Dataset,
+        dataset: Dataset | StreamedDataset,
         stages: str = "all",
         train_config: TrainConfig | None = None,
         prompt_config: PromptConfig | None = None,
@@ -242,6 +252,12 @@ class Run:
         """
         check_choice("stages", stages, STAGE_PLANS)
         plan = STAGE_PLANS[stages]
+        if isinstance(dataset, StreamedDataset) and plan != (PRETRAIN_STAGE,):
+            raise ConfigError(
+                "stages",
+                f"must be {PRETRAIN_STAGE!r} for streamed TFRecord input; prompt-tuning and fine-tuning generate or "
+                "read every user's sequence in memory (give them the data file, or data.read_examples)",
+            )
         if train_config is None:
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             recorded = {k: v for k, v in self.config.get(PRETRAIN_STAGE, {}).items() if k in fields}

@@ -15,7 +15,7 @@ import tensorflow as tf
 from helpers import write_lines
 from recgpt_tf.cli import main
 from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
-from recgpt_tf.data import Dataset, synthetic_sequences
+from recgpt_tf.data import Dataset, synthetic_sequences, write_examples
 from recgpt_tf.evaluation import evaluate_popularity
 from recgpt_tf.runs import Run
 from recgpt_tf.training.distribute import free_local_ports
@@ -73,6 +73,46 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes_the_run(tm
     assert len(items) == 10 and not set(items) & set(seqs["1"][:-1]) and np.all(np.diff(out["scores"].numpy()[0][:9]) <= 1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_restarted_multi_worker_job_resumes_every_worker_at_the_chiefs_epoch(tmp_path):
+    seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
+    data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
+    flags = [*FLAGS[: FLAGS.index("--epochs")], "--epochs", "8", "--patience", "8", *FLAGS[FLAGS.index("--batch-size") :]]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_local_ports(2)]}
+    recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
+    history = tmp_path / "run" / "pretrain" / "history.csv"
+
+    def start_job() -> list[subprocess.Popen]:
+        return [
+            subprocess.Popen(
+                [recgpt, "train", data, "--out", str(tmp_path / "run"), "--strategy", "multi-worker", *flags],
+                env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for index in range(2)
+        ]
+
+    workers = start_job()
+    deadline = time.time() + 300
+    while (not history.exists() or len(history.read_text().splitlines()) < 4) and time.time() < deadline:
+        time.sleep(0.2)  # three epochs done
+    assert all(worker.poll() is None for worker in workers), "training ended before the job could be killed"
+    for worker in workers:  # a lost worker fails the whole multi-worker job: the orchestrator restarts it
+        worker.kill()
+        worker.wait()
+    done = len(history.read_text().splitlines()) - 1
+
+    workers = start_job()  # the non-chief's scratch run is new: it must resume from the chief's backup
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    epochs = [int(row.split(",")[0]) for row in history.read_text().splitlines()[1:]]
+    assert done >= 3 and epochs == list(range(8)), (done, epochs)  # resumed after the backed-up epoch, each once
+    assert Run.open(tmp_path / "run").summary("pretrain")["epochs"] == 8
+
+
 class _ParameterServerCluster:
     """A chief (this test's coordinator process), two workers and two parameter servers on 127.0.0.1."""
 
@@ -105,9 +145,10 @@ class _ParameterServerCluster:
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_parameter_server_training_splits_the_tables_over_two_servers_and_exports_whole(tmp_path):
+def test_parameter_server_training_streams_shards_splits_the_tables_over_two_servers_and_exports_whole(tmp_path):
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
-    data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
+    write_examples(seqs, tmp_path / "train.tfrecord.gz", shards=2)  # streamed: each worker reads its own file
+    data = str(tmp_path / "train-*.tfrecord.gz")
     cluster = _ParameterServerCluster()
     try:
         coordinator = cluster.train(data, tmp_path / "run", FLAGS)

@@ -6,6 +6,8 @@ import pytest
 import tf_keras as keras
 
 from helpers import tiny_run, tiny_train_config
+from recgpt_tf.config import SAMPLED_SOFTMAX_MIN_ITEMS, TrainConfig
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
 from recgpt_tf.training import pretrain
@@ -126,3 +128,12 @@ def test_every_objective_trains_under_a_distribution_strategy(tiny_dataset, tmp_
         tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=1, objective=objective, strategy="mirrored"), verbose=0
     )
     assert summary["epochs"] == 1 and summary["strategy"]["name"] == "mirrored" and summary["valid"]["NDCG@10"] > 0
+
+
+def test_objective_auto_trains_the_full_softmax_below_the_threshold_and_the_sampled_one_from_it():
+    assert TrainConfig().objective == "auto"
+    assert TrainConfig().for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS - 1).objective == "softmax"
+    assert TrainConfig().for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS).objective == "sampled_softmax"
+    assert TrainConfig(objective="bce").for_catalogue(10**7).objective == "bce"  # an explicit choice stands
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainConfig(label_smoothing=0.1).for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS)

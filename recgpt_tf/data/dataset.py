@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recgpt_tf.data.pipeline import split_targets, training_dataset
 from recgpt_tf.data.readers import load_interactions
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import check_choice
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from recgpt_tf.config import TrainConfig
 
 SPLITS = ("valid", "test")
 
@@ -108,6 +115,32 @@ class Dataset:
             users=self.users[keep],
             histories=[self.sequences[i][:-cut] for i in keep],
             targets=np.array([self.sequences[i][-cut] for i in keep], dtype=np.int32),
+        )
+
+    def training_batches(
+        self,
+        max_length: int,
+        train_config: "TrainConfig",
+        shard: int = 0,
+        num_shards: int = 1,
+        batch_size: int | None = None,
+        vocabulary_files: tuple[Path, Path] | None = None,
+    ) -> "tf.data.Dataset":
+        """One epoch of next-item batches of the training sequences (pre-training, fine-tuning), batched and,
+        with `target_copies` > 1, repeated as `train_config` says, at `batch_size` (default the configured
+        one); shard `shard` of `num_shards` (every num_shards-th user) for one worker of a distributed run.
+        `vocabulary_files` is not needed: the sequences are encoded already (see `StreamedDataset`)."""
+        users, sequences, targets = self.users[shard::num_shards], self.train_sequences()[shard::num_shards], None
+        if train_config.target_copies > 1:
+            users, sequences, targets = split_targets(users, sequences, train_config.target_copies)
+        return training_dataset(
+            users,
+            sequences,
+            max_length,
+            batch_size or train_config.batch_size,
+            seed=train_config.seed,
+            targets=targets,
+            batching=train_config.batching,
         )
 
     def item_counts(self, sequences: list[np.ndarray] | None = None) -> np.ndarray:

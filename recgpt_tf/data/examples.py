@@ -16,10 +16,21 @@ from recgpt_tf.errors import ConfigError, DataFormatError
 
 USER_FEATURE = "user_id"
 ITEMS_FEATURE = "item_ids"
+EXAMPLE_SPEC = {USER_FEATURE: tf.io.FixedLenFeature([], tf.string), ITEMS_FEATURE: tf.io.VarLenFeature(tf.string)}
 
 
-def _compression(path: str) -> str:
+def compression_type(path: str) -> str:
+    """TFRecord compression of `path`: GZIP for .gz files (as ExampleGen writes them), else none."""
     return "GZIP" if path.endswith(".gz") else ""
+
+
+def match_files(patterns: Iterable[str]) -> list[str]:
+    """The sorted files that `patterns` (paths or globs) name; a `DataFormatError` when there are none."""
+    patterns = [str(p) for p in patterns]
+    files = sorted({f for p in patterns for f in (glob.glob(p) or ([p] if Path(p).is_file() else []))})
+    if not files:
+        raise DataFormatError(", ".join(patterns), None, "no TFRecord files match")
+    return files
 
 
 def to_example(user: str, items: Iterable[str]) -> tf.train.Example:
@@ -50,7 +61,7 @@ def write_examples(interactions: dict[str, list[str]], path: Path | str, shards:
     written under a temporary name and renamed when complete; returns the count."""
     paths = shard_paths(path, shards)
     temporary = [p.with_name(f".{p.name}.tmp") for p in paths]
-    options = tf.io.TFRecordOptions(compression_type=_compression(str(paths[0])))
+    options = tf.io.TFRecordOptions(compression_type=compression_type(str(paths[0])))
     writers = [tf.io.TFRecordWriter(str(t), options) for t in temporary]
     try:
         for number, (user, items) in enumerate(interactions.items()):
@@ -69,20 +80,22 @@ def read_examples(patterns: Iterable[str]) -> dict[str, list[str]]:
     Raises:
         DataFormatError: no file matches, or a record is not a RecGPT example (naming file and record).
     """
-    patterns = list(patterns)
-    files = sorted({f for p in patterns for f in (glob.glob(p) or ([p] if Path(p).is_file() else []))})
-    if not files:
-        raise DataFormatError(", ".join(map(str, patterns)), None, "no TFRecord files match")
-    spec = {USER_FEATURE: tf.io.FixedLenFeature([], tf.string), ITEMS_FEATURE: tf.io.VarLenFeature(tf.string)}
+    files = match_files(patterns)
     out: dict[str, list[str]] = {}
     for file in files:
-        for number, record in enumerate(tf.data.TFRecordDataset(file, compression_type=_compression(file)), start=1):
-            try:
-                parsed = tf.io.parse_single_example(record, spec)
-            except tf.errors.InvalidArgumentError as error:
-                raise DataFormatError(file, None, f"record {number} is not a RecGPT example ({error.message.splitlines()[0]})") from None
-            items = [t.decode() for t in tf.sparse.to_dense(parsed[ITEMS_FEATURE]).numpy()]
-            if not items:
-                raise DataFormatError(file, None, f"record {number} (user {parsed[USER_FEATURE].numpy().decode()!r}) has no items")
-            out[parsed[USER_FEATURE].numpy().decode()] = items
+        records = enumerate(tf.data.TFRecordDataset(file, compression_type=compression_type(file)), start=1)
+        try:
+            for number, record in records:
+                try:
+                    parsed = tf.io.parse_single_example(record, EXAMPLE_SPEC)
+                except tf.errors.InvalidArgumentError as error:
+                    raise DataFormatError(
+                        file, None, f"record {number} is not a RecGPT example ({error.message.splitlines()[0]})"
+                    ) from None
+                items = [t.decode() for t in tf.sparse.to_dense(parsed[ITEMS_FEATURE]).numpy()]
+                if not items:
+                    raise DataFormatError(file, None, f"record {number} (user {parsed[USER_FEATURE].numpy().decode()!r}) has no items")
+                out[parsed[USER_FEATURE].numpy().decode()] = items
+        except tf.errors.DataLossError as error:
+            raise DataFormatError(file, None, f"is not a TFRecord file ({error.message.splitlines()[0]})") from None
     return out

@@ -129,16 +129,22 @@ def training_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    return batch_examples(ds, batching, batch_size, max_length, np.bincount(lengths))
+
+
+def batch_examples(ds: tf.data.Dataset, batching: str, batch_size: int, max_length: int, length_counts: np.ndarray) -> tf.data.Dataset:
+    """Batches unbatched next-item examples (`{user_id: [], item_ids, segment_ids, targets: [L]}`) as
+    `batching` says (see `training_dataset`); `length_counts[L]` = examples of length L in the data
+    (token_budget sizes its buckets from it)."""
+    check_choice("batching", batching, BATCHINGS)
     padded_shapes = {USER_ID: [], ITEM_IDS: [None], SEGMENT_IDS: [None], TARGETS: [None]}
     if batching == "shuffled":
         return ds.padded_batch(batch_size, padded_shapes=padded_shapes).prefetch(tf.data.AUTOTUNE)
     boundaries = [b for b in _BUCKET_BOUNDARIES if b < max_length]
     if batching == "bucketed":
         batch_sizes = [batch_size] * (len(boundaries) + 1)
-    elif batching == "token_budget":
-        batch_sizes = token_budget_batch_sizes(lengths, boundaries, batch_size)
     else:
-        check_choice("batching", batching, BATCHINGS)
+        batch_sizes = _token_budget_sizes(np.asarray(length_counts), boundaries, batch_size)
     ds = ds.bucket_by_sequence_length(
         element_length_func=lambda x: tf.shape(x[ITEM_IDS])[0],
         bucket_boundaries=boundaries,
@@ -160,12 +166,18 @@ def token_budget_batch_sizes(lengths: np.ndarray, boundaries: Sequence[int], bat
     Returns:
         len(boundaries) + 1 batch sizes, each >= 1 (an empty bucket gets `batch_size`).
     """
-    budget = batch_size * float(np.mean(lengths))
+    return _token_budget_sizes(np.bincount(np.asarray(lengths, dtype=np.int64)), boundaries, batch_size)
+
+
+def _token_budget_sizes(length_counts: np.ndarray, boundaries: Sequence[int], batch_size: int) -> list[int]:
+    """`token_budget_batch_sizes` from a histogram of lengths (`length_counts[L]` sequences of length L)."""
+    lengths = np.arange(len(length_counts), dtype=np.float64)
+    budget = batch_size * float(np.average(lengths, weights=length_counts))
     bucket_of = np.searchsorted(np.asarray(boundaries), lengths, side="right")
     sizes = []
     for bucket in range(len(boundaries) + 1):
-        members = lengths[bucket_of == bucket]
-        sizes.append(max(1, round(budget / float(np.mean(members)))) if len(members) else batch_size)
+        members = length_counts * (bucket_of == bucket)
+        sizes.append(max(1, round(budget / float(np.average(lengths, weights=members)))) if members.sum() else batch_size)
     return sizes
 
 

@@ -19,7 +19,7 @@ import tf_keras as keras
 
 from recgpt_tf.config import PRETRAIN_STAGE, ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
-from recgpt_tf.data.pipeline import split_targets, training_dataset
+from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
 from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines, table_placement
@@ -56,42 +56,24 @@ def make_optimizer(train_config: TrainConfig, steps_per_epoch: Callable[[], int]
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
-def sequence_training_data(
-    dataset: Dataset, max_length: int, train_config: TrainConfig, shard: int = 0, num_shards: int = 1, batch_size: int | None = None
-) -> tf.data.Dataset:
-    """Next-item batches of the plain training sequences (pre-training, fine-tuning), batched and,
-    with `target_copies` > 1, repeated as `train_config` says; shard `shard` of `num_shards` (every
-    num_shards-th user) for one worker of a distributed run, at `batch_size` (default the configured one)."""
-    users, sequences, targets = dataset.users[shard::num_shards], dataset.train_sequences()[shard::num_shards], None
-    if train_config.target_copies > 1:
-        users, sequences, targets = split_targets(users, sequences, train_config.target_copies)
-    return training_dataset(
-        users,
-        sequences,
-        max_length,
-        batch_size or train_config.batch_size,
-        seed=train_config.seed,
-        targets=targets,
-        batching=train_config.batching,
-    )
-
-
-def pretraining_data(dataset: Dataset, max_length: int, train_config: TrainConfig) -> tuple[tf.distribute.Strategy, object, int | None]:
+def pretraining_data(
+    dataset: Dataset | StreamedDataset, max_length: int, train_config: TrainConfig, vocabulary_files: tuple[Path, Path] | None = None
+) -> tuple[tf.distribute.Strategy, object, int | None]:
     """(strategy, input for `model.fit`, steps per epoch) for pre-training under `train_config.strategy`.
 
     One process: the default strategy and one epoch of plain batches (steps None: the data's own
     length). A distribution strategy: a `DatasetCreator` over per-worker shares, and the equal number
-    of steps every worker runs an epoch (`distribute.distributed_batches`).
+    of steps every worker runs an epoch (`distribute.distributed_batches`). Streamed data is encoded
+    with `vocabulary_files` (the run's).
     """
     strategy = make_strategy(train_config.strategy)
+
+    def batches(shard: int = 0, num_shards: int = 1, batch_size: int | None = None) -> tf.data.Dataset:
+        return dataset.training_batches(max_length, train_config, shard, num_shards, batch_size, vocabulary_files=vocabulary_files)
+
     if train_config.strategy == "single":
-        return strategy, sequence_training_data(dataset, max_length, train_config), None
-    train_data, steps = distributed_batches(
-        strategy,
-        num_input_pipelines(train_config.strategy),
-        train_config.batch_size,
-        lambda i, n, per_replica: sequence_training_data(dataset, max_length, train_config, i, n, per_replica),
-    )
+        return strategy, batches(), None
+    train_data, steps = distributed_batches(strategy, num_input_pipelines(train_config.strategy), train_config.batch_size, batches)
     return strategy, train_data, steps
 
 
@@ -118,6 +100,7 @@ def fit_stage(
     extra_callbacks: list | None = None,
     steps_per_epoch: int | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    resume_dir: Path | None = None,
 ) -> dict:
     """Fits `model` with early stopping on validation NDCG@10; resumes if interrupted.
 
@@ -125,10 +108,13 @@ def fit_stage(
     (whose scope built `model`), a `DatasetCreator` with its `steps_per_epoch`.
     The weights with the best validation NDCG@10 are left in the model and in
     `stage_dir/weights`. Returns a summary (epochs, seconds, best metrics).
+    `resume_dir` (default `stage_dir`) holds the backup and epoch log a resumed run starts
+    from: the chief's stage directory on the other workers of a multi-worker run.
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
+    resume_dir = resume_dir or stage_dir
     history_csv = stage_dir / "history.csv"
-    resuming = any((stage_dir / "backup").rglob("*.index"))
+    resuming = any((resume_dir / "backup").rglob("*.index"))
     if not resuming and history_csv.exists():
         history_csv.unlink()  # a fresh run of this stage: the old log is not ours to extend
     best_path = str(stage_dir / "best" / "weights")
@@ -141,7 +127,7 @@ def fit_stage(
     stopping = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=train_config.patience)
     # After an interruption BackupAndRestore brings back weights, optimizer and
     # epoch; the best-so-far of the monitors comes back from the CSV log.
-    best, wait = _previous_best(history_csv)
+    best, wait = _previous_best(resume_dir / "history.csv")
     checkpoint.best = best
     callbacks = [
         validation,  # first: the callbacks below read the metrics it logs
@@ -149,7 +135,7 @@ def fit_stage(
         stopping,
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
-        keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
+        keras.callbacks.BackupAndRestore(str(resume_dir / "backup")),
         *(extra_callbacks or []),
     ]
 
@@ -181,7 +167,7 @@ def fit_stage(
 
 def pretrain(
     run: "Run",
-    dataset: Dataset,
+    dataset: Dataset | StreamedDataset,
     train_config: TrainConfig | None = None,
     verbose: int = 1,
     extra_callbacks: list | None = None,
@@ -191,8 +177,10 @@ def pretrain(
     Args:
         run: The `runs.Run` to train into (its model configuration, its stage directory);
             an interrupted pre-training in it resumes.
-        dataset: Encoded with the run's vocabularies; validation items select the epoch.
-        train_config: Objective and schedule (default `TrainConfig()`).
+        dataset: Encoded with the run's vocabularies (in memory, or streamed from TFRecord files); its
+            validation items select the epoch.
+        train_config: Objective and schedule (default `TrainConfig()`; objective "auto" is resolved for the
+            catalogue, and recorded resolved).
         verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
         extra_callbacks: More Keras callbacks, run after the built-in ones.
 
@@ -200,10 +188,10 @@ def pretrain(
         (model with the selected weights, stage summary).
     """
     model_config = run.model_config
-    train_config = train_config or TrainConfig()
+    train_config = (train_config or TrainConfig()).for_catalogue(dataset.num_items)
     keras.utils.set_random_seed(train_config.seed)
     run.record_stage_config(PRETRAIN_STAGE, train_config.to_dict())
-    strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config)
+    strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config, run.vocabulary_files)
     with strategy.scope():
         model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
         model.set_item_frequencies(dataset.item_counts())
@@ -218,10 +206,11 @@ def pretrain(
         extra_callbacks,
         steps_per_epoch=steps,
         strategy=strategy,
+        resume_dir=run.resume_dir(PRETRAIN_STAGE),
     )
     summary["objective"] = train_config.objective
     if train_config.strategy != "single":
         summary["strategy"] = {"name": train_config.strategy, "table_placement": table_placement(model)}
-    summary["sequences_per_second"] = len(dataset.users) / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
+    summary["sequences_per_second"] = dataset.num_users / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
     run.write_summary(PRETRAIN_STAGE, summary)
     return model, summary

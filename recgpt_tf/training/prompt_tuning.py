@@ -25,7 +25,7 @@ from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.errors import check_choice
 from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, next_real_targets, save_prompted
 from recgpt_tf.models.recgpt import RecGPT
-from recgpt_tf.training.pretrain import fit_stage, sequence_training_data
+from recgpt_tf.training.pretrain import fit_stage
 
 if TYPE_CHECKING:
     from recgpt_tf.runs import Run
@@ -133,7 +133,7 @@ def fine_tune(
     into `run`'s finetune stage (default schedule: lr 5e-4, up to 10 epochs, patience 3)."""
     train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
     keras.utils.set_random_seed(train_config.seed)
-    data = sequence_training_data(dataset, model.max_length, train_config)
+    data = dataset.training_batches(model.max_length, train_config)
     run.record_stage_config(FINETUNE_STAGE, train_config.to_dict())
     summary = fit_stage(model, dataset, run.stage_dir(FINETUNE_STAGE), run.log_dir(FINETUNE_STAGE), train_config, data, verbose)
     run.write_summary(FINETUNE_STAGE, summary)
