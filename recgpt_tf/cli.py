@@ -50,7 +50,7 @@ def _configs(args: argparse.Namespace, num_items: int, num_users: int) -> tuple[
 def _stage_line(name: str, summary: dict, where: Path) -> str:
     valid = summary["valid"]
     return (
-        f"{name} done: {summary['epochs']} epochs ({summary['seconds']:.0f}s), best epoch {summary['best_epoch']}, "
+        f"{name} {'already trained with these settings, kept' if summary.get('already_trained') else 'done'}: {summary['epochs']} epochs ({summary['seconds']:.0f}s), best epoch {summary['best_epoch']}, "
         f"valid HR@10 {valid.get('HR@10', float('nan')):.4f} NDCG@10 {valid.get('NDCG@10', float('nan')):.4f}; weights in {where}"
     )
 
@@ -58,24 +58,19 @@ def _stage_line(name: str, summary: dict, where: Path) -> str:
 def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     """Creates (or reopens, for later stages) the run and trains `stages`, printing one line per stage."""
     from recgpt_tf.runs import Run
-    from recgpt_tf.training.distribute import make_strategy, worker_run_dir
+    from recgpt_tf.training.distribute import make_strategy
     from recgpt_tf.training.prompt_tuning import PromptConfig
 
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
-    own_dir = worker_run_dir(run_dir, train_config.strategy)
-    if stages in ("pretrain", "all"):
-        run = Run.create(own_dir, dataset, model_config, seed=train_config.seed)
-    else:
-        run = Run.open(own_dir)
-    if own_dir != run_dir:
-        run.chief_path = run_dir  # a non-chief worker resumes from the chief's training state
+    created_from = dataset if stages in ("pretrain", "all") else None
+    run = Run.for_task(run_dir, train_config.strategy, created_from, model_config, seed=train_config.seed)
     names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={args.prompt_window})", "finetune": "fine-tuning"}
     run.train(
         dataset,
         stages,
         train_config,
-        PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions),
+        PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions, args.epochs),
         verbose=0 if args.quiet else 1,
         on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
     )

@@ -31,6 +31,7 @@ from recgpt_tf.errors import ConfigError, RunDirectoryError, check_choice
 from recgpt_tf.files import write_json
 from recgpt_tf.inference.recall import split_k
 from recgpt_tf.models.recgpt import RecGPT
+from recgpt_tf.training.distribute import worker_run_dir
 from recgpt_tf.training.pretrain import build_model, pretrain
 from recgpt_tf.training.prompt_tuning import PromptConfig, fine_tune, prompt_tune
 
@@ -118,6 +119,24 @@ class Run:
         config.update(dataset=dataset.name, statistics=statistics, model=model_config.to_dict())
         write_json(path / CONFIG_FILE, config)
         return cls.open(path)
+
+    @classmethod
+    def for_task(
+        cls,
+        path: Path | str,
+        strategy: str,
+        dataset: Dataset | StreamedDataset | None = None,
+        model_config: ModelConfig | None = None,
+        seed: int = 42,
+    ) -> "Run":
+        """The run this process of a `strategy` training writes: `create` (with `dataset`) or `open` the run at
+        `path`, or, on a non-chief worker of a multi-worker run, a scratch run of its own that resumes from
+        the chief's state at `path` (`chief_path`)."""
+        own = worker_run_dir(path, strategy)
+        run = cls.create(own, dataset, model_config, seed) if dataset is not None else cls.open(own)
+        if own != Path(path):
+            run.chief_path = Path(path)
+        return run
 
     @classmethod
     def open(cls, path: Path | str) -> "Run":
@@ -235,8 +254,12 @@ class Run:
         fine-tuning start from the run's pre-trained weights and take their seed and
         batch size from `train_config` when given, else from the pre-training recorded
         in config.json; their other settings are their own defaults
-        (`PromptConfig().train`, and lr 5e-4 for 10 epochs for fine-tuning). Training
-        any stage drops the run's last evaluation, which no longer describes it.
+        (`PromptConfig().train`, and lr 5e-4 for 10 epochs for fine-tuning).
+
+        A stage already finished with the same settings is kept, not retrained (so a run
+        interrupted in prompt-tuning resumes there); pre-training anew removes the stages
+        trained from the old weights. Training any stage drops the run's last evaluation,
+        which no longer describes it.
 
         Args:
             dataset: Training data in the run's ids.
@@ -248,7 +271,7 @@ class Run:
             on_stage_end: Optional callable(stage, summary), e.g. to print progress.
 
         Returns:
-            {stage: summary} for the stages trained.
+            {stage: summary} for the stages of the plan (`already_trained` set on those kept).
         """
         check_choice("stages", stages, STAGE_PLANS)
         plan = STAGE_PLANS[stages]
@@ -262,23 +285,46 @@ class Run:
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             recorded = {k: v for k, v in self.config.get(PRETRAIN_STAGE, {}).items() if k in fields}
             train_config = TrainConfig(**recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
-        (self.path / EVALUATION_FILE).unlink(missing_ok=True)
         inherited = {"seed": train_config.seed, "batch_size": train_config.batch_size}
+        prompt_config = prompt_config or PromptConfig()
+        prompt_config = dataclasses.replace(prompt_config, train=dataclasses.replace(prompt_config.train, **inherited))
+        finetune_config = dataclasses.replace(TrainConfig(learning_rate=5e-4, epochs=10, patience=3), **inherited)
+        planned = {
+            PRETRAIN_STAGE: train_config.for_catalogue(dataset.num_items).to_dict(),
+            PROMPT_STAGE: prompt_config.to_dict(),
+            FINETUNE_STAGE: finetune_config.to_dict(),
+        }
         summaries = {}
         for stage in plan:
+            finished = self.summary(stage)
+            if finished is not None and self.config.get(stage) == json.loads(json.dumps(planned[stage])):
+                # Finished with these very settings (a rerun after an interruption in a later stage): keep it.
+                summaries[stage] = {**finished, "already_trained": True}
+                if on_stage_end:
+                    on_stage_end(stage, summaries[stage])
+                continue
+            (self.path / EVALUATION_FILE).unlink(missing_ok=True)  # no longer describes the run
             if stage == PRETRAIN_STAGE:
+                self._drop_stages_after(PRETRAIN_STAGE)
                 _, summary = pretrain(self, dataset, train_config, verbose)
             elif stage == PROMPT_STAGE:
-                config = prompt_config or PromptConfig()
-                config = dataclasses.replace(config, train=dataclasses.replace(config.train, **inherited))
-                _, summary = prompt_tune(self.load_model(PRETRAIN_STAGE), dataset, self, config, verbose)
+                _, summary = prompt_tune(self.load_model(PRETRAIN_STAGE), dataset, self, prompt_config, verbose)
             else:
-                finetune_config = dataclasses.replace(TrainConfig(learning_rate=5e-4, epochs=10, patience=3), **inherited)
                 _, summary = fine_tune(self.load_model(PRETRAIN_STAGE), dataset, self, finetune_config, verbose)
             summaries[stage] = summary
             if on_stage_end:
                 on_stage_end(stage, summary)
         return summaries
+
+    def _drop_stages_after(self, stage: str) -> None:
+        """Removes the stages trained from an earlier `stage` (their weights, prompt cache, configuration):
+        `stage` is training anew, so they no longer follow from it."""
+        for later in (PROMPT_STAGE, FINETUNE_STAGE):
+            if later != stage and (self.stage_dir(later).exists() or later in self.config):
+                shutil.rmtree(self.stage_dir(later), ignore_errors=True)
+                shutil.rmtree(self.log_dir(later), ignore_errors=True)
+                self.config.pop(later, None)
+                write_json(self.path / CONFIG_FILE, self.config)
 
     def evaluate(self, dataset: Dataset) -> dict:
         """Every trained variant on the paper's protocol (the `evaluate --json` document), written to

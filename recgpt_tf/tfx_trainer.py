@@ -31,7 +31,7 @@ from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.examples import read_examples
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.runs import Run
-from recgpt_tf.training.distribute import make_strategy, worker_run_dir
+from recgpt_tf.training.distribute import make_strategy
 from recgpt_tf.training.prompt_tuning import PromptConfig
 
 _RUN_KEYS = {"prompt_window", "prompt_loss_positions", "stages", "index", "top_k", "first_step_size", "recall_threshold"}
@@ -55,9 +55,11 @@ def run_fn(fn_args) -> None:
     dataset = Dataset.from_interactions(read_examples(fn_args.train_files), name="tfx_train")
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_kwargs)
     train_config = TrainConfig(**train_kwargs)
-    prompt_config = PromptConfig.from_options(run_kwargs.get("prompt_window", 1), run_kwargs.get("prompt_loss_positions"))
+    prompt_config = PromptConfig.from_options(
+        run_kwargs.get("prompt_window", 1), run_kwargs.get("prompt_loss_positions"), train_kwargs.get("epochs")
+    )
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
-    run = Run.create(worker_run_dir(run_dir, train_config.strategy), dataset, model_config, seed=train_config.seed)
+    run = Run.for_task(run_dir, train_config.strategy, dataset, model_config, seed=train_config.seed)
     run.train(dataset, run_kwargs.get("stages", "all"), train_config, prompt_config, verbose=2)
 
     # Evaluation on the eval split's users (leave-one-out, full ranking, history excluded), in the run's ids;

@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +45,45 @@ from recgpt_tf.retrieval import build_index, resolve_index_kind
 
 def next_version(model_dir: Path) -> int:
     return max(version_numbers(model_dir), default=0) + 1
+
+
+def _staging_prefix(version: int | str) -> str:
+    """Hidden staging directories name their host and process, so abandoned ones can be told apart."""
+    return f".{version}.staging-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would change it for every thread meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def remove_abandoned_staging(model_dir: Path) -> list[Path]:
+    """Removes the staging directories of exports on this host whose process is gone (killed mid-export);
+    returns them. Staging of live processes, or of other hosts sharing the directory, is left alone."""
+    removed = []
+    pattern = re.compile(rf"^\.\d+\.staging-{re.escape(socket.gethostname())}-(\d+)-")
+    for path in model_dir.iterdir() if model_dir.is_dir() else []:
+        match = pattern.match(path.name)
+        if match and path.is_dir() and not _process_alive(int(match[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def write_warmup(path: Path, model_name: str, users: Sequence[str], histories: Sequence[Sequence[str]], batch: int = 8) -> int:
@@ -144,6 +185,8 @@ def allocate_version(export_base: Path | str, name: str, version: int | None) ->
     """(model directory, version number) for a new version of `name`, checked before anything is built."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
         raise ConfigError("name", f"must be a plain directory name (letters, digits, '_', '.', '-'; not '.' or '..'); got {name!r}")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise ConfigError("version", f"must be a whole number >= 1 (TF Serving loads only those); got {version!r}")
     model_dir = Path(export_base) / name
     version = version or next_version(model_dir)
     if (model_dir / str(version)).exists():
@@ -158,14 +201,21 @@ def write_version(
     metadata: dict,
     sample_users: Sequence[str] = (),
     sample_histories: Sequence[Sequence[str]] = (),
+    take_next_free: bool = False,
 ) -> PublishedVersion:
     """Saves `module` as MODEL_DIR/VERSION with its warmup requests and recgpt.json, atomically.
 
     The version is built in a hidden sibling directory and renamed into place only when
     complete; on any failure the staging directory is removed and nothing is published.
+    When another export published VERSION meanwhile, `take_next_free` publishes as the next
+    free version instead (the number was not the caller's choice); otherwise it is an `ExportError`.
+    Staging directories left by killed exports on this host are removed first.
     """
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.staging-", dir=model_dir))
+    remove_abandoned_staging(model_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(version)}", dir=model_dir))
+    # mkdtemp creates 0700: a server running as another user (a hardened pod) could not read the version.
+    staging.chmod(0o777 & ~_umask())
     try:
         start = time.perf_counter()
         tf.saved_model.save(
@@ -187,9 +237,18 @@ def write_version(
             "warmup_requests": warmups,
             "save_seconds": time.perf_counter() - start,
         }
-        (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-        final = model_dir / str(version)
-        staging.rename(final)  # atomic on one filesystem: the version appears whole
+        while True:
+            (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+            final = model_dir / str(payload["version"])
+            try:
+                os.rename(staging, final)  # atomic on one filesystem: the version appears whole
+                break
+            except OSError:
+                if not final.exists():
+                    raise
+                if not take_next_free:
+                    raise ExportError(f"{final} was published by another export meanwhile; choose another --version") from None
+                payload["version"] = next_version(model_dir)  # a concurrent export took this number
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -246,6 +305,7 @@ def export_model(
     Returns:
         The published version's path and the recgpt.json written with it.
     """
+    requested = version
     model_dir, version = allocate_version(export_base, name, version)
     index, index_info = prebuilt_index or tuned_index(
         model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories, recall_threshold
@@ -261,6 +321,8 @@ def export_model(
         "jit_compile": bool(jit_compile),
         "index": index_info,
     }
-    published = write_version(module, model_dir, version, {**model_metadata, **(metadata or {})}, sample_users, sample_histories)
+    published = write_version(
+        module, model_dir, version, {**model_metadata, **(metadata or {})}, sample_users, sample_histories, take_next_free=requested is None
+    )
     update_export_base(export_base, name)
     return published

@@ -13,6 +13,8 @@ lockstep, one decoder call per prompt slot on the last `max_length` tokens.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -117,15 +119,20 @@ class PromptGenerator:
 
 
 def save_prompted(path, tokens: Sequence[np.ndarray], segments: Sequence[np.ndarray], prompt_window: int) -> None:
-    """Caches generated sequences (npz: flat tokens/segments and row lengths)."""
+    """Caches generated sequences (npz: flat tokens/segments and row lengths), written under a temporary
+    name and renamed into place, so an interrupted write never leaves a truncated cache."""
+    path = Path(path)
     lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-    np.savez_compressed(
-        path,
-        tokens=np.concatenate(tokens) if len(tokens) else np.zeros(0, np.int32),
-        segments=np.concatenate(segments) if len(segments) else np.zeros(0, np.int32),
-        lengths=lengths,
-        prompt_window=np.int64(prompt_window),
-    )
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        np.savez_compressed(
+            handle,
+            tokens=np.concatenate(tokens) if len(tokens) else np.zeros(0, np.int32),
+            segments=np.concatenate(segments) if len(segments) else np.zeros(0, np.int32),
+            lengths=lengths,
+            prompt_window=np.int64(prompt_window),
+        )
+    os.replace(temporary, path)
 
 
 def load_prompted(path) -> tuple[list[np.ndarray], list[np.ndarray], int]:

@@ -16,8 +16,13 @@ from recgpt_tf.serving.servable import ModelManager, ServingError
 log = logging.getLogger("recgpt.serve")
 
 
-def _requested_version(spec: model_pb2.ModelSpec) -> int | None:
-    return spec.version.value if spec.HasField("version") else None
+def _requested_version(manager: ModelManager, spec: model_pb2.ModelSpec) -> int | None:
+    """The version a ModelSpec asks for: its number, its label resolved through models.config, or None (the newest)."""
+    if spec.HasField("version"):
+        return spec.version.value
+    if spec.version_label:
+        return manager.resolve_label(spec.name, spec.version_label)
+    return None
 
 
 def _spec(servable, signature_name: str = "") -> model_pb2.ModelSpec:
@@ -30,7 +35,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         try:
-            servable = self.manager.get(request.model_spec.name, _requested_version(request.model_spec))
+            servable = self.manager.get(request.model_spec.name, _requested_version(self.manager, request.model_spec))
             signature, _ = servable.signature(request.model_spec.signature_name)
             outputs = servable.run(signature, dict(request.inputs), self.manager.limits)
             response = predict_pb2.PredictResponse(model_spec=_spec(servable, signature))
@@ -50,7 +55,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             if list(request.metadata_field) != ["signature_def"]:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be exactly ['signature_def']")
-            servable = self.manager.get(request.model_spec.name, _requested_version(request.model_spec))
+            servable = self.manager.get(request.model_spec.name, _requested_version(self.manager, request.model_spec))
             response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_spec(servable))
             response.metadata["signature_def"].Pack(servable.signature_def_map())
             return response
@@ -64,7 +69,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         try:
-            rows = self.manager.status(request.model_spec.name, _requested_version(request.model_spec))
+            rows = self.manager.status(request.model_spec.name, _requested_version(self.manager, request.model_spec))
             response = status_api.GetModelStatusResponse()
             for version, state, message in rows:
                 entry = response.model_version_status.add(version=version, state=getattr(status_api.ModelVersionStatus, state))

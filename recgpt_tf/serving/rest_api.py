@@ -1,8 +1,8 @@
 """TF Serving's REST API over a `ModelManager`.
 
-    POST /v1/models/NAME[/versions/V]:predict   {"instances": [...]} or {"inputs": {...}}
-    GET  /v1/models/NAME[/versions/V]           version status
-    GET  /v1/models/NAME[/versions/V]/metadata  signature defs
+    POST /v1/models/NAME[/versions/V|/labels/L]:predict   {"instances": [...]} or {"inputs": {...}}
+    GET  /v1/models/NAME[/versions/V|/labels/L]           version status
+    GET  /v1/models/NAME[/versions/V|/labels/L]/metadata  signature defs
 Errors answer {"error": message} with 400 (INVALID_ARGUMENT), 404 (NOT_FOUND),
 429 (RESOURCE_EXHAUSTED) or 500.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -20,28 +21,43 @@ import tensorflow as tf
 from google.protobuf import json_format
 
 from recgpt_tf.contract import pad_histories
-from recgpt_tf.serving.servable import ModelManager, ServingError
+from recgpt_tf.serving.servable import Limits, ModelManager, ServingError
 
 log = logging.getLogger("recgpt.serve")
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<tail>:predict|/metadata)?$")
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?(?P<tail>:predict|/metadata)?$")
 
 
 def _bad(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def _tensor(key: str, value, dtype: tf.dtypes.DType):
-    """A JSON value as a TensorProto of the signature's dtype; ragged string rows are right-padded with ""."""
+def _tensor(key: str, value, dtype: tf.dtypes.DType, limits: Limits):
+    """A JSON value as a TensorProto of the signature's dtype; ragged string rows are right-padded with "".
+
+    Rows are bounded before any array is built: over `max_history_hard` items a row is refused, over
+    `max_history` it is cut to its most recent items (as the gRPC path does), and the padded shape
+    must fit `max_elements`, so one long row beside many empty ones cannot blow up when padded.
+    """
     if dtype == tf.string:
         ragged = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+        if ragged:
+            longest = max(len(row) for row in value)
+            limits.check_shape(key, [len(value), longest])
+            if longest > limits.max_history:
+                value = [[t for t in row if t != ""][-limits.max_history :] for row in value]
         array = pad_histories(value) if ragged else np.array(value, dtype=object)
+        limits.check_shape(key, list(array.shape))
         if array.size and not all(isinstance(v, str) for v in array.ravel()):
             raise _bad(f"input '{key}' must be strings")
-        return tf.make_tensor_proto(
-            np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array.astype(object), dtype=tf.string
-        )
+        try:
+            encoded = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array.astype(object)
+        except UnicodeEncodeError:
+            raise _bad(f"input '{key}' holds a string that is not valid Unicode (a lone surrogate escape)") from None
+        return tf.make_tensor_proto(encoded, dtype=tf.string)
     try:
-        return tf.make_tensor_proto(np.array(value), dtype=dtype)
+        array = np.array(value)
+        limits.check_shape(key, list(array.shape))
+        return tf.make_tensor_proto(array, dtype=dtype)
     except (TypeError, ValueError) as error:
         raise _bad(f"input '{key}' cannot be read as {dtype.name}: {error}") from None
 
@@ -54,6 +70,7 @@ def _jsonable(value: np.ndarray):
 
 class RestHandler(BaseHTTPRequestHandler):
     manager: ModelManager  # set by make_rest_server
+    slots: threading.BoundedSemaphore  # set by make_rest_server
     server_version = "recgpt-tf-serving"
     protocol_version = "HTTP/1.1"
 
@@ -73,20 +90,49 @@ class RestHandler(BaseHTTPRequestHandler):
         if not match:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"unknown path {self.path}")
         version = int(match["version"]) if match["version"] else None
+        if match["label"]:
+            version = self.manager.resolve_label(match["name"], match["label"])
         return match["name"], version, match["tail"] or ""
 
     def _guard(self, handler) -> None:
+        self._body_read = False
         try:
-            status, payload = handler()
+            with self.slots:  # a bounded number of requests hold bodies and tensors at once
+                status, payload = handler()
         except ServingError as error:
             status, payload = error.http_status, {"error": error.message}
         except Exception as error:  # never let a request take the endpoint down
             log.exception("REST request failed")
             status, payload = 500, {"error": f"{type(error).__name__}: {error}"}
+        if not self._body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+            # An unread body would be parsed as the next request on this connection: close it instead.
+            self.close_connection = True
         try:
             self._send(status, payload)
         except OSError:
             pass  # the client went away
+
+    def _read_json_body(self):
+        """The request body as JSON, within the size limit (the connection closes when it is not read)."""
+        declared = self.headers.get("Content-Length")
+        try:
+            length = int(declared) if declared is not None else 0
+        except ValueError:
+            raise _bad(f"Content-Length {declared!r} is not a number") from None
+        if length < 0:
+            raise _bad(f"Content-Length {length} is negative")
+        if length > self.manager.limits.max_message_bytes:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}"
+            )
+        raw = self.rfile.read(length)
+        self._body_read = True
+        try:
+            return json.loads(raw or b"{}")
+        except RecursionError:
+            raise _bad("request body is nested too deeply") from None
+        except ValueError as error:
+            raise _bad(f"request body is not JSON: {error}") from None
 
     def do_GET(self) -> None:
         self._guard(self._get)
@@ -116,15 +162,7 @@ class RestHandler(BaseHTTPRequestHandler):
         name, version, tail = self._route()
         if tail != ":predict":
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"POST {self.path}: only :predict accepts POST")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.manager.limits.max_message_bytes:
-            raise ServingError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}"
-            )
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError as error:
-            raise _bad(f"request body is not JSON: {error}") from None
+        body = self._read_json_body()
         if not isinstance(body, dict):
             raise _bad("request body must be a JSON object")
         servable = self.manager.get(name, version)
@@ -146,7 +184,7 @@ class RestHandler(BaseHTTPRequestHandler):
             columns = body["inputs"]
             if not isinstance(columns, dict):
                 raise _bad('"inputs" must be an object keyed by input name')
-        inputs = {key: _tensor(key, value, dtypes.get(key, tf.string)) for key, value in columns.items()}
+        inputs = {key: _tensor(key, value, dtypes.get(key, tf.string), self.manager.limits) for key, value in columns.items()}
         outputs = servable.run(signature_name, inputs, self.manager.limits)
         if "instances" in body:
             rows = len(next(iter(outputs.values())))
@@ -154,8 +192,9 @@ class RestHandler(BaseHTTPRequestHandler):
         return 200, {"outputs": {k: _jsonable(v) for k, v in outputs.items()}}
 
 
-def make_rest_server(manager: ModelManager, host: str, port: int) -> ThreadingHTTPServer:
-    handler = type("BoundRestHandler", (RestHandler,), {"manager": manager})
+def make_rest_server(manager: ModelManager, host: str, port: int, max_concurrent: int = 8) -> ThreadingHTTPServer:
+    """A REST server on `host:port` answering from `manager`, at most `max_concurrent` requests at a time."""
+    handler = type("BoundRestHandler", (RestHandler,), {"manager": manager, "slots": threading.BoundedSemaphore(max_concurrent)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server

@@ -50,30 +50,93 @@ class ServingError(RecGPTError):
 class Limits:
     """What one request may cost. Defaults serve any real history.
 
+    Every bound is checked on what a request *declares* (a TensorProto's shape, a JSON row's
+    length) before any tensor is built from it: a TensorProto with one value broadcasts to
+    its whole declared shape, so a 64-byte message could otherwise ask for gigabytes.
+
     Args:
         max_batch: Largest batch (rows) per request.
         max_history: A longer history row is answered from its most recent
             `max_history` items (the model excludes at most its most recent 1000).
         max_history_hard: Beyond this many items in a row the request is refused.
+        max_elements: Largest number of elements one input may declare (rows x items):
+            about 16 bytes each once built, so 2M bound an input to ~32 MB.
         max_message_bytes: Largest request message (gRPC and REST body).
     """
 
     def __init__(
-        self, max_batch: int = 256, max_history: int = 1000, max_history_hard: int = 1_000_000, max_message_bytes: int = 64 << 20
+        self,
+        max_batch: int = 256,
+        max_history: int = 1000,
+        max_history_hard: int = 1_000_000,
+        max_elements: int = 2_000_000,
+        max_message_bytes: int = 16 << 20,
     ) -> None:
         self.max_batch = max_batch
         self.max_history = max_history
         self.max_history_hard = max_history_hard
+        self.max_elements = max_elements
         self.max_message_bytes = max_message_bytes
+
+    def check_shape(self, key: str, shape: list[int]) -> None:
+        """Raises RESOURCE_EXHAUSTED when an input of `shape` (declared, not yet built) is over a bound."""
+        if shape and shape[0] > self.max_batch:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' batch {shape[0]} exceeds the limit {self.max_batch}")
+        if len(shape) == 2 and shape[1] > self.max_history_hard:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' has {shape[1]} items per row, above the limit {self.max_history_hard}"
+            )
+        elements = int(np.prod(shape, dtype=np.float64))
+        if elements > self.max_elements:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"input '{key}' declares {elements} elements (shape {shape}), above the limit {self.max_elements}",
+            )
 
 
 def _shape_text(shape: tf.TensorShape | list) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def _declared_shape(key: str, proto) -> list[int]:
+    """The shape a TensorProto declares, checked before anything is built from it."""
+    if proto.tensor_shape.unknown_rank:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an unknown rank")
+    shape = [int(d.size) for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in shape):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' declares a negative dimension: {shape}")
+    return shape
+
+
 def trim_history(values: np.ndarray, limit: int) -> np.ndarray:
     """Keeps each row's most recent `limit` non-empty items, right-padded with ""."""
     return pad_histories([[t for t in row if t not in (b"", "")][-limit:] for row in values], fill=b"")
+
+
+def _fingerprint(path: Path) -> tuple:
+    """What a version directory holds now (names, sizes, modification times): a failed load is retried
+    once this changes."""
+    try:
+        return tuple(sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()))
+    except OSError:  # files moving while we look: different from any recorded state
+        return (time.monotonic(),)
+
+
+def read_version_labels(export_base: Path) -> dict[str, dict[str, int]]:
+    """{model: {label: version}} from EXPORT_BASE/models.config (TF Serving's ModelServerConfig text);
+    {} when there is none. A file that does not parse is logged and ignored (labels then resolve to nothing)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = export_base / "models.config"
+    if not path.is_file():
+        return {}
+    try:
+        config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
+    except (text_format.ParseError, OSError, UnicodeDecodeError) as error:
+        log.error("%s is not a ModelServerConfig (%s): version labels are ignored", path, error)
+        return {}
+    return {model.name: dict(model.version_labels) for model in config.model_config_list.config}
 
 
 class Servable:
@@ -123,32 +186,24 @@ class Servable:
                     f"input '{key}' must be {tf.dtypes.as_dtype(info.dtype).name}, got {tf.dtypes.as_dtype(proto.dtype).name}",
                 )
             expected = tf.TensorShape(info.tensor_shape)
+            shape = _declared_shape(key, proto)
+            if len(shape) != expected.rank:
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input '{key}' must have rank {expected.rank} {_shape_text(expected)}, got shape {shape}",
+                )
+            if shape[0] == 0:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an empty batch")
+            if batch is not None and shape[0] != batch:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has batch {shape[0]}, other inputs {batch}")
+            batch = shape[0]
+            limits.check_shape(key, shape)  # before the tensor exists
             try:
                 value = tf.make_ndarray(proto)
             except Exception as error:  # malformed proto contents
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' cannot be decoded: {error}") from None
-            if value.ndim != expected.rank:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input '{key}' must have rank {expected.rank} {_shape_text(expected)}, got shape {list(value.shape)}",
-                )
-            if value.shape[0] == 0:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an empty batch")
-            if value.shape[0] > limits.max_batch:
-                raise ServingError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"input '{key}' batch {value.shape[0]} exceeds the limit {limits.max_batch}"
-                )
-            if batch is not None and value.shape[0] != batch:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has batch {value.shape[0]}, other inputs {batch}")
-            batch = value.shape[0]
-            if value.ndim == 2:
-                if value.shape[1] > limits.max_history_hard:
-                    raise ServingError(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"input '{key}' has {value.shape[1]} items per row, above the limit {limits.max_history_hard}",
-                    )
-                if value.shape[1] > limits.max_history:
-                    value = trim_history(value, limits.max_history)
+            if value.ndim == 2 and value.shape[1] > limits.max_history:
+                value = trim_history(value, limits.max_history)
             feeds[info.name] = value
         fetches = {key: info.name for key, info in signature.outputs.items()}
         try:
@@ -177,7 +232,18 @@ class Servable:
 
 
 class ModelManager:
-    """Serves the newest complete version under EXPORT_BASE/NAME for every model there.
+    """Serves the newest loadable version under EXPORT_BASE/NAME for every model there.
+
+    The version policy, TF Serving's "latest 1" made fail-safe:
+    - the newest version that loads (and answers its warmup requests) serves; one that fails is
+      reported (GetModelStatus: END with the error) and the next older one is tried, so a broken
+      newest version never leaves a model unserved while an older one works;
+    - a version that failed is retried once its files change (a slow copy that was incomplete);
+    - a version whose directory is removed is unloaded: the model falls back to the newest
+      remaining loadable version, or is no longer served;
+    - requests holding the previous version finish on it (it is closed after a grace period).
+    Version labels (`model_spec.version_label`) resolve through EXPORT_BASE/models.config's
+    `version_labels`, as in TF Serving; an unknown label is an error, never the newest version.
 
     Args:
         export_base: The TF Serving model base (one folder per model name).
@@ -192,7 +258,8 @@ class ModelManager:
         self._lock = threading.Lock()
         self._servables: dict[str, Servable] = {}
         self._retired: list[tuple[float, Servable]] = []
-        self._failed: dict[tuple[str, int], str] = {}
+        self._failed: dict[tuple[str, int], tuple[tuple, str]] = {}  # (name, version) -> (files fingerprint, error)
+        self._labels: dict[str, dict[str, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -200,30 +267,52 @@ class ModelManager:
         return sorted(p.name for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.base.is_dir() else []
 
     def poll(self) -> None:
-        """Loads any newer version (warmup first), then switches to it."""
-        for name in self.names():
-            versions = version_numbers(self.base / name)
-            if not versions:
-                continue
-            newest = versions[-1]
-            current = self._servables.get(name)
-            if (current is not None and current.version >= newest) or (name, newest) in self._failed:
-                continue
+        """Brings every model to the newest loadable version (see the class docstring)."""
+        names = self.names()
+        self._labels = read_version_labels(self.base)
+        for name in set(self._servables) - set(names):
+            self._switch(name, None)  # the model's directory is gone
+        for name in names:
+            self._poll_model(name)
+        self._close_retired()
+
+    def _poll_model(self, name: str) -> None:
+        versions = version_numbers(self.base / name)
+        for key in [k for k in self._failed if k[0] == name and k[1] not in versions]:
+            del self._failed[key]  # removed: nothing left to report or retry
+        current = self._servables.get(name)
+        serving = current.version if current is not None and current.version in versions else None
+        for version in reversed(versions):
+            if version == serving:
+                return  # nothing newer loads: keep serving it
+            path = self.base / name / str(version)
+            fingerprint = _fingerprint(path)
+            failed = self._failed.get((name, version))
+            if failed is not None and failed[0] == fingerprint:
+                continue  # failed on these very files; tried again when they change
             try:
                 start = time.perf_counter()
-                servable = Servable(name, newest, self.base / name / str(newest))
+                servable = Servable(name, version, path)
                 replayed = servable.warm_up(self.limits)
             except Exception as error:  # a bad version must not take the endpoint down
-                self._failed[(name, newest)] = str(error)
-                log.error("model %s version %d failed to load: %s", name, newest, error)
+                self._failed[(name, version)] = (fingerprint, str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+                log.error("model %s version %d failed to load: %s", name, version, error)
                 continue
-            with self._lock:
-                previous = self._servables.get(name)
+            self._failed.pop((name, version), None)
+            self._switch(name, servable)
+            log.info("model %s version %d AVAILABLE (%d warmup requests, %.1fs)", name, version, replayed, time.perf_counter() - start)
+            return
+        if current is not None and serving is None:
+            self._switch(name, None)
+            log.error("model %s: version %d was removed and no other version loads; not serving it", name, current.version)
+
+    def _switch(self, name: str, servable: Servable | None) -> None:
+        with self._lock:
+            previous = self._servables.pop(name, None)
+            if servable is not None:
                 self._servables[name] = servable
-                if previous is not None:
-                    self._retired.append((time.monotonic(), previous))
-            log.info("model %s version %d AVAILABLE (%d warmup requests, %.1fs)", name, newest, replayed, time.perf_counter() - start)
-        self._close_retired()
+            if previous is not None:
+                self._retired.append((time.monotonic(), previous))
 
     def _close_retired(self, grace: float = 30.0) -> None:
         # Requests that picked a version before the switch finish on it; close it later.
@@ -234,6 +323,13 @@ class ModelManager:
             self._retired = keep
         for servable in done:
             servable.close()
+
+    def resolve_label(self, name: str, label: str) -> int:
+        """The version `label` names for model `name` in models.config (INVALID_ARGUMENT when none)."""
+        version = self._labels.get(name, {}).get(label)
+        if version is None:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+        return version
 
     def get(self, name: str, version: int | None = None) -> Servable:
         with self._lock:
@@ -251,7 +347,7 @@ class ModelManager:
             servable = self._servables.get(name)
         if servable is not None:
             rows.append((servable.version, "AVAILABLE", ""))
-        rows += [(v, "END", msg) for (n, v), msg in self._failed.items() if n == name]
+        rows += [(v, "END", msg) for (n, v), (_, msg) in sorted(self._failed.items()) if n == name]
         if not rows:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         if version is not None:

@@ -54,6 +54,7 @@ class LocalServer:
         options = [
             ("grpc.max_receive_message_length", self.limits.max_message_bytes),
             ("grpc.max_send_message_length", self.limits.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a port already served makes this server fail, not share it
         ]
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers), options=options, maximum_concurrent_rpcs=workers + max_queued
@@ -62,7 +63,7 @@ class LocalServer:
         self.grpc_port = self.grpc_server.add_insecure_port(f"{host}:{grpc_port}")
         if self.grpc_port == 0:
             raise RecGPTError(f"cannot listen for gRPC on {host}:{grpc_port} (is the port in use?)")
-        self.rest_server = make_rest_server(self.manager, host, rest_port)
+        self.rest_server = make_rest_server(self.manager, host, rest_port, max_concurrent=workers)
         self.rest_port = self.rest_server.server_address[1]
         self._rest_thread: threading.Thread | None = None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,9 +59,13 @@ class PromptConfig:
         check_choice("loss_positions", self.loss_positions, LOSS_POSITIONS)
 
     @classmethod
-    def from_options(cls, prompt_window: int = 1, loss_positions: str | None = None) -> "PromptConfig":
-        """From CLI flags or TFX `custom_config` keys, where an unset option (None) keeps the default."""
-        return cls(prompt_window) if loss_positions is None else cls(prompt_window, loss_positions=loss_positions)
+    def from_options(cls, prompt_window: int = 1, loss_positions: str | None = None, epochs: int | None = None) -> "PromptConfig":
+        """From CLI flags or TFX `custom_config` keys, where an unset option (None) keeps the default; `epochs`
+        (the run's --epochs, a cap for every stage) bounds prompt-tuning too."""
+        config = cls(prompt_window) if loss_positions is None else cls(prompt_window, loss_positions=loss_positions)
+        if epochs is not None:
+            config.train = dataclasses.replace(config.train, epochs=epochs)
+        return config
 
     def to_dict(self) -> dict:
         return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
@@ -72,7 +77,11 @@ def generate_prompted_sequences(
     """Prompt-enhanced training sequences, from the cache when present."""
     cache = cache_dir / f"prompted_K{prompt_window}.npz"
     if cache.exists():
-        tokens, segments, cached_window = load_prompted(cache)
+        try:
+            tokens, segments, cached_window = load_prompted(cache)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # cut short: regenerate it
+            print(f"{cache} is unreadable ({type(error).__name__}: {error}); generating the prompts again")
+            cached_window = None
         if cached_window == prompt_window and len(tokens) == len(dataset.users):
             return tokens, segments, {"cached": True, "seconds": 0.0}
     cache_dir.mkdir(parents=True, exist_ok=True)
