@@ -8,7 +8,10 @@ submodule imports TensorFlow; users never meet the Keras 3 error.
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log: errors only ("2"), or, without an NVIDIA driver, nothing ("3"): the CUDA
+# build of TensorFlow reports its GPU probe ("failed call to cuInit") as an error on every start of a
+# CPU machine. Failures still raise Python exceptions; set the variable yourself to see the log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if os.path.exists("/proc/driver/nvidia") else "3")
 
 
 def _check_keras_version() -> None:

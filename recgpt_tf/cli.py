@@ -12,7 +12,7 @@ from recgpt_tf.config import LOSS_POSITIONS, STAGE_PLANS, TRAIN_CHOICES, ModelCo
 from recgpt_tf.contract import AUTO_INDEX, INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.data.readers import FORMATS
 from recgpt_tf.errors import ConfigError, RecGPTError
-from recgpt_tf.files import write_json
+from recgpt_tf.files import native_log_to, write_json
 
 TFRECORD, TFRECORD_SUFFIX = "tfrecord", ".tfrecord"  # streamed input for `recgpt train`
 
@@ -150,13 +150,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     print("[4/5] export (one SavedModel per index flavour, TF Serving layout)")
     exports = out / "exports"
-    for flavour in INDEX_KINDS:  # stock ops: brute-force, partitioned (ScaNN-trained); ScaNN's own ops: scann
-        name = "recgpt" if flavour == "brute-force" else f"recgpt_{flavour}"
-        published = run.export(exports, name, flavour)
-        print(f"  {flavour:<11} → {published.path}")
+    with native_log_to(run_dir / "logs" / "export.log") as native_log:
+        for flavour in INDEX_KINDS:  # stock ops: brute-force, partitioned (ScaNN-trained); ScaNN's own ops: scann
+            name = "recgpt" if flavour == "brute-force" else f"recgpt_{flavour}"
+            published = run.export(exports, name, flavour)
+            print(f"  {flavour:<11} → {published.path}")
+    print(f"  (TensorFlow's and ScaNN's build log: {native_log})")
 
     print("[5/5] serving: local TF-Serving-compatible endpoint, one gRPC request")
-    _serve_and_ask(exports, dataset)
+    with native_log_to(native_log):
+        _serve_and_ask(exports, dataset)
     print(f"\ndone in {time.perf_counter() - start:.0f}s: run {run_dir}, metrics {out / 'metrics.json'}, exports {exports}")
     print(f"next: `recgpt serve {exports}` and `recgpt recommend --server 127.0.0.1:8500 --model recgpt --user U --history a,b,c`")
     return 0
@@ -184,17 +187,19 @@ def _serve_and_ask(exports: Path, dataset) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from recgpt_tf.runs import Run
 
-    published = Run.open(args.run_dir).export(
-        args.export_base,
-        args.name,
-        index_kind=args.index,
-        top_k=args.top_k,
-        first_step_size=args.first_step_size,
-        steps=args.steps,
-        recall_threshold=args.recall_threshold,
-        version=args.version,
-        jit_compile=args.jit_compile,
-    )
+    run = Run.open(args.run_dir)
+    with native_log_to(run.log_dir("export") / "export.log"):
+        published = run.export(
+            args.export_base,
+            args.name,
+            index_kind=args.index,
+            top_k=args.top_k,
+            first_step_size=args.first_step_size,
+            steps=args.steps,
+            recall_threshold=args.recall_threshold,
+            version=args.version,
+            jit_compile=args.jit_compile,
+        )
     meta = published.metadata
     index = meta["index"]
     recall = ", ".join(f"{step} {value:.3f}" for step, value in index.get("recall", {}).items())

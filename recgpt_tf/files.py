@@ -1,10 +1,14 @@
-"""Atomic file writes: readers (TF Serving polling an export base, a resumed run) never see half a file."""
+"""Atomic file writes: readers (TF Serving polling an export base, a resumed run) never see half a file.
+And `native_log_to`, which keeps the C++ libraries' log lines in a file instead of the console."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
@@ -20,3 +24,28 @@ def write_text_atomic(path: Path | str, text: str) -> None:
 def write_json(path: Path | str, payload: dict[str, Any]) -> None:
     """Writes `payload` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def native_log_to(path: Path | str) -> Iterator[Path]:
+    """While the block runs, what native code writes to stderr (TensorFlow's graph optimiser and ScaNN's
+    index builder log through C++ straight to file descriptor 2, unaffected by TF_CPP_MIN_LOG_LEVEL) is
+    appended to `path` instead of the console; Python's own output still reaches the console. Nothing is
+    lost: the lines are in `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    console = os.dup(2)
+    python_stderr = sys.stderr
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+        sys.stderr = os.fdopen(os.dup(console), "w", buffering=1)
+        try:
+            yield path
+        finally:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = python_stderr
+            os.dup2(console, 2)
+            os.close(console)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 from collections import OrderedDict
 from pathlib import Path
+from typing import Iterator
 
 from recgpt_tf.errors import DataFormatError
 
@@ -78,21 +79,43 @@ def _check_integer(path: Path, line: int, kind: str, token: str) -> str:
     return token
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = "\ufeff"
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (a leading byte-order mark dropped), with errors that name FILE:LINE
+    instead of a bare codec error: a compressed file, or a line that is not UTF-8."""
+    with path.open("rb") as handle:
+        if handle.read(2) == _GZIP_MAGIC:
+            raise DataFormatError(path, None, "is gzip-compressed; decompress it first (gunzip)")
+        handle.seek(0)
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataFormatError(
+                    path,
+                    number,
+                    f"is not UTF-8 text (byte {raw[error.start : error.start + 1]!r} at column {error.start + 1}); convert the file to UTF-8",
+                ) from None
+            yield line.removeprefix(_BOM) if number == 1 else line
+
+
 def _read_sequence_file(path: Path) -> dict[str, list[str]]:
     sequences: dict[str, list[str]] = OrderedDict()
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            tokens = raw.split()
-            if not tokens:
-                continue
-            user = _check_integer(path, number, "user", tokens[0])
-            if len(tokens) == 1:
-                raise DataFormatError(path, number, f"user {user} has no items")
-            if user in sequences:
-                raise DataFormatError(path, number, f"user {user} already appeared on line {first_line[user]}")
-            sequences[user] = [_check_integer(path, number, "item", t) for t in tokens[1:]]
-            first_line[user] = number
+    for number, raw in enumerate(_text_lines(path), start=1):
+        tokens = raw.split()
+        if not tokens:
+            continue
+        user = _check_integer(path, number, "user", tokens[0])
+        if len(tokens) == 1:
+            raise DataFormatError(path, number, f"user {user} has no items")
+        if user in sequences:
+            raise DataFormatError(path, number, f"user {user} already appeared on line {first_line[user]}")
+        sequences[user] = [_check_integer(path, number, "item", t) for t in tokens[1:]]
+        first_line[user] = number
     return sequences
 
 
@@ -114,18 +137,17 @@ def _group_by_time(events: list[tuple[str, float, int, str]]) -> dict[str, list[
 
 def _read_delimited(path: Path, delimiter: str) -> dict[str, list[str]]:
     events: list[tuple[str, float, int, str]] = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter=delimiter), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) < 3:
-                raise DataFormatError(path, number, f"expected user{delimiter}item{delimiter}timestamp, got {len(row)} field(s)")
-            user, item, stamp = (cell.strip() for cell in row[:3])
-            if number == 1 and not _is_number(stamp):
-                continue  # a header row
-            if not user or not item:
-                raise DataFormatError(path, number, "empty user or item id")
-            events.append((user, _parse_timestamp(path, number, stamp), number, item))
+    for number, row in enumerate(csv.reader(_text_lines(path), delimiter=delimiter), start=1):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < 3:
+            raise DataFormatError(path, number, f"expected user{delimiter}item{delimiter}timestamp, got {len(row)} field(s)")
+        user, item, stamp = (cell.strip() for cell in row[:3])
+        if number == 1 and not _is_number(stamp):
+            continue  # a header row
+        if not user or not item:
+            raise DataFormatError(path, number, "empty user or item id")
+        events.append((user, _parse_timestamp(path, number, stamp), number, item))
     return _group_by_time(events)
 
 
@@ -142,34 +164,34 @@ _RECBOLE_TYPES = ("token", "float", "token_seq", "float_seq")
 
 def _read_recbole_inter(path: Path) -> dict[str, list[str]]:
     events: list[tuple[str, float, int, str]] = []
-    with path.open(encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n")
-        if not header.strip():
-            raise DataFormatError(path, 1, "missing the RecBole header (e.g. user_id:token<TAB>item_id:token<TAB>timestamp:float)")
-        fields = {}
-        for position, column in enumerate(header.split("\t")):
-            name, _, kind = column.partition(":")
-            if kind not in _RECBOLE_TYPES:
-                raise DataFormatError(path, 1, f"column {column!r} has no RecBole type (one of {', '.join(_RECBOLE_TYPES)})")
-            fields[name] = (position, kind)
-        for required in ("user_id", "item_id"):
-            if required not in fields:
-                raise DataFormatError(path, 1, f"the header has no {required} column")
-        user_col, item_col = fields["user_id"][0], fields["item_id"][0]
-        time_col, time_kind = fields.get("timestamp", (None, None))
-        for number, raw in enumerate(handle, start=2):
-            if not raw.strip():
-                continue
-            row = raw.rstrip("\n").split("\t")
-            if len(row) != len(fields):
-                raise DataFormatError(path, number, f"expected {len(fields)} tab-separated fields, got {len(row)}")
-            stamp = 0.0
-            if time_col is not None:
-                stamp = _parse_timestamp(path, number, row[time_col])
-            for name, (column, kind) in fields.items():
-                if kind == "float" and name != "timestamp":
-                    _check_float(path, number, name, row[column])
-            events.append((row[user_col], stamp, number, row[item_col]))
+    lines = _text_lines(path)
+    header = next(lines, "").rstrip("\r\n")
+    if not header.strip():
+        raise DataFormatError(path, 1, "missing the RecBole header (e.g. user_id:token<TAB>item_id:token<TAB>timestamp:float)")
+    fields = {}
+    for position, column in enumerate(header.split("\t")):
+        name, _, kind = column.partition(":")
+        if kind not in _RECBOLE_TYPES:
+            raise DataFormatError(path, 1, f"column {column!r} has no RecBole type (one of {', '.join(_RECBOLE_TYPES)})")
+        fields[name] = (position, kind)
+    for required in ("user_id", "item_id"):
+        if required not in fields:
+            raise DataFormatError(path, 1, f"the header has no {required} column")
+    user_col, item_col = fields["user_id"][0], fields["item_id"][0]
+    time_col, time_kind = fields.get("timestamp", (None, None))
+    for number, raw in enumerate(lines, start=2):
+        if not raw.strip():
+            continue
+        row = raw.rstrip("\r\n").split("\t")
+        if len(row) != len(fields):
+            raise DataFormatError(path, number, f"expected {len(fields)} tab-separated fields, got {len(row)}")
+        stamp = 0.0
+        if time_col is not None:
+            stamp = _parse_timestamp(path, number, row[time_col])
+        for name, (column, kind) in fields.items():
+            if kind == "float" and name != "timestamp":
+                _check_float(path, number, name, row[column])
+        events.append((row[user_col], stamp, number, row[item_col]))
     return _group_by_time(events)
 
 

@@ -255,10 +255,19 @@ def write_version(
     return PublishedVersion(final, payload)
 
 
+def write_monitoring_config(export_base: Path) -> None:
+    """EXPORT_BASE/monitoring.config for `--monitoring_config_file`: TF Serving's Prometheus metrics on its
+    REST port (it exports none without this file)."""
+    write_text_atomic(
+        export_base / "monitoring.config", 'prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n'
+    )
+
+
 def update_export_base(export_base: Path | str, name: str) -> None:
     """The base's TF Serving configuration files, listing `name` beside the models already there."""
     write_models_config(Path(export_base), name)
     write_batching_parameters(Path(export_base))
+    write_monitoring_config(Path(export_base))
 
 
 def export_model(

@@ -41,7 +41,9 @@ class HistoryEncoder:
     def __init__(self, model) -> None:
         self.model = model
 
-        @tf.function(reduce_retracing=True)
+        batch, tokens = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.int32)
+
+        @tf.function(input_signature=[batch, tokens, tokens, batch])  # one trace for every batch shape
         def _encode(user_id, item_ids, segment_ids, lengths):
             return model.user_representation({USER_ID: user_id, ITEM_IDS: item_ids, SEGMENT_IDS: segment_ids}, lengths)  # (B, d)
 

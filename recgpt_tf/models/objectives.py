@@ -101,14 +101,17 @@ def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrie
     check_objective(objective, label_smoothing)
     per_query = keras.losses.Reduction.NONE
     if objective == "softmax":
-        return CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")
-    if objective == "sampled_softmax":
-        return tfrs.tasks.Retrieval(
+        task = CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")
+    elif objective == "sampled_softmax":
+        task = tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=per_query),
             remove_accidental_hits=True,
             name="sampled_softmax_task",
         )
-    return tfrs.tasks.Retrieval(loss=SigmoidPairLoss(reduction=per_query), name="bce_task")  # bce
+    else:  # bce
+        task = tfrs.tasks.Retrieval(loss=SigmoidPairLoss(reduction=per_query), name="bce_task")
+    task.built = True  # no weights to create; a model that never trained (exported from weights) saves it whole
+    return task
 
 
 def retrieval_loss(

@@ -146,8 +146,13 @@ class Servable:
         self.name, self.version, self.path = name, version, path
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
-        with self.graph.as_default():
-            self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
+        tf_log, level = tf.get_logger(), tf.get_logger().level
+        tf_log.setLevel("ERROR")  # the v1 loader is deprecated in TF 2, but it is TF Serving's own path (a session)
+        try:
+            with self.graph.as_default():
+                self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
+        finally:
+            tf_log.setLevel(level)
         self.signatures = {k: v for k, v in self.meta_graph.signature_def.items() if not k.startswith("__")}
 
     def signature(self, name: str | None):
