@@ -60,10 +60,17 @@ class LocalServer:
             futures.ThreadPoolExecutor(max_workers=workers), options=options, maximum_concurrent_rpcs=workers + max_queued
         )
         add_services(self.grpc_server, self.manager)
-        self.grpc_port = self.grpc_server.add_insecure_port(f"{host}:{grpc_port}")
+        try:
+            self.grpc_port = self.grpc_server.add_insecure_port(f"{host}:{grpc_port}")
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.grpc_port = 0
         if self.grpc_port == 0:
-            raise RecGPTError(f"cannot listen for gRPC on {host}:{grpc_port} (is the port in use?)")
-        self.rest_server = make_rest_server(self.manager, host, rest_port, max_concurrent=workers)
+            raise RecGPTError(f"cannot listen for gRPC on {host}:{grpc_port}: the port is in use (or not this host's)")
+        try:
+            self.rest_server = make_rest_server(self.manager, host, rest_port, max_concurrent=workers)
+        except OSError as error:
+            self.grpc_server.stop(0)
+            raise RecGPTError(f"cannot listen for REST on {host}:{rest_port}: {error.strerror} (is the port in use?)") from None
         self.rest_port = self.rest_server.server_address[1]
         self._rest_thread: threading.Thread | None = None
 

@@ -1,8 +1,11 @@
-"""Callbacks that put paper-protocol validation metrics into Keras logs."""
+"""Callbacks that put paper-protocol validation metrics into Keras logs, and the epoch log a resumed
+stage continues."""
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
 
 import tf_keras as keras
 
@@ -56,3 +59,41 @@ class RankingValidation(keras.callbacks.Callback):
                 f"({train_seconds:.1f}s train, {eval_seconds:.1f}s eval)",
                 flush=True,
             )
+
+
+class EpochLog(keras.callbacks.Callback):
+    """STAGE/history.csv: a row per epoch (`epoch`, then the logs in sorted key order, as Keras' CSVLogger
+    writes them), appended and flushed as each epoch ends.
+
+    A resumed run starts at the epoch after the last one backed up; at its first epoch the log is cut
+    back to the epochs before it, so an epoch that was logged but not yet backed up when the run was
+    killed (it trains again) is not logged twice. (CSVLogger cannot be cut under it: it holds the file
+    open through tf.io.gfile, which then dropped the next row.)
+
+    Args:
+        path: The CSV file; appended to when it exists.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._started or not self.path.exists():
+            self._started = True
+            return
+        self._started = True
+        with self.path.open(newline="") as handle:
+            rows = handle.readlines()[: epoch + 1]  # the header and epochs 0..epoch-1
+        self.path.write_text("".join(rows))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        keys = sorted(logs)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with self.path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["epoch", *keys])
+            writer.writerow([epoch, *(logs[k] for k in keys)])

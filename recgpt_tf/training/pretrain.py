@@ -21,7 +21,7 @@ from recgpt_tf.config import PRETRAIN_STAGE, ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.models.recgpt import RecGPT
-from recgpt_tf.training.callbacks import MONITOR, RankingValidation
+from recgpt_tf.training.callbacks import MONITOR, EpochLog, RankingValidation
 from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines, table_placement
 
 if TYPE_CHECKING:
@@ -77,12 +77,12 @@ def pretraining_data(
     return strategy, train_data, steps
 
 
-def _previous_best(history_csv: Path) -> tuple[float, int]:
-    """(best monitored value, epochs since it) from an interrupted run's CSV log."""
+def _previous_best(history_csv: Path, epochs: int) -> tuple[float, int]:
+    """(best monitored value, epochs since it) over the first `epochs` epochs of an interrupted run's CSV log."""
     if not history_csv.exists():
         return -math.inf, 0
     with history_csv.open() as handle:
-        values = [float(row[MONITOR]) for row in csv.DictReader(handle) if row.get(MONITOR)]
+        values = [float(row[MONITOR]) for row in csv.DictReader(handle) if row.get(MONITOR)][:epochs]
     if not values:
         return -math.inf, 0
     best_epoch = int(np.argmax(values))
@@ -125,26 +125,34 @@ def fit_stage(
     validation = RankingValidation(dataset.split("valid"), every=train_config.eval_every, verbose=verbose > 0)
     checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
     stopping = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=train_config.patience)
-    # After an interruption BackupAndRestore brings back weights, optimizer and
-    # epoch; the best-so-far of the monitors comes back from the CSV log.
-    best, wait = _previous_best(resume_dir / "history.csv")
-    checkpoint.best = best
     callbacks = [
         validation,  # first: the callbacks below read the metrics it logs
         checkpoint,
         stopping,
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        EpochLog(history_csv),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
         keras.callbacks.BackupAndRestore(str(resume_dir / "backup")),
         *(extra_callbacks or []),
     ]
 
-    class _ResumeStopping(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
+    class _ResumeFromLog(keras.callbacks.Callback):
+        """After an interruption BackupAndRestore brings back weights, optimizer and epoch; at the first
+        epoch this run trains, the monitors' best-so-far comes back from the epoch log before it."""
+
+        def __init__(self):
+            super().__init__()
+            self.started = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.started:
+                return
+            self.started = True
+            best, wait = _previous_best(resume_dir / "history.csv", epoch)
             if best > -math.inf:
+                checkpoint.best = best
                 stopping.best, stopping.wait = best, wait
 
-    callbacks.insert(3, _ResumeStopping())
+    callbacks.insert(3, _ResumeFromLog())
     start = time.perf_counter()
     history = model.fit(train_data, epochs=train_config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
