@@ -136,6 +136,11 @@ CURRENT_VARIANTS = {
     "no_user": ({"use_user_embedding": False}, {}, "user module off"),
     "attn_dropout_0.2": ({"attention_dropout": 0.2}, {}, "attention-weight dropout 0.5 -> 0.2"),
 }
+CURRENT_VARIANTS["d128+label_smoothing"] = (
+    {"hidden_size": 128, "intermediate_size": 512},
+    {"label_smoothing": 0.1},
+    "width 128 and label smoothing 0.1 (the two single changes that gained)",
+)
 for _name, (_model, _train, _description) in CURRENT_VARIANTS.items():
     VARIANTS[f"post_ln+token_budget+{_name}"] = (
         {**CURRENT_MODEL, **_model},

@@ -243,7 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("scann is not importable: only brute-force exports will load", file=sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    limits = Limits(max_batch=args.max_batch, max_history=args.max_history)
+    limits = Limits(max_batch=args.max_batch, max_history=args.max_history, max_elements=args.max_elements)
     server = LocalServer(args.export_base, args.host, args.grpc_port, args.rest_port, args.workers, limits, args.poll_seconds)
     server.start()
     print(
@@ -338,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=8)
     serve.add_argument("--max-batch", type=int, default=256)
     serve.add_argument("--max-history", type=int, default=1000, help="longer histories are answered from their most recent items")
+    serve.add_argument(
+        "--max-elements",
+        type=int,
+        default=2_000_000,
+        help="most elements (rows x items) one input may declare; larger requests get RESOURCE_EXHAUSTED before any tensor is built",
+    )
     serve.add_argument("--poll-seconds", type=float, default=2.0)
     serve.set_defaults(func=cmd_serve)
 
