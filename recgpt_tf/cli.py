@@ -246,12 +246,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_batch=args.max_batch, max_history=args.max_history, max_elements=args.max_elements)
     server = LocalServer(args.export_base, args.host, args.grpc_port, args.rest_port, args.workers, limits, args.poll_seconds)
     server.start()
-    print(
-        f"recgpt serve: {args.export_base} on gRPC {args.host}:{server.grpc_port}, REST {args.host}:{server.rest_port} "
-        "(a development stand-in for tensorflow_model_server; Ctrl-C or SIGTERM stops it)",
-        flush=True,
+    server.serve_until_signalled(
+        on_ready=lambda: print(
+            f"recgpt serve: {args.export_base} on gRPC {args.host}:{server.grpc_port}, REST {args.host}:{server.rest_port} "
+            "(a development stand-in for tensorflow_model_server; Ctrl-C or SIGTERM stops it)",
+            flush=True,
+        )
     )
-    server.serve_until_signalled()
     return 0
 
 

@@ -13,6 +13,7 @@ import signal
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import Callable
 
 import grpc
 
@@ -88,11 +89,15 @@ class LocalServer:
         self.rest_server.server_close()
         self.grpc_server.stop(grace).wait()
 
-    def serve_until_signalled(self) -> None:
-        """Blocks until SIGTERM or SIGINT, then shuts down cleanly (in-flight requests finish)."""
+    def serve_until_signalled(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Blocks until SIGTERM or SIGINT, then shuts down cleanly (in-flight requests finish). `on_ready`
+        runs once the handlers are installed (a "ready" line printed earlier could be answered by a
+        SIGTERM that still kills the process)."""
         done = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: done.set())
+        if on_ready is not None:
+            on_ready()
         done.wait()
         log.info("shutting down")
         self.stop()
