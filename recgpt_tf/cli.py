@@ -86,6 +86,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.format == TFRECORD or (args.format is None and TFRECORD_SUFFIX in Path(args.data).name):
         from recgpt_tf.data.streaming import DEFAULT_VALIDATION_USERS, StreamedDataset
 
+        if args.stages != "pretrain":  # checked before the scan, which reads every file
+            raise ConfigError(
+                "stages",
+                f"must be pretrain for TFRecord input, which pre-training streams; got {args.stages} (prompt-tuning needs the data file)",
+            )
+
         sampled = args.validation_users or DEFAULT_VALIDATION_USERS
         dataset = StreamedDataset.scan([str(args.data)], name=Path(args.data).name.split(".")[0].rstrip("-_*?"), validation_users=sampled)
         print(f"{args.data}: {len(dataset.files)} TFRecord files streamed; validation on {len(dataset.sample.users)} sampled users")

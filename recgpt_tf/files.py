@@ -30,22 +30,24 @@ def write_json(path: Path | str, payload: dict[str, Any]) -> None:
 def native_log_to(path: Path | str) -> Iterator[Path]:
     """While the block runs, what native code writes to stderr (TensorFlow's graph optimiser and ScaNN's
     index builder log through C++ straight to file descriptor 2, unaffected by TF_CPP_MIN_LOG_LEVEL) is
-    appended to `path` instead of the console; Python's own output still reaches the console. Nothing is
-    lost: the lines are in `path`.
+    appended to `path` instead of the console, and so is what Python log handlers created earlier write
+    to stderr (TensorFlow's own Python logger among them); `print(..., file=sys.stderr)` still reaches
+    the console. Nothing is lost: the lines are in `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
-    console = os.dup(2)
     python_stderr = sys.stderr
     with path.open("ab") as log:
-        os.dup2(log.fileno(), 2)
-        sys.stderr = os.fdopen(os.dup(console), "w", buffering=1)
+        console = os.dup(2)
         try:
+            os.dup2(log.fileno(), 2)
+            sys.stderr = os.fdopen(os.dup(console), "w", buffering=1)
             yield path
         finally:
-            sys.stderr.flush()
-            sys.stderr.close()
+            if sys.stderr is not python_stderr:
+                sys.stderr.flush()
+                sys.stderr.close()
             sys.stderr = python_stderr
             os.dup2(console, 2)
             os.close(console)

@@ -295,15 +295,17 @@ class Run:
             FINETUNE_STAGE: finetune_config.to_dict(),
         }
         summaries = {}
+        chief = Run.open(self.chief_path) if self.chief_path else self  # whose finished stages every worker follows
         for stage in plan:
-            finished = self.summary(stage)
-            if finished is not None and self.config.get(stage) == json.loads(json.dumps(planned[stage])):
+            finished = chief.summary(stage)
+            if finished is not None and chief.config.get(stage) == json.loads(json.dumps(planned[stage])):
                 # Finished with these very settings (a rerun after an interruption in a later stage): keep it.
                 summaries[stage] = {**finished, "already_trained": True}
                 if on_stage_end:
                     on_stage_end(stage, summaries[stage])
                 continue
             (self.path / EVALUATION_FILE).unlink(missing_ok=True)  # no longer describes the run
+            (self.stage_dir(stage) / SUMMARY_FILE).unlink(missing_ok=True)  # a stage being trained is not finished
             if stage == PRETRAIN_STAGE:
                 self._drop_stages_after(PRETRAIN_STAGE)
                 _, summary = pretrain(self, dataset, train_config, verbose)

@@ -41,6 +41,12 @@ def test_exported_config_paths_match_the_mount(tmp_path):
     write_models_config(tmp_path, "other")  # a second model keeps the first listed
     text = (tmp_path / "models.config").read_text()
     assert 'base_path: "/models/recgpt"' in text and 'base_path: "/models/other"' in text
+    # An operator's version labels survive the next export's update.
+    (tmp_path / "models.config").write_text(text.replace('name: "recgpt"', 'name: "recgpt"\n    version_labels { key: "stable" value: 1 }'))
+    write_models_config(tmp_path, "third")
+    from recgpt_tf.serving.servable import read_version_labels
+
+    assert read_version_labels(tmp_path) == {"other": {}, "recgpt": {"stable": 1}, "third": {}}
     write_batching_parameters(tmp_path)
     assert "max_batch_size { value: 64 }" in (tmp_path / "batching_parameters.txt").read_text()
 

@@ -86,12 +86,8 @@ GOOD = {"user_id": user_proto(["1"]), "history": history_proto([["3", "4"]])}
 
 
 def test_a_tiny_grpc_request_declaring_a_huge_tensor_is_refused_at_once_without_memory(served):
-    broadcast = tf.make_tensor_proto(np.array([b"7"], dtype=object)).SerializeToString()
-    history = tf.make_tensor_proto(np.array([b"7"], dtype=object))
-    history.tensor_shape.Clear()
-    for size in (256, 1_000_000):  # a lone string_val broadcasts to the whole declared shape
-        history.tensor_shape.dim.add(size=size)
-    assert len(history.SerializeToString()) < 64 and len(broadcast) < 64
+    history = _shape_proto([256, 1_000_000])  # a lone string_val broadcasts to the whole declared shape
+    assert len(history.SerializeToString()) < 64
     before = _rss_mb()
     for inputs, fragment in [
         ({"user_id": user_proto(["1"] * 256), "history": history}, "above the limit"),
@@ -264,11 +260,13 @@ def test_export_versions_are_validated_allocated_once_and_readable_by_other_user
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / "recgpt").mkdir()
-    abandoned = tmp_path / "recgpt" / f".1.staging-{socket.gethostname()}-{dead.pid}-x"
-    live = tmp_path / "recgpt" / f".1.staging-{socket.gethostname()}-{os.getpid()}-y"
-    abandoned.mkdir(), live.mkdir()
-    assert remove_abandoned_staging(tmp_path / "recgpt") == [abandoned] and live.exists()
-    live.rmdir()
+    abandoned = tmp_path / "recgpt" / f".1.staging-{dead.pid}@{socket.gethostname()}@x"
+    live = tmp_path / "recgpt" / f".1.staging-{os.getpid()}@{socket.gethostname()}@y"
+    elsewhere = tmp_path / "recgpt" / f".1.staging-{dead.pid}@{socket.gethostname()}-12@z"  # host "HOST-12" shares the base
+    for path in (abandoned, live, elsewhere):
+        path.mkdir()
+    assert remove_abandoned_staging(tmp_path / "recgpt") == [abandoned] and live.exists() and elsewhere.exists()
+    live.rmdir(), elsewhere.rmdir()
 
     # Two `recgpt export` processes racing for version 1: both publish, under different numbers, whole.
     recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
@@ -280,7 +278,8 @@ def test_export_versions_are_validated_allocated_once_and_readable_by_other_user
     assert errors == [] and [p.name for p in results] == ["1", "2"], errors
     for path in results:
         assert json.loads((path / "assets.extra" / "recgpt.json").read_text())["version"] == int(path.name)
-        assert path.stat().st_mode & 0o055 == 0o055  # group and others may read and enter
+        umask = int(next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Umask:")).split()[1], 8)
+        assert path.stat().st_mode & 0o777 == 0o777 & ~umask  # as any directory this user makes, not mkdtemp's 0700
     assert [p.name for p in (tmp_path / "recgpt").iterdir() if p.name.startswith(".")] == []
     with pytest.raises(ExportError, match="already exists"):
         export_from_run(run_dir, model, tmp_path, (10,), index_kind="brute-force", version=2)

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from recgpt_tf.config import TrainConfig
 
 SPLITS = ("valid", "test")
+HELD_OUT = 2  # the validation and test items at the end of each evaluated sequence
+
+
+def train_length(length: int) -> int:
+    """Training items of a sequence of `length`: all but the held-out two, or all of a sequence too short
+    to evaluate (fewer than three items)."""
+    return length - HELD_OUT if length > HELD_OUT else length
 
 
 @dataclasses.dataclass
@@ -104,7 +111,7 @@ class Dataset:
     def train_sequences(self) -> list[np.ndarray]:
         """Each user's training items: all but the last two (users with fewer than
         three items keep everything for training and are not evaluated)."""
-        return [s[:-2] if len(s) >= 3 else s for s in self.sequences]
+        return [s[: train_length(len(s))] for s in self.sequences]
 
     def split(self, name: str) -> EvalSplit:
         """The validation or test question for every user with at least three items."""

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.config import TrainConfig
-from recgpt_tf.data.dataset import Dataset, EvalSplit
+from recgpt_tf.data.dataset import HELD_OUT, Dataset, EvalSplit, train_length
 from recgpt_tf.data.examples import EXAMPLE_SPEC, ITEMS_FEATURE, USER_FEATURE, compression_type, match_files
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID, batch_examples
 from recgpt_tf.data.vocab import Vocabulary
@@ -32,11 +32,6 @@ DEFAULT_VALIDATION_USERS = 50_000
 # Records shuffled together when streaming (on top of shuffling the order of the files).
 SHUFFLE_BUFFER = 20_000
 _SCAN_BATCH = 4096
-
-
-def _train_part(length: int) -> int:
-    """Training items of a sequence of `length` (all but the held-out two, as `Dataset.train_sequences`)."""
-    return length - 2 if length >= 3 else length
 
 
 @dataclasses.dataclass
@@ -78,6 +73,8 @@ class StreamedDataset:
         if validation_users < 1:
             raise ConfigError("validation_users", f"must be >= 1; got {validation_users}")
         files = match_files(patterns)
+        if len({compression_type(f) for f in files}) > 1:
+            raise DataFormatError(", ".join(files[:3]), None, "mixes GZIP (.gz) and uncompressed TFRecord files; give files of one kind")
         rng = np.random.default_rng(seed)
         items: dict[str, int] = {}  # item -> training interactions, in first-seen order
         users: dict[str, None] = {}
@@ -90,7 +87,7 @@ class StreamedDataset:
                     raise DataFormatError(file, None, f"user {user!r} appears in two records")
                 seen = len(users)
                 users[user] = None
-                train = _train_part(len(sequence))
+                train = train_length(len(sequence))
                 for position, item in enumerate(sequence):
                     items[item] = items.get(item, 0) + (position < train)
                 length_counts[train] = length_counts.get(train, 0) + 1
@@ -102,6 +99,8 @@ class StreamedDataset:
                     slot = int(rng.integers(seen + 1))
                     if slot < validation_users:
                         reservoir[slot] = (seen, user, sequence)
+        if not users:
+            raise DataFormatError(", ".join(files[:3]), None, "the TFRecord files hold no records")
         item_vocab = Vocabulary.build(items, oov_slot="end")
         user_vocab = Vocabulary.build(users, oov_slot="zero")
         counts = np.zeros(item_vocab.size + 2, np.int64)
@@ -176,7 +175,7 @@ class StreamedDataset:
             parsed = tf.io.parse_single_example(record, EXAMPLE_SPEC)
             sequence = parsed[ITEMS_FEATURE].values
             length = tf.size(sequence)
-            train = sequence[: tf.where(length >= 3, length - 2, length)]
+            train = sequence[: tf.where(length > HELD_OUT, length - HELD_OUT, length)]  # as train_length
             ids = tf.cast(item_table.lookup(train[-window:]), tf.int32)
             return {
                 USER_ID: tf.cast(user_table.lookup(parsed[USER_FEATURE]), tf.int32),

@@ -47,9 +47,12 @@ def next_version(model_dir: Path) -> int:
     return max(version_numbers(model_dir), default=0) + 1
 
 
+_PUBLISH_ATTEMPTS = 100  # versions tried when concurrent exports keep taking the next number
+
+
 def _staging_prefix(version: int | str) -> str:
     """Hidden staging directories name their host and process, so abandoned ones can be told apart."""
-    return f".{version}.staging-{socket.gethostname()}-{os.getpid()}-"
+    return f".{version}.staging-{os.getpid()}@{socket.gethostname()}@"  # no host name holds "@"
 
 
 def _umask() -> int:
@@ -67,7 +70,7 @@ def remove_abandoned_staging(model_dir: Path) -> list[Path]:
     """Removes the staging directories of exports on this host whose process is gone (killed mid-export);
     returns them. Staging of live processes, or of other hosts sharing the directory, is left alone."""
     removed = []
-    pattern = re.compile(rf"^\.\d+\.staging-{re.escape(socket.gethostname())}-(\d+)-")
+    pattern = re.compile(rf"^\.\d+\.staging-(\d+)@{re.escape(socket.gethostname())}@")
     for path in model_dir.iterdir() if model_dir.is_dir() else []:
         match = pattern.match(path.name)
         if match and path.is_dir() and not _process_alive(int(match[1])):
@@ -104,16 +107,26 @@ def write_warmup(path: Path, model_name: str, users: Sequence[str], histories: S
 
 
 def write_models_config(export_base: Path, model_name: str) -> None:
-    """EXPORT_BASE/models.config for `--model_config_file`, keeping other models listed there."""
+    """EXPORT_BASE/models.config for `--model_config_file`: adds `model_name` (latest-version policy) and keeps
+    every model and setting already there, an operator's `version_labels` included."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     path = export_base / "models.config"
-    names = set(re.findall(r'name:\s*"([^"]+)"', path.read_text())) if path.exists() else set()
-    names.add(model_name)
-    entries = "".join(
-        f'  config {{\n    name: "{n}"\n    base_path: "/models/{n}"\n    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{ latest {{ num_versions: 1 }} }}\n  }}\n"
-        for n in sorted(names)
-    )
-    write_text_atomic(path, f"model_config_list {{\n{entries}}}\n")
+    config = model_server_config_pb2.ModelServerConfig()
+    if path.exists():
+        try:
+            text_format.Parse(path.read_text(), config)
+        except text_format.ParseError as error:
+            raise ExportError(f"{path} is not a TF Serving ModelServerConfig ({error}); fix or remove it") from None
+    models = config.model_config_list.config
+    if model_name not in {model.name for model in models}:
+        entry = models.add(name=model_name, base_path=f"/models/{model_name}", model_platform="tensorflow")
+        entry.model_version_policy.latest.num_versions = 1
+        ordered = sorted(models, key=lambda model: model.name)
+        config.model_config_list.ClearField("config")
+        config.model_config_list.config.extend(ordered)
+    write_text_atomic(path, text_format.MessageToString(config))
 
 
 def write_batching_parameters(export_base: Path) -> None:
@@ -237,7 +250,7 @@ def write_version(
             "warmup_requests": warmups,
             "save_seconds": time.perf_counter() - start,
         }
-        while True:
+        for _ in range(_PUBLISH_ATTEMPTS):
             (extra / METADATA_FILE).write_text(json.dumps(payload, indent=2) + "\n")
             final = model_dir / str(payload["version"])
             try:
@@ -249,6 +262,8 @@ def write_version(
                 if not take_next_free:
                     raise ExportError(f"{final} was published by another export meanwhile; choose another --version") from None
                 payload["version"] = next_version(model_dir)  # a concurrent export took this number
+        else:
+            raise ExportError(f"no free version under {model_dir} after {_PUBLISH_ATTEMPTS} attempts (is something else writing there?)")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -21,6 +21,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from recgpt_tf.config import check_objective
+from recgpt_tf.errors import ConfigError
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
@@ -99,6 +100,8 @@ def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrie
     averages over the batch itself inside a `tf.distribute` strategy, and the mean is taken in
     `retrieval_loss` instead. `label_smoothing` applies to the softmax objective only."""
     check_objective(objective, label_smoothing)
+    if objective == "auto":
+        raise ConfigError("objective", "'auto' must be resolved for the catalogue first (TrainConfig.for_catalogue)")
     per_query = keras.losses.Reduction.NONE
     if objective == "softmax":
         task = CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")

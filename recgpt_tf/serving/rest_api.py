@@ -73,6 +73,7 @@ class RestHandler(BaseHTTPRequestHandler):
     slots: threading.BoundedSemaphore  # set by make_rest_server
     server_version = "recgpt-tf-serving"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may take to send a request line, headers or body (a stalled one is dropped)
 
     def log_message(self, fmt, *args) -> None:  # quiet: requests are not logged one by one
         log.debug(fmt, *args)
@@ -97,8 +98,14 @@ class RestHandler(BaseHTTPRequestHandler):
     def _guard(self, handler) -> None:
         self._body_read = False
         try:
-            with self.slots:  # a bounded number of requests hold bodies and tensors at once
+            # A bounded number of requests hold bodies and tensors at once; a request that finds no slot
+            # within the socket timeout is told to come back rather than queued without end.
+            if not self.slots.acquire(timeout=self.timeout):
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is busy; retry")
+            try:
                 status, payload = handler()
+            finally:
+                self.slots.release()
         except ServingError as error:
             status, payload = error.http_status, {"error": error.message}
         except Exception as error:  # never let a request take the endpoint down

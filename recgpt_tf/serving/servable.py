@@ -151,6 +151,9 @@ class Servable:
         try:
             with self.graph.as_default():
                 self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
+        except Exception:
+            self.session.close()
+            raise
         finally:
             tf_log.setLevel(level)
         self.signatures = {k: v for k, v in self.meta_graph.signature_def.items() if not k.startswith("__")}
@@ -283,8 +286,9 @@ class ModelManager:
 
     def _poll_model(self, name: str) -> None:
         versions = version_numbers(self.base / name)
-        for key in [k for k in self._failed if k[0] == name and k[1] not in versions]:
-            del self._failed[key]  # removed: nothing left to report or retry
+        with self._lock:
+            for key in [k for k in self._failed if k[0] == name and k[1] not in versions]:
+                del self._failed[key]  # removed: nothing left to report or retry
         current = self._servables.get(name)
         serving = current.version if current is not None and current.version in versions else None
         for version in reversed(versions):
@@ -295,15 +299,20 @@ class ModelManager:
             failed = self._failed.get((name, version))
             if failed is not None and failed[0] == fingerprint:
                 continue  # failed on these very files; tried again when they change
+            servable = None
             try:
                 start = time.perf_counter()
                 servable = Servable(name, version, path)
                 replayed = servable.warm_up(self.limits)
             except Exception as error:  # a bad version must not take the endpoint down
-                self._failed[(name, version)] = (fingerprint, str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+                if servable is not None:
+                    servable.close()
+                with self._lock:
+                    self._failed[(name, version)] = (fingerprint, str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
                 log.error("model %s version %d failed to load: %s", name, version, error)
                 continue
-            self._failed.pop((name, version), None)
+            with self._lock:
+                self._failed.pop((name, version), None)
             self._switch(name, servable)
             log.info("model %s version %d AVAILABLE (%d warmup requests, %.1fs)", name, version, replayed, time.perf_counter() - start)
             return
@@ -352,7 +361,9 @@ class ModelManager:
             servable = self._servables.get(name)
         if servable is not None:
             rows.append((servable.version, "AVAILABLE", ""))
-        rows += [(v, "END", msg) for (n, v), (_, msg) in sorted(self._failed.items()) if n == name]
+        with self._lock:
+            failed = sorted(self._failed.items())
+        rows += [(v, "END", msg) for (n, v), (_, msg) in failed if n == name]
         if not rows:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         if version is not None:

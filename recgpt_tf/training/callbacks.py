@@ -11,6 +11,7 @@ import tf_keras as keras
 
 from recgpt_tf.data.dataset import EvalSplit
 from recgpt_tf.evaluation.evaluate import evaluate_model
+from recgpt_tf.files import write_text_atomic
 
 MONITOR = "val_NDCG@10"
 
@@ -86,7 +87,7 @@ class EpochLog(keras.callbacks.Callback):
         self._started = True
         with self.path.open(newline="") as handle:
             rows = handle.readlines()[: epoch + 1]  # the header and epochs 0..epoch-1
-        self.path.write_text("".join(rows))
+        write_text_atomic(self.path, "".join(rows))  # other workers may be reading it
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

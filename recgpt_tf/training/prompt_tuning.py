@@ -64,7 +64,7 @@ class PromptConfig:
         (the run's --epochs, a cap for every stage) bounds prompt-tuning too."""
         config = cls(prompt_window) if loss_positions is None else cls(prompt_window, loss_positions=loss_positions)
         if epochs is not None:
-            config.train = dataclasses.replace(config.train, epochs=epochs)
+            config.train = dataclasses.replace(config.train, epochs=min(epochs, config.train.epochs))
         return config
 
     def to_dict(self) -> dict:
