@@ -149,11 +149,12 @@ for _name, (_model, _train, _description) in CURRENT_VARIANTS.items():
     )
 
 
-def run_variant(dataset: Dataset, name: str, runs: Path) -> dict:
+def run_variant(dataset: Dataset, name: str, runs: Path, seed: int | None = None) -> dict:
+    """Pre-trains variant `name` (with `seed` instead of the reference's, when given) and returns its row."""
     model_changes, train_changes, description = VARIANTS[name]
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **{**REFERENCE_MODEL, **model_changes})
-    train_config = TrainConfig(**{**REFERENCE_TRAIN, **train_changes})
-    run_dir = runs / dataset.name / name
+    train_config = TrainConfig(**{**REFERENCE_TRAIN, **train_changes, **({"seed": seed} if seed is not None else {})})
+    run_dir = runs / dataset.name / (name if seed is None else f"{name}@seed{seed}")
     if (run_dir / "pretrain" / "summary.json").exists():
         shutil.rmtree(run_dir)  # a finished run missing from the JSON: redo it rather than trust a stale one
     _, summary = pretrain(Run.create(run_dir, dataset, model_config, seed=train_config.seed), dataset, train_config, verbose=0)
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/ablations"))
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="variants to run (default: all, in table order)")
+    parser.add_argument("--seed", type=int, default=None, help="another seed than the reference's 42 (rows named VARIANT@seedN)")
     args = parser.parse_args()
 
     dataset = Dataset.from_file(args.data)
@@ -206,10 +208,11 @@ def main() -> None:
         reference={"model": REFERENCE_MODEL, "train": REFERENCE_TRAIN},
     )
     results = report.setdefault("variants", {})
-    for name in args.only or list(VARIANTS):
+    for variant in args.only or list(VARIANTS):
+        name = variant if args.seed is None else f"{variant}@seed{args.seed}"
         if name in results:
             continue
-        results[name] = run_variant(dataset, name, args.runs)
+        results[name] = run_variant(dataset, variant, args.runs, args.seed)
         valid = results[name]["valid"]
         print(
             f"{name:<18} valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}  "
