@@ -307,7 +307,7 @@ class Run:
             (self.path / EVALUATION_FILE).unlink(missing_ok=True)  # no longer describes the run
             (self.stage_dir(stage) / SUMMARY_FILE).unlink(missing_ok=True)  # a stage being trained is not finished
             if stage == PRETRAIN_STAGE:
-                self._drop_stages_after(PRETRAIN_STAGE)
+                self._drop_stages_after_pretraining()
                 _, summary = pretrain(self, dataset, train_config, verbose)
             elif stage == PROMPT_STAGE:
                 _, summary = prompt_tune(self.load_model(PRETRAIN_STAGE), dataset, self, prompt_config, verbose)
@@ -318,15 +318,15 @@ class Run:
                 on_stage_end(stage, summary)
         return summaries
 
-    def _drop_stages_after(self, stage: str) -> None:
-        """Removes the stages trained from an earlier `stage` (their weights, prompt cache, configuration):
-        `stage` is training anew, so they no longer follow from it."""
+    def _drop_stages_after_pretraining(self) -> None:
+        """Removes the stages trained from the pre-trained weights (their weights, prompt cache, logs and
+        configuration): pre-training is training anew, so they no longer follow from it."""
         for later in (PROMPT_STAGE, FINETUNE_STAGE):
-            if later != stage and (self.stage_dir(later).exists() or later in self.config):
-                shutil.rmtree(self.stage_dir(later), ignore_errors=True)
-                shutil.rmtree(self.log_dir(later), ignore_errors=True)
-                self.config.pop(later, None)
-                write_json(self.path / CONFIG_FILE, self.config)
+            shutil.rmtree(self.stage_dir(later), ignore_errors=True)
+            shutil.rmtree(self.log_dir(later), ignore_errors=True)
+        dropped = [self.config.pop(later, None) for later in (PROMPT_STAGE, FINETUNE_STAGE)]
+        if any(config is not None for config in dropped):
+            write_json(self.path / CONFIG_FILE, self.config)
 
     def evaluate(self, dataset: Dataset) -> dict:
         """Every trained variant on the paper's protocol (the `evaluate --json` document), written to

@@ -27,23 +27,28 @@ FLAGS += ["--epochs", "4", "--patience", "4", "--batch-size", "64", "--stages", 
 TOLERANCE = 0.10  # measured: 0.240 against 0.249 (4%)
 
 
-@pytest.mark.slow
-@pytest.mark.cluster
-def test_two_workers_train_like_one_process_and_only_the_chief_writes_the_run(tmp_path):
-    seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
-    data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_local_ports(2)]}
+def start_multi_worker_job(data: str, out: Path, flags: list[str], ports: list[int]) -> list[subprocess.Popen]:
+    """`recgpt train --strategy multi-worker` in one process per port on 127.0.0.1 (worker 0 is the chief)."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
-    workers = [
+    return [
         subprocess.Popen(
-            [recgpt, "train", data, "--out", str(tmp_path / "run"), "--strategy", "multi-worker", *FLAGS],
+            [recgpt, "train", data, "--out", str(out), "--strategy", "multi-worker", *flags],
             env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for index in range(2)
+        for index in range(len(ports))
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_two_workers_train_like_one_process_and_only_the_chief_writes_the_run(tmp_path):
+    seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
+    data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
+    workers = start_multi_worker_job(data, tmp_path / "run", FLAGS, free_local_ports(2))
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
 
@@ -79,23 +84,9 @@ def test_a_restarted_multi_worker_job_resumes_every_worker_at_the_chiefs_epoch(t
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
     data = write_lines(tmp_path / "data.txt", [f"{u} {' '.join(items)}" for u, items in seqs.items()])
     flags = [*FLAGS[: FLAGS.index("--epochs")], "--epochs", "8", "--patience", "8", *FLAGS[FLAGS.index("--batch-size") :]]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_local_ports(2)]}
-    recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")
+    ports = free_local_ports(2)
     history = tmp_path / "run" / "pretrain" / "history.csv"
-
-    def start_job() -> list[subprocess.Popen]:
-        return [
-            subprocess.Popen(
-                [recgpt, "train", data, "--out", str(tmp_path / "run"), "--strategy", "multi-worker", *flags],
-                env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for index in range(2)
-        ]
-
-    workers = start_job()
+    workers = start_multi_worker_job(data, tmp_path / "run", flags, ports)
     deadline = time.time() + 300
     while (not history.exists() or len(history.read_text().splitlines()) < 4) and time.time() < deadline:
         time.sleep(0.2)  # three epochs done
@@ -105,7 +96,9 @@ def test_a_restarted_multi_worker_job_resumes_every_worker_at_the_chiefs_epoch(t
         worker.wait()
     done = len(history.read_text().splitlines()) - 1
 
-    workers = start_job()  # the non-chief's scratch run is new: it must resume from the chief's backup
+    workers = start_multi_worker_job(
+        data, tmp_path / "run", flags, ports
+    )  # the non-chief's scratch run is new: it must resume from the chief's backup
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     epochs = [int(row.split(",")[0]) for row in history.read_text().splitlines()[1:]]

@@ -34,17 +34,14 @@ def _bad(message: str) -> ServingError:
 def _tensor(key: str, value, dtype: tf.dtypes.DType, limits: Limits):
     """A JSON value as a TensorProto of the signature's dtype; ragged string rows are right-padded with "".
 
-    Rows are bounded before any array is built: over `max_history_hard` items a row is refused, over
-    `max_history` it is cut to its most recent items (as the gRPC path does), and the padded shape
-    must fit `max_elements`, so one long row beside many empty ones cannot blow up when padded.
+    Ragged rows are checked against `limits` in the shape they would be padded to, before padding, so
+    one long row beside many empty ones cannot blow up; rows over `max_history` are then cut by
+    `Servable.run`, as for gRPC.
     """
     if dtype == tf.string:
         ragged = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
         if ragged:
-            longest = max(len(row) for row in value)
-            limits.check_shape(key, [len(value), longest])
-            if longest > limits.max_history:
-                value = [[t for t in row if t != ""][-limits.max_history :] for row in value]
+            limits.check_shape(key, [len(value), max(len(row) for row in value)])
         array = pad_histories(value) if ragged else np.array(value, dtype=object)
         limits.check_shape(key, list(array.shape))
         if array.size and not all(isinstance(v, str) for v in array.ravel()):
