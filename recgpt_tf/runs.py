@@ -295,9 +295,9 @@ class Run:
             FINETUNE_STAGE: finetune_config.to_dict(),
         }
         summaries = {}
-        chief = Run.open(self.chief_path) if self.chief_path else self  # whose finished stages every worker follows
+        chief = self._chief()
         for stage in plan:
-            finished = chief.summary(stage)
+            finished = chief.summary(stage) if chief else None
             if finished is not None and chief.config.get(stage) == json.loads(json.dumps(planned[stage])):
                 # Finished with these very settings (a rerun after an interruption in a later stage): keep it.
                 summaries[stage] = {**finished, "already_trained": True}
@@ -317,6 +317,13 @@ class Run:
             if on_stage_end:
                 on_stage_end(stage, summary)
         return summaries
+
+    def _chief(self) -> "Run | None":
+        """The run whose finished stages every worker follows: this one, or on a non-chief worker the
+        chief's, None while the chief has not written it yet (the workers start together; none is finished)."""
+        if self.chief_path is None:
+            return self
+        return Run.open(self.chief_path) if (self.chief_path / CONFIG_FILE).is_file() else None
 
     def _drop_stages_after_pretraining(self) -> None:
         """Removes the stages trained from the pre-trained weights (their weights, prompt cache, logs and

@@ -121,6 +121,16 @@ def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_datase
     assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"
 
 
+def test_a_worker_trains_what_its_chief_has_not_finished_even_before_the_chief_wrote_its_run(trained, tiny_dataset, tmp_path):
+    # Workers of one job start together: a worker may look at the chief's run before the chief created it.
+    early = tiny_run(tiny_dataset, tmp_path / "early")
+    early.chief_path = tmp_path / "chief-not-created-yet"
+    assert "already_trained" not in early.train(tiny_dataset, "pretrain", tiny_train_config(epochs=1), verbose=0)["pretrain"]
+    late = tiny_run(tiny_dataset, tmp_path / "late")
+    late.chief_path, _, _ = trained  # the chief finished pre-training with these settings
+    assert late.train(tiny_dataset, "pretrain", tiny_train_config(), verbose=0)["pretrain"]["already_trained"]
+
+
 @pytest.mark.parametrize("objective", ["sampled_softmax", "bce"])
 def test_every_objective_trains_under_a_distribution_strategy(tiny_dataset, tmp_path, objective):
     # Keras refuses a loss that averages over the batch itself inside a strategy; the tasks reduce per query.
