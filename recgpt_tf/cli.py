@@ -38,8 +38,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None, metavar="BOOL")
             elif field.name in TRAIN_CHOICES:
                 group.add_argument(flag, choices=TRAIN_CHOICES[field.name], default=None)
-            else:
-                group.add_argument(flag, type=type(field.default), default=None)
+            else:  # a field whose default is None (decided by the other settings) takes a float
+                group.add_argument(flag, type=float if field.default is None else type(field.default), default=None)
 
 
 def _configs(args: argparse.Namespace, num_items: int, num_users: int) -> tuple[ModelConfig, TrainConfig]:

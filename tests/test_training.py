@@ -6,7 +6,7 @@ import pytest
 import tf_keras as keras
 
 from helpers import tiny_run, tiny_train_config
-from recgpt_tf.config import SAMPLED_SOFTMAX_MIN_ITEMS, TrainConfig
+from recgpt_tf.config import SAMPLED_SOFTMAX_MIN_ITEMS, SOFTMAX_LABEL_SMOOTHING, TrainConfig
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
@@ -145,5 +145,10 @@ def test_objective_auto_trains_the_full_softmax_below_the_threshold_and_the_samp
     assert TrainConfig().for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS - 1).objective == "softmax"
     assert TrainConfig().for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS).objective == "sampled_softmax"
     assert TrainConfig(objective="bce").for_catalogue(10**7).objective == "bce"  # an explicit choice stands
+    # Label smoothing follows the objective it resolves to, unless set.
+    assert TrainConfig().for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS - 1).label_smoothing == SOFTMAX_LABEL_SMOOTHING > 0
+    assert TrainConfig().for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS).label_smoothing == 0.0
+    assert TrainConfig(objective="bce").for_catalogue(10).label_smoothing == 0.0
+    assert TrainConfig(label_smoothing=0.0).for_catalogue(10).label_smoothing == 0.0
     with pytest.raises(ConfigError, match="label_smoothing"):
         TrainConfig(label_smoothing=0.1).for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS)
