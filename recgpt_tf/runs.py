@@ -222,15 +222,29 @@ class Run:
         return model
 
     def fork(self, path: Path | str) -> "Run":
-        """A new run directory sharing this run's configuration, vocabularies and
-        pre-trained weights (e.g. to prompt-tune with another K); reused if present."""
+        """A run directory sharing this run's configuration, vocabularies and pre-trained weights (e.g. to
+        prompt-tune with another K).
+
+        A fork of this very pre-training at `path` is reused with its stages. A fork of an earlier
+        pre-training on the same data is brought up to date: its later stages followed from the old
+        weights, so they are dropped, as `train` drops them when pre-training anew. A run on other data
+        is refused.
+        """
         path = Path(path)
+        if (path / CONFIG_FILE).is_file():
+            fork = Run.open(path)
+            if fork.config.get("statistics") != self.config.get("statistics"):
+                raise RunDirectoryError(f"{path} holds a run on other data ({fork.config.get('dataset')}); fork into another directory")
+            if fork.summary(PRETRAIN_STAGE) == self.summary(PRETRAIN_STAGE):  # a summary is unique to one training
+                return fork
+            fork._drop_stages_after_pretraining()
         (path / PRETRAIN_STAGE).mkdir(parents=True, exist_ok=True)
         for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE, SAMPLES_FILE):
-            if (self.path / name).exists() and not (path / name).exists():
+            if (self.path / name).exists():
                 shutil.copy(self.path / name, path / name)
-        for file in self.stage_dir(PRETRAIN_STAGE).glob("weights*"):
-            shutil.copy(file, path / PRETRAIN_STAGE / file.name)
+        for file in [*self.stage_dir(PRETRAIN_STAGE).glob("weights*"), self.stage_dir(PRETRAIN_STAGE) / SUMMARY_FILE]:
+            if file.exists():
+                shutil.copy(file, path / PRETRAIN_STAGE / file.name)
         return Run.open(path)
 
     def dataset(self, data: Path | str, data_format: str | None = None) -> Dataset:

@@ -121,6 +121,30 @@ def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_datase
     assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"
 
 
+def test_a_fork_follows_its_parents_pre_training(trained, tiny_dataset, tmp_path):
+    from recgpt_tf.data import Dataset, synthetic_sequences
+    from recgpt_tf.errors import RunDirectoryError
+    from recgpt_tf.training import PromptConfig
+
+    run_dir, _, _ = trained
+    parent = Run.open(run_dir).fork(tmp_path / "parent")  # a copy of the shared fixture to pre-train anew
+    fork = parent.fork(tmp_path / "fork")
+    fork.train(tiny_dataset, "prompt", prompt_config=PromptConfig(1, TrainConfig(epochs=1)), verbose=0)
+    assert parent.fork(fork.path).has_stage("prompt"), "a fork of the same pre-training keeps its stages"
+
+    parent.train(tiny_dataset, "pretrain", tiny_train_config(epochs=1, seed=3), verbose=0)
+    refreshed = parent.fork(fork.path)
+    assert not refreshed.has_stage("prompt"), "prompt-tuned from weights the parent no longer has"
+    assert refreshed.summary("pretrain") == parent.summary("pretrain") and refreshed.config["pretrain"]["seed"] == 3
+    for x, y in zip(refreshed.load_model().get_weights(), parent.load_model().get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+    other = Dataset.from_interactions(synthetic_sequences(num_users=50, num_items=30, seed=9), name="other")
+    tiny_run(other, tmp_path / "other")
+    with pytest.raises(RunDirectoryError, match="other data"):
+        parent.fork(tmp_path / "other")
+
+
 def test_a_worker_trains_what_its_chief_has_not_finished_even_before_the_chief_wrote_its_run(trained, tiny_dataset, tmp_path):
     # Workers of one job start together: a worker may look at the chief's run before the chief created it.
     early = tiny_run(tiny_dataset, tmp_path / "early")
