@@ -80,11 +80,11 @@ def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     sensitivity = {}
     for k in k_sweep:
         sweep_dir = run_dir if k == PromptConfig().prompt_window else runs / f"{path.stem}_K{k}"  # the default K is the main run
-        if not (sweep_dir / "prompt" / "summary.json").exists():
-            fork = run.fork(sweep_dir)  # shares the pre-trained weights; prompt-tuned with K = k
+        fork = run.fork(sweep_dir)  # the pre-trained weights of `run`; its prompt stage is kept only if tuned from them
+        if fork.summary("prompt") is None:
             prompt_tune(fork.load_model("pretrain"), dataset, fork, PromptConfig(k), verbose=2)
-        summary = Run.open(sweep_dir).summary("prompt")
-        tuned = Run.open(sweep_dir).load_model("prompt")
+        summary = fork.summary("prompt")
+        tuned = fork.load_model("prompt")
         sensitivity[str(k)] = {
             "valid": summary["valid"],
             "test": evaluate_model(tuned, dataset.split("test")),
