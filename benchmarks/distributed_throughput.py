@@ -66,7 +66,9 @@ def child(args: argparse.Namespace) -> dict:
     else:
         dataset = make_dataset(args)
     data_seconds = time.perf_counter() - start
-    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
+    model_config = ModelConfig(
+        num_items=dataset.num_items, num_users=dataset.num_users, hidden_size=64, intermediate_size=256, num_layers=1, dropout=0.2
+    )
     train_config = TrainConfig(objective="sampled_softmax", batch_size=args.batch_size, strategy=strategy_name, seed=args.seed)
     strategy, train_data, steps_per_epoch = pretraining_data(dataset, model_config.max_length, train_config, vocabulary_files)
     if steps_per_epoch is None:

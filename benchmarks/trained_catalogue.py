@@ -119,7 +119,9 @@ def subsample(split, count: int, seed: int):
 
 def train(dataset: Dataset, args, out: Path):
     """Trains into `out` (a run directory), writes pretrain/summary.json; resumes after an interruption."""
-    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, num_layers=1, dropout=0.2)
+    model_config = ModelConfig(
+        num_items=dataset.num_items, num_users=dataset.num_users, hidden_size=64, intermediate_size=256, num_layers=1, dropout=0.2
+    )
     train_config = TrainConfig(
         objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed
     )
