@@ -29,27 +29,35 @@ from recgpt_tf.training.pretrain import build_model, make_optimizer, pretraining
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:
-    """ "NAME:field=value,…" → (name, ModelConfig changes, TrainConfig changes); values parse as numbers."""
+    """`NAME:field=value,…` → (name, ModelConfig changes, TrainConfig changes); a value is an int, a float
+    or else a string (`objective=bce`)."""
     name, _, assignments = text.partition(":")
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model_changes, train_changes = {}, {}
     for assignment in filter(None, assignments.split(",")):
         field, _, value = assignment.partition("=")
-        number = float(value)
-        (model_changes if field in model_fields else train_changes)[field] = (
-            int(number) if number.is_integer() and field != "label_smoothing" else number
-        )
+        (model_changes if field in model_fields else train_changes)[field] = _value(value)
     return name, model_changes, train_changes
 
 
+def _value(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def epoch_seconds(dataset: Dataset, model_changes: dict, train_changes: dict) -> float:
+    """Seconds of one epoch of `model.fit` on `dataset`'s training split, after five traced warm-up steps."""
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_changes)
     train_config = TrainConfig(**train_changes).for_catalogue(dataset.num_items)
     keras.utils.set_random_seed(train_config.seed)
     _, batches, _ = pretraining_data(dataset, model_config.max_length, train_config, None)
     model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
     model.set_item_frequencies(dataset.item_counts())
-    model.compile(optimizer=make_optimizer(train_config, lambda: 1))
+    model.compile(optimizer=make_optimizer(train_config, lambda: int(batches.reduce(0, lambda n, _: n + 1))))
     model.fit(batches.take(5), epochs=1, verbose=0)  # traces the step
     start = time.perf_counter()
     model.fit(batches, epochs=1, verbose=0)

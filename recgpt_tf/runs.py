@@ -63,6 +63,12 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
     }
 
 
+def _recorded_model_config(model: dict) -> ModelConfig:
+    """The architecture config.json records; runs written before a field existed were built with what was
+    then the only layout."""
+    return ModelConfig(**{**LEGACY_MODEL_FIELDS, "attention_dropout": model.get("dropout", 0.5), **model})
+
+
 @dataclasses.dataclass
 class Run:
     """One run directory: the only code that names, writes and reads its files.
@@ -87,7 +93,7 @@ class Run:
         """A run directory for `dataset`: vocabularies, sample requests and the model configuration.
 
         An existing run at `path` on the same data is kept (its stages resume); one on other
-        data is refused.
+        data, or one with trained stages of another architecture, is refused.
 
         Args:
             path: Created if missing.
@@ -111,6 +117,15 @@ class Run:
                 f"{path} holds a run on other data ({config.get('dataset')}: {config['statistics']}); "
                 f"train {dataset.name} into another directory, or delete this one"
             )
+        if "model" in config and any((path / stage).exists() for stage in TRAINED_STAGES):
+            # Its weights (and an interrupted stage's backup) have the recorded shapes and layout.
+            recorded = _recorded_model_config(config["model"]).to_dict()
+            changed = [f"{k} {recorded[k]!r} -> {v!r}" for k, v in model_config.to_dict().items() if recorded[k] != v]
+            if changed:
+                raise RunDirectoryError(
+                    f"{path} holds a run of another architecture ({', '.join(changed)}); pass its recorded settings "
+                    "to resume it, or train into another directory"
+                )
         dataset.item_vocab.save(path / ITEMS_FILE)
         dataset.user_vocab.save(path / USERS_FILE)
         in_memory = dataset.sample if isinstance(dataset, StreamedDataset) else dataset
@@ -156,9 +171,7 @@ class Run:
 
     @property
     def model_config(self) -> ModelConfig:
-        # Runs written before these fields existed were built with what was then the only layout.
-        model = self.config["model"]
-        return ModelConfig(**{**LEGACY_MODEL_FIELDS, "attention_dropout": model.get("dropout", 0.5), **model})
+        return _recorded_model_config(self.config["model"])
 
     @property
     def vocabulary_files(self) -> tuple[Path, Path]:
@@ -235,9 +248,11 @@ class Run:
             fork = Run.open(path)
             if fork.config.get("statistics") != self.config.get("statistics"):
                 raise RunDirectoryError(f"{path} holds a run on other data ({fork.config.get('dataset')}); fork into another directory")
-            if fork.summary(PRETRAIN_STAGE) == self.summary(PRETRAIN_STAGE):  # a summary is unique to one training
+            finished = self.summary(PRETRAIN_STAGE)
+            if finished is not None and fork.summary(PRETRAIN_STAGE) == finished:  # a summary is unique to one training
                 return fork
             fork._drop_stages_after_pretraining()
+            (path / EVALUATION_FILE).unlink(missing_ok=True)  # it scored the old weights
         (path / PRETRAIN_STAGE).mkdir(parents=True, exist_ok=True)
         for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE, SAMPLES_FILE):
             if (self.path / name).exists():

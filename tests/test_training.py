@@ -132,9 +132,11 @@ def test_a_fork_follows_its_parents_pre_training(trained, tiny_dataset, tmp_path
     fork.train(tiny_dataset, "prompt", prompt_config=PromptConfig(1, TrainConfig(epochs=1)), verbose=0)
     assert parent.fork(fork.path).has_stage("prompt"), "a fork of the same pre-training keeps its stages"
 
+    (fork.path / "evaluation.json").write_text("{}")  # an evaluation of the prompt-tuned fork
     parent.train(tiny_dataset, "pretrain", tiny_train_config(epochs=1, seed=3), verbose=0)
     refreshed = parent.fork(fork.path)
     assert not refreshed.has_stage("prompt"), "prompt-tuned from weights the parent no longer has"
+    assert refreshed.evaluation() is None, "it scored the old weights"
     assert refreshed.summary("pretrain") == parent.summary("pretrain") and refreshed.config["pretrain"]["seed"] == 3
     for x, y in zip(refreshed.load_model().get_weights(), parent.load_model().get_weights()):
         np.testing.assert_array_equal(x, y)
@@ -143,6 +145,17 @@ def test_a_fork_follows_its_parents_pre_training(trained, tiny_dataset, tmp_path
     tiny_run(other, tmp_path / "other")
     with pytest.raises(RunDirectoryError, match="other data"):
         parent.fork(tmp_path / "other")
+
+
+def test_a_run_with_trained_stages_refuses_another_architecture(trained, tiny_dataset, tmp_path):
+    from recgpt_tf.errors import RunDirectoryError
+
+    run_dir, _, _ = trained
+    copy = Run.open(run_dir).fork(tmp_path / "copy")
+    width = copy.model_config.hidden_size
+    with pytest.raises(RunDirectoryError, match=f"hidden_size {width} -> {2 * width}"):
+        tiny_run(tiny_dataset, copy.path, hidden_size=2 * width)  # its weights have the recorded shapes
+    assert tiny_run(tiny_dataset, copy.path).load_model("pretrain"), "the recorded architecture resumes"
 
 
 def test_a_worker_trains_what_its_chief_has_not_finished_even_before_the_chief_wrote_its_run(trained, tiny_dataset, tmp_path):

@@ -73,7 +73,7 @@ class CatalogueRetrieval(tfrs.tasks.Retrieval):
             sample_weight: Optional [P] weights.
 
         Returns:
-            Scalar mean cross-entropy.
+            Scalar mean cross-entropy (against the smoothed target when `label_smoothing` > 0).
         """
         scores = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)  # (P, N)
         if self._temperature is not None:
@@ -83,8 +83,8 @@ class CatalogueRetrieval(tfrs.tasks.Retrieval):
             # (1 − ε)·CE + ε·(logsumexp(s) − mean(s)) = CE + ε·(s_positive − mean(s)). Both scores are linear
             # in the query (the mean score is the query against the mean candidate), so smoothing costs no
             # second pass over the P × N scores, which dominate a step at catalogue scale.
-            positive = tf.reduce_sum(query_embeddings * tf.gather(candidate_embeddings, positive_indices), axis=-1)
-            margin = positive - tf.linalg.matvec(query_embeddings, tf.reduce_mean(candidate_embeddings, axis=0))
+            positive = tf.reduce_sum(query_embeddings * tf.gather(candidate_embeddings, positive_indices), axis=-1)  # (P,)
+            margin = positive - tf.linalg.matvec(query_embeddings, tf.reduce_mean(candidate_embeddings, axis=0))  # (P,)
             if self._temperature is not None:
                 margin = margin / self._temperature
             per_query = per_query + self.label_smoothing * margin
@@ -107,6 +107,8 @@ def make_task(objective: str, label_smoothing: float = 0.0) -> tfrs.tasks.Retrie
     check_objective(objective, label_smoothing)
     if objective == "auto":
         raise ConfigError("objective", "'auto' must be resolved for the catalogue first (TrainConfig.for_catalogue)")
+    if label_smoothing is None:
+        raise ConfigError("label_smoothing", "None must be resolved for the objective first (TrainConfig.for_catalogue)")
     per_query = keras.losses.Reduction.NONE
     if objective == "softmax":
         task = CatalogueRetrieval(label_smoothing=label_smoothing, name="softmax_task")
