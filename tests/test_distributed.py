@@ -96,9 +96,8 @@ def test_a_restarted_multi_worker_job_resumes_every_worker_at_the_chiefs_epoch(t
         worker.wait()
     done = len(history.read_text().splitlines()) - 1
 
-    workers = start_multi_worker_job(
-        data, tmp_path / "run", flags, ports
-    )  # the non-chief's scratch run is new: it must resume from the chief's backup
+    # The non-chief's scratch run is new: it must resume from the chief's backup.
+    workers = start_multi_worker_job(data, tmp_path / "run", flags, ports)
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     epochs = [int(row.split(",")[0]) for row in history.read_text().splitlines()[1:]]
