@@ -126,7 +126,7 @@ def train(dataset: Dataset, args, out: Path):
         objective="sampled_softmax", epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed
     )
     run = Run.create(out, dataset, model_config, seed=args.seed)
-    run.record_stage_config("pretrain", {**train_config.to_dict(), "optimizer": "adagrad"})
+    run.begin_stage("pretrain", {**train_config.to_dict(), "optimizer": "adagrad"})
     keras.utils.set_random_seed(args.seed)
     model = build_model(model_config, train_config.objective)
     model.set_item_frequencies(dataset.item_counts())
@@ -137,7 +137,7 @@ def train(dataset: Dataset, args, out: Path):
         data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(run.stage_dir("pretrain") / "backup"))]
     )
     model.save_weights(str(run.stage_dir("pretrain") / "weights"))
-    run.write_summary(
+    run.finish_stage(
         "pretrain",
         {
             "train_seconds": time.perf_counter() - start,

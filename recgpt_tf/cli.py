@@ -112,10 +112,16 @@ def _print_results(report: dict) -> None:
         print(f"two-step split for k=10 (chosen on validation): m={report['two_step']['m']}, n={report['two_step']['n']}")
 
 
+def _note_unfinished(run) -> None:
+    for stage in run.unfinished_stages():
+        print(f"note: stage {stage!r} of {run.path} did not finish (interrupted, or failed); only finished stages are used")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from recgpt_tf.runs import Run
 
     run = Run.open(args.run_dir)
+    _note_unfinished(run)
     report = run.evaluate(run.dataset(args.data, args.format))  # the export reads the chosen m from the run
     _print_results(report)
     if args.json:
@@ -194,6 +200,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from recgpt_tf.runs import Run
 
     run = Run.open(args.run_dir)
+    _note_unfinished(run)
     with native_log_to(run.log_dir("export") / "export.log"):
         published = run.export(
             args.export_base,

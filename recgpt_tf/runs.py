@@ -6,19 +6,31 @@ Python API all go through it, so they share one stage policy and one layout:
     RUN_DIR/items.txt, users.txt     vocabularies (line i is id i + 1)
     RUN_DIR/sample_requests.json     real (user, history) pairs: export warmup and index tuning
     RUN_DIR/STAGE/                   weights* (the epoch chosen on validation), best/, history.csv,
-                                     summary.json, backup/ (BackupAndRestore while the stage runs)
+                                     backup/ (BackupAndRestore while the stage runs), and
+                                     summary.json: the stage's commit marker (below)
+    RUN_DIR/.lock                    held by the process training the run
     RUN_DIR/prompt/prompted_K{K}.npz cached prompt-enhanced training sequences
     RUN_DIR/logs/STAGE/              TensorBoard
     RUN_DIR/evaluation.json          the last evaluation (the export reads the chosen m from it)
+
+A stage is finished only once it is committed: `begin_stage` removes the old marker before anything of the
+new training is written, `finish_stage` writes summary.json (the summary and the configuration it trained
+with) atomically and last, after the weights. Everything that reads a stage (`has_stage`, `load_model`,
+`evaluate`, `export`, the next stage) goes by the marker, so a stage killed mid-way, or retrained with
+other settings and interrupted, is unfinished and never mistaken for its predecessor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -43,6 +55,7 @@ ITEMS_FILE, USERS_FILE = "items.txt", "users.txt"
 SAMPLES_FILE = "sample_requests.json"
 EVALUATION_FILE = "evaluation.json"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
 TRAINED_STAGES = (PRETRAIN_STAGE, PROMPT_STAGE, FINETUNE_STAGE)
 
 # Architecture fields added after runs existed, with the values those runs were trained with
@@ -188,18 +201,41 @@ class Run:
     def log_dir(self, stage: str) -> Path:
         return self.path / "logs" / stage
 
-    def record_stage_config(self, stage: str, payload: dict) -> None:
-        """Stores a stage's training configuration in config.json (before the stage trains)."""
+    def begin_stage(self, stage: str, payload: dict) -> None:
+        """Marks `stage` unfinished, then records the training configuration it is about to train with in
+        config.json (before anything of the new training is written)."""
+        (self.stage_dir(stage) / SUMMARY_FILE).unlink(missing_ok=True)
         self.config[stage] = payload
         write_json(self.path / CONFIG_FILE, self.config)
 
-    def write_summary(self, stage: str, summary: dict) -> None:
-        write_json(self.stage_dir(stage) / SUMMARY_FILE, summary)
+    def finish_stage(self, stage: str, summary: dict) -> None:
+        """Commits `stage`, whose weights are written: its summary and the configuration it trained with
+        (recorded by `begin_stage`), in one file written atomically and last."""
+        write_json(self.stage_dir(stage) / SUMMARY_FILE, {**summary, "config": self.config[stage]})
 
     def summary(self, stage: str) -> dict | None:
-        """A finished stage's summary (epochs, seconds, validation metrics), None if it has not finished."""
+        """A finished stage's summary (epochs, seconds, validation metrics, the configuration it trained
+        with), None if it has not finished."""
         path = self.stage_dir(stage) / SUMMARY_FILE
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not (path.is_file() and (self.stage_dir(stage) / "weights.index").is_file()):
+            return None
+        return json.loads(path.read_text())
+
+    def stage_config(self, stage: str) -> dict | None:
+        """The training configuration of the finished `stage` (None if unfinished). Runs written before the
+        summary carried it recorded it in config.json only."""
+        summary = self.summary(stage)
+        return None if summary is None else summary.get("config", self.config.get(stage))
+
+    def unfinished_stages(self) -> list[str]:
+        """Stages that began (a configuration is recorded) but were not committed: interrupted, or failed."""
+        return [stage for stage in TRAINED_STAGES if stage in self.config and not self.has_stage(stage)]
+
+    def committed_config(self) -> dict:
+        """config.json with each stage's configuration as it was committed; unfinished stages left out."""
+        config = {k: v for k, v in self.config.items() if k not in TRAINED_STAGES}
+        config.update({stage: self.stage_config(stage) for stage in TRAINED_STAGES if self.has_stage(stage)})
+        return config
 
     def train_seconds(self) -> float:
         """Training time of every finished stage."""
@@ -216,13 +252,15 @@ class Run:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def has_stage(self, stage: str) -> bool:
-        return (self.stage_dir(stage) / "weights.index").is_file()
+        """Whether `stage` finished (was committed by `finish_stage`)."""
+        return self.summary(stage) is not None
 
     def load_model(self, stage: str = PRETRAIN_STAGE) -> RecGPT:
         """The model with the stage's selected weights."""
         if not self.has_stage(stage):
-            raise RunDirectoryError(f"{self.path}: stage {stage!r} has no weights ({self.stage_dir(stage) / 'weights.index'} missing)")
-        objective = self.config.get(PRETRAIN_STAGE, {}).get("objective", "softmax")
+            state = "did not finish (interrupted, or failed)" if stage in self.config else "was not trained"
+            raise RunDirectoryError(f"{self.path}: stage {stage!r} {state}; train it (recgpt train --stages {stage})")
+        objective = self.stage_config(PRETRAIN_STAGE).get("objective", "softmax")
         prompt_tuned = stage == PROMPT_STAGE
         # The checkpoint also holds the stage's optimizer (learning rate, step count,
         # moments). Loaded straight into `model`, Keras would restore it into whatever
@@ -301,9 +339,56 @@ class Run:
 
         Returns:
             {stage: summary} for the stages of the plan (`already_trained` set on those kept).
+
+        Raises:
+            RunDirectoryError: another process is training this run (`lock`).
         """
         check_choice("stages", stages, STAGE_PLANS)
-        plan = STAGE_PLANS[stages]
+        with self.lock():
+            return self._train(dataset, STAGE_PLANS[stages], train_config, prompt_config, verbose, on_stage_end)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the run's lock while the block runs: a second process training the same directory is
+        refused (its epochs would interleave with ours), naming the holder. The operating system releases
+        the lock of a process that dies, so a lock left by a killed run is taken over, with a message."""
+        path = self.path / LOCK_FILE
+        handle = path.open("a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunDirectoryError(
+                    f"{self.path} is being trained by {holder}; wait for it to end, or train into another directory"
+                ) from None
+            handle.seek(0)
+            previous = handle.read().strip()
+            if previous:
+                print(f"{self.path}: taking over the lock of {previous}, which is no longer running", file=sys.stderr)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
+        finally:
+            handle.close()  # releases the lock
+
+    def _train(
+        self,
+        dataset: Dataset | StreamedDataset,
+        plan: tuple[str, ...],
+        train_config: TrainConfig | None,
+        prompt_config: PromptConfig | None,
+        verbose: int,
+        on_stage_end: Callable[[str, dict], None] | None,
+    ) -> dict[str, dict]:
         if isinstance(dataset, StreamedDataset) and plan != (PRETRAIN_STAGE,):
             raise ConfigError(
                 "stages",
@@ -312,7 +397,7 @@ class Run:
             )
         if train_config is None:
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
-            recorded = {k: v for k, v in self.config.get(PRETRAIN_STAGE, {}).items() if k in fields}
+            recorded = {k: v for k, v in (self.stage_config(PRETRAIN_STAGE) or {}).items() if k in fields}
             train_config = TrainConfig(**recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
         inherited = {"seed": train_config.seed, "batch_size": train_config.batch_size}
         prompt_config = prompt_config or PromptConfig()
@@ -327,14 +412,13 @@ class Run:
         chief = self._chief()
         for stage in plan:
             finished = chief.summary(stage) if chief else None
-            if finished is not None and chief.config.get(stage) == json.loads(json.dumps(planned[stage])):
+            if finished is not None and chief.stage_config(stage) == json.loads(json.dumps(planned[stage])):
                 # Finished with these very settings (a rerun after an interruption in a later stage): keep it.
                 summaries[stage] = {**finished, "already_trained": True}
                 if on_stage_end:
                     on_stage_end(stage, summaries[stage])
                 continue
             (self.path / EVALUATION_FILE).unlink(missing_ok=True)  # no longer describes the run
-            (self.stage_dir(stage) / SUMMARY_FILE).unlink(missing_ok=True)  # a stage being trained is not finished
             if stage == PRETRAIN_STAGE:
                 self._drop_stages_after_pretraining()
                 _, summary = pretrain(self, dataset, train_config, verbose)
@@ -404,7 +488,7 @@ class Run:
         stage = PROMPT_STAGE if self.has_stage(PROMPT_STAGE) else PRETRAIN_STAGE
         m = first_step_size if first_step_size is not None else self.chosen_first_step(top_k)
         samples = self.sample_requests()
-        metadata = {"run": str(self.path.resolve()), "stage": stage, "config": self.config}
+        metadata = {"run": str(self.path.resolve()), "stage": stage, "config": self.committed_config()}
         evaluation = self.evaluation()
         if evaluation:
             metadata["eval_metrics"] = evaluation["results"]

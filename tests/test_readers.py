@@ -31,7 +31,7 @@ def test_tsv_and_recbole_inter(tmp_path):
         ("d.txt", ["1 2 3", "2 4 x7 5"], "d.txt:2: item id 'x7' is not an integer"),
         ("d.txt", ["1 2 3", "", "5"], "d.txt:3: user 5 has no items"),
         ("d.txt", ["1 2 3", "1 4"], "d.txt:2: user 1 already appeared on line 1"),
-        ("d.csv", ["a,b,1", "a,c,yesterday"], "d.csv:2: timestamp 'yesterday' is not a number"),
+        ("d.csv", ["a,b,1", "a,c,yesterday"], "d.csv:2: timestamp 'yesterday' is not a finite number"),
         ("d.csv", ["a,b,1", "a,c"], "d.csv:2: expected user,item,timestamp"),
         ("d.inter", ["user_id:token\titem_id:token", "1\t2", "3"], "d.inter:3: expected 2 tab-separated fields"),
         ("d.inter", ["user_id\titem_id:token"], "d.inter:1: column 'user_id' has no RecBole type"),

@@ -7,19 +7,27 @@ as strings (vocabularies map them to ids later). Bad input stops with a
 Formats:
     sequence: `user item item ...` per line, items oldest first (the paper's files).
         Ids are declared integers in this format.
-    csv / tsv: `user,item,timestamp` rows, an optional header; sorted by timestamp
-        per user (stable, so ties keep file order).
+    csv / tsv: `user,item,timestamp` rows, an optional header (a first row whose timestamp
+        cell holds no digit); sorted by timestamp per user (stable, so ties keep file order).
     inter: RecBole atomic file, a typed header such as
         `user_id:token\titem_id:token\ttimestamp:float`.
+
+Ids are exact strings: what the file holds (CSV quoting removed), never stripped, split or
+normalised, and a run directory stores each one unchanged; an id it cannot store
+(`vocab.storable_problem`) is refused with FILE:LINE. Timestamps are parsed exactly: integers as
+integers, other numbers as finite decimals; `nan`, `inf` or a date is an error naming the line.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections import OrderedDict
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
+from recgpt_tf.data.vocab import storable_problem
 from recgpt_tf.errors import DataFormatError
 
 FORMATS = ("sequence", "csv", "tsv", "inter")
@@ -71,11 +79,24 @@ def load_interactions(path: Path | str, data_format: str | None = None) -> dict[
     return sequences
 
 
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+# A timestamp: an ASCII decimal integer or a finite decimal number (exponent allowed), nothing else.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BLANKS = re.compile(r"[ \t]+")
+Timestamp = int | Decimal
+
+
 def _check_integer(path: Path, line: int, kind: str, token: str) -> str:
-    try:
-        int(token)
-    except ValueError:
-        raise DataFormatError(path, line, f"{kind} id {token!r} is not an integer (this format declares integer ids)") from None
+    if not _ASCII_INTEGER.fullmatch(token):
+        raise DataFormatError(path, line, f"{kind} id {token!r} is not an integer (this format declares integer ids)")
+    return token
+
+
+def _check_id(path: Path, line: int, kind: str, token: str) -> str:
+    """`token` unchanged when a run directory can store it exactly, else an error naming the line."""
+    problem = storable_problem(token)
+    if problem:
+        raise DataFormatError(path, line, f"{kind} id {token!r} {problem}")
     return token
 
 
@@ -106,9 +127,11 @@ def _read_sequence_file(path: Path) -> dict[str, list[str]]:
     sequences: dict[str, list[str]] = OrderedDict()
     first_line: dict[str, int] = {}
     for number, raw in enumerate(_text_lines(path), start=1):
-        tokens = raw.split()
-        if not tokens:
+        # Blanks and tabs separate tokens; any other character (a Unicode line separator) stays in its token.
+        line = raw.removesuffix("\n").removesuffix("\r").strip(" \t")
+        if not line:
             continue
+        tokens = _BLANKS.split(line)
         user = _check_integer(path, number, "user", tokens[0])
         if len(tokens) == 1:
             raise DataFormatError(path, number, f"user {user} has no items")
@@ -119,14 +142,16 @@ def _read_sequence_file(path: Path) -> dict[str, list[str]]:
     return sequences
 
 
-def _parse_timestamp(path: Path, line: int, token: str) -> float:
-    try:
-        return float(token)
-    except ValueError:
-        raise DataFormatError(path, line, f"timestamp {token!r} is not a number") from None
+def _parse_timestamp(path: Path, line: int, token: str) -> Timestamp:
+    """A timestamp, exactly: an integer as a Python int (a nanosecond epoch keeps every digit), another
+    number as a finite `Decimal` (ints and Decimals compare exactly); anything else names the line."""
+    token = token.strip()
+    if not _NUMBER.fullmatch(token):
+        raise DataFormatError(path, line, f"timestamp {token!r} is not a finite number (integer or decimal, e.g. epoch seconds)")
+    return int(token) if _ASCII_INTEGER.fullmatch(token) else Decimal(token)
 
 
-def _group_by_time(events: list[tuple[str, float, int, str]]) -> dict[str, list[str]]:
+def _group_by_time(events: list[tuple[str, Timestamp, int, str]]) -> dict[str, list[str]]:
     """Groups (user, timestamp, order, item) events into per-user time-ordered lists."""
     events.sort(key=lambda e: (e[1], e[2]))
     sequences: dict[str, list[str]] = OrderedDict()
@@ -136,36 +161,50 @@ def _group_by_time(events: list[tuple[str, float, int, str]]) -> dict[str, list[
 
 
 def _read_delimited(path: Path, delimiter: str) -> dict[str, list[str]]:
-    events: list[tuple[str, float, int, str]] = []
-    for number, row in enumerate(csv.reader(_text_lines(path), delimiter=delimiter), start=1):
+    """`user, item, timestamp` rows (further columns ignored); line numbers are the file's, also after a
+    quoted field that spans lines."""
+    events: list[tuple[str, Timestamp, int, str]] = []
+    reader = csv.reader(_text_lines(path), delimiter=delimiter)
+    first = True
+    while True:
+        number = reader.line_num + 1  # where the row starts (a quoted field may span lines)
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise DataFormatError(path, reader.line_num, f"is not valid {'CSV' if delimiter == ',' else 'TSV'}: {error}") from None
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < 3:
             raise DataFormatError(path, number, f"expected user{delimiter}item{delimiter}timestamp, got {len(row)} field(s)")
-        user, item, stamp = (cell.strip() for cell in row[:3])
-        if number == 1 and not _is_number(stamp):
-            continue  # a header row
+        user, item, stamp = row[:3]
+        header, first = first and _is_header(stamp), False
+        if header:
+            continue
         if not user or not item:
             raise DataFormatError(path, number, "empty user or item id")
-        events.append((user, _parse_timestamp(path, number, stamp), number, item))
+        events.append(
+            (_check_id(path, number, "user", user), _parse_timestamp(path, number, stamp), number, _check_id(path, number, "item", item))
+        )
     return _group_by_time(events)
 
 
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
+def _is_header(stamp: str) -> bool:
+    """Whether a first row whose timestamp cell is `stamp` is a header: the cell names a column (it holds
+    no digit and is no word for a number, such as nan or inf). Every data row's timestamp holds a digit,
+    so no data row is ever taken for a header: a malformed one is reported instead."""
+    name = stamp.strip()
+    return bool(name) and not any(c.isdigit() for c in name) and name.lstrip("+-").lower() not in ("nan", "inf", "infinity")
 
 
 _RECBOLE_TYPES = ("token", "float", "token_seq", "float_seq")
 
 
 def _read_recbole_inter(path: Path) -> dict[str, list[str]]:
-    events: list[tuple[str, float, int, str]] = []
+    events: list[tuple[str, Timestamp, int, str]] = []
     lines = _text_lines(path)
-    header = next(lines, "").rstrip("\r\n")
+    header = next(lines, "").removesuffix("\n").removesuffix("\r")
     if not header.strip():
         raise DataFormatError(path, 1, "missing the RecBole header (e.g. user_id:token<TAB>item_id:token<TAB>timestamp:float)")
     fields = {}
@@ -178,23 +217,17 @@ def _read_recbole_inter(path: Path) -> dict[str, list[str]]:
         if required not in fields:
             raise DataFormatError(path, 1, f"the header has no {required} column")
     user_col, item_col = fields["user_id"][0], fields["item_id"][0]
-    time_col, time_kind = fields.get("timestamp", (None, None))
+    time_col = fields.get("timestamp", (None, None))[0]
     for number, raw in enumerate(lines, start=2):
         if not raw.strip():
             continue
-        row = raw.rstrip("\r\n").split("\t")
+        row = raw.removesuffix("\n").removesuffix("\r").split("\t")
         if len(row) != len(fields):
             raise DataFormatError(path, number, f"expected {len(fields)} tab-separated fields, got {len(row)}")
-        stamp = 0.0
-        if time_col is not None:
-            stamp = _parse_timestamp(path, number, row[time_col])
+        stamp: Timestamp = 0 if time_col is None else _parse_timestamp(path, number, row[time_col])
         for name, (column, kind) in fields.items():
-            if kind == "float" and name != "timestamp":
-                _check_float(path, number, name, row[column])
-        events.append((row[user_col], stamp, number, row[item_col]))
+            if kind == "float" and name != "timestamp" and row[column].strip() and not _NUMBER.fullmatch(row[column].strip()):
+                raise DataFormatError(path, number, f"field {name} is declared float but holds {row[column]!r}")
+        user = _check_id(path, number, "user", row[user_col])
+        events.append((user, stamp, number, _check_id(path, number, "item", row[item_col])))
     return _group_by_time(events)
-
-
-def _check_float(path: Path, line: int, name: str, token: str) -> None:
-    if token and not _is_number(token):
-        raise DataFormatError(path, line, f"field {name} is declared float but holds {token!r}")

@@ -2,17 +2,36 @@
 
 Items: 0 is padding, known items are 1..N, N+1 is the out-of-vocabulary slot.
 Users: 0 is the out-of-vocabulary (cold-start) user, known users are 1..U.
-Vocabulary files hold one token per line; line i (from 0) is id i+1.
+Vocabulary files hold one token per line, UTF-8, each line ended by "\n"; line i (from 0) is id i+1.
+The same file is read by TensorFlow's `TextFileInitializer` inside a SavedModel, which ends a line at
+"\n" and drops one "\r" before it (and nothing else: U+2028, U+0085, form feeds and NULs are kept), so
+the file stores exactly the tokens that hold no "\n" and do not end in "\r" (`storable_problem`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from recgpt_tf.errors import ConfigError, check_choice
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def storable_problem(token: str) -> str | None:
+    """Why a vocabulary file (and so a run directory and an export) cannot hold `token` exactly, or None.
+
+    Readers refuse such an id with FILE:LINE before anything is trained."""
+    if not token:
+        return "is empty"
+    if "\n" in token:
+        return "holds a line break (\\n); a vocabulary file holds one id per line"
+    if token.endswith("\r"):
+        return "ends in a carriage return (\\r), which TensorFlow's vocabulary reader drops"
+    return None
 
 
 class Vocabulary:
@@ -36,10 +55,11 @@ class Vocabulary:
 
     @classmethod
     def build(cls, tokens: Iterable[str], oov_slot: str = "end") -> "Vocabulary":
-        """Builds a vocabulary over distinct tokens: numeric order when all are
-        integers (so the paper's 1-based ids keep their numbers), else first-seen order."""
+        """Builds a vocabulary over distinct tokens: numeric order when all are ASCII
+        integers such as "12" or "-3" (so the paper's 1-based ids keep their numbers; "01" and "1"
+        stay two tokens, in first-seen order), else first-seen order."""
         distinct = list(dict.fromkeys(tokens))
-        if distinct and all(t.lstrip("-").isdigit() for t in distinct):
+        if distinct and all(_INTEGER.fullmatch(t) for t in distinct):
             distinct.sort(key=int)
         return cls(distinct, oov_slot=oov_slot)
 
@@ -67,15 +87,19 @@ class Vocabulary:
         return out
 
     def save(self, path: Path | str) -> None:
-        bad = [t for t in self.tokens if "\n" in t or not t]
+        """Writes the vocabulary file (see the module docstring); raises `ConfigError` for a token it
+        cannot hold exactly."""
+        bad = [(t, storable_problem(t)) for t in self.tokens if storable_problem(t)]
         if bad:
-            raise ConfigError("tokens", f"cannot be empty or hold newlines: {bad[:3]!r}")
-        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
+            raise ConfigError("tokens", f"cannot be stored: {bad[0][0]!r} {bad[0][1]}")
+        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8", newline="")
 
     @classmethod
     def load(cls, path: Path | str, oov_slot: str = "end") -> "Vocabulary":
-        text = Path(path).read_text(encoding="utf-8")
-        return cls(text.splitlines(), oov_slot=oov_slot)
+        """Reads a file written by `save`: lines end at "\n" only (not at the other characters
+        `str.splitlines` breaks on, which ids may hold)."""
+        text = Path(path).read_bytes().decode("utf-8")
+        return cls(text.split("\n")[:-1] if text else [], oov_slot=oov_slot)
 
     def __len__(self) -> int:
         return self.size

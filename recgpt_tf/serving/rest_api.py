@@ -9,11 +9,15 @@ Errors answer {"error": message} with 400 (INVALID_ARGUMENT), 404 (NOT_FOUND),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 import grpc
 import numpy as np
@@ -65,12 +69,51 @@ def _jsonable(value: np.ndarray):
     return value.tolist()
 
 
+class _DeadlineReader:
+    """The connection's reader, with one deadline for a whole request: each read may wait only for what is
+    left of it, so a client that drips a byte at a time cannot stretch a request past it (the socket's own
+    timeout applies to each read alone)."""
+
+    def __init__(self, raw, connection: socket.socket) -> None:
+        self.raw, self.connection = raw, connection
+        self.deadline = float("inf")
+
+    def _wait_budget(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request was not received within its deadline")
+        self.connection.settimeout(left)
+
+    def readline(self, limit: int = -1) -> bytes:
+        self._wait_budget()
+        return self.raw.readline(limit)
+
+    def read1(self, size: int) -> bytes:
+        self._wait_budget()
+        return self.raw.read1(size)
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
 class RestHandler(BaseHTTPRequestHandler):
+    """One connection. A request's line, headers and body must arrive within `timeout` seconds together;
+    predict bodies are read in full before a predict slot is taken, so slow senders hold no slot, and
+    status and metadata requests take none at all: a readiness probe never waits behind predicts."""
+
     manager: ModelManager  # set by make_rest_server
     slots: threading.BoundedSemaphore  # set by make_rest_server
     server_version = "recgpt-tf-serving"
     protocol_version = "HTTP/1.1"
-    timeout = 30  # seconds a client may take to send a request line, headers or body (a stalled one is dropped)
+    timeout = 30  # seconds for a whole request (an idle keep-alive connection is closed after as long)
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _DeadlineReader(self.rfile, self.connection)
+
+    def handle_one_request(self) -> None:
+        self.rfile.deadline = time.monotonic() + self.timeout
+        super().handle_one_request()
 
     def log_message(self, fmt, *args) -> None:  # quiet: requests are not logged one by one
         log.debug(fmt, *args)
@@ -95,14 +138,12 @@ class RestHandler(BaseHTTPRequestHandler):
     def _guard(self, handler) -> None:
         self._body_read = False
         try:
-            # A bounded number of requests hold bodies and tensors at once; a request that finds no slot
-            # within the socket timeout is told to come back rather than queued without end.
-            if not self.slots.acquire(timeout=self.timeout):
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is busy; retry")
-            try:
-                status, payload = handler()
-            finally:
-                self.slots.release()
+            status, payload = handler()
+        except TimeoutError:
+            # The body did not arrive in time: answer nothing more on this connection (it may be half-sent).
+            self.close_connection = True
+            self._send_quietly(408, {"error": "the request body was not received within the request deadline"})
+            return
         except ServingError as error:
             status, payload = error.http_status, {"error": error.message}
         except Exception as error:  # never let a request take the endpoint down
@@ -111,10 +152,25 @@ class RestHandler(BaseHTTPRequestHandler):
         if not self._body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
             # An unread body would be parsed as the next request on this connection: close it instead.
             self.close_connection = True
+        self._send_quietly(status, payload)
+
+    def _send_quietly(self, status: int, payload: dict) -> None:
+        self.connection.settimeout(self.timeout)  # the answer gets its own time, whatever the request left
         try:
             self._send(status, payload)
         except OSError:
             pass  # the client went away
+
+    @contextlib.contextmanager
+    def _predict_slot(self) -> Iterator[None]:
+        """Holds one of the bounded predict slots; a request that finds none within the request timeout is
+        told to come back rather than queued without end."""
+        if not self.slots.acquire(timeout=self.timeout):
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is busy; retry")
+        try:
+            yield
+        finally:
+            self.slots.release()
 
     def _read_json_body(self):
         """The request body as JSON, within the size limit (the connection closes when it is not read)."""
@@ -129,7 +185,14 @@ class RestHandler(BaseHTTPRequestHandler):
             raise ServingError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds {self.manager.limits.max_message_bytes}"
             )
-        raw = self.rfile.read(length)
+        chunks, left = [], length
+        while left:
+            chunk = self.rfile.read1(min(left, 1 << 16))
+            if not chunk:
+                raise _bad(f"the request body ended after {length - left} of its {length} bytes")
+            chunks.append(chunk)
+            left -= len(chunk)
+        raw = b"".join(chunks)
         self._body_read = True
         try:
             return json.loads(raw or b"{}")
@@ -166,9 +229,13 @@ class RestHandler(BaseHTTPRequestHandler):
         name, version, tail = self._route()
         if tail != ":predict":
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"POST {self.path}: only :predict accepts POST")
-        body = self._read_json_body()
+        body = self._read_json_body()  # in full, before a slot is taken
         if not isinstance(body, dict):
             raise _bad("request body must be a JSON object")
+        with self._predict_slot():
+            return self._predict(name, version, body)
+
+    def _predict(self, name: str, version: int | None, body: dict):
         servable = self.manager.get(name, version)
         signature_name, signature = servable.signature(body.get("signature_name"))
         dtypes = {k: tf.dtypes.as_dtype(v.dtype) for k, v in signature.inputs.items()}

@@ -198,7 +198,7 @@ def pretrain(
     model_config = run.model_config
     train_config = (train_config or TrainConfig()).for_catalogue(dataset.num_items)
     keras.utils.set_random_seed(train_config.seed)
-    run.record_stage_config(PRETRAIN_STAGE, train_config.to_dict())
+    run.begin_stage(PRETRAIN_STAGE, train_config.to_dict())
     strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config, run.vocabulary_files)
     with strategy.scope():
         model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
@@ -220,5 +220,5 @@ def pretrain(
     if train_config.strategy != "single":
         summary["strategy"] = {"name": train_config.strategy, "table_placement": table_placement(model)}
     summary["sequences_per_second"] = dataset.num_users / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
-    run.write_summary(PRETRAIN_STAGE, summary)
+    run.finish_stage(PRETRAIN_STAGE, summary)
     return model, summary

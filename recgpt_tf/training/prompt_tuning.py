@@ -109,6 +109,7 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run: "Run", config: PromptConfi
         (the prompt-tuned model, stage summary).
     """
     config = config or PromptConfig()
+    run.begin_stage(PROMPT_STAGE, config.to_dict())
     keras.utils.set_random_seed(config.train.seed)
     stage_dir = run.stage_dir(PROMPT_STAGE)
     tokens, segments, generation = generate_prompted_sequences(model, dataset, config.prompt_window, stage_dir, verbose)
@@ -128,10 +129,9 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run: "Run", config: PromptConfi
         batching=config.train.batching,
         **targets,
     )
-    run.record_stage_config(PROMPT_STAGE, config.to_dict())
     summary = fit_stage(model, dataset, stage_dir, run.log_dir(PROMPT_STAGE), config.train, data, verbose)
     summary.update(prompt_window=config.prompt_window, loss_positions=config.loss_positions, generation=generation)
-    run.write_summary(PROMPT_STAGE, summary)
+    run.finish_stage(PROMPT_STAGE, summary)
     return model, summary
 
 
@@ -143,7 +143,7 @@ def fine_tune(
     train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
     keras.utils.set_random_seed(train_config.seed)
     data = dataset.training_batches(model.max_length, train_config)
-    run.record_stage_config(FINETUNE_STAGE, train_config.to_dict())
+    run.begin_stage(FINETUNE_STAGE, train_config.to_dict())
     summary = fit_stage(model, dataset, run.stage_dir(FINETUNE_STAGE), run.log_dir(FINETUNE_STAGE), train_config, data, verbose)
-    run.write_summary(FINETUNE_STAGE, summary)
+    run.finish_stage(FINETUNE_STAGE, summary)
     return model, summary
