@@ -15,7 +15,16 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "hypothesis>=6.100", "ruff==0.17.6", "pyyaml>=6", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.8"],
+    "test": [
+        "pytest>=8",
+        "hypothesis>=6.100",
+        "ruff==0.17.6",
+        "pyyaml>=6",
+        "nbclient>=0.10",
+        "nbformat>=5.9",
+        "ipykernel>=6",
+        "matplotlib>=3.8",
+    ],
     "notebooks": ["nbclient>=0.10", "ipykernel>=6", "matplotlib>=3.8"],
 }
 

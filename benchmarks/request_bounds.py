@@ -6,7 +6,11 @@ by default). Cases, each sent `--repeat` times, three at once:
 - grpc_broadcast: a ~60-byte PredictRequest whose `history` declares [256, 1000000] with one string_val
   (a TensorProto broadcasts a lone value to its whole shape);
 - rest_long_row: one row of 1,000,000 items beside 63 empty rows in "inputs" (padded, 64M elements);
+- grpc_broadcast_within_limits: a 69-byte request declaring [2, 1000000] with one string_val, inside the
+  element bound (issue 20: it cost 0.26 s of server CPU; now refused for carrying 1 of 2M values);
 - good: ordinary requests, before and after, to show the server still answers.
+Then, one at a time (issue 20): a status request and a predict while 8 connections drip predict bodies a
+byte every second (they held every REST slot), and 200 predicts over one keep-alive connection.
 
     python benchmarks/request_bounds.py --json benchmarks/results/request_bounds.json
 """
@@ -15,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,23 +58,23 @@ def memory_mb(pid: int) -> dict:
     return fields
 
 
-def broadcast_history():
-    """A TensorProto of one string declaring shape [256, 1000000]."""
+def broadcast_history(rows: int = 256):
+    """A TensorProto of one string declaring shape [rows, 1000000]."""
     proto = tf.make_tensor_proto(np.array([b"7"], dtype=object))
     proto.tensor_shape.Clear()
-    for size in (256, 1_000_000):
+    for size in (rows, 1_000_000):
         proto.tensor_shape.dim.add(size=size)
     return proto
 
 
-def grpc_broadcast(target: str) -> str:
+def grpc_broadcast(target: str, rows: int = 256) -> str:
     from tensorflow_serving.apis import predict_pb2
 
     client = GrpcClient(target, "recgpt", timeout=120, retries=0)
     message = predict_pb2.PredictRequest()
     message.model_spec.name = "recgpt"
-    message.inputs["user_id"].CopyFrom(user_proto(["1"] * 256))
-    message.inputs["history"].CopyFrom(broadcast_history())
+    message.inputs["user_id"].CopyFrom(user_proto(["1"] * rows))
+    message.inputs["history"].CopyFrom(broadcast_history(rows))
     try:
         client.predictions.Predict(message, timeout=120)
         return "OK"
@@ -85,6 +92,62 @@ def rest_long_row(port: int) -> str:
             return str(response.status)
     except urllib.error.HTTPError as error:
         return str(error.code)
+
+
+def drip(port: int, stop: threading.Event) -> None:
+    """A client that sends a predict's headers, then its body a byte a second."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /v1/models/recgpt:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        while not stop.wait(1.0):
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                return
+
+
+def timed(call) -> tuple[float, object]:
+    start = time.perf_counter()
+    answer = call()
+    return round(time.perf_counter() - start, 4), answer
+
+
+def slow_clients(port: int) -> dict:
+    """Status and predict answer times while 8 connections drip bodies; 200 keep-alive predicts."""
+    body = json.dumps({"instances": [{"user_id": "1", "history": ["3", "4"]}]}).encode()
+
+    def status() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/recgpt", timeout=60) as response:
+            return response.status
+
+    def predict() -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/recgpt:predict", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=drip, args=(port, stop), daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3.0)
+    try:
+        during = {"status": timed(status), "predict": timed(predict)}
+    finally:
+        stop.set()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    start = time.perf_counter()
+    for _ in range(200):
+        connection.request("POST", "/v1/models/recgpt:predict", body=body)
+        connection.getresponse().read()
+    keep_alive = time.perf_counter() - start
+    connection.close()
+    return {
+        "dripping_connections": len(threads),
+        "status_seconds": during["status"][0],
+        "status_answer": during["status"][1],
+        "predict_seconds": during["predict"][0],
+        "predict_answer": during["predict"][1],
+        "keep_alive_200_predicts_seconds": round(keep_alive, 3),
+    }
 
 
 def main() -> None:
@@ -111,7 +174,12 @@ def main() -> None:
         good = GrpcClient(target, "recgpt", timeout=30)
         good.recommend(["1"], [["3", "4"]])
         report["server_memory_mb_at_start"] = memory_mb(server.pid)
-        for name, send in (("grpc_broadcast", lambda: grpc_broadcast(target)), ("rest_long_row", lambda: rest_long_row(rest_port))):
+        cases = (
+            ("grpc_broadcast", lambda: grpc_broadcast(target)),
+            ("rest_long_row", lambda: rest_long_row(rest_port)),
+            ("grpc_broadcast_within_limits", lambda: grpc_broadcast(target, rows=2)),
+        )
+        for name, send in cases:
             before = memory_mb(server.pid)
             start = time.perf_counter()
             with ThreadPoolExecutor(3) as pool:  # three at once, as in the report
@@ -126,6 +194,8 @@ def main() -> None:
             }
             print(name, json.dumps(report["cases"][name]), flush=True)
         report["good_request_after"] = len(good.recommend(["1"], [["3", "4"]])[0]["item_ids"])
+        report["slow_clients"] = slow_clients(rest_port)
+        print("slow_clients", json.dumps(report["slow_clients"]), flush=True)
         good.close()
     finally:
         server.terminate()

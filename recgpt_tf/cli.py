@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import json
 import sys
 import time
 from pathlib import Path
@@ -272,7 +274,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recgpt_tf.serving import GrpcClient, RestClient
 
-    history = [h for h in args.history.split(",") if h] if args.history else []
+    if args.history_json is not None:
+        try:
+            history = json.loads(args.history_json)
+        except ValueError as error:
+            raise ConfigError("history_json", f"is not JSON: {error}") from None
+        if not isinstance(history, list) or not all(isinstance(item, str) for item in history):
+            raise ConfigError("history_json", f"must be a JSON list of item id strings; got {args.history_json!r}")
+    else:
+        history = [h for h in args.history.split(",") if h] if args.history else []
     if args.rest:
         rows = RestClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
     else:
@@ -377,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--server", required=True, help="HOST:PORT (gRPC, or REST with --rest)")
     recommend.add_argument("--model", required=True)
     recommend.add_argument("--user", required=True)
-    recommend.add_argument("--history", default="", help="comma-separated item ids, oldest first")
+    given = recommend.add_mutually_exclusive_group()
+    given.add_argument("--history", default="", help="comma-separated item ids, oldest first")
+    given.add_argument("--history-json", default=None, help='the history as a JSON list, for ids holding commas: \'["a,1", "b"]\'')
     recommend.add_argument("--version", type=int, default=None)
     recommend.add_argument("--rest", action="store_true")
     recommend.add_argument("--timeout", type=float, default=5.0)
@@ -405,6 +417,10 @@ def _message(error: RecGPTError, parser: argparse.ArgumentParser, command: str) 
     return str(error)
 
 
+# The machine, not the program: a full disk or quota, a read-only file system, a denied permission.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -420,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as error:
         print(f"recgpt {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"recgpt {args.command}: error: {error.strerror}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

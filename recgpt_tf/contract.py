@@ -3,6 +3,8 @@ export base layout, and the `history` input's layout."""
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +42,23 @@ def pad_histories(histories: Sequence[Sequence], fill: str | bytes = "") -> np.n
     return out
 
 
+_VERSION = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+# A model name TF Serving and its REST paths can carry, and a server polls: no hidden name, no separators.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_log = logging.getLogger("recgpt.serve")
+_reported: set[Path] = set()
+
+
 def version_numbers(model_dir: Path) -> list[int]:
-    """The version directories of EXPORT_BASE/NAME, ascending (hidden staging directories are not versions)."""
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()) if model_dir.is_dir() else []
+    """The version directories of EXPORT_BASE/NAME, ascending. Only names of ASCII digits are versions; any
+    other entry (hidden staging directories, "²", "v2") is ignored, with one log line for a visible one."""
+    if not model_dir.is_dir():
+        return []
+    versions = []
+    for path in model_dir.iterdir():
+        if path.is_dir() and _VERSION.fullmatch(path.name):
+            versions.append(int(path.name))
+        elif path.is_dir() and not path.name.startswith(".") and path not in _reported:
+            _reported.add(path)
+            _log.warning("%s is not a version directory (a version is named by ASCII digits); ignored", path)
+    return sorted(versions)

@@ -55,6 +55,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes_the_run(tm
     run = Run.open(tmp_path / "run")  # written by worker 0, the chief, alone
     assert run.config["pretrain"]["strategy"] == "multi-worker"
     assert sorted(p.name for p in run.path.iterdir()) == [
+        ".lock",  # the chief's, released
         "config.json",
         "items.txt",
         "logs",

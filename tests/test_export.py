@@ -281,9 +281,9 @@ def test_version_allocation_and_the_export_base_files(tmp_path):
     assert allocate_version(tmp_path, "recgpt", None) == (tmp_path / "recgpt", 2)
     with pytest.raises(ExportError, match="1 already exists"):
         allocate_version(tmp_path, "recgpt", 1)
-    with pytest.raises(ConfigError, match="name must be a plain directory name"):
+    with pytest.raises(ConfigError, match="name must be a model name a server serves"):
         allocate_version(tmp_path, "../elsewhere", None)
-    with pytest.raises(ConfigError, match="name must be a plain directory name"):
+    with pytest.raises(ConfigError, match="name must be a model name a server serves"):
         allocate_version(tmp_path, "..", None)  # the export base's parent
     update_export_base(tmp_path, "recgpt")
     update_export_base(tmp_path, "recgpt_scann")

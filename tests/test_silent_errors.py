@@ -2,14 +2,19 @@
 the server unchanged, stages that count only once committed, one trainer per run, REST requests with a
 deadline that slow senders cannot turn into a denial of service. Marked `reliability`."""
 
+import base64
 import csv
+import errno
 import json
 import socket
 import string
 import threading
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,11 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import export_from_run, tiny_run, tiny_train_config, write_lines
+from recgpt_tf.cli import main
 from recgpt_tf.contract import RECOMMEND_SIGNATURE
 from recgpt_tf.data import Dataset, load_interactions
 from recgpt_tf.data.vocab import Vocabulary, storable_problem
-from recgpt_tf.errors import DataFormatError, RunDirectoryError
+from recgpt_tf.errors import ConfigError, DataFormatError, RunDirectoryError
 from recgpt_tf.runs import Run
+from recgpt_tf.serving.servable import failure_line
 from recgpt_tf.training import PromptConfig, pretrain
 
 pytestmark = pytest.mark.reliability
@@ -187,7 +194,7 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time_and_a_dead_holder_i
 
 
 @pytest.fixture(scope="module")
-def rest_server(tiny_dataset, tmp_path_factory):
+def server(tiny_dataset, tmp_path_factory):
     from recgpt_tf.serving import LocalServer
 
     folder = tmp_path_factory.mktemp("rest")
@@ -209,8 +216,8 @@ def _drip(port: int, stop: threading.Event) -> None:
                 return
 
 
-def test_slow_bodies_hold_no_slot_and_status_and_predicts_answer_at_once(rest_server, tiny_dataset):
-    port, stop = rest_server.rest_port, threading.Event()
+def test_slow_bodies_hold_no_slot_and_status_and_predicts_answer_at_once(server, tiny_dataset):
+    port, stop = server.rest_port, threading.Event()
     drippers = [threading.Thread(target=_drip, args=(port, stop), daemon=True) for _ in range(8)]  # 4x the 2 workers
     for thread in drippers:
         thread.start()
@@ -229,9 +236,9 @@ def test_slow_bodies_hold_no_slot_and_status_and_predicts_answer_at_once(rest_se
         stop.set()
 
 
-def test_a_request_that_outlasts_its_deadline_is_closed_with_408(rest_server, monkeypatch):
-    monkeypatch.setattr(rest_server.rest_server.RequestHandlerClass, "timeout", 1.5)
-    with socket.create_connection(("127.0.0.1", rest_server.rest_port), timeout=10) as sock:
+def test_a_request_that_outlasts_its_deadline_is_closed_with_408(server, monkeypatch):
+    monkeypatch.setattr(server.rest_server.RequestHandlerClass, "timeout", 1.5)
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as sock:
         sock.sendall(b"POST /v1/models/recgpt:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         start = time.perf_counter()
         for _ in range(10):  # one byte every 0.4 s: each read is quick, the request is not
@@ -242,3 +249,109 @@ def test_a_request_that_outlasts_its_deadline_is_closed_with_408(rest_server, mo
                 break
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408") and time.perf_counter() - start < 6
+
+
+def _post(port: int, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/recgpt:predict", data=json.dumps(payload).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_rest_accepts_tf_servings_b64_strings_and_refuses_bad_base64(server, tiny_dataset):
+    user, items = tiny_dataset.user_vocab.tokens[0], tiny_dataset.item_vocab.tokens[:3]
+    b64 = lambda text: {"b64": base64.b64encode(text.encode()).decode()}  # noqa: E731
+    plain = _post(server.rest_port, {"instances": [{"user_id": user, "history": items}]})
+    binary = _post(server.rest_port, {"instances": [{"user_id": b64(user), "history": [b64(i) for i in items]}]})
+    assert plain[0] == binary[0] == 200 and plain[1] == binary[1]
+    status, answer = _post(server.rest_port, {"instances": [{"user_id": {"b64": "%%%"}, "history": items}]})
+    assert status == 400 and "b64" in answer["error"]
+
+
+# --- gRPC ----------------------------------------------------------------------------------------------
+
+
+def test_a_broadcast_grpc_request_pays_for_what_it_sent(server):
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    history = tf.make_tensor_proto(np.array([b"7"], dtype=object))
+    history.tensor_shape.Clear()
+    for size in (2, 1_000_000):  # one string_val, declared [2, 1000000]: TensorFlow would repeat it 2M times
+        history.tensor_shape.dim.add().size = size
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "recgpt"
+    request.inputs["user_id"].CopyFrom(tf.make_tensor_proto(np.array([b"1", b"2"], dtype=object)))
+    request.inputs["history"].CopyFrom(history)
+    assert request.ByteSize() < 100
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        start = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(request, timeout=30)
+        assert time.perf_counter() - start < 0.1
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "carries 1 values" in error.value.details()
+
+
+# --- export base ---------------------------------------------------------------------------------------
+
+
+def test_only_ascii_digit_directories_are_versions_and_hidden_model_names_are_refused(server, tmp_path, caplog):
+    base = server.manager.base
+    (base / "recgpt" / "²").mkdir()
+    (base / "recgpt" / "v2").mkdir()
+    try:
+        server.manager.poll()  # raised ValueError on int("²") and stopped every model's polling
+        assert [row[0] for row in server.manager.status("recgpt")] == [1]
+        assert "is not a version directory" in caplog.text
+    finally:
+        (base / "recgpt" / "²").rmdir(), (base / "recgpt" / "v2").rmdir()
+    run = Run.open(Path(server.manager.base).parent / "run")
+    with pytest.raises(ConfigError, match="not starting with '.'"):
+        run.export(tmp_path, ".hidden", "brute-force")
+
+
+# --- the CLI -------------------------------------------------------------------------------------------
+
+
+def test_the_cli_says_in_one_line_what_failed(server, tmp_path, capsys, monkeypatch):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    cases = [
+        (["recommend", "--rest", "--server", f"127.0.0.1:{port}", "--model", "recgpt", "--user", "u"], "no answer from http://127.0.0.1"),
+        (["recommend", "--server", "localhost", "--model", "recgpt", "--user", "u"], "--server must be HOST:PORT"),
+        (
+            ["recommend", "--server", "localhost:8500", "--model", "m", "--user", "u", "--history-json", "[1]"],
+            "--history-json must be a JSON list",
+        ),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "pretrain" / "weights"))
+
+    monkeypatch.setattr("recgpt_tf.cli.cmd_export", disk_full)
+    parser_main = main(["export", str(tmp_path), str(tmp_path / "e"), "--name", "m"])
+    err = capsys.readouterr().err.strip()
+    assert parser_main == 1 and err.startswith("recgpt export: error: No space left on device:") and "weights" in err
+
+
+def test_an_id_holding_commas_travels_with_history_json(server, tiny_dataset, capsys):
+    items = tiny_dataset.item_vocab.tokens[:2]
+    argv = ["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "recgpt", "--user", "u"]
+    assert main([*argv, "--history-json", json.dumps(["x,y", *items])]) == 0
+    assert "history x,y " in capsys.readouterr().out
+
+
+def test_a_failed_versions_status_says_what_failed():
+    try:
+        tf.raw_ops.Reshape(tensor=tf.zeros([6]), shape=[4])
+    except tf.errors.InvalidArgumentError as error:
+        line = failure_line(error)
+    assert line.startswith("InvalidArgumentError: ") and "reshape" in line.lower() and "Graph execution error" not in line

@@ -32,6 +32,7 @@ from recgpt_tf.contract import (
     INPUT_HISTORY,
     INPUT_USER_ID,
     METADATA_FILE,
+    MODEL_NAME,
     RECOMMEND_SIGNATURE,
     WARMUP_FILE,
     pad_histories,
@@ -196,8 +197,12 @@ class PublishedVersion:
 
 def allocate_version(export_base: Path | str, name: str, version: int | None) -> tuple[Path, int]:
     """(model directory, version number) for a new version of `name`, checked before anything is built."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
-        raise ConfigError("name", f"must be a plain directory name (letters, digits, '_', '.', '-'; not '.' or '..'); got {name!r}")
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            "name",
+            f"must be a model name a server serves: letters, digits, '_', '.' or '-', not starting with '.' (hidden "
+            f"directories are never polled) or '-'; got {name!r}",
+        )
     if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
         raise ConfigError("version", f"must be a whole number >= 1 (TF Serving loads only those); got {version!r}")
     model_dir = Path(export_base) / name

@@ -11,6 +11,7 @@ talks to `tensorflow_model_server` unchanged.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +31,18 @@ from tensorflow_serving.apis import (
 )
 
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, INPUT_HISTORY, INPUT_USER_ID, RECOMMEND_SIGNATURE, pad_histories
-from recgpt_tf.errors import RecGPTError
+from recgpt_tf.errors import ConfigError, RecGPTError
+
+_TARGET = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]{1,5})")
+
+
+def check_target(target: str) -> str:
+    """`target` if it is HOST:PORT (an IPv6 host in brackets), else `ConfigError`: without a port a gRPC
+    channel would quietly dial 443."""
+    match = _TARGET.fullmatch(target)
+    if not match or not 0 < int(match[1]) < 65536:
+        raise ConfigError("server", f"must be HOST:PORT (e.g. localhost:8500, [::1]:8500); got {target!r}")
+    return target
 
 
 def history_proto(histories: Sequence[Sequence[str]]) -> "tf.TensorProto":
@@ -70,6 +82,8 @@ class GrpcClient:
         self.model = model
         self.timeout = timeout
         self.retries = retries
+        if channel is None:
+            check_target(target)
         self.backoff = backoff
         self.channel = channel or grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
@@ -128,10 +142,11 @@ class GrpcClient:
 
 
 class RestError(RecGPTError, RuntimeError):
-    """A REST call was answered with an HTTP error; `status` is the HTTP code."""
+    """A REST call failed: answered with an HTTP error (`status` is its code), or not answered at all
+    (`status` None: the server could not be reached or did not answer in time)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status is not None else message)
         self.status = status
 
 
@@ -139,7 +154,7 @@ class RestClient:
     """The same calls over TF Serving's REST API ("host:port" of the REST endpoint)."""
 
     def __init__(self, target: str, model: str, timeout: float = 5.0) -> None:
-        self.base = f"http://{target}/v1/models/{model}"
+        self.base = f"http://{check_target(target)}/v1/models/{model}"
         self.timeout = timeout
 
     def _request(self, path: str, payload: dict | None = None) -> dict:
@@ -155,6 +170,9 @@ class RestClient:
             except ValueError:
                 message = body.decode(errors="replace")
             raise RestError(error.code, message) from None
+        except (urllib.error.URLError, OSError) as error:  # refused, unreachable, timed out
+            reason = getattr(error, "reason", error)
+            raise RestError(None, f"no answer from {self.base}: {getattr(reason, 'strerror', None) or reason}") from None
 
     def recommend(self, users: Sequence[str], histories: Sequence[Sequence[str]], version: int | None = None) -> list[dict]:
         path = (f"/versions/{version}" if version is not None else "") + ":predict"

@@ -11,6 +11,7 @@ the previous version keeps serving the requests already holding it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -106,6 +107,25 @@ def _declared_shape(key: str, proto) -> list[int]:
     if any(d < 0 for d in shape):
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' declares a negative dimension: {shape}")
     return shape
+
+
+# Lines of a TensorFlow error that say where, not what ("Graph execution error:", the node's traceback).
+_WHERE_LINES = re.compile(r"^(Graph execution error:|Detected at node|File \"|\s*$)")
+
+
+def failure_line(error: BaseException) -> str:
+    """One line saying what failed: the first line of `error` that is not TensorFlow's preamble."""
+    text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    lines = [line.strip() for line in text.splitlines() if not _WHERE_LINES.match(line.strip())]
+    return f"{type(error).__name__}: {lines[0]}" if lines else repr(error)
+
+
+def _carried_values(proto) -> int:
+    """How many element values a TensorProto actually carries (packed bytes or a typed repeated field)."""
+    if proto.tensor_content:
+        return len(proto.tensor_content) // max(1, tf.dtypes.as_dtype(proto.dtype).size)
+    fields = ("string_val", "float_val", "double_val", "int_val", "int64_val", "bool_val", "half_val", "uint32_val", "uint64_val")
+    return max(len(getattr(proto, field)) for field in fields)
 
 
 def trim_history(values: np.ndarray, limit: int) -> np.ndarray:
@@ -206,6 +226,14 @@ class Servable:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has batch {shape[0]}, other inputs {batch}")
             batch = shape[0]
             limits.check_shape(key, shape)  # before the tensor exists
+            declared, carried = int(np.prod(shape)), _carried_values(proto)
+            if carried != declared:
+                # TensorFlow would repeat the last value over the declared shape: a 69-byte message could cost
+                # a 2M-element tensor. A request pays for the elements it sends, so it must send them all.
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input '{key}' declares shape {shape} ({declared} elements) but carries {carried} values; send every element",
+                )
             try:
                 value = tf.make_ndarray(proto)
             except Exception as error:  # malformed proto contents
@@ -281,7 +309,10 @@ class ModelManager:
         for name in set(self._servables) - set(names):
             self._switch(name, None)  # the model's directory is gone
         for name in names:
-            self._poll_model(name)
+            try:
+                self._poll_model(name)
+            except Exception as error:  # one model's odd directory never stops the others being polled
+                log.error("polling %s failed: %s", self.base / name, error)
         self._close_retired()
 
     def _poll_model(self, name: str) -> None:
@@ -308,7 +339,7 @@ class ModelManager:
                 if servable is not None:
                     servable.close()
                 with self._lock:
-                    self._failed[(name, version)] = (fingerprint, str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+                    self._failed[(name, version)] = (fingerprint, failure_line(error))
                 log.error("model %s version %d failed to load: %s", name, version, error)
                 continue
             with self._lock:
