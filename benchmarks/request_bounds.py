@@ -10,7 +10,8 @@ by default). Cases, each sent `--repeat` times, three at once:
   element bound (issue 20: it cost 0.26 s of server CPU; now refused for carrying 1 of 2M values);
 - good: ordinary requests, before and after, to show the server still answers.
 Then, one at a time (issue 20): a status request and a predict while 8 connections drip predict bodies a
-byte every second (they held every REST slot), and 200 predicts over one keep-alive connection.
+byte every second (they held every REST slot), 200 predicts over one keep-alive connection, and 200 status
+requests on new connections opened all at once (a listen backlog of 5 dropped their SYNs for 1 s retries).
 
     python benchmarks/request_bounds.py --json benchmarks/results/request_bounds.json
 """
@@ -140,6 +141,13 @@ def slow_clients(port: int) -> dict:
         connection.getresponse().read()
     keep_alive = time.perf_counter() - start
     connection.close()
+    start = time.perf_counter()
+    burst = [threading.Thread(target=status) for _ in range(200)]  # new connections, all at once
+    for thread in burst:
+        thread.start()
+    for thread in burst:
+        thread.join()
+    connect_burst = time.perf_counter() - start
     return {
         "dripping_connections": len(threads),
         "status_seconds": during["status"][0],
@@ -147,6 +155,7 @@ def slow_clients(port: int) -> dict:
         "predict_seconds": during["predict"][0],
         "predict_answer": during["predict"][1],
         "keep_alive_200_predicts_seconds": round(keep_alive, 3),
+        "burst_200_connections_status_seconds": round(connect_burst, 3),
     }
 
 

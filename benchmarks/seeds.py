@@ -1,10 +1,12 @@
 """Training recipes at several seeds: the mean ± std that headline figures and adopted changes rest on.
 
 A recipe is a named set of changes to the defaults (`ModelConfig`, `TrainConfig`). Each (recipe, seed)
-pre-trains from scratch in its own run directory, selects its epoch on validation NDCG@10 and is scored
-on the validation split; with `--test` (reproductions of published baselines, and recipes already chosen
-on validation) also on the test split. Every figure follows the paper's protocol: leave-one-out, full
-ranking, history excluded.
+trains from scratch in its own run directory through `Run.train`, as `recgpt train` does: pre-training
+(`--stages pretrain`, the default) or the paper's pipeline (`--stages all`: pre-training, then
+prompt-tuning, then `Run.evaluate`, every variant with the two-step m chosen on validation). Each stage
+selects its epoch on validation NDCG@10; validation figures are recorded always, test figures with
+`--test` only (reproductions of published baselines, and recipes already chosen on validation). Every
+figure follows the paper's protocol: leave-one-out, full ranking, history excluded.
 
 Long and resumable: the JSON is rewritten after every finished run, a rerun skips the runs it holds, and
 an interrupted run resumes from its last backed-up epoch (`Run` / Keras BackupAndRestore), so a session
@@ -32,7 +34,6 @@ from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
-from recgpt_tf.training import pretrain  # noqa: E402
 
 # SASRec with full-softmax cross-entropy as Xu et al. (arXiv 2402.06216) tuned it for Beauty: their logs
 # (MTandHJ/CE-SCE-LLMRec, SASRec/benchmarks/beauty-ce-5) record d 64, 2 blocks, 1 head, dropout 0.6
@@ -83,28 +84,38 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
 METRICS = ("HR@10", "NDCG@10")
 
 
-def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool) -> dict:
-    """Pre-trains `recipe` at `seed` (resuming an interrupted run) and returns its row."""
+def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool, stages: str) -> dict:
+    """Trains `recipe` at `seed` (resuming an interrupted run, keeping finished stages) and returns its row."""
     model_changes, train_changes, _ = RECIPES[recipe]
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_changes)
     train_config = TrainConfig(**{**train_changes, "seed": seed})
-    run = Run.create(runs / dataset.name / f"{recipe}@seed{seed}", dataset, model_config, seed=seed)
-    if run.has_stage("pretrain"):
-        model, summary = run.load_model("pretrain"), run.summary("pretrain")
-    else:
-        model, summary = pretrain(run, dataset, train_config, verbose=2)
+    suffix = "" if stages == "pretrain" else f"+{stages}"
+    run = Run.create(runs / dataset.name / f"{recipe}{suffix}@seed{seed}", dataset, model_config, seed=seed)
+    start = time.perf_counter()
+    summaries = run.train(dataset, stages=stages, train_config=train_config, verbose=2)
+    summary = summaries["pretrain"]
     row = {
         "seed": seed,
         "valid": summary["valid"],
         "best_epoch": summary["best_epoch"],
         "epochs": summary["epochs"],
-        "train_seconds": round(summary["seconds"], 1),  # this process's share when the run was resumed
+        # The stages' own fit seconds; `run_seconds` is this process's wall time (a resumed run's share).
+        "train_seconds": round(sum(s["seconds"] for s in summaries.values()), 1),
         "seconds_per_epoch": round(summary["seconds_per_epoch"], 2) if summary["seconds_per_epoch"] else None,
+        "run_seconds": round(time.perf_counter() - start, 1),
         "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+    if stages != "pretrain":
+        row["stage_valid"] = {stage: s["valid"] for stage, s in summaries.items()}
     if with_test:
         start = time.perf_counter()
-        row["test"] = evaluate_model(model, dataset.split("test"))
+        if stages == "pretrain":
+            row["test"] = evaluate_model(run.load_model("pretrain"), dataset.split("test"))
+        else:
+            report = run.evaluate(dataset)
+            row["test"] = report["results"]["recgpt"]
+            row["test_variants"] = report["results"]
+            row["two_step"] = report["two_step"]
         row["test_seconds"] = round(time.perf_counter() - start, 1)
     return row
 
@@ -143,6 +154,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--recipe", nargs="+", choices=list(RECIPES), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--stages", choices=("pretrain", "all"), default="pretrain", help="all: pre-train, prompt-tune, every variant")
     parser.add_argument("--test", action="store_true", help="also score the test split (never used to choose)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/seeds"))
@@ -157,15 +169,16 @@ def main() -> None:
     )
     for recipe in args.recipe:
         model_changes, train_changes, description = RECIPES[recipe]
-        entry = report.setdefault("recipes", {}).setdefault(recipe, {"runs": {}})
+        name = recipe if args.stages == "pretrain" else f"{recipe}+{args.stages}"
+        entry = report.setdefault("recipes", {}).setdefault(name, {"runs": {}})
         entry.update(description=description, model_changes=model_changes, train_changes=train_changes)
         for seed in args.seeds:
             key = str(seed)
             if key in entry["runs"] and ("test" in entry["runs"][key] or not args.test):
                 continue
-            entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test)
+            entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages)
             entry.update(aggregate(list(entry["runs"].values())))
-            print(f"{recipe}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
+            print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             write_json(args.json, report)
             args.json.with_suffix(".md").write_text(markdown(report))

@@ -284,9 +284,14 @@ class RestHandler(BaseHTTPRequestHandler):
         return 200, {"outputs": {k: _jsonable(v) for k, v in outputs.items()}}
 
 
+class _RestServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog (socketserver's default is 5): a burst of new connections waits to be accepted
+    # instead of having its SYNs dropped and retried a second later.
+    request_queue_size = 128
+
+
 def make_rest_server(manager: ModelManager, host: str, port: int, max_concurrent: int = 8) -> ThreadingHTTPServer:
-    """A REST server on `host:port` answering from `manager`, at most `max_concurrent` requests at a time."""
+    """A REST server on `host:port` answering from `manager`, at most `max_concurrent` predicts at a time."""
     handler = type("BoundRestHandler", (RestHandler,), {"manager": manager, "slots": threading.BoundedSemaphore(max_concurrent)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return _RestServer((host, port), handler)
