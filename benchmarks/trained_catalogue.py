@@ -131,7 +131,9 @@ def train(dataset: Dataset, args, out: Path):
     model = build_model(model_config, train_config.objective)
     model.set_item_frequencies(dataset.item_counts())
     model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=args.learning_rate))
-    data = training_dataset(dataset.users, dataset.train_sequences(), model_config.max_length, args.batch_size, seed=args.seed)
+    data = training_dataset(
+        dataset.users, dataset.train_sequences(), model_config.max_length, args.batch_size, seed=args.seed, batching="bucketed"
+    )  # as measured
     start = time.perf_counter()
     history = model.fit(
         data, epochs=args.epochs, verbose=2, callbacks=[keras.callbacks.BackupAndRestore(str(run.stage_dir("pretrain") / "backup"))]

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from recgpt_tf.config import LOSS_POSITIONS, STAGE_PLANS, TRAIN_CHOICES, ModelConfig, TrainConfig
-from recgpt_tf.contract import AUTO_INDEX, INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
+from recgpt_tf.config import LOSS_POSITIONS, STAGE_PLANS, TRAIN_CHOICES, ExportConfig, ModelConfig, PromptConfig, TrainConfig
+from recgpt_tf.contract import INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.data.readers import FORMATS
 from recgpt_tf.errors import ConfigError, RecGPTError
 from recgpt_tf.files import native_log_to, write_json
@@ -61,18 +61,18 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     """Creates (or reopens, for later stages) the run and trains `stages`, printing one line per stage."""
     from recgpt_tf.runs import Run
     from recgpt_tf.training.distribute import make_strategy
-    from recgpt_tf.training.prompt_tuning import PromptConfig
 
     model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
     created_from = dataset if stages in ("pretrain", "all") else None
     run = Run.for_task(run_dir, train_config.strategy, created_from, model_config, seed=train_config.seed)
-    names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={args.prompt_window})", "finetune": "fine-tuning"}
+    prompt_config = PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions, args.epochs)
+    names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={prompt_config.prompt_window})", "finetune": "fine-tuning"}
     run.train(
         dataset,
         stages,
         train_config,
-        PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions, args.epochs),
+        prompt_config,
         verbose=0 if args.quiet else 1,
         on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
     )
@@ -152,7 +152,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     _, train_config = _configs(args, dataset.num_items, dataset.num_users)
     run_dir = out / "run"
     print(
-        f"[2/5] pre-training ({train_config.for_catalogue(dataset.num_items).objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={args.prompt_window}), into {run_dir}"
+        f"[2/5] pre-training ({train_config.for_catalogue(dataset.num_items).objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={PromptConfig.from_options(args.prompt_window).prompt_window}), into {run_dir}"
     )
     run = _train(args, dataset, run_dir, "all")
 
@@ -314,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline"
     )
-    train.add_argument("--prompt-window", type=int, default=1, help="K, prompts generated before each real item (0..6)")
+    train.add_argument(
+        "--prompt-window", type=int, default=None, help=f"K, prompts generated before each real item (0..6; {PromptConfig.prompt_window})"
+    )
     train.add_argument(
         "--prompt-loss-positions",
         choices=LOSS_POSITIONS,
@@ -339,13 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--index",
         choices=INDEX_CHOICES,
-        default=AUTO_INDEX,
+        default=ExportConfig.index_kind,
         help=f"auto: partitioned from {PARTITIONED_MIN_ITEMS:,} items up, brute-force below",
     )
-    export.add_argument("--top-k", type=int, default=10)
+    export.add_argument("--top-k", type=int, default=ExportConfig.top_k)
     export.add_argument("--first-step-size", type=int, default=None, help="m; default: chosen on validation by `recgpt evaluate`")
-    export.add_argument("--steps", type=int, default=2, help="generation steps G (2 = the paper's two-step recall)")
-    export.add_argument("--recall-threshold", type=float, default=0.95)
+    export.add_argument("--steps", type=int, default=ExportConfig.steps, help="generation steps G (2 = the paper's two-step recall)")
+    export.add_argument("--recall-threshold", type=float, default=ExportConfig.recall_threshold)
     export.add_argument("--version", type=int, default=None, help="default: the next free version number")
     export.add_argument(
         "--jit-compile",
@@ -400,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--format", choices=FORMATS, default=None)
     quick.add_argument("--out", type=Path, default=Path("recgpt-quickstart"))
     quick.add_argument("--quiet", action="store_true")
-    quick.add_argument("--prompt-window", type=int, default=1)
+    quick.add_argument("--prompt-window", type=int, default=None, help=f"K ({PromptConfig.prompt_window})")
     quick.add_argument("--prompt-loss-positions", choices=LOSS_POSITIONS, default=None)
     _add_config_flags(quick)
     quick.set_defaults(func=cmd_quickstart)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from recgpt_tf.contract import AUTO_INDEX
 from recgpt_tf.errors import ConfigError, check_choice
 
 OBJECTIVES = ("auto", "softmax", "sampled_softmax", "bce")
@@ -49,6 +50,18 @@ def check_objective(objective: str, label_smoothing: float | None = 0.0) -> None
         raise ConfigError("label_smoothing", f"must be in [0, 1); got {label_smoothing}")
     if label_smoothing and objective not in ("softmax", "auto"):
         raise ConfigError("label_smoothing", f"applies to the softmax objective only; got objective {objective!r}")
+
+
+def resolve_objective(objective: str, label_smoothing: float | None, num_items: int) -> tuple[str, float]:
+    """(objective, label smoothing) made concrete for a catalogue of `num_items`: "auto" is the full softmax
+    below `SAMPLED_SOFTMAX_MIN_ITEMS` items and the sampled softmax from there; smoothing None is
+    `SOFTMAX_LABEL_SMOOTHING` for the softmax and 0 for the others."""
+    check_objective(objective, label_smoothing)
+    if objective == "auto":
+        objective = "softmax" if num_items < SAMPLED_SOFTMAX_MIN_ITEMS else "sampled_softmax"
+    if label_smoothing is None:
+        label_smoothing = SOFTMAX_LABEL_SMOOTHING if objective == "softmax" else 0.0
+    return objective, label_smoothing
 
 
 @dataclasses.dataclass
@@ -167,14 +180,72 @@ class TrainConfig:
 
     def for_catalogue(self, num_items: int) -> "TrainConfig":
         """This configuration with objective "auto" and label smoothing None made concrete for a catalogue of
-        `num_items`."""
-        objective = self.objective
-        if objective == "auto":
-            objective = "softmax" if num_items < SAMPLED_SOFTMAX_MIN_ITEMS else "sampled_softmax"
-        smoothing = self.label_smoothing
-        if smoothing is None:
-            smoothing = SOFTMAX_LABEL_SMOOTHING if objective == "softmax" else 0.0
+        `num_items` (`resolve_objective`)."""
+        objective, smoothing = resolve_objective(self.objective, self.label_smoothing, num_items)
         return dataclasses.replace(self, objective=objective, label_smoothing=smoothing)
+
+    @classmethod
+    def finetuning(cls, **changes) -> "TrainConfig":
+        """The paper's Fine-tuning baseline schedule: every parameter from the pre-trained weights, at the
+        authors' prompt-stage learning rate, briefly."""
+        return cls(**{"learning_rate": 5e-4, "epochs": 10, "patience": 3, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class PromptConfig:
+    """Prompt-tuning settings.
+
+    Attributes:
+        prompt_window: K, generated prompts before each real item (paper: 0..6).
+        train: Schedule for θ_LP (the authors used lr 5e-4 for this stage).
+        loss_positions: Where the next-real-item loss is taken on s*. "prompt":
+            only where the next token is a real item (with K >= 1, the last prompt
+            before it), the literal reading of the paper. "all": every position
+            predicts the next real item, real items included (v_t and its prompts
+            all target v_{t+1}), so h at a real item, which one-step recall and
+            step 1 of two-step recall read, is tuned too.
+    """
+
+    prompt_window: int = 1
+    # Bucketed: on Beauty's validation split token_budget reached 0.0719 NDCG@10 against bucketed's 0.0714
+    # (within noise) but ran 11 epochs to bucketed's 7 (benchmarks/results/prompt_ablations_Beauty.json).
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(learning_rate=5e-4, epochs=20, patience=3, batching="bucketed")
+    )
+    loss_positions: str = "all"  # chosen on Beauty's validation split (README, "How it is built")
+
+    def __post_init__(self) -> None:
+        check_choice("loss_positions", self.loss_positions, LOSS_POSITIONS)
+
+    @classmethod
+    def from_options(cls, prompt_window: int | None = None, loss_positions: str | None = None, epochs: int | None = None) -> "PromptConfig":
+        """From CLI flags or TFX `custom_config` keys, where an unset option (None) keeps the default; `epochs`
+        (the run's --epochs, a cap for every stage) bounds prompt-tuning too."""
+        given = {"prompt_window": prompt_window, "loss_positions": loss_positions}
+        config = cls(**{key: value for key, value in given.items() if value is not None})
+        if epochs is not None:
+            config.train = dataclasses.replace(config.train, epochs=min(epochs, config.train.epochs))
+        return config
+
+    def to_dict(self) -> dict:
+        return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """What `recgpt export`, `Run.export` and the TFX module publish by default.
+
+    Attributes:
+        index_kind: "auto", "brute-force", "partitioned" or "scann" (`contract.INDEX_CHOICES`).
+        top_k: Items returned per request (k = m + n of the two-step recall).
+        steps: Generation steps of the recall (2: the paper's two-step recall).
+        recall_threshold: Recall@k against exact search an approximate index must reach at every step.
+    """
+
+    index_kind: str = AUTO_INDEX
+    top_k: int = 10
+    steps: int = 2
+    recall_threshold: float = 0.95

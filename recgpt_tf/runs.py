@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, STAGE_PLANS, ModelConfig, TrainConfig
-from recgpt_tf.contract import AUTO_INDEX
+from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, STAGE_PLANS, ExportConfig, ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.data.vocab import Vocabulary
@@ -45,7 +44,7 @@ from recgpt_tf.inference.recall import split_k
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import worker_run_dir
 from recgpt_tf.training.pretrain import build_model, pretrain
-from recgpt_tf.training.prompt_tuning import PromptConfig, fine_tune, prompt_tune
+from recgpt_tf.training.prompt_tuning import fine_tune, prompt_tune
 
 if TYPE_CHECKING:
     from recgpt_tf.export.publish import PublishedVersion
@@ -321,7 +320,7 @@ class Run:
         fine-tuning start from the run's pre-trained weights and take their seed and
         batch size from `train_config` when given, else from the pre-training recorded
         in config.json; their other settings are their own defaults
-        (`PromptConfig().train`, and lr 5e-4 for 10 epochs for fine-tuning).
+        (`PromptConfig().train`, `TrainConfig.finetuning()`).
 
         A stage already finished with the same settings is kept, not retrained (so a run
         interrupted in prompt-tuning resumes there); pre-training anew removes the stages
@@ -402,7 +401,7 @@ class Run:
         inherited = {"seed": train_config.seed, "batch_size": train_config.batch_size}
         prompt_config = prompt_config or PromptConfig()
         prompt_config = dataclasses.replace(prompt_config, train=dataclasses.replace(prompt_config.train, **inherited))
-        finetune_config = dataclasses.replace(TrainConfig(learning_rate=5e-4, epochs=10, patience=3), **inherited)
+        finetune_config = TrainConfig.finetuning(**inherited)
         planned = {
             PRETRAIN_STAGE: train_config.for_catalogue(dataset.num_items).to_dict(),
             PROMPT_STAGE: prompt_config.to_dict(),
@@ -467,11 +466,11 @@ class Run:
         self,
         export_base: Path | str,
         name: str,
-        index_kind: str = AUTO_INDEX,
-        top_k: int = 10,
+        index_kind: str = ExportConfig.index_kind,
+        top_k: int = ExportConfig.top_k,
         first_step_size: int | None = None,
-        steps: int = 2,
-        recall_threshold: float = 0.95,
+        steps: int = ExportConfig.steps,
+        recall_threshold: float = ExportConfig.recall_threshold,
         version: int | None = None,
         jit_compile: bool = False,
     ) -> PublishedVersion:

@@ -25,14 +25,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from recgpt_tf.config import ModelConfig, TrainConfig
-from recgpt_tf.contract import AUTO_INDEX
+from recgpt_tf.config import ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.examples import read_examples
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.runs import Run
 from recgpt_tf.training.distribute import make_strategy
-from recgpt_tf.training.prompt_tuning import PromptConfig
 
 _RUN_KEYS = {"prompt_window", "prompt_loss_positions", "stages", "index", "top_k", "first_step_size", "recall_threshold"}
 
@@ -56,7 +54,7 @@ def run_fn(fn_args) -> None:
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_kwargs)
     train_config = TrainConfig(**train_kwargs)
     prompt_config = PromptConfig.from_options(
-        run_kwargs.get("prompt_window", 1), run_kwargs.get("prompt_loss_positions"), train_kwargs.get("epochs")
+        run_kwargs.get("prompt_window"), run_kwargs.get("prompt_loss_positions"), train_kwargs.get("epochs")
     )
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
     run = Run.for_task(run_dir, train_config.strategy, dataset, model_config, seed=train_config.seed)
@@ -71,14 +69,9 @@ def run_fn(fn_args) -> None:
             run.evaluate(eval_set)
 
     with tempfile.TemporaryDirectory(prefix="recgpt-tfx-export-") as base:
-        published = run.export(
-            base,
-            "recgpt",
-            run_kwargs.get("index", AUTO_INDEX),
-            run_kwargs.get("top_k", 10),
-            run_kwargs.get("first_step_size"),
-            recall_threshold=run_kwargs.get("recall_threshold", 0.95),
-        )
+        # Only the options given; `Run.export` holds the defaults (`ExportConfig`).
+        names = {"index": "index_kind", "top_k": "top_k", "first_step_size": "first_step_size", "recall_threshold": "recall_threshold"}
+        published = run.export(base, "recgpt", **{names[key]: value for key, value in run_kwargs.items() if key in names})
         target = Path(fn_args.serving_model_dir)
         if target.exists():
             shutil.rmtree(target)

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.config import BATCHINGS
+from recgpt_tf.config import BATCHINGS, ModelConfig, TrainConfig
 from recgpt_tf.errors import DataFormatError, check_choice
 
 # Feature keys shared by the pipeline, the model and the evaluator.
@@ -52,14 +52,14 @@ def _padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
 def training_dataset(
     users: np.ndarray,
     sequences: Sequence[np.ndarray],
-    max_length: int = 50,
-    batch_size: int = 256,
+    max_length: int = ModelConfig.max_length,
+    batch_size: int = TrainConfig.batch_size,
     shuffle: bool = True,
     seed: int = 0,
     segments: Sequence[np.ndarray] | None = None,
     target_mask: Sequence[np.ndarray] | None = None,
     targets: Sequence[np.ndarray] | None = None,
-    batching: str = "bucketed",
+    batching: str = TrainConfig.batching,
 ) -> tf.data.Dataset:
     """A dataset of next-item batches for `model.fit`.
 

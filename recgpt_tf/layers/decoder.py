@@ -12,6 +12,8 @@ from recgpt_tf.errors import ConfigError, check_choice
 class CausalDecoderBlock(keras.layers.Layer):
     """A causal self-attention block; position t attends to positions 1..t only.
 
+    Every argument is required: the block is built by `RecGPTBackbone`, whose defaults are `ModelConfig`'s.
+
     "pre" layer norm (GPT-2): x + Attn(LN(x)), then x + FFN(LN(x)).
     "post" layer norm (the original Transformer, SASRec as RecBole builds it):
     LN(x + Attn(x)), then LN(x + FFN(x)).
@@ -39,11 +41,12 @@ class CausalDecoderBlock(keras.layers.Layer):
         hidden_size: int,
         num_heads: int,
         intermediate_size: int,
-        dropout: float = 0.0,
-        attention_dropout: float = 0.0,
-        activation: str = "relu",
-        layer_norm: str = "pre",
-        init_stddev: float = 0.0,
+        *,
+        dropout: float,
+        attention_dropout: float,
+        activation: str,
+        layer_norm: str,
+        init_stddev: float,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from recgpt_tf.config import ModelConfig
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
 
@@ -12,6 +13,8 @@ from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class RecGPTBackbone(keras.layers.Layer):
     """Embeddings, `num_layers` causal decoder blocks and a layer norm.
+
+    The defaults are `ModelConfig`'s (the one source of every architecture default).
 
     Hidden state h_t (position t) summarises items 1..t and is trained to predict
     item t+1. Arguments are those of `RecGPTEmbedding` and `CausalDecoderBlock`;
@@ -23,21 +26,21 @@ class RecGPTBackbone(keras.layers.Layer):
         self,
         num_items: int,
         num_users: int,
-        max_length: int = 50,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        num_heads: int = 2,
-        intermediate_size: int = 256,
-        dropout: float = 0.5,
-        attention_dropout: float = 0.5,
-        activation: str = "relu",
-        layer_norm: str = "post",
-        init_stddev: float = 0.0,
-        scale_items: bool = True,
-        use_user_embedding: bool = True,
-        user_dropout: float = 0.1,
-        num_segments: int = 2,
-        position_mode: str = "from_start",
+        max_length: int = ModelConfig.max_length,
+        hidden_size: int = ModelConfig.hidden_size,
+        num_layers: int = ModelConfig.num_layers,
+        num_heads: int = ModelConfig.num_heads,
+        intermediate_size: int = ModelConfig.intermediate_size,
+        dropout: float = ModelConfig.dropout,
+        attention_dropout: float = ModelConfig.attention_dropout,
+        activation: str = ModelConfig.activation,
+        layer_norm: str = ModelConfig.layer_norm,
+        init_stddev: float = ModelConfig.init_stddev,
+        scale_items: bool = ModelConfig.scale_items,
+        use_user_embedding: bool = ModelConfig.use_user_embedding,
+        user_dropout: float = ModelConfig.user_dropout,
+        num_segments: int = ModelConfig.num_segments,
+        position_mode: str = ModelConfig.position_mode,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
+from recgpt_tf.config import TrainConfig, resolve_objective
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.models.backbone import RecGPTBackbone, gather_last
@@ -28,29 +29,32 @@ class RecGPT(tfrs.Model):
     Args:
         num_items: Known items N.
         num_users: Known users U.
-        objective: "softmax", "sampled_softmax" or "bce" (see `models.objectives`).
+        objective: "softmax", "sampled_softmax", "bce" (see `models.objectives`) or
+            "auto" (the default, `TrainConfig`'s: resolved for the catalogue by `resolve_objective`).
         prompt_tuned: Score with the prompt-tuning output table W_l instead of
             the (tied) item embeddings.
-        label_smoothing: Softmax objective only (see `CatalogueRetrieval`).
-        **backbone_kwargs: Passed to `RecGPTBackbone` (max_length, hidden_size,
-            num_layers, num_heads, intermediate_size, dropout, attention_dropout,
-            activation, layer_norm, use_user_embedding, user_dropout, num_segments,
-            position_mode).
+        label_smoothing: Softmax objective only (see `CatalogueRetrieval`); None (the default) is the
+            objective's own (`resolve_objective`).
+        **backbone_kwargs: Passed to `RecGPTBackbone`, whose defaults are `ModelConfig`'s (max_length,
+            hidden_size, num_layers, num_heads, intermediate_size, dropout, attention_dropout,
+            activation, layer_norm, use_user_embedding, user_dropout, num_segments, position_mode).
+        With no arguments beyond the catalogue, this is the model `recgpt train` trains.
     """
 
     def __init__(
         self,
         num_items: int,
         num_users: int,
-        objective: str = "softmax",
+        objective: str = TrainConfig.objective,
         prompt_tuned: bool = False,
-        label_smoothing: float = 0.0,
+        label_smoothing: float | None = TrainConfig.label_smoothing,
         name: str = "recgpt",
         **backbone_kwargs,
     ) -> None:
         super().__init__(name=name)
         if num_items < 1 or num_users < 0:
             raise ConfigError("num_items", f"must be >= 1 and num_users >= 0; got {num_items}, {num_users}")
+        objective, label_smoothing = resolve_objective(objective, label_smoothing, num_items)
         self.num_items = num_items
         self.num_users = num_users
         self.objective = objective

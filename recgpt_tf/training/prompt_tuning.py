@@ -11,7 +11,6 @@ pre-trained weights.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import zipfile
 from pathlib import Path
@@ -20,55 +19,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tf_keras as keras
 
-from recgpt_tf.config import FINETUNE_STAGE, LOSS_POSITIONS, PROMPT_STAGE, TrainConfig
+from recgpt_tf.config import FINETUNE_STAGE, PROMPT_STAGE, PromptConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import training_dataset
-from recgpt_tf.errors import check_choice
 from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, next_real_targets, save_prompted
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.pretrain import fit_stage
 
 if TYPE_CHECKING:
     from recgpt_tf.runs import Run
-
-
-@dataclasses.dataclass
-class PromptConfig:
-    """Prompt-tuning settings.
-
-    Attributes:
-        prompt_window: K, generated prompts before each real item (paper: 0..6).
-        train: Schedule for θ_LP (the authors used lr 5e-4 for this stage).
-        loss_positions: Where the next-real-item loss is taken on s*. "prompt":
-            only where the next token is a real item (with K >= 1, the last prompt
-            before it), the literal reading of the paper. "all": every position
-            predicts the next real item, real items included (v_t and its prompts
-            all target v_{t+1}), so h at a real item, which one-step recall and
-            step 1 of two-step recall read, is tuned too.
-    """
-
-    prompt_window: int = 1
-    # Bucketed: on Beauty's validation split token_budget reached 0.0719 NDCG@10 against bucketed's 0.0714
-    # (within noise) but ran 11 epochs to bucketed's 7 (benchmarks/results/prompt_ablations_Beauty.json).
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(learning_rate=5e-4, epochs=20, patience=3, batching="bucketed")
-    )
-    loss_positions: str = "all"  # chosen on Beauty's validation split (README, "How it is built")
-
-    def __post_init__(self) -> None:
-        check_choice("loss_positions", self.loss_positions, LOSS_POSITIONS)
-
-    @classmethod
-    def from_options(cls, prompt_window: int = 1, loss_positions: str | None = None, epochs: int | None = None) -> "PromptConfig":
-        """From CLI flags or TFX `custom_config` keys, where an unset option (None) keeps the default; `epochs`
-        (the run's --epochs, a cap for every stage) bounds prompt-tuning too."""
-        config = cls(prompt_window) if loss_positions is None else cls(prompt_window, loss_positions=loss_positions)
-        if epochs is not None:
-            config.train = dataclasses.replace(config.train, epochs=min(epochs, config.train.epochs))
-        return config
-
-    def to_dict(self) -> dict:
-        return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
 
 
 def generate_prompted_sequences(
@@ -139,8 +98,8 @@ def fine_tune(
     model: RecGPT, dataset: Dataset, run: "Run", train_config: TrainConfig | None = None, verbose: int = 1
 ) -> tuple[RecGPT, dict]:
     """The paper's Fine-tuning baseline: every parameter of a pre-trained `model`, plain sequences,
-    into `run`'s finetune stage (default schedule: lr 5e-4, up to 10 epochs, patience 3)."""
-    train_config = train_config or TrainConfig(learning_rate=5e-4, epochs=10, patience=3)
+    into `run`'s finetune stage (default schedule `TrainConfig.finetuning()`)."""
+    train_config = train_config or TrainConfig.finetuning()
     keras.utils.set_random_seed(train_config.seed)
     data = dataset.training_batches(model.max_length, train_config)
     run.begin_stage(FINETUNE_STAGE, train_config.to_dict())
