@@ -38,7 +38,8 @@ from recgpt_tf.data import write_examples  # noqa: E402
 from recgpt_tf.data.streaming import StreamedDataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.training.distribute import free_local_ports  # noqa: E402
-from recgpt_tf.training.pretrain import build_model, make_optimizer, pretraining_data  # noqa: E402
+from recgpt_tf.training.fit import build_model, make_optimizer  # noqa: E402
+from recgpt_tf.training.pretrain import pretraining_data  # noqa: E402
 
 # The arguments that define a measurement: passed to each mode's process and kept in the JSON.
 RECIPE = ("items", "users", "topics", "mean_length", "seed", "batch_size", "steps", "warmup_steps", "input")

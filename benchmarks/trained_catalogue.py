@@ -46,7 +46,7 @@ from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.files import write_json
 from recgpt_tf.runs import Run
-from recgpt_tf.training.pretrain import build_model
+from recgpt_tf.training.fit import build_model
 
 
 def structured_sequences(

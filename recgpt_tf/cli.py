@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,9 +16,12 @@ from recgpt_tf.contract import INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.data.readers import FORMATS
 from recgpt_tf.errors import ConfigError, RecGPTError
 from recgpt_tf.files import native_log_to, write_json
+from recgpt_tf.serving.client import RestError
 
 TFRECORD, TFRECORD_SUFFIX = "tfrecord", ".tfrecord"  # streamed input for `recgpt train`
 
+# The flags each command takes (filled by `build_parser`), to name a refused option by its flag.
+_COMMAND_FLAGS: dict[str, frozenset[str]] = {}
 # API argument names whose flag is not --argument-name.
 _FLAGS = {
     "data_format": "--format",
@@ -94,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"must be pretrain for TFRecord input, which pre-training streams; got {args.stages} (prompt-tuning needs the data file)",
             )
 
-        sampled = args.validation_users or DEFAULT_VALIDATION_USERS
+        sampled = DEFAULT_VALIDATION_USERS if args.validation_users is None else args.validation_users
         dataset = StreamedDataset.scan([str(args.data)], name=Path(args.data).name.split(".")[0].rstrip("-_*?"), validation_users=sampled)
         print(f"{args.data}: {len(dataset.files)} TFRecord files streamed; validation on {len(dataset.sample.users)} sampled users")
     else:
@@ -406,19 +410,22 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--prompt-loss-positions", choices=LOSS_POSITIONS, default=None)
     _add_config_flags(quick)
     quick.set_defaults(func=cmd_quickstart)
+    for name, command in sub.choices.items():  # read from each command's help: argparse keeps its actions private
+        _COMMAND_FLAGS[name] = frozenset(re.findall(r"--[a-z][a-z0-9-]*", command.format_help()))
     return parser
 
 
-def _message(error: RecGPTError, parser: argparse.ArgumentParser, command: str) -> str:
+def _message(error: ConfigError, command: str) -> str:
     """The library's message, with an argument's API name replaced by the command's flag for it (if it has one)."""
-    if isinstance(error, ConfigError):
-        flag = _FLAGS.get(error.argument, f"--{error.argument.replace('_', '-')}")
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if flag in subparsers.choices[command]._option_string_actions:
-            return f"{flag} {error.problem}"
+    flag = _FLAGS.get(error.argument, f"--{error.argument.replace('_', '-')}")
+    if flag in _COMMAND_FLAGS.get(command, ()):
+        return f"{flag} {error.problem}"
     return str(error)
 
 
+# Exit statuses: 0 done; 1 the work failed (bad data, a refused export, a full disk); 2 a usage error
+# (argparse's own, or an option the library refused); 3 the server failed or could not be reached.
+EXIT_FAILED, EXIT_USAGE, EXIT_SERVER = 1, 2, 3
 # The machine, not the program: a full disk or quota, a read-only file system, a denied permission.
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
@@ -432,17 +439,23 @@ def main(argv: list[str] | None = None) -> int:
     # else is a bug and keeps its traceback.
     try:
         return args.func(args)
+    except ConfigError as error:  # a usage error, as argparse's own
+        print(f"recgpt {args.command}: error: {_message(error, args.command)}", file=sys.stderr)
+        return EXIT_USAGE
+    except RestError as error:
+        print(f"recgpt {args.command}: {error}", file=sys.stderr)
+        return EXIT_SERVER
     except RecGPTError as error:
-        print(f"recgpt {args.command}: error: {_message(error, parser, args.command)}", file=sys.stderr)
-        return 2
+        print(f"recgpt {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except grpc.RpcError as error:
         print(f"recgpt {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
-        return 2
+        return EXIT_SERVER
     except OSError as error:
         if error.errno not in _ENVIRONMENT_ERRNOS:
             raise
         print(f"recgpt {args.command}: error: {error.strerror}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

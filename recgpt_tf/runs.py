@@ -43,7 +43,8 @@ from recgpt_tf.files import write_json
 from recgpt_tf.inference.recall import split_k
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import worker_run_dir
-from recgpt_tf.training.pretrain import build_model, pretrain
+from recgpt_tf.training.fit import build_model
+from recgpt_tf.training.pretrain import pretrain
 from recgpt_tf.training.prompt_tuning import fine_tune, prompt_tune
 
 if TYPE_CHECKING:
@@ -56,10 +57,6 @@ EVALUATION_FILE = "evaluation.json"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 TRAINED_STAGES = (PRETRAIN_STAGE, PROMPT_STAGE, FINETUNE_STAGE)
-
-# Architecture fields added after runs existed, with the values those runs were trained with
-# (attention dropout was the model's one dropout rate).
-LEGACY_MODEL_FIELDS = {"layer_norm": "pre", "activation": "relu", "init_stddev": 0.0, "scale_items": True}
 
 
 def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
@@ -75,10 +72,13 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
     }
 
 
-def _recorded_model_config(model: dict) -> ModelConfig:
-    """The architecture config.json records; runs written before a field existed were built with what was
-    then the only layout."""
-    return ModelConfig(**{**LEGACY_MODEL_FIELDS, "attention_dropout": model.get("dropout", 0.5), **model})
+def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
+    """The architecture config.json records; a run written before one of today's fields existed is refused
+    by name (its layout is not today's default)."""
+    missing = sorted({f.name for f in dataclasses.fields(ModelConfig)} - set(model))
+    if missing:
+        raise RunDirectoryError(f"{path} was written by an older recgpt-tf (its model records no {', '.join(missing)}); train it anew")
+    return ModelConfig(**model)
 
 
 @dataclasses.dataclass
@@ -131,7 +131,7 @@ class Run:
             )
         if "model" in config and any((path / stage).exists() for stage in TRAINED_STAGES):
             # Its weights (and an interrupted stage's backup) have the recorded shapes and layout.
-            recorded = _recorded_model_config(config["model"]).to_dict()
+            recorded = _recorded_model_config(config["model"], path).to_dict()
             changed = [f"{k} {recorded[k]!r} -> {v!r}" for k, v in model_config.to_dict().items() if recorded[k] != v]
             if changed:
                 raise RunDirectoryError(
@@ -183,7 +183,7 @@ class Run:
 
     @property
     def model_config(self) -> ModelConfig:
-        return _recorded_model_config(self.config["model"])
+        return _recorded_model_config(self.config["model"], self.path)
 
     @property
     def vocabulary_files(self) -> tuple[Path, Path]:

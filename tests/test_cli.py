@@ -40,14 +40,14 @@ def test_train_then_evaluate_writes_the_contract_json(tmp_path, capsys):
 def test_bad_data_exits_with_file_and_line(tmp_path, capsys):
     data = tmp_path / "bad.txt"
     data.write_text("1 2 3\n2 4 oops\n")
-    assert main(["train", str(data), "--out", str(tmp_path / "run"), *TINY_FLAGS]) == 2
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *TINY_FLAGS]) == 1  # the work failed
     assert "bad.txt:2: item id 'oops' is not an integer" in capsys.readouterr().err
 
 
 def test_evaluate_names_a_missing_run(tmp_path, capsys):
     data = tmp_path / "d.txt"
     data.write_text("1 2 3 4\n")
-    assert main(["evaluate", str(tmp_path / "nowhere"), str(data)]) == 2
+    assert main(["evaluate", str(tmp_path / "nowhere"), str(data)]) == 1
     assert "not a trained run directory" in capsys.readouterr().err
 
 
@@ -75,8 +75,14 @@ def test_library_errors_name_the_flag_and_bugs_keep_their_traceback(tmp_path, ca
     assert main(["train", str(data), "--out", str(tmp_path / "run"), "--target-copies", "0", *TINY_FLAGS]) == 2
     err = capsys.readouterr().err
     assert err.startswith("recgpt train: error: --target-copies must be >= 1; got 0"), err
-    assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "base"), "--name", "m"]) == 2
+    assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "base"), "--name", "m"]) == 1
     assert "not a trained run directory" in capsys.readouterr().err
+    # A usage error (2) is told from a failed run (1) and a failed server call (3).
+    assert (
+        main(["train", str(data), "--out", str(tmp_path / "r2"), "--validation-users", "0", "--format", "tfrecord", "--stages", "pretrain"])
+        == 2
+    )
+    assert "--validation-users must be >= 1; got 0" in capsys.readouterr().err  # it became 50,000
 
     # An error the library did not mean to raise is a bug: it propagates with its traceback.
     import recgpt_tf.runs

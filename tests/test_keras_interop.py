@@ -11,7 +11,7 @@ from recgpt_tf import RecGPT
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.training import RankingValidation
-from recgpt_tf.training.pretrain import build_model
+from recgpt_tf.training.fit import build_model
 
 
 def test_the_readme_model_is_the_one_recgpt_train_trains(tiny_dataset):

@@ -215,7 +215,7 @@ def test_cli_recommend_and_sigterm_shutdown(served, tmp_path, capsys):
     over_rest = listed(capsys.readouterr().out)
     expected = GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt").recommend(["1"], [["3", "4"]])[0]["item_ids"]
     assert over_grpc == over_rest == expected and len(expected) == 10 and not {"3", "4"} & set(expected)
-    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "nope", "--user", "1"]) == 2
+    assert main(["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "nope", "--user", "1"]) == 3  # the server said no
     assert "NOT_FOUND" in capsys.readouterr().err
     # The plain TF Serving client example (no recgpt_tf import) prints the same list.
     example = Path(__file__).resolve().parents[1] / "serving" / "examples" / "grpc_predict.py"

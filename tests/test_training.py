@@ -85,7 +85,7 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
 
 def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
     from recgpt_tf.config import TrainConfig
-    from recgpt_tf.training.pretrain import make_optimizer
+    from recgpt_tf.training.fit import make_optimizer
 
     def data():  # 5 batches an epoch
         return 5

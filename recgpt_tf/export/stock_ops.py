@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recgpt_tf.errors import ExportError
+
 # Runs in a clean interpreter: TensorFlow only, then the registry lookup.
 _REGISTRY_CHECK = (
     "import json, sys\n"
@@ -52,7 +54,7 @@ def unregistered_ops(path: Path | str, timeout: float = 300) -> set[str]:
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     if result.returncode != 0:
-        raise RuntimeError(f"the op-registry check failed: {result.stderr[-2000:]}")
+        raise ExportError(f"the op-registry check of {path} failed: {result.stderr[-2000:]}")
     return set(json.loads(result.stdout.strip().splitlines()[-1]))
 
 

@@ -2,7 +2,7 @@
 
 from recgpt_tf.inference.encode import HistoryEncoder, length_sorted_batches
 from recgpt_tf.inference.prompts import PromptGenerator, load_prompted, prompt_layout, save_prompted
-from recgpt_tf.inference.recall import AutoRegressiveRecall, one_step_recall, split_k
+from recgpt_tf.inference.recall import AutoRegressiveRecall, split_k
 
 __all__ = [
     "AutoRegressiveRecall",
@@ -10,7 +10,6 @@ __all__ = [
     "PromptGenerator",
     "length_sorted_batches",
     "load_prompted",
-    "one_step_recall",
     "prompt_layout",
     "save_prompted",
     "split_k",

@@ -110,9 +110,3 @@ class AutoRegressiveRecall:
         steps = np.repeat(np.arange(1, len(step_sizes) + 1, dtype=np.int32), step_sizes)[np.newaxis].repeat(len(histories), axis=0)
         items, scores = np.concatenate(items, axis=1).astype(np.int32), np.concatenate(scores, axis=1).astype(np.float32)
         return items, scores, steps
-
-
-def one_step_recall(model, users: np.ndarray, histories: Sequence[np.ndarray], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """The usual one-step top-k from h1, history excluded: (item ids [B, k], scores [B, k])."""
-    items, scores, _ = AutoRegressiveRecall(model).recommend(users, histories, (k,))
-    return items, scores

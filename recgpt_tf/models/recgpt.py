@@ -87,7 +87,7 @@ class RecGPT(tfrs.Model):
         """Sets the log-Q table from [N + 2] interaction counts (smoothed by +1)."""
         counts = np.asarray(counts, dtype=np.float64) + 1.0
         if counts.shape != (self.num_items + 2,):
-            raise ValueError(f"counts must have shape ({self.num_items + 2},); got {counts.shape}")
+            raise ConfigError("counts", f"must have shape ({self.num_items + 2},); got {counts.shape}")
         self.item_log_probability.assign(np.log(counts / counts.sum()).astype(np.float32))
 
     def output_item_table(self) -> tf.Tensor:

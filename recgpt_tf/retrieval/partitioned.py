@@ -108,9 +108,10 @@ class PartitionedIndex(ItemIndex):
         super().__init__(candidates, name=name)
         check_choice("storage_dtype", storage_dtype, STORAGE_DTYPES)
         if partition.leaf_of_item.shape != (self.num_items,) or partition.centroids.shape[1] != self.dimension:
-            raise ValueError(
-                f"the partition covers {partition.leaf_of_item.shape[0]} items of dimension {partition.centroids.shape[1]}; "
-                f"the candidates are {self.num_items} x {self.dimension}"
+            raise ConfigError(
+                "partition",
+                f"covers {partition.leaf_of_item.shape[0]} items of dimension {partition.centroids.shape[1]}; "
+                f"the candidates are {self.num_items} x {self.dimension}",
             )
         self.leaf_sizes = np.bincount(partition.leaf_of_item, minlength=partition.num_leaves)
         self.storage_dtype = storage_dtype

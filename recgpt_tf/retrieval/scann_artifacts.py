@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recgpt_tf.errors import DataFormatError, ExportError
+
 PARTITIONER_FILE = "serialized_partitioner.pb"
 TOKENS_FILE = "datapoint_to_token.npy"
 
@@ -87,29 +89,29 @@ def read_partition(directory: Path | str) -> KMeansPartition:
     """The leaf centres and each datapoint's leaf from a serialized ScaNN searcher.
 
     Raises:
-        ValueError: naming the file, if the directory does not hold a one-level
+        DataFormatError: naming the file, if the directory does not hold a one-level
             k-means tree over un-projected data (what `builder(...).tree(...)` makes).
     """
     directory = Path(directory)
     path = directory / PARTITIONER_FILE
     if not path.is_file() or not (directory / TOKENS_FILE).is_file():
-        raise ValueError(f"{directory}: not a serialized ScaNN tree searcher ({PARTITIONER_FILE} and {TOKENS_FILE} expected)")
+        raise DataFormatError(directory, None, f"not a serialized ScaNN tree searcher ({PARTITIONER_FILE} and {TOKENS_FILE} expected)")
     message = _partitioner_message()()
     message.ParseFromString(path.read_bytes())
     if message.uses_projection or not message.HasField("kmeans"):
-        raise ValueError(f"{path}: only a k-means tree partitioner without projection can be read back")
+        raise DataFormatError(path, None, "only a k-means tree partitioner without projection can be read back")
     root = message.kmeans.kmeans_tree.root
     if any(len(child.children) for child in root.children):
-        raise ValueError(f"{path}: a multi-level k-means tree; build the searcher with one level of leaves")
+        raise DataFormatError(path, None, "a multi-level k-means tree; build the searcher with one level of leaves")
     leaf_ids = [child.leaf_id for child in root.children]
     if sorted(leaf_ids) != list(range(len(leaf_ids))) or len(root.centers) != len(leaf_ids):
-        raise ValueError(f"{path}: leaf ids {leaf_ids[:8]}… do not number the {len(root.centers)} centres 0..L-1")
+        raise DataFormatError(path, None, f"leaf ids {leaf_ids[:8]}… do not number the {len(root.centers)} centres 0..L-1")
     centroids = np.zeros((len(leaf_ids), len(_center(root.centers[0]))), np.float32)
     for leaf, center in zip(leaf_ids, root.centers):
         centroids[leaf] = _center(center)
     leaf_of_item = np.load(directory / TOKENS_FILE).astype(np.int32).reshape(-1)
     if leaf_of_item.size and (leaf_of_item.min() < 0 or leaf_of_item.max() >= len(leaf_ids)):
-        raise ValueError(f"{directory / TOKENS_FILE}: leaf ids outside 0..{len(leaf_ids) - 1}")
+        raise DataFormatError(directory / TOKENS_FILE, None, f"leaf ids outside 0..{len(leaf_ids) - 1}")
     return KMeansPartition(centroids=centroids, leaf_of_item=leaf_of_item)
 
 
@@ -149,5 +151,5 @@ def train_kmeans_partition(candidates: np.ndarray, num_leaves: int, training_sam
         searcher.serialize(directory)
         partition = read_partition(directory)
     if partition.leaf_of_item.shape[0] != len(candidates):
-        raise ValueError(f"ScaNN assigned {partition.leaf_of_item.shape[0]} datapoints to leaves; expected {len(candidates)}")
+        raise ExportError(f"ScaNN assigned {partition.leaf_of_item.shape[0]} datapoints to leaves; expected {len(candidates)}")
     return partition

@@ -2,7 +2,8 @@
 
 from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, PromptConfig
 from recgpt_tf.training.callbacks import MONITOR, RankingValidation
-from recgpt_tf.training.pretrain import build_model, fit_stage, pretrain
+from recgpt_tf.training.fit import build_model, fit_stage
+from recgpt_tf.training.pretrain import pretrain
 from recgpt_tf.training.prompt_tuning import fine_tune, prompt_tune
 
 __all__ = [

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tf_keras as keras
@@ -24,10 +23,7 @@ from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, next_real_targets, save_prompted
 from recgpt_tf.models.recgpt import RecGPT
-from recgpt_tf.training.pretrain import fit_stage
-
-if TYPE_CHECKING:
-    from recgpt_tf.runs import Run
+from recgpt_tf.training.fit import StageRun, fit_stage
 
 
 def generate_prompted_sequences(
@@ -54,13 +50,15 @@ def generate_prompted_sequences(
     return tokens, segments, {"cached": False, "seconds": seconds, "sequences_per_second": len(sequences) / max(seconds, 1e-9)}
 
 
-def prompt_tune(model: RecGPT, dataset: Dataset, run: "Run", config: PromptConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
+def prompt_tune(
+    model: RecGPT, dataset: Dataset, run: StageRun, config: PromptConfig | None = None, verbose: int = 1
+) -> tuple[RecGPT, dict]:
     """Prompt-tunes a pre-trained `model` in place, into `run`'s prompt stage.
 
     Args:
         model: Pre-trained (e.g. `run.load_model("pretrain")`); it generates the prompts.
         dataset: Encoded with the run's vocabularies.
-        run: The `runs.Run` to write the stage into; an interrupted stage resumes.
+        run: The run to write the stage into (a `runs.Run`); an interrupted stage resumes.
         config: K, the schedule and the loss positions (default `PromptConfig()`).
         verbose: Keras verbosity.
 
@@ -95,7 +93,7 @@ def prompt_tune(model: RecGPT, dataset: Dataset, run: "Run", config: PromptConfi
 
 
 def fine_tune(
-    model: RecGPT, dataset: Dataset, run: "Run", train_config: TrainConfig | None = None, verbose: int = 1
+    model: RecGPT, dataset: Dataset, run: StageRun, train_config: TrainConfig | None = None, verbose: int = 1
 ) -> tuple[RecGPT, dict]:
     """The paper's Fine-tuning baseline: every parameter of a pre-trained `model`, plain sequences,
     into `run`'s finetune stage (default schedule `TrainConfig.finetuning()`)."""
