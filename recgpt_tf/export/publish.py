@@ -149,7 +149,7 @@ def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories:
     user_ids, history = tf.constant(list(users)), tf.constant(pad_histories(histories))
     ids, _, _, vectors, _ = module.recall(user_ids, history)
     _, items = module.encode_inputs(user_ids, history)
-    exclusions = module.history_exclusions(items).numpy()
+    exclusions = module.generation.history_exclusions(items).numpy()
     sets, listed = {}, 0
     for step, size in enumerate(module.step_sizes):
         sets[f"step_{step + 1}"] = (vectors[:, step].numpy(), np.concatenate([exclusions, ids[:, :listed].numpy()], axis=1))

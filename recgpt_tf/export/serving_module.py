@@ -22,8 +22,7 @@ from recgpt_tf.contract import (
     OUTPUT_RECALL_STEP,
     OUTPUT_SCORES,
 )
-from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
-from recgpt_tf.retrieval import BruteForceIndex
+from recgpt_tf.inference.recall import GenerativeRecall
 
 
 def _line_number_table(path: Path) -> tf.lookup.StaticHashTable:
@@ -63,15 +62,14 @@ class RecGPTServingModule(tf.Module):
     ) -> None:
         super().__init__(name="recgpt_serving")
         self.model = model
+        self.generation = GenerativeRecall(model, index, max_exclusions=max_exclusions, jit_compile=jit_compile)
+        self.index = self.generation.index
         self.jit_compile = jit_compile
-        # A fixed width under XLA: one compiled program per batch size, not per history length.
-        self._decode = tf.function(self._decode_dense, jit_compile=True) if jit_compile else self._decode_dense
         self.step_sizes = tuple(int(s) for s in step_sizes)
         self.k = sum(self.step_sizes)
         self.num_items = model.num_items
         self.max_length = model.max_length
         self.max_exclusions = max_exclusions
-        self.index = index if index is not None else BruteForceIndex(model.candidate_embeddings())
         self.item_table = _line_number_table(item_vocab)
         self.user_table = _line_number_table(user_vocab)
         self.item_tokens = tf.lookup.StaticHashTable(
@@ -92,58 +90,11 @@ class RecGPTServingModule(tf.Module):
         items = tf.ragged.boolean_mask(ids, present)  # (B, None), padding removed, order kept
         return tf.cast(users, tf.int32), tf.cast(items, tf.int32)
 
-    def history_exclusions(self, items: tf.RaggedTensor) -> tf.Tensor:
-        """[B, E] int32: the most recent `max_exclusions` history items, 0-padded (never recommended)."""
-        return items[:, -self.max_exclusions :].to_tensor(default_value=0)
-
-    def _decode_last(self, users: tf.Tensor, tokens: tf.RaggedTensor, segments: tf.RaggedTensor) -> tf.Tensor:
-        """h at the last token of each row's most recent `max_length` tokens. [B, d]."""
-        tokens, segments = tokens[:, -self.max_length :], segments[:, -self.max_length :]
-        lengths = tokens.row_lengths()
-        if self.jit_compile:
-            width = tf.constant(self.max_length, tf.int64)
-        else:
-            width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], axis=0)), 1)  # >= 1 even for cold starts
-        dense = tokens.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))  # (B, T)
-        dense_segments = segments.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))
-        return self._decode(users, dense, dense_segments, tf.cast(lengths, tf.int32))
-
-    def _decode_dense(self, users: tf.Tensor, tokens: tf.Tensor, segments: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-        """h at the last real position of each right-padded row (position 0 for an empty one). [B, d]."""
-        return self.model.user_representation({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, lengths)
-
     # -- the recall -------------------------------------------------------------------
     def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None):
-        """The G-step recall.
-
-        Args:
-            num_vectors: User vectors to generate (default G); more than G runs the
-                decoder again after the last retrieval without retrieving (the
-                `user_embeddings` signature always returns h1 and h2).
-
-        Returns:
-            (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, V, d], prompts [B, V-1]).
-        """
+        """`GenerativeRecall` on the encoded request (see there for `num_vectors` and the outputs)."""
         users, items = self.encode_inputs(user_id, history)
-        excluded = self.history_exclusions(items)  # (B, E)
-        tokens, segments = items, tf.zeros_like(items)
-        out_ids, out_scores, out_steps, vectors, prompts = [], [], [], [], []
-        total = max(num_vectors or 0, len(self.step_sizes))
-        for step in range(total):
-            h = self._decode_last(users, tokens, segments)
-            vectors.append(h)
-            if step < len(self.step_sizes):
-                values, ids = self.index.query_with_exclusions(h, tf.concat([excluded] + out_ids, axis=1), self.step_sizes[step])
-                out_ids.append(ids)
-                out_scores.append(values)
-                out_steps.append(tf.fill(tf.shape(ids), step + 1))
-            if step < total - 1:
-                best = out_ids[-1][:, :1]  # i_g*: appended as a prompt token (segment 1)
-                prompts.append(best[:, 0])
-                tokens = tf.concat([tokens, tf.RaggedTensor.from_tensor(best)], axis=1)
-                segments = tf.concat([segments, tf.RaggedTensor.from_tensor(tf.ones_like(best))], axis=1)
-        prompts_t = tf.stack(prompts, axis=1) if prompts else tf.zeros([tf.shape(history)[0], 0], tf.int32)
-        return (tf.concat(out_ids, 1), tf.concat(out_scores, 1), tf.concat(out_steps, 1), tf.stack(vectors, 1), prompts_t)
+        return self.generation(users, items, self.step_sizes, num_vectors)
 
     def _tokens(self, ids: tf.Tensor) -> tf.Tensor:
         return self.item_tokens.lookup(tf.cast(ids, tf.int64) - 1)

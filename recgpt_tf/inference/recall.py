@@ -1,5 +1,6 @@
-"""Auto-regressive multi-step recall (paper section 4) — the one implementation
-that evaluation, the CLI and the exporter all call.
+"""Auto-regressive multi-step recall (paper section 4): `GenerativeRecall`, one graph over item ids that
+the serving signatures run inside the SavedModel and that evaluation, the CLI and notebooks run through
+`AutoRegressiveRecall` (numpy in and out). There is no other implementation.
 
 Two-step recall for a top-k list, k = m + n (`step_sizes=(m, n)`):
   1. h1 = decoder(u, s_u) at the last position; the top-m items by h1 · e_i,
@@ -18,11 +19,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError
-from recgpt_tf.inference.encode import HistoryEncoder
-from recgpt_tf.inference.prompts import PROMPT, REAL
+from recgpt_tf.inference.prompts import PROMPT
 from recgpt_tf.retrieval import BruteForceIndex, ItemIndex
-from recgpt_tf.retrieval.exclusions import pad_exclusions
 
 
 def split_k(k: int, first_step_size: int, num_steps: int = 2) -> tuple[int, ...]:
@@ -41,51 +41,122 @@ def split_k(k: int, first_step_size: int, num_steps: int = 2) -> tuple[int, ...]
     return tuple(s for s in sizes if s > 0)
 
 
+class GenerativeRecall(tf.Module):
+    """The G-step generation as a graph: user and item ids in, a top-k list, its scores, the step that
+    produced each item, the user vectors and the generated prompts out.
+
+    Step g runs the decoder on the history followed by the best items of steps 1..g-1 (each a prompt
+    token, segment 1), takes h_g at the last token and retrieves `step_sizes[g]` items, excluding the
+    history and everything listed by earlier steps.
+
+    Args:
+        model: A trained `RecGPT` (prompt-tuned or not).
+        index: Retrieval over `model.candidate_embeddings()` (default: exact, `BruteForceIndex`).
+        max_exclusions: The most recent history items excluded from the results (None: all of them).
+        jit_compile: Run each decoder pass as one XLA-compiled function over a fixed `max_length` window
+            (about 2x faster per pass on CPU; TF Serving runs such functions only with
+            `--xla_cpu_compilation_enabled=true`).
+    """
+
+    def __init__(self, model, index: ItemIndex | None = None, max_exclusions: int | None = None, jit_compile: bool = False) -> None:
+        super().__init__(name="generative_recall")
+        self.model = model
+        self.index = index if index is not None else BruteForceIndex(model.candidate_embeddings())
+        self.max_length = model.max_length
+        self.max_exclusions = max_exclusions
+        self.jit_compile = jit_compile
+        # A fixed width under XLA: one compiled program per batch size, not per history length.
+        self._decode = tf.function(self._decode_dense, jit_compile=True) if jit_compile else self._decode_dense
+
+    def history_exclusions(self, items: tf.RaggedTensor) -> tf.Tensor:
+        """[B, E] int32: the history items never recommended (the most recent `max_exclusions`), 0-padded."""
+        recent = items if self.max_exclusions is None else items[:, -self.max_exclusions :]
+        return recent.to_tensor(default_value=0)
+
+    def decode_last(self, users: tf.Tensor, tokens: tf.RaggedTensor, segments: tf.RaggedTensor) -> tf.Tensor:
+        """h at the last token of each row's most recent `max_length` tokens. [B, d]."""
+        tokens, segments = tokens[:, -self.max_length :], segments[:, -self.max_length :]
+        lengths = tokens.row_lengths()
+        if self.jit_compile:
+            width = tf.constant(self.max_length, tf.int64)
+        else:
+            width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], axis=0)), 1)  # >= 1 even for cold starts
+        dense = tokens.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))  # (B, T)
+        dense_segments = segments.to_tensor(default_value=0, shape=tf.stack([tokens.nrows(), width]))
+        return self._decode(users, dense, dense_segments, tf.cast(lengths, tf.int32))
+
+    def _decode_dense(self, users: tf.Tensor, tokens: tf.Tensor, segments: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """h at the last real position of each right-padded row (position 0 for an empty one). [B, d]."""
+        return self.model.user_representation({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, lengths)
+
+    def __call__(self, users: tf.Tensor, items: tf.RaggedTensor, step_sizes: Sequence[int], num_vectors: int | None = None):
+        """The recall.
+
+        Args:
+            users: [B] int32 user ids.
+            items: [B, None] int32 ragged histories, oldest first.
+            step_sizes: Items produced by each step (static), e.g. (9, 1).
+            num_vectors: User vectors to generate (default G); more than G runs the decoder again after
+                the last retrieval without retrieving (the `user_embeddings` signature always returns h1, h2).
+
+        Returns:
+            (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, V, d], prompts [B, V-1] int32).
+        """
+        excluded = self.history_exclusions(items)  # (B, E)
+        tokens, segments = items, tf.zeros_like(items)
+        out_ids, out_scores, out_steps, vectors, prompts = [], [], [], [], []
+        total = max(num_vectors or 0, len(step_sizes))
+        for step in range(total):
+            h = self.decode_last(users, tokens, segments)  # (B, d)
+            vectors.append(h)
+            if step < len(step_sizes):
+                values, ids = self.index.query_with_exclusions(h, tf.concat([excluded] + out_ids, axis=1), step_sizes[step])
+                out_ids.append(ids)
+                out_scores.append(values)
+                out_steps.append(tf.fill(tf.shape(ids), step + 1))
+            if step < total - 1:
+                best = out_ids[-1][:, :1]  # i_g*: appended as a prompt token
+                prompts.append(best[:, 0])
+                tokens = tf.concat([tokens, tf.RaggedTensor.from_tensor(best)], axis=1)
+                segments = tf.concat([segments, tf.RaggedTensor.from_tensor(tf.fill(tf.shape(best), PROMPT))], axis=1)
+        prompts_t = tf.stack(prompts, axis=1) if prompts else tf.zeros([tf.shape(users)[0], 0], tf.int32)
+        return tf.concat(out_ids, 1), tf.concat(out_scores, 1), tf.concat(out_steps, 1), tf.stack(vectors, 1), prompts_t
+
+
 class AutoRegressiveRecall:
-    """Multi-step recall with a (prompt-tuned) RecGPT.
+    """`GenerativeRecall` for numpy callers (evaluation, the CLI, notebooks): every history item excluded,
+    one traced graph per step layout.
 
     Args:
         model: A `RecGPT`; its `output_item_table()` scores items.
-        index: Retrieval over `model.candidate_embeddings()` (default: exact,
-            `BruteForceIndex`); the serving graph passes the export's index.
+        index: Retrieval over `model.candidate_embeddings()` (default: exact, `BruteForceIndex`).
     """
 
     def __init__(self, model, index: ItemIndex | None = None) -> None:
         self.model = model
-        self.encoder = HistoryEncoder.of(model)
-        self.index = index if index is not None else BruteForceIndex(model.candidate_embeddings())
+        self.generation = GenerativeRecall(model, index)
+        self.index = self.generation.index
+        self._traced: dict = {}
 
-    def user_vectors(self, users: np.ndarray, histories: Sequence[np.ndarray], num_steps: int, first_items: np.ndarray | None = None):
-        """h_1..h_G for each user, appending each step's best item as a prompt.
+    def _run(self, users: np.ndarray, histories: Sequence[np.ndarray], step_sizes: tuple[int, ...], num_vectors: int | None):
+        key = (step_sizes, num_vectors)
+        if key not in self._traced:
+            spec = [tf.TensorSpec([None], tf.int32), tf.RaggedTensorSpec([None, None], tf.int32, 1, tf.int64)]
+            self._traced[key] = tf.function(lambda u, h: self.generation(u, h, step_sizes, num_vectors), input_signature=spec)
+        lengths = np.array([len(h) for h in histories], np.int64)
+        flat = np.concatenate([np.asarray(h, np.int32) for h in histories]) if len(histories) else np.zeros(0, np.int32)
+        items = tf.RaggedTensor.from_row_lengths(tf.constant(flat, tf.int32), tf.constant(lengths))
+        return [t.numpy() for t in self._traced[key](tf.constant(np.asarray(users, np.int32)), items)]
 
-        Args:
-            users: [B] user ids.
-            histories: B item-id arrays (oldest first).
-            num_steps: G.
-            first_items: Optional [B, G-1] prompt items to append (the best item of
-                each earlier step); computed greedily (history excluded) when None.
+    def user_vectors(self, users: np.ndarray, histories: Sequence[np.ndarray], num_steps: int):
+        """h_1..h_G for each user, each step appending the best item (history and earlier steps' items
+        excluded) as a prompt.
 
         Returns:
             (vectors [B, G, d] float32, prompts [B, G-1] int32).
         """
-        exclusions = tf.constant(pad_exclusions(histories))
-        tokens = [np.asarray(h, np.int32) for h in histories]
-        segments = [np.full(len(h), REAL, np.int32) for h in histories]
-        vectors, prompts = [], []
-        for step in range(num_steps):
-            h = self.encoder.encode_batch(users, tokens, segments)  # (B, d)
-            vectors.append(h)
-            if step == num_steps - 1:
-                break
-            if first_items is not None:
-                best = np.asarray(first_items[:, step], np.int32)
-            else:
-                best = self.index.query_with_exclusions(h, exclusions, 1)[1][:, 0].numpy()
-            prompts.append(best)
-            tokens = [np.append(t, b) for t, b in zip(tokens, best)]
-            segments = [np.append(s, PROMPT) for s in segments]
-        stacked = tf.stack(vectors, axis=1).numpy()
-        return stacked, (np.stack(prompts, axis=1) if prompts else np.zeros((len(histories), 0), np.int32))
+        _, _, _, vectors, prompts = self._run(users, histories, (1,) * max(num_steps - 1, 1), num_steps)
+        return vectors, prompts.astype(np.int32)
 
     def recommend(self, users: np.ndarray, histories: Sequence[np.ndarray], step_sizes: Sequence[int]):
         """Top-k lists, k = sum(step_sizes), built step by step.
@@ -98,15 +169,5 @@ class AutoRegressiveRecall:
         k = sum(step_sizes)
         if not step_sizes or min(step_sizes) < 1 or k > self.model.num_items:
             raise ConfigError("step_sizes", f"must be >= 1 and sum to at most {self.model.num_items}; got {step_sizes}")
-        vectors, _ = self.user_vectors(users, histories, len(step_sizes))
-        exclusions = pad_exclusions(histories)
-        items, scores = [], []
-        for g, size in enumerate(step_sizes):
-            # Items already listed by earlier steps are excluded like history items.
-            listed = tf.constant(np.concatenate([exclusions] + items, axis=1))
-            step_scores, step_items = self.index.query_with_exclusions(tf.constant(vectors[:, g]), listed, size)
-            items.append(step_items.numpy())
-            scores.append(step_scores.numpy())
-        steps = np.repeat(np.arange(1, len(step_sizes) + 1, dtype=np.int32), step_sizes)[np.newaxis].repeat(len(histories), axis=0)
-        items, scores = np.concatenate(items, axis=1).astype(np.int32), np.concatenate(scores, axis=1).astype(np.float32)
-        return items, scores, steps
+        items, scores, steps, _, _ = self._run(users, histories, step_sizes, None)
+        return items.astype(np.int32), scores.astype(np.float32), steps.astype(np.int32)
