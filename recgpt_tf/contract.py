@@ -32,14 +32,20 @@ INDEX_CHOICES = (*INDEX_KINDS, AUTO_INDEX)  # what `--index` / `index_kind` acce
 PARTITIONED_MIN_ITEMS = 50_000
 
 
+def right_pad(rows: Sequence[Sequence], fill=0, dtype=np.int32, width: int | None = None) -> np.ndarray:
+    """[B, width] array of `rows`, each left-aligned and followed by `fill` (width: the longest row, at least
+    1). The one padding helper: training batches, decoder inputs, exclusion lists and the `history` input."""
+    width = max([len(row) for row in rows] + [1]) if width is None else width
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = list(row) if dtype is object else row
+    return out
+
+
 def pad_histories(histories: Sequence[Sequence], fill: str | bytes = "") -> np.ndarray:
     """The `history` input's layout: an object array [batch, T], each row oldest first,
     right-padded with `fill` to the longest row (T >= 1, so an empty batch row is one pad)."""
-    width = max([len(h) for h in histories] + [1])
-    out = np.full((len(histories), width), fill, dtype=object)
-    for i, row in enumerate(histories):
-        out[i, : len(row)] = list(row)
-    return out
+    return right_pad(histories, fill, object)
 
 
 _VERSION = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses

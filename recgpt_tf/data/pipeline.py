@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.config import BATCHINGS, ModelConfig, TrainConfig
+from recgpt_tf.contract import right_pad
 from recgpt_tf.errors import DataFormatError, check_choice
 
 # Feature keys shared by the pipeline, the model and the evaluator.
@@ -40,13 +41,6 @@ def next_item_examples(
         inputs.append(window[:-1])
         targets.append(window[1:])
     return np.asarray(keep_users, dtype=np.int32), inputs, targets
-
-
-def _padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
-    out = np.zeros((len(rows), width), dtype=np.int32)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
 
 
 def training_dataset(
@@ -111,9 +105,9 @@ def training_dataset(
         {
             USER_ID: keep_users,
             "length": lengths,
-            ITEM_IDS: _padded(inputs, width),
-            SEGMENT_IDS: _padded(seg_inputs, width),
-            TARGETS: _padded(targets, width),
+            ITEM_IDS: right_pad(inputs, width=width),
+            SEGMENT_IDS: right_pad(seg_inputs, width=width),
+            TARGETS: right_pad(targets, width=width),
         }
     )
     if shuffle:
@@ -190,11 +184,7 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
     """
     kept = [r[-max_length:] if len(r) else r for r in rows]
     lengths = np.fromiter((len(r) for r in kept), dtype=np.int32, count=len(kept))
-    width = max(1, int(lengths.max(initial=0)))
-    ids = np.zeros((len(kept), width), dtype=np.int32)
-    for i, row in enumerate(kept):
-        ids[i, : len(row)] = row
-    return ids, lengths
+    return right_pad(kept), lengths
 
 
 def split_targets(users: np.ndarray, sequences: Sequence[np.ndarray], copies: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:

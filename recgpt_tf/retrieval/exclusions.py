@@ -13,16 +13,14 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.contract import right_pad
+
 MINUS_INF = float("-inf")
 
 
 def pad_exclusions(rows: Sequence[Sequence[int]]) -> np.ndarray:
     """[B, E] int32 from B id lists of any lengths (E = the longest, at least 1), 0-padded."""
-    width = max([len(r) for r in rows] + [1])
-    out = np.zeros((len(rows), width), np.int32)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
+    return right_pad(rows)
 
 
 def exclude_scores(scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
