@@ -24,7 +24,7 @@ from recgpt_tf.config import TrainConfig
 from recgpt_tf.data.dataset import HELD_OUT, Dataset, EvalSplit, train_length
 from recgpt_tf.data.examples import EXAMPLE_SPEC, ITEMS_FEATURE, USER_FEATURE, compression_type, match_files
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID, batch_examples
-from recgpt_tf.data.vocab import Vocabulary
+from recgpt_tf.data.vocab import Vocabulary, VocabularyTable
 from recgpt_tf.errors import ConfigError, DataFormatError
 
 # Users whose sequences are kept in memory to validate epochs (all of them below this count).
@@ -167,7 +167,7 @@ class StreamedDataset:
                 f"{len(self.files)} TFRecord files cannot give each of {num_shards} input pipelines its own: write at least {num_shards} shards",
             )
         item_table, user_table = (
-            _lookup_table(path, oov) for path, oov in zip(vocabulary_files, (self.item_vocab.oov, self.user_vocab.oov))
+            VocabularyTable(path, oov) for path, oov in zip(vocabulary_files, (self.item_vocab.oov, self.user_vocab.oov))
         )
         window = max_length + 1
 
@@ -219,27 +219,3 @@ def _records(file: str) -> Iterable[tuple[str, list[str]]]:
                 yield user.decode(), [item.decode() for item in sequence]
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
         raise DataFormatError(file, None, f"holds a record that is not a RecGPT example ({error.message.splitlines()[0]})") from None
-
-
-def _lookup_table(vocabulary_file: Path, oov: int) -> tf.lookup.StaticHashTable:
-    """token -> id (line number + 1, as `Vocabulary`) read from a vocabulary file, `oov` for the rest."""
-    initializer = tf.lookup.TextFileInitializer(
-        str(vocabulary_file),
-        key_dtype=tf.string,
-        key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-        value_dtype=tf.int64,
-        value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-    )
-    table = tf.lookup.StaticHashTable(initializer, default_value=-1)
-    return _ShiftedTable(table, oov)
-
-
-class _ShiftedTable:
-    """A lookup of line numbers, shifted to ids (line i is id i + 1) with unknown tokens at `oov`."""
-
-    def __init__(self, table: tf.lookup.StaticHashTable, oov: int) -> None:
-        self.table, self.oov = table, oov
-
-    def lookup(self, keys: tf.Tensor) -> tf.Tensor:
-        lines = self.table.lookup(keys)
-        return tf.where(lines >= 0, lines + 1, tf.constant(self.oov, tf.int64))

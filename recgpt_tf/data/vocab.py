@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from recgpt_tf.errors import ConfigError, check_choice
 
@@ -103,3 +104,27 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return self.size
+
+
+class VocabularyTable(tf.Module):
+    """A vocabulary file as a TensorFlow lookup, token → id numbered as `Vocabulary` numbers it (line i is
+    id i + 1) and unknown tokens → `oov`: the one id encoder of the graphs (streamed training input, the
+    serving signatures, where the file becomes a SavedModel asset).
+
+    Args:
+        path: The vocabulary file (`Vocabulary.save`).
+        oov: The id of an unknown token (items: N + 1; users: 0).
+    """
+
+    def __init__(self, path: Path | str, oov: int) -> None:
+        super().__init__(name="vocabulary_table")
+        initializer = tf.lookup.TextFileInitializer(
+            str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
+        self.oov = oov
+
+    def lookup(self, tokens: tf.Tensor) -> tf.Tensor:
+        """int64 ids of `tokens` (any shape)."""
+        lines = self.table.lookup(tokens)
+        return tf.where(lines >= 0, lines + 1, tf.constant(self.oov, tf.int64))

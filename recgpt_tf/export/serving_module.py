@@ -22,16 +22,8 @@ from recgpt_tf.contract import (
     OUTPUT_RECALL_STEP,
     OUTPUT_SCORES,
 )
+from recgpt_tf.data.vocab import VocabularyTable
 from recgpt_tf.inference.recall import GenerativeRecall
-
-
-def _line_number_table(path: Path) -> tf.lookup.StaticHashTable:
-    """token → its line number (from 0) in the vocabulary file; unknown tokens → -1
-    (`encode_inputs` maps line n to the package's id n + 1 and -1 to the OOV id)."""
-    init = tf.lookup.TextFileInitializer(
-        str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
-    )
-    return tf.lookup.StaticHashTable(init, default_value=-1)
 
 
 class RecGPTServingModule(tf.Module):
@@ -70,8 +62,8 @@ class RecGPTServingModule(tf.Module):
         self.num_items = model.num_items
         self.max_length = model.max_length
         self.max_exclusions = max_exclusions
-        self.item_table = _line_number_table(item_vocab)
-        self.user_table = _line_number_table(user_vocab)
+        self.item_table = VocabularyTable(item_vocab, oov=model.num_items + 1)
+        self.user_table = VocabularyTable(user_vocab, oov=0)
         self.item_tokens = tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(
                 str(item_vocab), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE
@@ -82,13 +74,9 @@ class RecGPTServingModule(tf.Module):
     # -- input handling ---------------------------------------------------------------
     def encode_inputs(self, user_id: tf.Tensor, history: tf.Tensor):
         """(user ids [B] int32, item ids [B, None] int32 ragged, padding removed) from the string inputs."""
-        users = self.user_table.lookup(user_id)
-        users = tf.where(users < 0, tf.zeros_like(users), users + 1)
         present = tf.strings.length(history) > 0  # (B, T); "" is padding wherever it stands
-        ids = self.item_table.lookup(history)
-        ids = tf.where(ids < 0, tf.cast(self.num_items + 1, tf.int64), ids + 1)
-        items = tf.ragged.boolean_mask(ids, present)  # (B, None), padding removed, order kept
-        return tf.cast(users, tf.int32), tf.cast(items, tf.int32)
+        items = tf.ragged.boolean_mask(self.item_table.lookup(history), present)  # (B, None), padding removed, order kept
+        return tf.cast(self.user_table.lookup(user_id), tf.int32), tf.cast(items, tf.int32)
 
     # -- the recall -------------------------------------------------------------------
     def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None):
