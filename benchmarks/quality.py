@@ -37,6 +37,7 @@ PAPER = {
 }
 # RecBole 1.2.1 SASRec (CE), paper protocol: Beauty on this machine kind by issue 10's author (21 epochs,
 # time box); Sports by benchmarks/peers/recbole_sasrec.py on a GPU, 10 epochs (peer_sasrec_*_h200_partial.json).
+PEER_FILES = {"Beauty": "peer_sasrec_Beauty_cpu.json", "Sports_and_Outdoors": "peer_sasrec_Sports_and_Outdoors_h200_partial.json"}
 PEERS = {
     "Beauty": {"RecBole SASRec (CE, 21 epochs)": (None, None, 0.0915, 0.0561)},
     "Sports_and_Outdoors": {"RecBole SASRec (CE, 10 epochs)": (0.0332, 0.0233, 0.0488, 0.0283)},
@@ -95,8 +96,14 @@ def markdown(results: list[dict], when: str) -> str:
     ]
     for r in results:
         name = r["dataset"]
-        for label, row in {**PAPER.get(name, {}), **PEERS.get(name, {})}.items():
-            lines.append(f"| {name} | {label} (paper/peer) | " + " | ".join(fmt(v) for v in row) + " | | | |")
+        for label, row in PAPER.get(name, {}).items():
+            lines.append(f"| {name} | {label} (quoted: the paper's Table 2) | " + " | ".join(fmt(v) for v in row) + " | | | |")
+        for label, row in PEERS.get(name, {}).items():
+            lines.append(
+                f"| {name} | {label} (quoted, not measured by this script: {PEER_FILES[name]}) | "
+                + " | ".join(fmt(v) for v in row)
+                + " | | | |"
+            )
         t, p = r["test"], r["popularity_test"]
         lines.append(f"| {name} | popularity | {fmt(p['HR@5'])} | {fmt(p['NDCG@5'])} | {fmt(p['HR@10'])} | {fmt(p['NDCG@10'])} | | | |")
         lines.append(
