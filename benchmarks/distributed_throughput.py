@@ -29,10 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from trained_catalogue import add_catalogue_arguments, make_dataset  # noqa: E402  (imports recgpt_tf first)
-
+import recgpt_tf  # noqa: F401, E402  (first: it selects Keras 2, which TFRS needs)
+from recgpt_tf.benchmarking import add_catalogue_arguments, make_dataset  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import write_examples  # noqa: E402
 from recgpt_tf.data.streaming import StreamedDataset  # noqa: E402

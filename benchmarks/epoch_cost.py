@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import tf_keras as keras  # noqa: E402
 
-from quality import machine  # noqa: E402
+from recgpt_tf.benchmarking import machine  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
-from recgpt_tf.training.pretrain import build_model, make_optimizer, pretraining_data  # noqa: E402
+from recgpt_tf.training.fit import build_model, make_optimizer  # noqa: E402
+from recgpt_tf.training.pretrain import pretraining_data  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:

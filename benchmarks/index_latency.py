@@ -37,11 +37,9 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 # isort: split
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import tensorflow as tf  # noqa: E402
 
+from recgpt_tf.benchmarking import make_dataset, time_calls  # noqa: E402
 from recgpt_tf.contract import (  # noqa: E402
     INDEX_KINDS,
     RECOMMEND_SIGNATURE,
@@ -57,24 +55,11 @@ from recgpt_tf.runs import Run  # noqa: E402
 K = 10
 
 
-def percentiles(fn, calls: int) -> dict:
-    for i in range(3):
-        fn(i)
-    times = []
-    for i in range(calls):
-        start = time.perf_counter()
-        fn(i)
-        times.append(1000 * (time.perf_counter() - start))
-    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)), "calls": calls}
-
-
 def test_requests(run: Run, args):
     """Every test-split (user, history, target) of the run's data."""
     if args.data:
         dataset = run.dataset(args.data)
     else:  # a trained_catalogue.py run: regenerate its data from the recipe
-        from trained_catalogue import make_dataset
-
         recipe = json.loads(Path(f"{run.path}.trained_catalogue.json").read_text())["recipe"]
         dataset = make_dataset(argparse.Namespace(**recipe))
     split = dataset.split("test")
@@ -166,7 +151,7 @@ def main() -> None:
         q1, e1 = held_out_sets["step_1"]
         for batch in (1, 64):
             rows = [(tf.constant(q1[i : i + batch]), tf.constant(e1[i : i + batch])) for i in range(0, len(q1) - batch + 1, batch)]
-            entry[f"search_batch_{batch}"] = percentiles(lambda i: search(*rows[i % len(rows)]), args.calls if batch == 1 else 40)
+            entry[f"search_batch_{batch}"] = time_calls(lambda i: search(*rows[i % len(rows)]), args.calls if batch == 1 else 40)
         start = time.perf_counter()
         path = export_model(
             model,
@@ -186,7 +171,7 @@ def main() -> None:
         for batch in (1, 64):
             chunks = [measured[i : i + batch] for i in range(0, len(measured) - batch + 1, batch)]
             tensors = [(tf.constant([u for u, _, _ in c]), tf.constant(pad_histories([h for _, h, _ in c]))) for c in chunks]
-            entry[f"signature_batch_{batch}"] = percentiles(
+            entry[f"signature_batch_{batch}"] = time_calls(
                 lambda i: signature(user_id=tensors[i % len(tensors)][0], history=tensors[i % len(tensors)][1]),
                 args.calls if batch == 1 else 40,
             )

@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recgpt_tf.benchmarking import machine, pretraining_markdown, pretraining_report  # noqa: E402
+from recgpt_tf.config import ModelConfig  # noqa: E402
+from recgpt_tf.data import Dataset  # noqa: E402
+from recgpt_tf.training import pretrain  # noqa: E402
 
-from quality import DEFAULT_DATA, describe_pretraining, machine, run_one  # noqa: E402
-from quality import markdown as quality_markdown
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA = [SHARED / "Beauty.txt", SHARED / "Sports_and_Outdoors.txt"]
 from recgpt_tf.config import TrainConfig  # noqa: E402
 from recgpt_tf.evaluation.evaluate import evaluate_model  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
@@ -58,12 +60,15 @@ def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     quality_file = runs / f"{path.stem}.quality.json"  # beside the run: only `Run` writes inside it
     run = Run.open(run_dir) if (run_dir / "pretrain" / "summary.json").exists() else None
     if run is None:
-        pre = run_one(path, {}, TrainConfig(), runs)
+        dataset = Dataset.from_file(path)
+        model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users)
+        pretrain(Run.create(run_dir, dataset, model_config), dataset, TrainConfig(), verbose=2)
+        pre = pretraining_report(run_dir, path)
         run = Run.open(run_dir)
     elif quality_file.exists():
         pre = json.loads(quality_file.read_text())
     else:  # pre-trained elsewhere (e.g. by benchmarks/backbone_ablations.py with the same settings)
-        pre = describe_pretraining(run_dir, path)
+        pre = pretraining_report(run_dir, path)
     quality_file.write_text(json.dumps(pre, indent=2))
     dataset = run.dataset(path)
     stages = {}
@@ -187,8 +192,8 @@ def main() -> None:
     (out / "quality.json").write_text(
         json.dumps({"measured": when, "machine": machine(), "results": [r["pretrain_run"] for r in results]}, indent=2) + "\n"
     )
-    (out / "quality.md").write_text(quality_markdown([r["pretrain_run"] for r in results], when))
-    print(quality_markdown([r["pretrain_run"] for r in results], when))
+    (out / "quality.md").write_text(pretraining_markdown([r["pretrain_run"] for r in results], when))
+    print(pretraining_markdown([r["pretrain_run"] for r in results], when))
     print(markdown(results, when))
 
 

@@ -16,12 +16,9 @@ import dataclasses
 import datetime
 import json
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from quality import machine  # noqa: E402
+from recgpt_tf.benchmarking import machine  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import PromptConfig, prompt_tune  # noqa: E402

@@ -34,17 +34,11 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from serving_load import free_port  # noqa: E402
-from synthetic_export import export_synthetic, synthetic_model  # noqa: E402  (imports recgpt_tf first)
-
-# isort: split
-
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from recgpt_tf.benchmarking import export_synthetic, free_port, synthetic_model  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.serving import GrpcClient  # noqa: E402
 from recgpt_tf.serving.client import user_proto  # noqa: E402

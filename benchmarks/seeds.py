@@ -22,13 +22,10 @@ import argparse
 import datetime
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from quality import machine  # noqa: E402
+from recgpt_tf.benchmarking import machine  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402

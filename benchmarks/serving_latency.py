@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,25 +26,23 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 # isort: split
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import tensorflow as tf  # noqa: E402
-from synthetic_export import MAX_HISTORY, STEPS, as_tensors, export_synthetic, random_requests, synthetic_model  # noqa: E402
 
+from recgpt_tf.benchmarking import (  # noqa: E402
+    SYNTHETIC_MAX_HISTORY as MAX_HISTORY,
+)
+from recgpt_tf.benchmarking import (
+    SYNTHETIC_STEPS as STEPS,
+)
+from recgpt_tf.benchmarking import (
+    as_tensors,
+    export_synthetic,
+    random_requests,
+    synthetic_model,
+    time_calls,
+)
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
-
-
-def percentiles(fn, repeats: int) -> dict:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)), "calls": repeats}
 
 
 def main() -> None:
@@ -80,8 +77,8 @@ def main() -> None:
         result[key] = {"export_seconds": time.perf_counter() - start, "index": meta["index"]}
         for batch in (1, 64):
             u, h = as_tensors(*random_requests(rng, n, batch))
-            result[key][f"batch_{batch}"] = percentiles(
-                lambda: signature(user_id=u, history=h), args.repeats if batch == 1 else max(20, args.repeats // 4)
+            result[key][f"batch_{batch}"] = time_calls(
+                lambda _: signature(user_id=u, history=h), args.repeats if batch == 1 else max(20, args.repeats // 4), warmup=5
             )
     # One decoder pass alone (the signature runs two): the part of the cost that is not retrieval.
     result["decoder_pass_only"] = {}
@@ -90,7 +87,7 @@ def main() -> None:
         ids = tf.constant([[int(i) for i in h] + [0] * (MAX_HISTORY - len(h)) for h in histories], tf.int32)
         inputs = {"user_id": tf.constant([int(u) for u in users], tf.int32), "item_ids": ids, "segment_ids": tf.zeros_like(ids)}
         decode = tf.function(lambda x: model.backbone(x, training=False))
-        result["decoder_pass_only"][f"batch_{batch}"] = percentiles(lambda: decode(inputs), args.repeats)
+        result["decoder_pass_only"][f"batch_{batch}"] = time_calls(lambda _: decode(inputs), args.repeats, warmup=5)
     b = result["brute_force"]["batch_1"]["p50_ms"]
     result["ratios_batch_1"] = {f"{key}_over_brute_force": result[key]["batch_1"]["p50_ms"] / b for key, _, _ in flavours[1:]}
     write_json(args.json, result)

@@ -14,7 +14,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import threading
@@ -27,30 +26,12 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 
 import grpc
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import tensorflow as tf  # noqa: E402
-from synthetic_export import as_tensors, export_synthetic, random_requests, synthetic_model  # noqa: E402
 
+from recgpt_tf.benchmarking import as_tensors, export_synthetic, free_port, latency_summary, random_requests, synthetic_model  # noqa: E402
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.serving import GrpcClient  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def summary(latencies_ms: list[float], seconds: float) -> dict:
-    return {
-        "requests": len(latencies_ms),
-        "throughput_rps": len(latencies_ms) / seconds,
-        "p50_ms": float(np.percentile(latencies_ms, 50)),
-        "p99_ms": float(np.percentile(latencies_ms, 99)),
-    }
 
 
 def load(target: str, clients: int, per_client: int, requests: list) -> dict:
@@ -80,7 +61,7 @@ def load(target: str, clients: int, per_client: int, requests: list) -> dict:
         t.start()
     for t in threads:
         t.join()
-    out = summary(latencies, time.perf_counter() - start)
+    out = latency_summary(latencies, time.perf_counter() - start)
     out.update(clients=clients, errors=len(errors), error_codes=sorted(set(errors)))
     return out
 
@@ -106,7 +87,7 @@ def main() -> None:
         t = time.perf_counter()
         signature(user_id=u, history=h)
         in_process.append(1000 * (time.perf_counter() - t))
-    in_process_summary = summary(in_process, time.perf_counter() - start)
+    in_process_summary = latency_summary(in_process, time.perf_counter() - start)
 
     grpc_port, rest_port = free_port(), free_port()
     recgpt = os.path.join(os.path.dirname(sys.executable), "recgpt")

@@ -39,77 +39,14 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tf_keras as keras
 
+from recgpt_tf.benchmarking import add_catalogue_arguments, make_dataset
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset
-from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.files import write_json
 from recgpt_tf.runs import Run
 from recgpt_tf.training.fit import build_model
-
-
-def structured_sequences(
-    num_users: int,
-    num_items: int,
-    num_topics: int,
-    mean_length: float,
-    seed: int,
-    follow_probability: float = 0.6,
-    drift_probability: float = 0.15,
-    topics_per_user: int = 3,
-    min_length: int = 5,
-    max_length: int = 60,
-) -> list[np.ndarray]:
-    """The synthetic generator's process, vectorised over users. Item ids 1..num_items."""
-    rng = np.random.default_rng(seed)
-    per_topic = num_items // num_topics
-    members = rng.permutation(num_topics * per_topic).reshape(num_topics, per_topic)  # topic → its items (0-based)
-    topic_of = np.empty(num_topics * per_topic, np.int64)
-    topic_of[members.reshape(-1)] = np.repeat(np.arange(num_topics), per_topic)
-    popularity = np.cumsum(1.0 / np.arange(1, per_topic + 1) ** 0.8)
-    popularity /= popularity[-1]  # one Zipf CDF over ranks, shared by every topic
-    successor = np.empty(num_topics * per_topic, np.int64)
-    for t in range(num_topics):
-        successor[members[t]] = rng.permutation(members[t])
-    jump = rng.random(len(successor)) < 0.2
-    successor[jump] = rng.integers(0, len(successor), size=int(jump.sum()))
-
-    favourites = np.stack([rng.choice(num_topics, topics_per_user, replace=False) for _ in range(num_users)])
-    lengths = np.minimum(max_length, min_length + rng.geometric(1.0 / (mean_length - min_length + 1), num_users) - 1)
-    topic = favourites[:, 0]
-    item = members[topic, np.searchsorted(popularity, rng.random(num_users))]
-    steps = np.zeros((num_users, int(lengths.max())), np.int64)
-    steps[:, 0] = item
-    for t in range(1, steps.shape[1]):
-        follow = rng.random(num_users) < follow_probability
-        drift = ~follow & (rng.random(num_users) < drift_probability)
-        topic = np.where(drift, favourites[np.arange(num_users), rng.integers(0, topics_per_user, num_users)], topic)
-        popular = members[topic, np.searchsorted(popularity, rng.random(num_users))]
-        item = np.where(follow, successor[item], popular)
-        topic = np.where(follow, topic_of[item], topic)
-        steps[:, t] = item
-    return [steps[u, : lengths[u]].astype(np.int32) + 1 for u in range(num_users)]
-
-
-def add_catalogue_arguments(parser: argparse.ArgumentParser) -> None:
-    """The synthetic catalogue's flags (`make_dataset` reads them), shared with distributed_throughput.py."""
-    parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--topics", type=int, default=2000)
-    parser.add_argument("--mean-length", type=float, default=12.0)
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def make_dataset(args) -> Dataset:
-    sequences = structured_sequences(args.users, args.items, args.topics, args.mean_length, args.seed)
-    return Dataset(
-        name=f"synthetic-{args.items}",
-        item_vocab=Vocabulary([str(i) for i in range(1, args.items + 1)]),
-        user_vocab=Vocabulary([str(u) for u in range(1, args.users + 1)]),
-        users=np.arange(1, args.users + 1, dtype=np.int32),
-        sequences=sequences,
-    )
 
 
 def subsample(split, count: int, seed: int):

@@ -82,3 +82,47 @@ def synthetic_sequences(
             items.append(item)
         sequences[str(user)] = [str(i + 1) for i in items]
     return sequences
+
+
+def structured_sequences(
+    num_users: int,
+    num_items: int,
+    num_topics: int,
+    mean_length: float,
+    seed: int,
+    follow_probability: float = 0.6,
+    drift_probability: float = 0.15,
+    topics_per_user: int = 3,
+    min_length: int = 5,
+    max_length: int = 60,
+) -> list[np.ndarray]:
+    """`synthetic_sequences`' process vectorised over users, for catalogues of millions (the large-scale
+    benchmarks). Item ids 1..num_items, as int32 arrays."""
+    rng = np.random.default_rng(seed)
+    per_topic = num_items // num_topics
+    members = rng.permutation(num_topics * per_topic).reshape(num_topics, per_topic)  # topic → its items (0-based)
+    topic_of = np.empty(num_topics * per_topic, np.int64)
+    topic_of[members.reshape(-1)] = np.repeat(np.arange(num_topics), per_topic)
+    popularity = np.cumsum(1.0 / np.arange(1, per_topic + 1) ** 0.8)
+    popularity /= popularity[-1]  # one Zipf CDF over ranks, shared by every topic
+    successor = np.empty(num_topics * per_topic, np.int64)
+    for t in range(num_topics):
+        successor[members[t]] = rng.permutation(members[t])
+    jump = rng.random(len(successor)) < 0.2
+    successor[jump] = rng.integers(0, len(successor), size=int(jump.sum()))
+
+    favourites = np.stack([rng.choice(num_topics, topics_per_user, replace=False) for _ in range(num_users)])
+    lengths = np.minimum(max_length, min_length + rng.geometric(1.0 / (mean_length - min_length + 1), num_users) - 1)
+    topic = favourites[:, 0]
+    item = members[topic, np.searchsorted(popularity, rng.random(num_users))]
+    steps = np.zeros((num_users, int(lengths.max())), np.int64)
+    steps[:, 0] = item
+    for t in range(1, steps.shape[1]):
+        follow = rng.random(num_users) < follow_probability
+        drift = ~follow & (rng.random(num_users) < drift_probability)
+        topic = np.where(drift, favourites[np.arange(num_users), rng.integers(0, topics_per_user, num_users)], topic)
+        popular = members[topic, np.searchsorted(popularity, rng.random(num_users))]
+        item = np.where(follow, successor[item], popular)
+        topic = np.where(follow, topic_of[item], topic)
+        steps[:, t] = item
+    return [steps[u, : lengths[u]].astype(np.int32) + 1 for u in range(num_users)]
