@@ -275,22 +275,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_list(argument: str, text: str) -> list[str]:
+    """A JSON list of id strings from a flag (ids may hold commas)."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(argument, f"is not JSON: {error}") from None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(argument, f"must be a JSON list of item id strings; got {text!r}")
+    return value
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recgpt_tf.serving import GrpcClient, RestClient
 
     if args.history_json is not None:
-        try:
-            history = json.loads(args.history_json)
-        except ValueError as error:
-            raise ConfigError("history_json", f"is not JSON: {error}") from None
-        if not isinstance(history, list) or not all(isinstance(item, str) for item in history):
-            raise ConfigError("history_json", f"must be a JSON list of item id strings; got {args.history_json!r}")
+        history = _json_list("history_json", args.history_json)
     else:
         history = [h for h in args.history.split(",") if h] if args.history else []
+    exclude = None
+    if args.exclude_json is not None:
+        exclude = _json_list("exclude_json", args.exclude_json)
+    elif args.exclude:
+        exclude = [item for item in args.exclude.split(",") if item]
     if args.rest:
-        rows = RestClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
+        rows = RestClient(args.server, args.model, timeout=args.timeout).recommend(
+            [args.user], [history], args.version, exclude=exclude and [exclude]
+        )
     else:
-        rows = GrpcClient(args.server, args.model, timeout=args.timeout).recommend([args.user], [history], args.version)
+        rows = GrpcClient(args.server, args.model, timeout=args.timeout).recommend(
+            [args.user], [history], args.version, exclude=exclude and [exclude]
+        )
     row = rows[0]
     print(f"user {args.user}, history {' '.join(history) or '(empty: cold start)'}")
     for rank, (item, score, step) in enumerate(zip(row["item_ids"], row["scores"], row["recall_step"]), start=1):
@@ -396,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     given = recommend.add_mutually_exclusive_group()
     given.add_argument("--history", default="", help="comma-separated item ids, oldest first")
     given.add_argument("--history-json", default=None, help='the history as a JSON list, for ids holding commas: \'["a,1", "b"]\'')
+    excluded = recommend.add_mutually_exclusive_group()
+    excluded.add_argument("--exclude", default="", help="comma-separated items never to return (the recommend_excluding signature)")
+    excluded.add_argument("--exclude-json", default=None, help="the items never to return as a JSON list")
     recommend.add_argument("--version", type=int, default=None)
     recommend.add_argument("--rest", action="store_true")
     recommend.add_argument("--timeout", type=float, default=5.0)

@@ -12,9 +12,11 @@ import numpy as np
 
 RECOMMEND_SIGNATURE = "serving_default"
 EMBEDDINGS_SIGNATURE = "user_embeddings"
+EXCLUDING_SIGNATURE = "recommend_excluding"  # serving_default's outputs, never an item of `exclude`
 
 INPUT_USER_ID = "user_id"  # string [batch]
 INPUT_HISTORY = "history"  # string [batch, T], oldest first, right-padded with ""
+INPUT_EXCLUDE = "exclude"  # string [batch, E], items never to return (out of stock, bought elsewhere), right-padded with ""
 
 OUTPUT_ITEM_IDS = "item_ids"  # string [batch, k]
 OUTPUT_SCORES = "scores"  # float32 [batch, k]

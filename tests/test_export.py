@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import export_from_run, tiny_run, tiny_train_config
-from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
+from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, EXCLUDING_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.errors import ExportError
 from recgpt_tf.evaluation import two_step_sweep
 from recgpt_tf.export import export_model, publish
@@ -102,6 +102,29 @@ def test_approximate_signatures_overlap_the_exact_lists(kind, exports, partition
     assert all(len(set(row)) == 10 and "" not in row for row in approx)  # k distinct real items
     for row, history in zip(approx, histories):
         assert not set(row) & set(history)
+
+
+@pytest.mark.parametrize("kind", ["brute-force", "scann", "partitioned"])
+def test_request_time_exclusions_hold_for_every_index_kind(kind, exports, partitioned, run, tiny_dataset):
+    """recommend_excluding never returns an excluded item, at either step, for every index kind; through the
+    exact index it is the Python recall with the same exclusions."""
+    _, brute, scann = exports
+    path = {"brute-force": brute, "scann": scann, "partitioned": partitioned}[kind]
+    split, users, histories = _test_requests(tiny_dataset, 100)
+    # Each user's own exact top 12 is excluded (the items it would otherwise get), plus an unknown id.
+    exact, _, _ = _signature_lists(brute, users, histories)
+    excluded = [list(row[:12]) + ["no-such-item"] for row in exact]
+    signature = tf.saved_model.load(str(path)).signatures[EXCLUDING_SIGNATURE]
+    out = signature(user_id=tf.constant(users), history=tf.constant(pad_histories(histories)), exclude=tf.constant(pad_histories(excluded)))
+    items = out["item_ids"].numpy().astype(str)
+    for row, history, banned in zip(items, histories, excluded):
+        assert len(set(row)) == 10 and not set(row) & (set(history) | set(banned)), (row, banned)
+    if kind == "brute-force":
+        expected, expected_scores, _ = AutoRegressiveRecall(run[1]).recommend(
+            split.users[:100], split.histories[:100], STEPS, exclude=[tiny_dataset.item_vocab.encode(row[:12]) for row in excluded]
+        )
+        np.testing.assert_array_equal(items, np.array([tiny_dataset.item_vocab.decode(r) for r in expected]))
+        np.testing.assert_allclose(out["scores"].numpy(), expected_scores, rtol=1e-5, atol=1e-5)
 
 
 def test_hr_through_the_signature_equals_evaluate(exports, run, tiny_dataset):

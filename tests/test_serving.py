@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from helpers import export_from_run, tiny_run, tiny_train_config
+from recgpt_tf.cli import main
 from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.serving import GrpcClient, LocalServer, RestClient, RestError
 from recgpt_tf.serving.client import history_proto, user_proto
@@ -68,10 +69,29 @@ def test_grpc_and_rest_equal_the_in_process_saved_model(served, tiny_dataset):
         assert [r["recall_step"] for r in rows] == local["recall_step"].numpy().tolist()
 
 
+def test_request_time_exclusions_over_grpc_rest_and_the_cli(served, tiny_dataset, capsys):
+    server, _ = served
+    users, histories = _requests(tiny_dataset, 8)
+    plain = _grpc(server).recommend(users, histories)
+    banned = [row["item_ids"][:3] for row in plain]  # what each user would get first
+    rest = RestClient(f"127.0.0.1:{server.rest_port}", "recgpt")
+    over_grpc, over_rest = _grpc(server).recommend(users, histories, exclude=banned), rest.recommend(users, histories, exclude=banned)
+    assert [r["item_ids"] for r in over_grpc] == [r["item_ids"] for r in over_rest]
+    for row, first, removed in zip(over_grpc, plain, banned):
+        # Step 1 ranks as before without the 3 removed items (step 2 follows another first pick).
+        assert not set(row["item_ids"]) & set(removed) and row["item_ids"][:6] == first["item_ids"][3:9]
+    argv = ["recommend", "--server", f"127.0.0.1:{server.grpc_port}", "--model", "recgpt", "--user", users[0]]
+    assert main([*argv, "--history", ",".join(histories[0]), "--exclude", ",".join(banned[0])]) == 0
+    assert not set(banned[0]) & set(capsys.readouterr().out.split())
+    with pytest.raises(grpc.RpcError) as error:  # bounded like the other inputs, and refused, never cut
+        _grpc(server, retries=0).recommend(users[:1], histories[:1], exclude=[[str(i) for i in range(10_001)]])
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "exclude" in error.value.details()
+
+
 def test_metadata_and_status(served):
     server, _ = served
     client = _grpc(server)
-    assert client.signature_names() == ["serving_default", "user_embeddings"]
+    assert client.signature_names() == ["recommend_excluding", "serving_default", "user_embeddings"]
     assert client.status() == [(1, "AVAILABLE")]
     rest = RestClient(f"127.0.0.1:{server.rest_port}", "recgpt")
     assert rest.status()["model_version_status"][0]["state"] == "AVAILABLE"
@@ -203,7 +223,6 @@ def test_bounded_load_8_clients_x_250_requests(served, tiny_dataset):
 @pytest.mark.slow
 def test_cli_recommend_and_sigterm_shutdown(served, tmp_path, capsys):
     server, path = served
-    from recgpt_tf.cli import main
 
     def listed(output: str) -> list[str]:  # "  1. ITEM  score S  step G" lines
         return [line.split()[1] for line in output.splitlines() if line.split() and line.split()[0].rstrip(".").isdigit()]

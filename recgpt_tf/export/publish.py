@@ -29,6 +29,8 @@ import tensorflow as tf
 from recgpt_tf.contract import (
     AUTO_INDEX,
     EMBEDDINGS_SIGNATURE,
+    EXCLUDING_SIGNATURE,
+    INPUT_EXCLUDE,
     INPUT_HISTORY,
     INPUT_USER_ID,
     METADATA_FILE,
@@ -96,11 +98,14 @@ def write_warmup(path: Path, model_name: str, users: Sequence[str], histories: S
 
     count = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature in (RECOMMEND_SIGNATURE, EMBEDDINGS_SIGNATURE):
+        for signature in (RECOMMEND_SIGNATURE, EMBEDDINGS_SIGNATURE, EXCLUDING_SIGNATURE):
             for start in range(0, min(len(users), 4 * batch), batch):
                 request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
                 request.inputs[INPUT_USER_ID].CopyFrom(tf.make_tensor_proto(np.array(users[start : start + batch], dtype=object)))
                 request.inputs[INPUT_HISTORY].CopyFrom(tf.make_tensor_proto(pad_histories(histories[start : start + batch])))
+                if signature == EXCLUDING_SIGNATURE:  # the first history item excluded: a business rule's shape
+                    rows = [row[:1] for row in histories[start : start + batch]]
+                    request.inputs[INPUT_EXCLUDE].CopyFrom(tf.make_tensor_proto(pad_histories(rows)))
                 log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
                 count += 1
@@ -242,6 +247,7 @@ def write_version(
             signatures={
                 RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
                 EMBEDDINGS_SIGNATURE: module.user_embeddings.get_concrete_function(),
+                EXCLUDING_SIGNATURE: module.recommend_excluding.get_concrete_function(),
             },
         )
         extra = staging / "assets.extra"

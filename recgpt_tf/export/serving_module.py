@@ -14,6 +14,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from recgpt_tf.contract import (
+    INPUT_EXCLUDE,
     INPUT_HISTORY,
     INPUT_USER_ID,
     OUTPUT_EMBEDDINGS,
@@ -79,10 +80,12 @@ class RecGPTServingModule(tf.Module):
         return tf.cast(self.user_table.lookup(user_id), tf.int32), tf.cast(items, tf.int32)
 
     # -- the recall -------------------------------------------------------------------
-    def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None):
-        """`GenerativeRecall` on the encoded request (see there for `num_vectors` and the outputs)."""
+    def recall(self, user_id: tf.Tensor, history: tf.Tensor, num_vectors: int | None = None, exclude: tf.Tensor | None = None):
+        """`GenerativeRecall` on the encoded request (see there for `num_vectors`, `exclude` and the outputs)."""
         users, items = self.encode_inputs(user_id, history)
-        return self.generation(users, items, self.step_sizes, num_vectors)
+        if exclude is not None:  # strings [B, E] → ids, "" → 0 (padding); unknown ids match no candidate
+            exclude = tf.where(tf.strings.length(exclude) > 0, tf.cast(self.item_table.lookup(exclude), tf.int32), 0)
+        return self.generation(users, items, self.step_sizes, num_vectors, exclude=exclude)
 
     def _tokens(self, ids: tf.Tensor) -> tf.Tensor:
         return self.item_tokens.lookup(tf.cast(ids, tf.int64) - 1)
@@ -92,6 +95,17 @@ class RecGPTServingModule(tf.Module):
     )
     def recommend(self, user_id, history):
         ids, scores, steps, _, _ = self.recall(user_id, history)
+        return {OUTPUT_ITEM_IDS: self._tokens(ids), OUTPUT_SCORES: scores, OUTPUT_RECALL_STEP: steps}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=INPUT_USER_ID),
+            tf.TensorSpec([None, None], tf.string, name=INPUT_HISTORY),
+            tf.TensorSpec([None, None], tf.string, name=INPUT_EXCLUDE),
+        ]
+    )
+    def recommend_excluding(self, user_id, history, exclude):
+        ids, scores, steps, _, _ = self.recall(user_id, history, exclude=exclude)
         return {OUTPUT_ITEM_IDS: self._tokens(ids), OUTPUT_SCORES: scores, OUTPUT_RECALL_STEP: steps}
 
     @tf.function(

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.contract import right_pad
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.inference.prompts import PROMPT
@@ -89,7 +90,14 @@ class GenerativeRecall(tf.Module):
         """h at the last real position of each right-padded row (position 0 for an empty one). [B, d]."""
         return self.model.user_representation({USER_ID: users, ITEM_IDS: tokens, SEGMENT_IDS: segments}, lengths)
 
-    def __call__(self, users: tf.Tensor, items: tf.RaggedTensor, step_sizes: Sequence[int], num_vectors: int | None = None):
+    def __call__(
+        self,
+        users: tf.Tensor,
+        items: tf.RaggedTensor,
+        step_sizes: Sequence[int],
+        num_vectors: int | None = None,
+        exclude: tf.Tensor | None = None,
+    ):
         """The recall.
 
         Args:
@@ -98,11 +106,15 @@ class GenerativeRecall(tf.Module):
             step_sizes: Items produced by each step (static), e.g. (9, 1).
             num_vectors: User vectors to generate (default G); more than G runs the decoder again after
                 the last retrieval without retrieving (the `user_embeddings` signature always returns h1, h2).
+            exclude: Optional [B, E] int32 items never to return, 0-padded (request-time business rules),
+                applied before the top-k of every step, like the history.
 
         Returns:
             (item ids [B, k] int32, scores [B, k], steps [B, k] int32, vectors [B, V, d], prompts [B, V-1] int32).
         """
         excluded = self.history_exclusions(items)  # (B, E)
+        if exclude is not None:
+            excluded = tf.concat([excluded, tf.cast(exclude, tf.int32)], axis=1)
         tokens, segments = items, tf.zeros_like(items)
         out_ids, out_scores, out_steps, vectors, prompts = [], [], [], [], []
         total = max(num_vectors or 0, len(step_sizes))
@@ -138,15 +150,27 @@ class AutoRegressiveRecall:
         self.index = self.generation.index
         self._traced: dict = {}
 
-    def _run(self, users: np.ndarray, histories: Sequence[np.ndarray], step_sizes: tuple[int, ...], num_vectors: int | None):
+    def _run(
+        self,
+        users: np.ndarray,
+        histories: Sequence[np.ndarray],
+        step_sizes: tuple[int, ...],
+        num_vectors: int | None,
+        exclude: Sequence[Sequence[int]] | None = None,
+    ):
         key = (step_sizes, num_vectors)
         if key not in self._traced:
-            spec = [tf.TensorSpec([None], tf.int32), tf.RaggedTensorSpec([None, None], tf.int32, 1, tf.int64)]
-            self._traced[key] = tf.function(lambda u, h: self.generation(u, h, step_sizes, num_vectors), input_signature=spec)
+            spec = [
+                tf.TensorSpec([None], tf.int32),
+                tf.RaggedTensorSpec([None, None], tf.int32, 1, tf.int64),
+                tf.TensorSpec([None, None], tf.int32),
+            ]
+            self._traced[key] = tf.function(lambda u, h, x: self.generation(u, h, step_sizes, num_vectors, exclude=x), input_signature=spec)
         lengths = np.array([len(h) for h in histories], np.int64)
         flat = np.concatenate([np.asarray(h, np.int32) for h in histories]) if len(histories) else np.zeros(0, np.int32)
         items = tf.RaggedTensor.from_row_lengths(tf.constant(flat, tf.int32), tf.constant(lengths))
-        return [t.numpy() for t in self._traced[key](tf.constant(np.asarray(users, np.int32)), items)]
+        excluded = right_pad(exclude) if exclude is not None else np.zeros((len(histories), 1), np.int32)
+        return [t.numpy() for t in self._traced[key](tf.constant(np.asarray(users, np.int32)), items, tf.constant(excluded))]
 
     def user_vectors(self, users: np.ndarray, histories: Sequence[np.ndarray], num_steps: int):
         """h_1..h_G for each user, each step appending the best item (history and earlier steps' items
@@ -158,8 +182,11 @@ class AutoRegressiveRecall:
         _, _, _, vectors, prompts = self._run(users, histories, (1,) * max(num_steps - 1, 1), num_steps)
         return vectors, prompts.astype(np.int32)
 
-    def recommend(self, users: np.ndarray, histories: Sequence[np.ndarray], step_sizes: Sequence[int]):
-        """Top-k lists, k = sum(step_sizes), built step by step.
+    def recommend(
+        self, users: np.ndarray, histories: Sequence[np.ndarray], step_sizes: Sequence[int], exclude: Sequence[Sequence[int]] | None = None
+    ):
+        """Top-k lists, k = sum(step_sizes), built step by step; never an item of the history or of
+        `exclude` (B lists of item ids, optional).
 
         Returns:
             (item ids [B, k] int32, scores [B, k] float32, step [B, k] int32 — 1-based
@@ -169,5 +196,5 @@ class AutoRegressiveRecall:
         k = sum(step_sizes)
         if not step_sizes or min(step_sizes) < 1 or k > self.model.num_items:
             raise ConfigError("step_sizes", f"must be >= 1 and sum to at most {self.model.num_items}; got {step_sizes}")
-        items, scores, steps, _, _ = self._run(users, histories, step_sizes, None)
+        items, scores, steps, _, _ = self._run(users, histories, step_sizes, None, exclude)
         return items.astype(np.int32), scores.astype(np.float32), steps.astype(np.int32)

@@ -30,7 +30,15 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, INPUT_HISTORY, INPUT_USER_ID, RECOMMEND_SIGNATURE, pad_histories
+from recgpt_tf.contract import (
+    EMBEDDINGS_SIGNATURE,
+    EXCLUDING_SIGNATURE,
+    INPUT_EXCLUDE,
+    INPUT_HISTORY,
+    INPUT_USER_ID,
+    RECOMMEND_SIGNATURE,
+    pad_histories,
+)
 from recgpt_tf.errors import ConfigError, RecGPTError
 
 _TARGET = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]{1,5})")
@@ -107,16 +115,31 @@ class GrpcClient:
         return spec
 
     def predict(
-        self, users: Sequence[str], histories: Sequence[Sequence[str]], signature: str = RECOMMEND_SIGNATURE, version: int | None = None
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        signature: str = RECOMMEND_SIGNATURE,
+        version: int | None = None,
+        exclude: Sequence[Sequence[str]] | None = None,
     ) -> predict_pb2.PredictResponse:
         request = predict_pb2.PredictRequest(model_spec=self._spec(signature, version))
         request.inputs[INPUT_USER_ID].CopyFrom(user_proto(users))
         request.inputs[INPUT_HISTORY].CopyFrom(history_proto(histories))
+        if exclude is not None:
+            request.inputs[INPUT_EXCLUDE].CopyFrom(history_proto(exclude))  # the same layout: right-padded strings
         return self._call(self.predictions.Predict, request)
 
-    def recommend(self, users: Sequence[str], histories: Sequence[Sequence[str]], version: int | None = None) -> list[dict]:
-        """One dict per user: item_ids (str), scores (float), recall_step (1 or 2)."""
-        return _rows(self.predict(users, histories, RECOMMEND_SIGNATURE, version).outputs)
+    def recommend(
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        version: int | None = None,
+        exclude: Sequence[Sequence[str]] | None = None,
+    ) -> list[dict]:
+        """One dict per user: item_ids (str), scores (float), recall_step (1 or 2). With `exclude` (one list
+        per user), the `recommend_excluding` signature: none of those items is returned."""
+        signature = RECOMMEND_SIGNATURE if exclude is None else EXCLUDING_SIGNATURE
+        return _rows(self.predict(users, histories, signature, version, exclude).outputs)
 
     def user_embeddings(self, users: Sequence[str], histories: Sequence[Sequence[str]], version: int | None = None) -> list[dict]:
         """One dict per user: embeddings ([steps][d] floats) and first_item."""
@@ -174,10 +197,20 @@ class RestClient:
             reason = getattr(error, "reason", error)
             raise RestError(None, f"no answer from {self.base}: {getattr(reason, 'strerror', None) or reason}") from None
 
-    def recommend(self, users: Sequence[str], histories: Sequence[Sequence[str]], version: int | None = None) -> list[dict]:
+    def recommend(
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        version: int | None = None,
+        exclude: Sequence[Sequence[str]] | None = None,
+    ) -> list[dict]:
         path = (f"/versions/{version}" if version is not None else "") + ":predict"
         instances = [{INPUT_USER_ID: str(u), INPUT_HISTORY: [str(i) for i in h]} for u, h in zip(users, histories)]
-        return self._request(path, {"signature_name": RECOMMEND_SIGNATURE, "instances": instances})["predictions"]
+        if exclude is not None:
+            for instance, items in zip(instances, exclude):
+                instance[INPUT_EXCLUDE] = [str(i) for i in items]
+        signature = RECOMMEND_SIGNATURE if exclude is None else EXCLUDING_SIGNATURE
+        return self._request(path, {"signature_name": signature, "instances": instances})["predictions"]
 
     def status(self) -> dict:
         return self._request("")

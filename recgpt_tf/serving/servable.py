@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.contract import RECOMMEND_SIGNATURE, WARMUP_FILE, pad_histories, version_numbers
+from recgpt_tf.contract import INPUT_EXCLUDE, INPUT_HISTORY, RECOMMEND_SIGNATURE, WARMUP_FILE, pad_histories, version_numbers
 from recgpt_tf.errors import RecGPTError
 
 log = logging.getLogger("recgpt.serve")
@@ -63,6 +63,8 @@ class Limits:
         max_elements: Largest number of elements one input may declare (rows x items):
             about 16 bytes each once built, so 2M bound an input to ~32 MB.
         max_message_bytes: Largest request message (gRPC and REST body).
+        max_exclude: Most items one row of `exclude` (recommend_excluding) may list; a longer row is
+            refused, never cut (an item cut from it could be recommended).
     """
 
     def __init__(
@@ -72,12 +74,14 @@ class Limits:
         max_history_hard: int = 1_000_000,
         max_elements: int = 2_000_000,
         max_message_bytes: int = 16 << 20,
+        max_exclude: int = 10_000,
     ) -> None:
         self.max_batch = max_batch
         self.max_history = max_history
         self.max_history_hard = max_history_hard
         self.max_elements = max_elements
         self.max_message_bytes = max_message_bytes
+        self.max_exclude = max_exclude
 
     def check_shape(self, key: str, shape: list[int]) -> None:
         """Raises RESOURCE_EXHAUSTED when an input of `shape` (declared, not yet built) is over a bound."""
@@ -238,7 +242,12 @@ class Servable:
                 value = tf.make_ndarray(proto)
             except Exception as error:  # malformed proto contents
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' cannot be decoded: {error}") from None
-            if value.ndim == 2 and value.shape[1] > limits.max_history:
+            if key == INPUT_EXCLUDE and value.shape[1] > limits.max_exclude:
+                raise ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"input '{key}' lists {value.shape[1]} items per row, above the limit {limits.max_exclude}",
+                )
+            if key == INPUT_HISTORY and value.shape[1] > limits.max_history:
                 value = trim_history(value, limits.max_history)
             feeds[info.name] = value
         fetches = {key: info.name for key, info in signature.outputs.items()}
