@@ -129,3 +129,13 @@ def test_split_targets_trains_every_target_exactly_once_across_copies():
     )
     trained = sorted(int(t) for t in batch["targets"][batch["targets"] > 0])
     assert trained == [2, 3, 4, 5, 10]  # the same targets as one plain copy, each once
+
+
+@pytest.mark.parametrize("batching", ["shuffled", "bucketed", "token_budget"])
+def test_an_epoch_declares_its_batches_so_the_progress_bar_knows_them(tiny_dataset, batching):
+    from recgpt_tf.data.pipeline import training_dataset
+
+    for batch_size in (64, 7):
+        data = training_dataset(tiny_dataset.users, tiny_dataset.train_sequences(), 20, batch_size, batching=batching)
+        declared = int(data.cardinality())
+        assert declared > 0 and [sum(1 for _ in data) for _ in range(2)] == [declared, declared]

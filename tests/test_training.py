@@ -189,3 +189,10 @@ def test_objective_auto_trains_the_full_softmax_below_the_threshold_and_the_samp
     assert TrainConfig(label_smoothing=0.0).for_catalogue(10).label_smoothing == 0.0
     with pytest.raises(ConfigError, match="label_smoothing"):
         TrainConfig(label_smoothing=0.1).for_catalogue(SAMPLED_SOFTMAX_MIN_ITEMS)
+
+
+def test_a_log_that_is_not_a_terminal_gets_one_line_per_epoch(tiny_dataset, tmp_path, capfd):
+    pretrain(tiny_run(tiny_dataset, tmp_path / "run"), tiny_dataset, tiny_train_config(epochs=2), verbose=1)
+    out = capfd.readouterr().out
+    assert "\r" not in out and "\x08" not in out  # no progress-bar redraws in a log file
+    assert len([line for line in out.splitlines() if " - loss: " in line]) == 2  # one Keras summary line per epoch

@@ -126,25 +126,37 @@ def training_dataset(
     return batch_examples(ds, batching, batch_size, max_length, np.bincount(lengths))
 
 
-def batch_examples(ds: tf.data.Dataset, batching: str, batch_size: int, max_length: int, length_counts: np.ndarray) -> tf.data.Dataset:
+def batch_examples(
+    ds: tf.data.Dataset, batching: str, batch_size: int, max_length: int, length_counts: np.ndarray, exact_counts: bool = True
+) -> tf.data.Dataset:
     """Batches unbatched next-item examples (`{user_id: [], item_ids, segment_ids, targets: [L]}`) as
     `batching` says (see `training_dataset`); `length_counts[L]` = examples of length L in the data
-    (token_budget sizes its buckets from it)."""
+    (token_budget sizes its buckets from it). When they count `ds` exactly (`exact_counts`; not for one
+    shard of a streamed run, counted over all shards) the batches of an epoch are declared to Keras."""
     check_choice("batching", batching, BATCHINGS)
     padded_shapes = {USER_ID: [], ITEM_IDS: [None], SEGMENT_IDS: [None], TARGETS: [None]}
+    length_counts = np.asarray(length_counts, dtype=np.int64)
     if batching == "shuffled":
-        return ds.padded_batch(batch_size, padded_shapes=padded_shapes).prefetch(tf.data.AUTOTUNE)
-    boundaries = [b for b in _BUCKET_BOUNDARIES if b < max_length]
-    if batching == "bucketed":
-        batch_sizes = [batch_size] * (len(boundaries) + 1)
+        ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes)
+        batches = -(-int(length_counts.sum()) // batch_size)
     else:
-        batch_sizes = _token_budget_sizes(np.asarray(length_counts), boundaries, batch_size)
-    ds = ds.bucket_by_sequence_length(
-        element_length_func=lambda x: tf.shape(x[ITEM_IDS])[0],
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=batch_sizes,
-        padded_shapes=padded_shapes,
-    )
+        boundaries = [b for b in _BUCKET_BOUNDARIES if b < max_length]
+        if batching == "bucketed":
+            batch_sizes = [batch_size] * (len(boundaries) + 1)
+        else:
+            batch_sizes = _token_budget_sizes(length_counts, boundaries, batch_size)
+        ds = ds.bucket_by_sequence_length(
+            element_length_func=lambda x: tf.shape(x[ITEM_IDS])[0],
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=batch_sizes,
+            padded_shapes=padded_shapes,
+        )
+        # Every bucket ends with its remainder batch, so an epoch's batches are known before it runs.
+        bucket_of = np.searchsorted(np.asarray(boundaries), np.arange(len(length_counts)), side="right")
+        members = np.bincount(bucket_of, weights=length_counts, minlength=len(batch_sizes)).astype(np.int64)
+        batches = int(sum(-(-int(n) // size) for n, size in zip(members, batch_sizes)))
+    if exact_counts:  # the count Keras' progress bar shows (steps and an ETA from the first epoch on), checked as it runs
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -193,7 +193,12 @@ class StreamedDataset:
         ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.filter(lambda example: tf.size(example[ITEM_IDS]) > 0)
         return batch_examples(
-            ds, train_config.batching, batch_size or train_config.batch_size, max_length, self.example_length_counts(max_length)
+            ds,
+            train_config.batching,
+            batch_size or train_config.batch_size,
+            max_length,
+            self.example_length_counts(max_length),
+            exact_counts=False,  # the histogram counts every shard; this pipeline reads some
         )
 
     def example_length_counts(self, max_length: int) -> np.ndarray:

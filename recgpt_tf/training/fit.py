@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -149,6 +150,8 @@ def fit_stage(
                 stopping.best, stopping.wait = best, wait
 
     callbacks.insert(3, _ResumeFromLog())
+    if verbose == 1 and not sys.stdout.isatty():
+        verbose = 2  # a log file gets one line per epoch, not a carriage-return stream of progress bars
     start = time.perf_counter()
     history = model.fit(train_data, epochs=train_config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
