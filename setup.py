@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "tensorflow-serving-api==2.20.*",
     "numpy>=2.0,<3",
     "grpcio>=1.60",
+    "pyarrow>=14",  # Parquet interaction logs
 ]
 
 EXTRAS_REQUIRE = {

@@ -11,6 +11,8 @@ Formats:
         cell holds no digit); sorted by timestamp per user (stable, so ties keep file order).
     inter: RecBole atomic file, a typed header such as
         `user_id:token\titem_id:token\ttimestamp:float`.
+    parquet: a table of user, item, timestamp (the columns so named, `user_id` and `item_id` too, else
+        the first three), read with pyarrow under the same rules; errors name FILE:ROW (1-based).
 
 Ids are exact strings: what the file holds (CSV quoting removed), never stripped, split or
 normalised, and a run directory stores each one unchanged; an id it cannot store
@@ -21,6 +23,7 @@ integers, other numbers as finite decimals; `nan`, `inf` or a date is an error n
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections import OrderedDict
 from decimal import Decimal
@@ -30,8 +33,8 @@ from typing import Iterator
 from recgpt_tf.data.vocab import storable_problem
 from recgpt_tf.errors import DataFormatError
 
-FORMATS = ("sequence", "csv", "tsv", "inter")
-_SUFFIX_FORMATS = {".txt": "sequence", ".seq": "sequence", ".csv": "csv", ".tsv": "tsv", ".inter": "inter"}
+FORMATS = ("sequence", "csv", "tsv", "inter", "parquet")
+_SUFFIX_FORMATS = {".txt": "sequence", ".seq": "sequence", ".csv": "csv", ".tsv": "tsv", ".inter": "inter", ".parquet": "parquet"}
 
 
 def detect_format(path: Path | str) -> str:
@@ -72,6 +75,8 @@ def load_interactions(path: Path | str, data_format: str | None = None) -> dict[
         sequences = _read_sequence_file(path)
     elif data_format == "inter":
         sequences = _read_recbole_inter(path)
+    elif data_format == "parquet":
+        sequences = _read_parquet(path)
     else:
         sequences = _read_delimited(path, "," if data_format == "csv" else "\t")
     if not sequences:
@@ -231,3 +236,59 @@ def _read_recbole_inter(path: Path) -> dict[str, list[str]]:
         user = _check_id(path, number, "user", row[user_col])
         events.append((user, stamp, number, _check_id(path, number, "item", row[item_col])))
     return _group_by_time(events)
+
+
+_PARQUET_COLUMNS = (("user", "user_id"), ("item", "item_id"), ("timestamp",))
+
+
+def _read_parquet(path: Path) -> dict[str, list[str]]:
+    """user, item, timestamp rows of a Parquet file: ids as exact strings (integer ids in decimal), integer
+    and timestamp columns as exact integers, float timestamps only when finite."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataFormatError(path, None, f"is not a readable Parquet file ({error})") from None
+    names = table.column_names
+    chosen = [next((n for n in options if n in names), None) for options in _PARQUET_COLUMNS]
+    if None in chosen:
+        if len(names) < 3:
+            raise DataFormatError(path, None, f"expected user, item and timestamp columns; the file has {names}")
+        chosen = names[:3]
+    columns = []
+    for name in chosen:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            column = column.cast(pa.int64())  # the unit's integer count: exact, and ordered as the times
+        columns.append(column.to_pylist())
+    events: list[tuple[str, Timestamp, int, str]] = []
+    for row, (user, item, stamp) in enumerate(zip(*columns), start=1):
+        events.append(
+            (
+                _check_id(path, row, "user", _parquet_id(path, row, "user", user)),
+                _parquet_timestamp(path, row, stamp),
+                row,
+                _check_id(path, row, "item", _parquet_id(path, row, "item", item)),
+            )
+        )
+    return _group_by_time(events)
+
+
+def _parquet_id(path: Path, row: int, kind: str, value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DataFormatError(path, row, f"{kind} id {value!r} is not a string or an integer")
+
+
+def _parquet_timestamp(path: Path, row: int, value) -> Timestamp:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return Decimal(value)  # the float's exact value
+    if isinstance(value, Decimal) and value.is_finite():
+        return value
+    raise DataFormatError(path, row, f"timestamp {value!r} is not a finite number")
