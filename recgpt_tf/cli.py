@@ -240,6 +240,29 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend_batch(args: argparse.Namespace) -> int:
+    from recgpt_tf.inference.batch import read_requests, recommend_batch
+
+    model = Path(args.model)
+    if (model / "config.json").is_file():  # a run directory: answer through its export, made once
+        from recgpt_tf.contract import version_numbers
+        from recgpt_tf.runs import Run
+
+        exports = model / "batch_export"
+        if not version_numbers(exports / "recgpt"):
+            with native_log_to(model / "logs" / "export" / "export.log"):
+                Run.open(model).export(exports, "recgpt")
+        model = exports / "recgpt"
+    total = sum(1 for _ in read_requests(args.users, args.format))  # one cheap pass: the progress bar's total
+    stats = recommend_batch(model, read_requests(args.users, args.format), args.out, args.batch_size, total=total, progress=not args.quiet)
+    rate = f", {stats['users_per_second']:.0f} users/s" if stats["users_per_second"] else ""
+    resumed = f" (resumed after {stats['skipped']} already answered)" if stats["skipped"] else ""
+    print(
+        f"wrote {stats['users']} users' recommendations to {args.out}{resumed} in {stats['seconds']:.1f} s{rate}, with {stats['version']}"
+    )
+    return 0
+
+
 def cmd_cluster_task(args: argparse.Namespace) -> int:
     from recgpt_tf.training.distribute import cluster_spec, serve_cluster_task
 
@@ -398,6 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", choices=FORMATS, default=None)
     convert.add_argument("--shards", type=int, default=1, help="write N files NAME-0000i-of-0000N (users round-robin)")
     convert.set_defaults(func=cmd_convert)
+
+    batch = sub.add_parser(
+        "recommend-batch", help="top-k for every user of a file through the exported signature (offline = online); resumable"
+    )
+    batch.add_argument("model", type=Path, help="a SavedModel version, a model directory (newest version) or a run directory")
+    batch.add_argument("users", type=Path, help="an interaction file (each user's whole history) or JSON lines of requests")
+    batch.add_argument("--out", type=Path, required=True, help="JSON lines, one per user; rerun to resume")
+    batch.add_argument("--format", choices=FORMATS, default=None)
+    batch.add_argument("--batch-size", type=int, default=256)
+    batch.add_argument("--quiet", action="store_true")
+    batch.set_defaults(func=cmd_recommend_batch)
 
     cluster_task = sub.add_parser(
         "cluster-task", help="run this process as the worker or parameter server TF_CONFIG names (--strategy parameter-server)"
