@@ -77,6 +77,7 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
         stages,
         train_config,
         prompt_config,
+        warm_start=getattr(args, "warm_start", None),
         verbose=0 if args.quiet else 1,
         on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
     )
@@ -355,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline"
+    )
+    train.add_argument(
+        "--warm-start",
+        type=Path,
+        default=None,
+        metavar="OLD_RUN",
+        help="start pre-training from an earlier run (yesterday's): known ids keep their rows",
     )
     train.add_argument(
         "--prompt-window", type=int, default=None, help=f"K, prompts generated before each real item (0..6; {PromptConfig.prompt_window})"

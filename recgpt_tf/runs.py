@@ -46,6 +46,7 @@ from recgpt_tf.training.distribute import worker_run_dir
 from recgpt_tf.training.fit import build_model
 from recgpt_tf.training.pretrain import pretrain
 from recgpt_tf.training.prompt_tuning import fine_tune, prompt_tune
+from recgpt_tf.training.warm_start import WarmStartSource
 
 if TYPE_CHECKING:
     from recgpt_tf.export.publish import PublishedVersion
@@ -313,6 +314,7 @@ class Run:
         prompt_config: PromptConfig | None = None,
         verbose: int = 1,
         on_stage_end: Callable[[str, dict], None] | None = None,
+        warm_start: Path | str | None = None,
     ) -> dict[str, dict]:
         """Trains `stages` on `dataset` (encoded with this run's vocabularies); an interrupted stage resumes.
 
@@ -335,6 +337,8 @@ class Run:
                 batch size above).
             verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
             on_stage_end: Optional callable(stage, summary), e.g. to print progress.
+            warm_start: An earlier run directory (yesterday's) whose pre-trained model pre-training starts
+                from: known items and users keep their rows, new ones get fresh rows (`training.warm_start`).
 
         Returns:
             {stage: summary} for the stages of the plan (`already_trained` set on those kept).
@@ -344,7 +348,7 @@ class Run:
         """
         check_choice("stages", stages, STAGE_PLANS)
         with self.lock():
-            return self._train(dataset, STAGE_PLANS[stages], train_config, prompt_config, verbose, on_stage_end)
+            return self._train(dataset, STAGE_PLANS[stages], train_config, prompt_config, verbose, on_stage_end, warm_start)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -387,6 +391,7 @@ class Run:
         prompt_config: PromptConfig | None,
         verbose: int,
         on_stage_end: Callable[[str, dict], None] | None,
+        warm_start: Path | str | None = None,
     ) -> dict[str, dict]:
         if isinstance(dataset, StreamedDataset) and plan != (PRETRAIN_STAGE,):
             raise ConfigError(
@@ -403,7 +408,10 @@ class Run:
         prompt_config = dataclasses.replace(prompt_config, train=dataclasses.replace(prompt_config.train, **inherited))
         finetune_config = TrainConfig.finetuning(**inherited)
         planned = {
-            PRETRAIN_STAGE: train_config.for_catalogue(dataset.num_items).to_dict(),
+            PRETRAIN_STAGE: {
+                **train_config.for_catalogue(dataset.num_items).to_dict(),
+                **({"warm_start": str(Path(warm_start).resolve())} if warm_start is not None else {}),
+            },
             PROMPT_STAGE: prompt_config.to_dict(),
             FINETUNE_STAGE: finetune_config.to_dict(),
         }
@@ -420,7 +428,8 @@ class Run:
             (self.path / EVALUATION_FILE).unlink(missing_ok=True)  # no longer describes the run
             if stage == PRETRAIN_STAGE:
                 self._drop_stages_after_pretraining()
-                _, summary = pretrain(self, dataset, train_config, verbose)
+                source = self.warm_start_source(warm_start) if warm_start is not None else None
+                _, summary = pretrain(self, dataset, train_config, verbose, warm_start_from=source)
             elif stage == PROMPT_STAGE:
                 _, summary = prompt_tune(self.load_model(PRETRAIN_STAGE), dataset, self, prompt_config, verbose)
             else:
@@ -429,6 +438,14 @@ class Run:
             if on_stage_end:
                 on_stage_end(stage, summary)
         return summaries
+
+    def warm_start_source(self, path: Path | str) -> WarmStartSource:
+        """The finished pre-training of the run at `path`, to start this run's from (refused: this very run,
+        or one without a finished pre-training)."""
+        old = Run.open(path)
+        if old.path.resolve() == self.path.resolve():
+            raise ConfigError("warm_start", f"must be another run than {self.path} (yesterday's)")
+        return WarmStartSource(old.load_model(PRETRAIN_STAGE), old.item_vocab, old.user_vocab, str(old.path.resolve()))
 
     def _chief(self) -> "Run | None":
         """The run whose finished stages every worker follows: this one, or on a non-chief worker the

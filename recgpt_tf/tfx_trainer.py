@@ -32,7 +32,7 @@ from recgpt_tf.errors import ConfigError
 from recgpt_tf.runs import Run
 from recgpt_tf.training.distribute import make_strategy
 
-_RUN_KEYS = {"prompt_window", "prompt_loss_positions", "stages", "index", "top_k", "first_step_size", "recall_threshold"}
+_RUN_KEYS = {"prompt_window", "prompt_loss_positions", "stages", "index", "top_k", "first_step_size", "recall_threshold", "warm_start"}
 
 
 def _split_config(custom_config: dict | None) -> tuple[dict, dict, dict]:
@@ -58,7 +58,7 @@ def run_fn(fn_args) -> None:
     )
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
     run = Run.for_task(run_dir, train_config.strategy, dataset, model_config, seed=train_config.seed)
-    run.train(dataset, run_kwargs.get("stages", "all"), train_config, prompt_config, verbose=2)
+    run.train(dataset, run_kwargs.get("stages", "all"), train_config, prompt_config, verbose=2, warm_start=run_kwargs.get("warm_start"))
 
     # Evaluation on the eval split's users (leave-one-out, full ranking, history excluded), in the run's ids;
     # the export then carries its metrics in recgpt.json ("eval_metrics").

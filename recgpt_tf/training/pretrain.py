@@ -13,6 +13,7 @@ from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines, table_placement
 from recgpt_tf.training.fit import StageRun, build_model, fit_stage
+from recgpt_tf.training.warm_start import WarmStartSource, warm_start
 
 
 def pretraining_data(
@@ -42,6 +43,7 @@ def pretrain(
     train_config: TrainConfig | None = None,
     verbose: int = 1,
     extra_callbacks: list | None = None,
+    warm_start_from: WarmStartSource | None = None,
 ) -> tuple[RecGPT, dict]:
     """Pre-trains a new model of `run`'s architecture on `dataset`'s training split.
 
@@ -54,6 +56,7 @@ def pretrain(
             catalogue, and recorded resolved).
         verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
         extra_callbacks: More Keras callbacks, run after the built-in ones.
+        warm_start_from: Start from an earlier run's model instead of random weights (`warm_start`).
 
     Returns:
         (model with the selected weights, stage summary).
@@ -61,11 +64,15 @@ def pretrain(
     model_config = run.model_config
     train_config = (train_config or TrainConfig()).for_catalogue(dataset.num_items)
     keras.utils.set_random_seed(train_config.seed)
-    run.begin_stage(PRETRAIN_STAGE, train_config.to_dict())
+    run.begin_stage(PRETRAIN_STAGE, {**train_config.to_dict(), **({"warm_start": warm_start_from.path} if warm_start_from else {})})
     strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config, run.vocabulary_files)
     with strategy.scope():
         model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
         model.set_item_frequencies(dataset.item_counts())
+        if warm_start_from is not None:
+            rows = warm_start(
+                model, warm_start_from.model, warm_start_from.item_vocab, dataset.item_vocab, warm_start_from.user_vocab, dataset.user_vocab
+            )
     summary = fit_stage(
         model,
         dataset,
@@ -79,6 +86,8 @@ def pretrain(
         strategy=strategy,
         resume_dir=run.resume_dir(PRETRAIN_STAGE),
     )
+    if warm_start_from is not None:
+        summary["warm_start"] = {"from": warm_start_from.path, **rows}
     summary["objective"] = train_config.objective
     if train_config.strategy != "single":
         summary["strategy"] = {"name": train_config.strategy, "table_placement": table_placement(model)}

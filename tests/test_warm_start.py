@@ -1,0 +1,75 @@
+"""Warm-started retraining with a growing catalogue: known ids keep their trained rows, new ones get
+fresh rows, vanished ones are dropped, the decoder starts from yesterday's weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import TINY_MODEL, tiny_run, tiny_train_config, write_lines
+from recgpt_tf.cli import main
+from recgpt_tf.config import ModelConfig
+from recgpt_tf.data import Dataset, synthetic_sequences
+from recgpt_tf.errors import ConfigError
+from recgpt_tf.runs import Run
+from recgpt_tf.training.fit import build_model
+from recgpt_tf.training.warm_start import warm_start
+
+
+def _days():
+    """Day 1 lacks the last item of every third user and every sequence holding items 100..119 (new
+    tomorrow); day 2 is everything but item 5's users (gone: item 5 is dropped)."""
+    full = synthetic_sequences(num_users=400, num_items=120, num_topics=8, mean_length=10, max_length=30, seed=3)
+    day1 = {u: (s[:-1] if int(u) % 3 == 0 else s) for u, s in full.items() if not any(int(i) >= 100 for i in s)}
+    day2 = {u: s for u, s in full.items() if "5" not in s}
+    return Dataset.from_interactions(day1, name="day1"), Dataset.from_interactions(day2, name="day2")
+
+
+def test_known_rows_are_kept_new_rows_are_fresh_and_the_decoder_is_copied(tmp_path):
+    day1, day2 = _days()
+    old_run = tiny_run(day1, tmp_path / "day1")
+    old_run.train(day1, "pretrain", tiny_train_config(epochs=2), verbose=0)
+    old = old_run.load_model("pretrain")
+    new = build_model(ModelConfig(num_items=day2.num_items, num_users=day2.num_users, **TINY_MODEL))
+    before = new.backbone.item_table.numpy().copy()
+    rows = warm_start(new, old, day1.item_vocab, day2.item_vocab, day1.user_vocab, day2.user_vocab)
+    old_items, new_items = old.backbone.item_table.numpy(), new.backbone.item_table.numpy()
+    for token in ("1", "50", "99"):  # known both days
+        np.testing.assert_array_equal(new_items[day2.item_vocab.lookup(token)], old_items[day1.item_vocab.lookup(token)])
+    for token in ("100", "119"):  # first seen on day 2: the new model's own initial rows
+        assert token not in day1.item_vocab.tokens
+        np.testing.assert_array_equal(new_items[day2.item_vocab.lookup(token)], before[day2.item_vocab.lookup(token)])
+    np.testing.assert_array_equal(new_items[day2.num_items + 1], old_items[day1.num_items + 1])  # the OOV row
+    assert rows["items_new"] >= 20 and rows["items_dropped"] >= 1 and rows["users_kept"] > 0
+    for name in ("decoder_block_0", "position_embedding"):
+        mine = [w for w in new.backbone.weights if name in w.name]
+        theirs = [w for w in old.backbone.weights if name in w.name]
+        assert mine and all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(mine, theirs))
+    wider = build_model(ModelConfig(num_items=day2.num_items, num_users=day2.num_users, **{**TINY_MODEL, "hidden_size": 16}))
+    with pytest.raises(ConfigError, match="hidden_size 32 -> 16"):
+        warm_start(wider, old, day1.item_vocab, day2.item_vocab, day1.user_vocab, day2.user_vocab)
+
+
+def test_recgpt_train_warm_start_then_export_as_the_next_version(tmp_path, capsys):
+    day1, day2 = _days()
+    flags = ["--hidden-size", "32", "--num-layers", "1", "--intermediate-size", "64", "--max-length", "20", "--epochs", "2"]
+    files = []
+    for day in (day1, day2):
+        files.append(
+            write_lines(
+                tmp_path / f"{day.name}.txt",
+                [f"{u} {' '.join(day.item_vocab.decode(s))}" for u, s in zip(day.user_vocab.decode(day.users), day.sequences)],
+            )
+        )
+    assert main(["train", files[0], "--out", str(tmp_path / "day1"), "--stages", "pretrain", *flags]) == 0
+    assert main(["export", str(tmp_path / "day1"), str(tmp_path / "base"), "--name", "m", "--index", "brute-force"]) == 0
+    assert (
+        main(["train", files[1], "--out", str(tmp_path / "day2"), "--stages", "pretrain", "--warm-start", str(tmp_path / "day1"), *flags])
+        == 0
+    )
+    summary = Run.open(tmp_path / "day2").summary("pretrain")
+    assert summary["warm_start"]["from"] == str((tmp_path / "day1").resolve()) and summary["warm_start"]["items_new"] >= 20
+    assert main(["export", str(tmp_path / "day2"), str(tmp_path / "base"), "--name", "m", "--index", "brute-force"]) == 0
+    meta = json.loads((tmp_path / "base" / "m" / "2" / "assets.extra" / "recgpt.json").read_text())
+    assert meta["num_items"] == day2.num_items and meta["config"]["pretrain"]["warm_start"].endswith("day1")
+    assert main(["train", files[1], "--out", str(tmp_path / "day2b"), "--stages", "pretrain", "--warm-start", str(tmp_path / "day2b")]) == 2
