@@ -134,6 +134,7 @@ def export_synthetic(model, flavour: str, work: Path | None = None, name: str = 
     from recgpt_tf.export import export_model
 
     work = Path(work or tempfile.mkdtemp(prefix="recgpt-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     items, users = work / "items.txt", work / "users.txt"
     if not items.exists():
         items.write_text("".join(f"{i}\n" for i in range(1, model.num_items + 1)))

@@ -127,6 +127,15 @@ def test_request_time_exclusions_hold_for_every_index_kind(kind, exports, partit
         np.testing.assert_allclose(out["scores"].numpy(), expected_scores, rtol=1e-5, atol=1e-5)
 
 
+def test_exports_use_only_ops_the_oldest_verified_tf_serving_runtime_loaded(exports, partitioned):
+    """benchmarks/tf_serving_compat.py loaded brute-force and partitioned exports under TF 2.16, 2.18 and 2.20
+    with the same answers and recorded their ops; a new op must be verified there before it ships."""
+    compat = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "tf_serving_compat.json").read_text())
+    assert min(compat["verified_runtimes"]).startswith("2.16")
+    for path in (exports[1], partitioned):
+        assert saved_model_ops(path) <= set(compat["verified_ops"]), sorted(saved_model_ops(path) - set(compat["verified_ops"]))
+
+
 def test_hr_through_the_signature_equals_evaluate(exports, run, tiny_dataset):
     _, brute, _ = exports
     _, model = run
