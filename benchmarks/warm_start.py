@@ -1,0 +1,88 @@
+"""Warm-started retraining on a simulated day 2 of Beauty: does tomorrow's run reach today's quality in a
+fraction of the epochs?
+
+Day 2 is the paper's file. Day 1 is the same file without the last interaction of a random 30% of the
+users, so the items first seen there are new on day 2. Three pre-trainings with the defaults, each in its
+own run directory (resumable: rerun the command and finished runs are kept, an interrupted one resumes):
+day 1 from scratch; day 2 from scratch; day 2 warm-started from day 1 (`Run.train(warm_start=...)`).
+Reported: each run's validation NDCG@10 per evaluated epoch (history.csv), the epoch at which the warm
+start first reaches the from-scratch run's best validation NDCG@10, and both runs' test figures.
+
+    python benchmarks/warm_start.py --data ../shared/data/Beauty.txt --json benchmarks/results/warm_start_Beauty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from recgpt_tf.benchmarking import stamp, write_report
+from recgpt_tf.config import TrainConfig
+from recgpt_tf.data import Dataset, load_interactions
+from recgpt_tf.evaluation import evaluate_model
+from recgpt_tf.runs import Run
+from recgpt_tf.training import MONITOR
+
+
+def day_one(interactions: dict[str, list[str]], share: float, seed: int) -> dict[str, list[str]]:
+    """`interactions` without the last item of a random `share` of the users (kept when that would leave
+    fewer than 3 items, the least leave-one-out needs)."""
+    rng = np.random.default_rng(seed)
+    cut = set(rng.choice(list(interactions), size=int(share * len(interactions)), replace=False))
+    return {u: (items[:-1] if u in cut and len(items) > 3 else items) for u, items in interactions.items()}
+
+
+def curve(run: Run) -> list[float]:
+    with (run.stage_dir("pretrain") / "history.csv").open() as handle:
+        return [float(row[MONITOR]) for row in csv.DictReader(handle)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--share", type=float, default=0.3, help="users whose last interaction day 1 lacks")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="cap (default: TrainConfig's); small values only to smoke-test")
+    parser.add_argument("--runs", type=Path, default=Path("runs/warm_start"))
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+
+    full = load_interactions(args.data)
+    days = {
+        "day1": Dataset.from_interactions(day_one(full, args.share, args.seed), "day1"),
+        "day2": Dataset.from_interactions(full, "day2"),
+    }
+    config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    runs = {}
+    for name, dataset, warm in (("day1", days["day1"], None), ("day2_scratch", days["day2"], None), ("day2_warm", days["day2"], "day1")):
+        run = Run.create(args.runs / name, dataset, seed=args.seed)
+        run.train(dataset, "pretrain", config, verbose=2, warm_start=args.runs / warm if warm else None)
+        runs[name] = run
+    report = stamp({"data": str(args.data), "share": args.share, "seed": args.seed, "runs": {}})
+    for name, run in runs.items():
+        dataset = days["day1" if name == "day1" else "day2"]
+        summary = run.summary("pretrain")
+        report["runs"][name] = {
+            "valid_ndcg10_per_epoch": curve(run),
+            "best_epoch": summary["best_epoch"],
+            "epochs": summary["epochs"],
+            "valid": summary["valid"],
+            "test": evaluate_model(run.load_model("pretrain"), dataset.split("test")),
+            "train_seconds": round(summary["seconds"], 1),
+            **({"warm_start": summary["warm_start"]} if "warm_start" in summary else {}),
+        }
+    scratch, warm = report["runs"]["day2_scratch"], report["runs"]["day2_warm"]
+    target = max(scratch["valid_ndcg10_per_epoch"])
+    reached = next((i + 1 for i, v in enumerate(warm["valid_ndcg10_per_epoch"]) if v >= target), None)
+    report["warm_reaches_scratch_best_at_epoch"] = reached
+    report["scratch_best_epoch"] = scratch["best_epoch"]
+    report["epoch_ratio"] = reached / scratch["best_epoch"] if reached else None
+    write_report(args.json, report)
+    print({k: report[k] for k in ("warm_reaches_scratch_best_at_epoch", "scratch_best_epoch", "epoch_ratio")})
+
+
+if __name__ == "__main__":
+    main()
