@@ -242,10 +242,13 @@ class ExportConfig:
         index_kind: "auto", "brute-force", "partitioned" or "scann" (`contract.INDEX_CHOICES`).
         top_k: Items returned per request (k = m + n of the two-step recall).
         steps: Generation steps of the recall (2: the paper's two-step recall).
-        recall_threshold: Recall@k against exact search an approximate index must reach at every step.
+        recall_threshold: Recall@k against exact search an approximate index must reach at every step, on
+            sample requests its tuning never saw.
+        tuning_seconds: Time budget of an approximate index's tuning (the export then ends in bounded time).
     """
 
     index_kind: str = AUTO_INDEX
     top_k: int = 10
     steps: int = 2
     recall_threshold: float = 0.95
+    tuning_seconds: float = 120.0

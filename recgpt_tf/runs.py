@@ -488,6 +488,7 @@ class Run:
         first_step_size: int | None = None,
         steps: int = ExportConfig.steps,
         recall_threshold: float = ExportConfig.recall_threshold,
+        tuning_seconds: float = ExportConfig.tuning_seconds,
         version: int | None = None,
         jit_compile: bool = False,
     ) -> PublishedVersion:
@@ -520,6 +521,7 @@ class Run:
             sample_users=samples["users"],
             sample_histories=samples["histories"],
             recall_threshold=recall_threshold,
+            tuning_seconds=tuning_seconds,
             version=version,
             metadata=metadata,
             jit_compile=jit_compile,

@@ -136,6 +136,15 @@ def test_exports_use_only_ops_the_oldest_verified_tf_serving_runtime_loaded(expo
         assert saved_model_ops(path) <= set(compat["verified_ops"]), sorted(saved_model_ops(path) - set(compat["verified_ops"]))
 
 
+def test_auto_falls_back_to_exact_search_when_the_index_cannot_keep_its_promise_in_time(run, tmp_path, monkeypatch):
+    run_dir, model = run
+    monkeypatch.setattr("recgpt_tf.retrieval.tuning.PARTITIONED_MIN_ITEMS", 1)  # auto picks partitioned for this catalogue
+    meta = json.loads((_export(run_dir, model, tmp_path, "auto", tuning_seconds=0.0) / "assets.extra" / "recgpt.json").read_text())["index"]
+    assert meta["kind"] == "brute-force" and meta["requested"] == "auto" and "time budget" in meta["fallback"]
+    with pytest.raises(ExportError, match="time budget"):  # asked for by name: refused, nothing published
+        _export(run_dir, model, tmp_path, "partitioned", tuning_seconds=0.0)
+
+
 def test_hr_through_the_signature_equals_evaluate(exports, run, tiny_dataset):
     _, brute, _ = exports
     _, model = run
@@ -276,7 +285,7 @@ def test_a_failed_export_publishes_nothing(run, tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["scann", "partitioned"])
 def test_an_index_below_the_recall_threshold_is_refused(kind, run, tmp_path):
     run_dir, model = run
-    with pytest.raises(ExportError, match=r"no search setting reached recall@10 >= 1.01.*nothing was published"):
+    with pytest.raises(ExportError, match=r"recall@10 >= 1.01 .*no search setting reached it.*nothing was published"):
         _export(run_dir, model, tmp_path, kind, recall_threshold=1.01)
     assert not (tmp_path / "recgpt").exists()  # refused before anything was written
 

@@ -19,6 +19,7 @@ from recgpt_tf.retrieval import (
 )
 from recgpt_tf.retrieval.partitioned import leaf_blocks
 from recgpt_tf.retrieval.scann_artifacts import import_scann, read_partition
+from recgpt_tf.retrieval.tuning import per_query_recall, recall_lower_bound, split_query_sets
 
 NUM_ITEMS, DIM, K, LEAVES = 2000, 8, 10, 16
 
@@ -146,17 +147,28 @@ def test_partitioned_search_of_every_leaf_equals_brute_force(table, partition, q
     )
 
 
-def test_tuning_reaches_the_target_with_fewer_leaves_than_all(table, queries):
+def test_tuning_keeps_its_promise_on_queries_it_never_saw(table, queries):
     exclusions = np.zeros((len(queries), 1), np.int32)
-    index, report = build_index("partitioned", table, {"step_1": (queries, exclusions)}, K, recall_target=0.9, num_leaves=LEAVES)
-    assert report["recall"]["step_1"] >= 0.9 and report["kind"] == "partitioned"
-    assert 1 <= index.leaves_to_search < LEAVES and report["settings_tried"]
-    # The cheapest passing setting: one leaf fewer would miss the target (for the chosen storage and depth).
+    sets = {"step_1": (queries, exclusions)}
+    index, report = build_index("partitioned", table, sets, K, recall_target=0.9, num_leaves=LEAVES)
+    tuning, held_out = split_query_sets(sets)
+    assert report["queries"] == {"tuning": len(tuning["step_1"][0]), "held_out": len(held_out["step_1"][0])}
+    assert report["recall"]["step_1"] == recall_at_k(index, BruteForceIndex(table), *held_out["step_1"], K) >= 0.9  # held out
+    assert report["tuning_recall_lower_bound"]["step_1"] >= 0.9 and report["kind"] == "partitioned"
+    assert 1 <= index.leaves_to_search < LEAVES and report["settings_tried"] and "search_p50_ms_batch_64" in report
+    # The cheapest setting whose tuning recall's lower bound passes: one leaf fewer would not.
     if index.leaves_to_search > 1:
         index.configure(index.leaves_to_search - 1, index.rescore_depth)
-        assert recall_at_k(index, BruteForceIndex(table), queries, exclusions, K) < 0.9
-    with pytest.raises(IndexRecallError, match="no search setting reached recall@10 >= 1.01"):
-        build_index("partitioned", table, {"step_1": (queries, exclusions)}, K, recall_target=1.01, num_leaves=LEAVES)
+        assert recall_lower_bound(per_query_recall(index, BruteForceIndex(table), *tuning["step_1"], K)) < 0.9
+    with pytest.raises(IndexRecallError, match="recall@10 >= 1.01 .*no search setting reached it"):
+        build_index("partitioned", table, sets, K, recall_target=1.01, num_leaves=LEAVES)
+    with pytest.raises(IndexRecallError, match="stopped at its time budget of 0 s"):  # bounded: never a hang
+        build_index("partitioned", table, sets, K, recall_target=0.9, num_leaves=LEAVES, tuning_seconds=0.0)
+
+
+def test_the_lower_bound_is_below_the_mean_and_tightens_with_more_queries():
+    values = np.random.default_rng(0).uniform(0.8, 1.0, size=400)
+    assert recall_lower_bound(values[:25]) < recall_lower_bound(values) < np.mean(values)
 
 
 def test_the_largest_norm_items_are_scored_for_every_query(table, partition, queries):

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.config import ExportConfig
 from recgpt_tf.contract import (
     AUTO_INDEX,
     EMBEDDINGS_SIGNATURE,
@@ -44,6 +45,7 @@ from recgpt_tf.errors import ConfigError, ExportError, IndexRecallError
 from recgpt_tf.export.serving_module import RecGPTServingModule
 from recgpt_tf.files import write_text_atomic
 from recgpt_tf.retrieval import build_index, resolve_index_kind
+from recgpt_tf.retrieval.tuning import MAX_SERVING_BATCH
 
 
 def next_version(model_dir: Path) -> int:
@@ -139,7 +141,7 @@ def write_batching_parameters(export_base: Path) -> None:
     """EXPORT_BASE/batching_parameters.txt for `--enable_batching --batching_parameters_file`."""
     write_text_atomic(
         export_base / "batching_parameters.txt",
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
+        f"max_batch_size {{ value: {MAX_SERVING_BATCH} }}\nbatch_timeout_micros {{ value: 2000 }}\n"
         "max_enqueued_batches { value: 256 }\nnum_batch_threads { value: 4 }\n",
     )
 
@@ -171,8 +173,13 @@ def tuned_index(
     sample_users: Sequence[str],
     sample_histories: Sequence[Sequence[str]],
     recall_threshold: float,
+    tuning_seconds: float = ExportConfig.tuning_seconds,
 ):
-    """The export's index, tuned on the run's own requests; (index, metadata for recgpt.json)."""
+    """The export's index, tuned on the run's own requests; (index, metadata for recgpt.json).
+
+    With `index_kind` "auto", an approximate index that cannot keep its recall promise, or that is not
+    faster than exact search at batch 1 and at the server's largest batch, gives way to exact search
+    (recgpt.json says why); asked for by name, it is refused instead."""
     kind = resolve_index_kind(index_kind, model.num_items)
     if kind == "brute-force":
         return None, {"kind": kind, "requested": index_kind}
@@ -186,9 +193,16 @@ def tuned_index(
             recall_queries(exact, sample_users, sample_histories),
             sum(step_sizes),
             recall_threshold,
+            tuning_seconds=tuning_seconds,
         )
     except IndexRecallError as error:
-        raise ExportError(f"{error}; nothing was published. Lower the recall threshold or use the brute-force index") from error
+        if index_kind == AUTO_INDEX:
+            return None, {"kind": "brute-force", "requested": index_kind, "fallback": f"{kind}: {error}"}
+        raise ExportError(f"{error}; nothing was published") from error
+    slowest = min(f["slowest_ratio_to_exact"] for f in info["settings_tried"])
+    if index_kind == AUTO_INDEX and slowest >= 1.0:
+        reason = f"{kind}: slower than exact search at batch 1 or {MAX_SERVING_BATCH} ({slowest:.2f}x at the worse)"
+        return None, {"kind": "brute-force", "requested": index_kind, "fallback": reason}
     return index, {**info, "requested": index_kind}
 
 
@@ -306,7 +320,8 @@ def export_model(
     index_kind: str = AUTO_INDEX,
     sample_users: Sequence[str] = (),
     sample_histories: Sequence[Sequence[str]] = (),
-    recall_threshold: float = 0.95,
+    recall_threshold: float = ExportConfig.recall_threshold,
+    tuning_seconds: float = ExportConfig.tuning_seconds,
     version: int | None = None,
     metadata: dict | None = None,
     jit_compile: bool = False,
@@ -329,7 +344,8 @@ def export_model(
         sample_users, sample_histories: Real requests, for the warmup file and for
             tuning the index and measuring its recall.
         recall_threshold: The approximate indexes are tuned to reach this recall@k
-            against exact search at every recall step, or refused.
+            against exact search at every recall step, on held-out requests, or refused.
+        tuning_seconds: Time budget of the index tuning.
         version: Version number (default: the next free one).
         metadata: Extra entries for assets.extra/recgpt.json (run, config, eval metrics).
         jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
@@ -343,7 +359,7 @@ def export_model(
     requested = version
     model_dir, version = allocate_version(export_base, name, version)
     index, index_info = prebuilt_index or tuned_index(
-        model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories, recall_threshold
+        model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories, recall_threshold, tuning_seconds
     )
     module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
     model_metadata = {
