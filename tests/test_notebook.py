@@ -16,5 +16,10 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
-    for fragment in ("recgpt_1", "published", "signatures: ['serving_default', 'user_embeddings']", "two-step split for k=10"):
+    for fragment in (
+        "recgpt_1",
+        "published",
+        "signatures: ['recommend_excluding', 'serving_default', 'user_embeddings']",
+        "two-step split for k=10",
+    ):
         assert fragment in outputs, fragment

@@ -52,8 +52,8 @@ def test_empty_missing_and_unknown_format(tmp_path):
         load_interactions(empty)
     with pytest.raises(DataFormatError, match="nope.txt: no such file"):
         load_interactions(tmp_path / "nope.txt")
-    odd = write_lines(tmp_path / "data.parquet", ["1 2"])
-    with pytest.raises(DataFormatError, match=r"data.parquet: cannot tell the format"):
+    odd = write_lines(tmp_path / "data.json", ["1 2"])
+    with pytest.raises(DataFormatError, match=r"data.json: cannot tell the format"):
         load_interactions(odd)
     with pytest.raises(DataFormatError, match="unknown format 'json'"):
         load_interactions(odd, "json")
