@@ -1,5 +1,7 @@
 """The deployment files agree with what the exporter writes (no Docker engine here to run them)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -70,3 +72,16 @@ def test_the_parameter_server_job_has_a_coordinating_chief_and_task_servers():
     assert specs["Chief"]["replicas"] == 1 and specs["PS"]["replicas"] >= 2 and specs["Worker"]["replicas"] >= 2
     assert command["Chief"][command["Chief"].index("--strategy") + 1] == "parameter-server"
     assert command["Worker"] == command["PS"] == ["recgpt", "cluster-task"]
+
+
+def test_the_readme_results_table_is_the_one_generated_from_the_result_files(tmp_path):
+    """No figure in the README's results table is typed by hand: benchmarks/headline.py regenerates it."""
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "README.md"
+    copy.write_text((root / "README.md").read_text())
+    subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "headline.py"), "--out", str(tmp_path / "h.md"), "--readme", str(copy)],
+        check=True,
+        capture_output=True,
+    )
+    assert copy.read_text() == (root / "README.md").read_text()
