@@ -90,9 +90,9 @@ class _DeadlineReader:
     left of it, so a client that drips a byte at a time cannot stretch a request past it (the socket's own
     timeout applies to each read alone)."""
 
-    def __init__(self, raw, connection: socket.socket) -> None:
+    def __init__(self, raw, connection: socket.socket, seconds: float) -> None:
         self.raw, self.connection = raw, connection
-        self.deadline = float("inf")
+        self.deadline = time.monotonic() + seconds
 
     def _wait_budget(self) -> None:
         left = self.deadline - time.monotonic()
@@ -129,7 +129,7 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.rfile = _DeadlineReader(self.rfile, self.connection)
+        self.rfile = _DeadlineReader(self.rfile, self.connection, self.timeout)
 
     def handle_one_request(self) -> None:
         self.rfile.deadline = time.monotonic() + self.timeout
