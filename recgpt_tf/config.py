@@ -79,9 +79,10 @@ class ModelConfig:
         dropout: Dropout rate on embeddings and on the attention and feed-forward outputs.
         attention_dropout: Dropout rate on the attention weights.
         activation: Feed-forward activation, "relu" (the paper) or "gelu".
-        layer_norm: "pre" (GPT-2: normalise each block's input, then a final norm)
-            or "post" (SASRec as RecBole builds it: normalise the embeddings and
-            each block's output).
+        layer_norm: "pre" (GPT-2: normalise each block's input, then a final norm),
+            "post" (SASRec as RecBole builds it: normalise the embeddings and
+            each block's output) or "sasrec" (the original SASRec code: normalise the
+            attention's query only, and the stream before the FFN; a final norm).
         init_stddev: 0 initialises the attention and FFN projections Glorot-uniform;
             > 0 from a truncated normal with this deviation (BERT, SASRec: 0.02).
         scale_items: Multiply input item embeddings by √d.

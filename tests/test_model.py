@@ -17,7 +17,8 @@ def make_model(**overrides) -> RecGPT:
 
 
 @pytest.mark.parametrize(
-    "position_mode, layer_norm", [("from_start", "pre"), ("from_end", "pre"), ("from_start", "post"), ("from_end", "post")]
+    "position_mode, layer_norm",
+    [("from_start", "pre"), ("from_end", "pre"), ("from_start", "post"), ("from_end", "post"), ("from_end", "sasrec")],
 )
 def test_no_future_leakage(position_mode, layer_norm):
     model = make_model(num_layers=2, position_mode=position_mode, layer_norm=layer_norm)
@@ -211,3 +212,17 @@ def test_unknown_users_and_items_use_their_oov_slots():
 
     vocab = Vocabulary.build([str(i) for i in range(1, N + 1)])
     assert vocab.encode(["never-seen"]).tolist() == [N + 1]
+
+
+def test_sasrec_layout_normalises_only_the_query_and_the_stream_before_the_ffn():
+    """SASRec's own block: y = LN(x + Attn(q=LN(x), k=x, v=x)), then y + FFN(y); a final norm closes the stack."""
+    import tensorflow as tf
+
+    model = make_model(num_layers=1, layer_norm="sasrec")
+    block = model.backbone.blocks[0]
+    x = tf.random.normal([2, 5, 32], seed=1)
+    attention = block.attention(block.attention_norm(x), x, x, use_causal_mask=True)
+    expected = block.ffn_norm(x + attention)
+    expected = expected + block.ffn_outer(block.ffn_inner(expected))
+    np.testing.assert_allclose(block(x, training=False).numpy(), expected.numpy(), atol=1e-5)
+    assert model.backbone.final_norm is not None and model.backbone.embedding.embedding_norm is None

@@ -17,6 +17,8 @@ class CausalDecoderBlock(keras.layers.Layer):
     "pre" layer norm (GPT-2): x + Attn(LN(x)), then x + FFN(LN(x)).
     "post" layer norm (the original Transformer, SASRec as RecBole builds it):
     LN(x + Attn(x)), then LN(x + FFN(x)).
+    "sasrec" (the original SASRec code, and Xu et al.'s): only the attention's query is normalised,
+    y = LN(x + Attn(q=LN(x), k=x, v=x)), then y + FFN(y).
 
     Batches are right-padded, so the causal mask alone keeps padding out of every
     real position: padding only ever follows the tokens that matter.
@@ -34,7 +36,7 @@ class CausalDecoderBlock(keras.layers.Layer):
     """
 
     ACTIVATIONS = ("relu", "gelu")
-    LAYER_NORMS = ("pre", "post")
+    LAYER_NORMS = ("pre", "post", "sasrec")
 
     def __init__(
         self,
@@ -79,6 +81,11 @@ class CausalDecoderBlock(keras.layers.Layer):
 
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Args: x: [B, T, d]. Returns: [B, T, d]."""
+        if self.layer_norm == "sasrec":
+            y = self.attention(self.attention_norm(x), x, x, use_causal_mask=True, training=training)  # (B, T, d)
+            x = self.ffn_norm(x + self.attention_output_dropout(y, training=training))
+            y = self.ffn_outer(self.ffn_inner(x))  # (B, T, d)
+            return x + self.ffn_dropout(y, training=training)
         if self.layer_norm == "post":
             y = self.attention(x, x, use_causal_mask=True, training=training)  # (B, T, d)
             x = self.attention_norm(x + self.attention_output_dropout(y, training=training))

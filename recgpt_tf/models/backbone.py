@@ -89,7 +89,8 @@ class RecGPTBackbone(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm") if layer_norm == "pre" else None
+        # Pre-LN and SASRec's layout leave the stream unnormalised after the last block: a final norm closes it.
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm") if layer_norm in ("pre", "sasrec") else None
 
     @property
     def item_table(self) -> tf.Variable:
