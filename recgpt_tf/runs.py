@@ -266,9 +266,10 @@ class Run:
         # moments). Loaded straight into `model`, Keras would restore it into whatever
         # optimizer the next stage compiles, overriding that stage's learning rate, so
         # only the model's own variables are carried over.
-        source = build_model(self.model_config, objective, prompt_tuned)
+        # Unsmoothed, as every loaded model has trained on (prompt-tuning and fine-tuning among them).
+        source = build_model(self.model_config, objective, prompt_tuned, label_smoothing=0.0)
         source.load_weights(str(self.stage_dir(stage) / "weights")).expect_partial()
-        model = build_model(self.model_config, objective, prompt_tuned)
+        model = build_model(self.model_config, objective, prompt_tuned, label_smoothing=0.0)
         model.set_weights(source.get_weights())
         return model
 

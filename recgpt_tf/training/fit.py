@@ -46,8 +46,14 @@ class StageRun(Protocol):
     def finish_stage(self, stage: str, summary: dict) -> None: ...
 
 
-def build_model(model_config: ModelConfig, objective: str = "softmax", prompt_tuned: bool = False, label_smoothing: float = 0.0) -> RecGPT:
-    """A `RecGPT` from a `ModelConfig`, with its variables created."""
+def build_model(
+    model_config: ModelConfig,
+    objective: str = TrainConfig.objective,
+    prompt_tuned: bool = False,
+    label_smoothing: float | None = TrainConfig.label_smoothing,
+) -> RecGPT:
+    """A `RecGPT` from a `ModelConfig`, with its variables created (objective and smoothing as `RecGPT`
+    resolves them by default)."""
     config = model_config.to_dict()
     model = RecGPT(objective=objective, prompt_tuned=prompt_tuned, label_smoothing=label_smoothing, **config)
     # One call creates every variable, so weights can be loaded or counted at once.
