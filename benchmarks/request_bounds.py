@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +37,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import export_synthetic, free_port, synthetic_model  # noqa: E402
+from recgpt_tf.benchmarking import drip_predict_body, export_synthetic, free_port, synthetic_model  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.serving import GrpcClient  # noqa: E402
 from recgpt_tf.serving.client import user_proto  # noqa: E402
@@ -89,17 +88,6 @@ def rest_long_row(port: int) -> str:
         return str(error.code)
 
 
-def drip(port: int, stop: threading.Event) -> None:
-    """A client that sends a predict's headers, then its body a byte a second."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"POST /v1/models/recgpt:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
-        while not stop.wait(1.0):
-            try:
-                sock.sendall(b" ")
-            except OSError:
-                return
-
-
 def timed(call) -> tuple[float, object]:
     start = time.perf_counter()
     answer = call()
@@ -120,7 +108,7 @@ def slow_clients(port: int) -> dict:
             return response.status
 
     stop = threading.Event()
-    threads = [threading.Thread(target=drip, args=(port, stop), daemon=True) for _ in range(8)]
+    threads = [threading.Thread(target=drip_predict_body, args=(port, stop), daemon=True) for _ in range(8)]
     for thread in threads:
         thread.start()
     time.sleep(3.0)

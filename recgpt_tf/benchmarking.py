@@ -11,6 +11,7 @@ import os
 import platform
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -98,6 +99,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def drip_predict_body(port: int, stop: threading.Event, every: float = 1.0, length: int = 100_000) -> None:
+    """A slow client: a predict's headers to the REST port on 127.0.0.1, then its body one byte every
+    `every` seconds until `stop` is set or the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"POST /v1/models/recgpt:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+        while not stop.wait(every):
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                return
 
 
 def synthetic_model(num_items: int, hidden_size: int = 64):

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import export_from_run, tiny_run, tiny_train_config, write_lines
+from recgpt_tf.benchmarking import drip_predict_body
 from recgpt_tf.cli import main
 from recgpt_tf.contract import RECOMMEND_SIGNATURE
 from recgpt_tf.data import Dataset, load_interactions
@@ -205,20 +206,9 @@ def server(tiny_dataset, tmp_path_factory):
     server.stop(grace=1.0)
 
 
-def _drip(port: int, stop: threading.Event) -> None:
-    """A client that sends a predict's headers, then its body one byte at a time, slowly."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"POST /v1/models/recgpt:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
-        while not stop.wait(0.5):
-            try:
-                sock.sendall(b" ")
-            except OSError:
-                return
-
-
 def test_slow_bodies_hold_no_slot_and_status_and_predicts_answer_at_once(server, tiny_dataset):
     port, stop = server.rest_port, threading.Event()
-    drippers = [threading.Thread(target=_drip, args=(port, stop), daemon=True) for _ in range(8)]  # 4x the 2 workers
+    drippers = [threading.Thread(target=drip_predict_body, args=(port, stop, 0.5, 1000), daemon=True) for _ in range(8)]  # 4x the 2 workers
     for thread in drippers:
         thread.start()
     try:
