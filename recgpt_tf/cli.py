@@ -255,8 +255,8 @@ def cmd_recommend_batch(args: argparse.Namespace) -> int:
             with native_log_to(model / "logs" / "export" / "export.log"):
                 Run.open(model).export(exports, "recgpt")
         model = exports / "recgpt"
-    total = sum(1 for _ in read_requests(args.users, args.format))  # one cheap pass: the progress bar's total
-    stats = recommend_batch(model, read_requests(args.users, args.format), args.out, args.batch_size, total=total, progress=not args.quiet)
+    requests = list(read_requests(args.users, args.format))  # read once: the progress bar needs the total
+    stats = recommend_batch(model, iter(requests), args.out, args.batch_size, total=len(requests), progress=not args.quiet)
     rate = f", {stats['users_per_second']:.0f} users/s" if stats["users_per_second"] else ""
     resumed = f" (resumed after {stats['skipped']} already answered)" if stats["skipped"] else ""
     print(
