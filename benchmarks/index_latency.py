@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf  # noqa: E402
 
 from recgpt_tf.benchmarking import make_dataset, time_calls  # noqa: E402
+from recgpt_tf.config import ExportConfig  # noqa: E402
 from recgpt_tf.contract import (  # noqa: E402
     INDEX_KINDS,
     RECOMMEND_SIGNATURE,
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--measure-users", type=int, default=512)
     parser.add_argument("--first-step-size", type=int, help="m of the two-step m_n list (default: the run's evaluation, else 9)")
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--recall-threshold", type=float, default=0.95)
+    parser.add_argument("--recall-threshold", type=float, default=ExportConfig.recall_threshold)
     parser.add_argument("--quality", action="store_true", help="HR/NDCG@10 of the whole test split through each signature")
     args = parser.parse_args()
 

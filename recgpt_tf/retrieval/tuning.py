@@ -244,7 +244,7 @@ def build_index(
     candidates,
     query_sets: QuerySets,
     k: int,
-    recall_target: float = 0.95,
+    recall_target: float = ExportConfig.recall_threshold,
     num_leaves: int | None = None,
     tuning_seconds: float = ExportConfig.tuning_seconds,
 ) -> tuple[ItemIndex, dict]:
