@@ -82,7 +82,8 @@ class ModelConfig:
         layer_norm: "pre" (GPT-2: normalise each block's input, then a final norm),
             "post" (SASRec as RecBole builds it: normalise the embeddings and
             each block's output) or "sasrec" (the original SASRec code: normalise the
-            attention's query only, and the stream before the FFN; a final norm).
+            attention's query only, and the stream before the FFN; a final norm; SASRec's
+            dropouts, and attention to its left padding's empty slots).
         init_stddev: 0 initialises the attention and FFN projections Glorot-uniform;
             > 0 from a truncated normal with this deviation (BERT, SASRec: 0.02).
         scale_items: Multiply input item embeddings by √d.

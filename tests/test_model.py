@@ -221,8 +221,32 @@ def test_sasrec_layout_normalises_only_the_query_and_the_stream_before_the_ffn()
     model = make_model(num_layers=1, layer_norm="sasrec")
     block = model.backbone.blocks[0]
     x = tf.random.normal([2, 5, 32], seed=1)
-    attention = block.attention(block.attention_norm(x), x, x, use_causal_mask=True)
+    slots = tf.constant([15, 17])
+    attention = block.attention(block.attention_norm(x), x, x, empty_slots=slots, use_causal_mask=True)
     expected = block.ffn_norm(x + attention)
     expected = expected + block.ffn_outer(block.ffn_inner(expected))
-    np.testing.assert_allclose(block(x, training=False).numpy(), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(block(x, empty_slots=slots, training=False).numpy(), expected.numpy(), atol=1e-5)
     assert model.backbone.final_norm is not None and model.backbone.embedding.embedding_norm is None
+
+
+def test_sasrec_attention_on_right_padded_rows_equals_sasrecs_attention_on_left_padded_ones():
+    """SASRec's code left-pads to max_length, zeroes the padding and masks only the future, so real positions
+    also attend to the padding; PaddingSinkAttention gives the same output at every real position."""
+    length, width = 8, 32
+    block = make_model(num_layers=1, layer_norm="sasrec", max_length=length).backbone.blocks[0]
+    rng = np.random.default_rng(3)
+    block.attention.set_weights([rng.normal(0, 0.3, w.shape) for w in block.attention.get_weights()])  # biases too
+    plain = keras.layers.MultiHeadAttention(num_heads=2, key_dim=width // 2)
+    lengths = np.array([3, 8, 1, 5])
+    x = rng.normal(size=(len(lengths), length, width)).astype(np.float32)
+    x[np.arange(length)[None, :] >= lengths[:, None]] = 0.0  # right-padded rows
+    query = block.attention_norm(x)
+    ours = block.attention(query, x, x, empty_slots=length - lengths, use_causal_mask=True).numpy()
+    plain(query, x, x)  # build, then share the weights
+    plain.set_weights(block.attention.get_weights())
+    for row, real in enumerate(lengths):
+        left = np.concatenate([np.zeros((length - real, width), np.float32), x[row, :real]])[None]  # SASRec's input
+        theirs = plain(block.attention_norm(left), left, left, use_causal_mask=True).numpy()[0, length - real :]
+        np.testing.assert_allclose(ours[row, :real], theirs, atol=1e-4)
+    unpadded = plain(query, x, x, use_causal_mask=True).numpy()
+    assert np.abs(unpadded[0, :3] - ours[0, :3]).max() > 1e-2  # the empty slots change what a short row sees

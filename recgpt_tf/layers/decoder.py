@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 import tf_keras as keras
 
 from recgpt_tf.errors import ConfigError, check_choice
+
+
+@keras.utils.register_keras_serializable(package="recgpt_tf")
+class PaddingSinkAttention(keras.layers.MultiHeadAttention):
+    """Causal attention that also sees the empty slots of SASRec's left padding.
+
+    SASRec's code left-pads every sequence to `max_length`, zeroes the padded positions before each block
+    and masks only the future, so a real position also attends to every padded one: a slot whose key and
+    value are the projections' biases (the projections of a zero vector). A row with L real tokens has
+    `max_length - L` such slots, which all score alike: one extra logit, q·b_k/√d_k + log(max_length - L),
+    whose weight goes to b_v. That is what this layer adds to the causal attention of right-padded rows;
+    the result equals SASRec's at every real position (tests/test_layers.py), without the padding's cost.
+    """
+
+    def call(self, query, value, key=None, *, empty_slots: tf.Tensor, **kwargs):
+        """As `MultiHeadAttention.call`; `empty_slots` [B] int: each row's padded slots."""
+        self._empty_slots = empty_slots  # read by _compute_attention, inside this call
+        try:
+            return super().call(query, value, key, **kwargs)
+        finally:
+            self._empty_slots = None
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None):
+        query = tf.multiply(query, 1.0 / math.sqrt(float(self._key_dim)))  # (B, T, N, H)
+        scores = tf.einsum(self._dot_product_equation, key, query)  # (B, N, T, S)
+        if attention_mask is not None:
+            scores += (1.0 - tf.cast(attention_mask[:, tf.newaxis], scores.dtype)) * -1e9
+        slots = tf.cast(self._empty_slots, scores.dtype)[:, tf.newaxis, tf.newaxis]  # (B, 1, 1)
+        sink = tf.einsum("btnh,nh->bnt", query, self._key_dense.bias)
+        sink += tf.where(slots > 0, tf.math.log(tf.maximum(slots, 1.0)), -1e9)  # (B, N, T)
+        weights = tf.nn.softmax(tf.concat([scores, sink[..., tf.newaxis]], axis=-1))  # (B, N, T, S + 1)
+        dropped = self._dropout_layer(weights, training=training)
+        output = tf.einsum(self._combine_equation, dropped[..., :-1], value)  # (B, T, N, H)
+        output += tf.einsum("bnt,nh->btnh", dropped[..., -1], self._value_dense.bias)
+        return output, weights[..., :-1]
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
@@ -18,7 +55,9 @@ class CausalDecoderBlock(keras.layers.Layer):
     "post" layer norm (the original Transformer, SASRec as RecBole builds it):
     LN(x + Attn(x)), then LN(x + FFN(x)).
     "sasrec" (the original SASRec code, and Xu et al.'s): only the attention's query is normalised,
-    y = LN(x + Attn(q=LN(x), k=x, v=x)), then y + FFN(y).
+    y = LN(x + Attn(q=LN(x), k=x, v=x)), then y + FFN(y), with SASRec's dropouts (attention weights, the
+    FFN's inner and outer activations; none on the attention output) and its left padding's empty
+    slots (`PaddingSinkAttention`).
 
     Batches are right-padded, so the causal mask alone keeps padding out of every
     real position: padding only ever follows the tokens that matter.
@@ -30,7 +69,7 @@ class CausalDecoderBlock(keras.layers.Layer):
         dropout: Dropout on both residual branches.
         attention_dropout: Dropout on the attention weights.
         activation: FFN activation, "relu" (the paper) or "gelu".
-        layer_norm: "pre" or "post".
+        layer_norm: "pre", "post" or "sasrec".
         init_stddev: 0 initialises the projections Glorot-uniform (Keras' default);
             > 0 draws them from a truncated normal with this deviation (BERT, SASRec).
     """
@@ -66,7 +105,7 @@ class CausalDecoderBlock(keras.layers.Layer):
         self.init_stddev = init_stddev
         init = lambda: keras.initializers.TruncatedNormal(stddev=init_stddev) if init_stddev else "glorot_uniform"  # noqa: E731
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.attention = keras.layers.MultiHeadAttention(
+        self.attention = (PaddingSinkAttention if layer_norm == "sasrec" else keras.layers.MultiHeadAttention)(
             num_heads=num_heads,
             key_dim=hidden_size // num_heads,
             dropout=attention_dropout,
@@ -79,12 +118,13 @@ class CausalDecoderBlock(keras.layers.Layer):
         self.ffn_outer = keras.layers.Dense(hidden_size, kernel_initializer=init(), name="ffn_outer")
         self.ffn_dropout = keras.layers.Dropout(dropout, name="ffn_dropout")
 
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        """Args: x: [B, T, d]. Returns: [B, T, d]."""
+    def call(self, x: tf.Tensor, empty_slots: tf.Tensor | None = None, training: bool | None = None) -> tf.Tensor:
+        """Args: x: [B, T, d]; empty_slots: [B] int, "sasrec" only: the left padding each row would have
+        at `max_length` (`PaddingSinkAttention`). Returns: [B, T, d]."""
         if self.layer_norm == "sasrec":
-            y = self.attention(self.attention_norm(x), x, x, use_causal_mask=True, training=training)  # (B, T, d)
-            x = self.ffn_norm(x + self.attention_output_dropout(y, training=training))
-            y = self.ffn_outer(self.ffn_inner(x))  # (B, T, d)
+            y = self.attention(self.attention_norm(x), x, x, empty_slots=empty_slots, use_causal_mask=True, training=training)
+            x = self.ffn_norm(x + y)  # (B, T, d)
+            y = self.ffn_outer(self.ffn_dropout(self.ffn_inner(x), training=training))  # (B, T, d)
             return x + self.ffn_dropout(y, training=training)
         if self.layer_norm == "post":
             y = self.attention(x, x, use_causal_mask=True, training=training)  # (B, T, d)
