@@ -82,6 +82,7 @@ def main() -> None:
                 "leaves_to_search": info["leaves_to_search"],
                 "num_leaves": info["num_leaves"],
                 "export_reported_recall": info["recall"],
+                "export_reported_probability_recall": info["probability_recall"],
                 "held_out_recall": {step: recall_at_k(index, exact, q, e, K) for step, (q, e) in held_out.items()},
             }
             for batch in (1, MAX_SERVING_BATCH):

@@ -50,7 +50,7 @@ from recgpt_tf.export import RecGPTServingModule, export_model, recall_queries, 
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.inference import split_k  # noqa: E402
 from recgpt_tf.retrieval import BruteForceIndex, recall_at_k  # noqa: E402
-from recgpt_tf.retrieval.tuning import exact_ids  # noqa: E402
+from recgpt_tf.retrieval.tuning import probability_weights, top_k  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 
 K = 10
@@ -128,7 +128,7 @@ def main() -> None:
     exact = RecGPTServingModule(model, items, users, steps)
     held_out_sets = recall_queries(exact, [u for u, _, _ in measured], [h for _, h, _ in measured])
     reference = BruteForceIndex(model.candidate_embeddings())
-    held_out_exact = {name: exact_ids(reference, q, e, K) for name, (q, e) in held_out_sets.items()}
+    held_out_exact = {name: top_k(reference, q, e, K) for name, (q, e) in held_out_sets.items()}  # (scores, ids)
 
     result = {
         "run": str(run.path),
@@ -147,7 +147,13 @@ def main() -> None:
         index, info = tuned_index(model, items, users, steps, kind, samples["users"], samples["histories"], args.recall_threshold)
         index = index or reference
         entry = {"index": info, "build_and_tune_seconds": time.perf_counter() - start}
-        entry["held_out_recall_at_10"] = {name: recall_at_k(index, held_out_exact[name], q, e, K) for name, (q, e) in held_out_sets.items()}
+        entry["held_out_recall_at_10"] = {
+            name: recall_at_k(index, held_out_exact[name][1], q, e, K) for name, (q, e) in held_out_sets.items()
+        }
+        entry["held_out_probability_recall_at_10"] = {
+            name: recall_at_k(index, held_out_exact[name][1], q, e, K, probability_weights(held_out_exact[name][0]))
+            for name, (q, e) in held_out_sets.items()
+        }
         search = tf.function(lambda q, e: index.query_with_exclusions(q, e, K))
         q1, e1 = held_out_sets["step_1"]
         for batch in (1, 64):

@@ -19,7 +19,7 @@ from recgpt_tf.retrieval import (
 )
 from recgpt_tf.retrieval.partitioned import leaf_blocks
 from recgpt_tf.retrieval.scann_artifacts import import_scann, read_partition
-from recgpt_tf.retrieval.tuning import per_query_recall, recall_lower_bound, split_query_sets
+from recgpt_tf.retrieval.tuning import per_query_recall, probability_weights, recall_lower_bound, split_query_sets, top_k
 
 NUM_ITEMS, DIM, K, LEAVES = 2000, 8, 10, 16
 
@@ -155,15 +155,32 @@ def test_tuning_keeps_its_promise_on_queries_it_never_saw(table, queries):
     assert report["queries"] == {"tuning": len(tuning["step_1"][0]), "held_out": len(held_out["step_1"][0])}
     assert report["recall"]["step_1"] == recall_at_k(index, BruteForceIndex(table), *held_out["step_1"], K) >= 0.9  # held out
     assert report["tuning_recall_lower_bound"]["step_1"] >= 0.9 and report["kind"] == "partitioned"
+    assert report["tuning_probability_recall_lower_bound"]["step_1"] >= 0.9 and report["probability_recall"]["step_1"] >= 0.9
     assert 1 <= index.leaves_to_search < LEAVES and report["settings_tried"] and "search_p50_ms_batch_64" in report
-    # The cheapest setting whose tuning recall's lower bound passes: one leaf fewer would not.
+    # The cheapest setting whose tuning lower bounds both pass: one leaf fewer would not.
     if index.leaves_to_search > 1:
         index.configure(index.leaves_to_search - 1, index.rescore_depth)
-        assert recall_lower_bound(per_query_recall(index, BruteForceIndex(table), *tuning["step_1"], K)) < 0.9
+        scores, ids = top_k(BruteForceIndex(table), *tuning["step_1"], K)
+        bounds = [recall_lower_bound(per_query_recall(index, ids, *tuning["step_1"], K, w)) for w in (None, probability_weights(scores))]
+        assert min(bounds) < 0.9
     with pytest.raises(IndexRecallError, match="recall@10 >= 1.01 .*no search setting reached it"):
         build_index("partitioned", table, sets, K, recall_target=1.01, num_leaves=LEAVES)
     with pytest.raises(IndexRecallError, match="stopped at its time budget of 0 s"):  # bounded: never a hang
         build_index("partitioned", table, sets, K, recall_target=0.9, num_leaves=LEAVES, tuning_seconds=0.0)
+
+
+def test_probability_recall_weighs_a_missed_item_by_the_models_probability(table, queries):
+    """An index that loses each query's top item keeps 9 of 10 items but less than 9/10 of the expected hits."""
+    exact = BruteForceIndex(table)
+    none = np.zeros((len(queries), 1), np.int32)
+    scores, ids = top_k(exact, queries, none, K)
+    weights = probability_weights(scores)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+    assert (np.diff(weights, axis=1) <= 1e-7).all()  # the higher the score, the larger the share
+    missing_top = ids[:, :1]  # excluded: the "index" returns the exact list without its top item
+    np.testing.assert_allclose(per_query_recall(exact, ids, queries, missing_top, K), 0.9)
+    np.testing.assert_allclose(per_query_recall(exact, ids, queries, missing_top, K, weights), 1.0 - weights[:, 0], rtol=1e-6)
+    assert (1.0 - weights[:, 0] < 0.9).all()
 
 
 def test_the_lower_bound_is_below_the_mean_and_tightens_with_more_queries():
