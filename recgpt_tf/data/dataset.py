@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import tensorflow as tf
 
 from recgpt_tf.data.pipeline import split_targets, training_dataset
 from recgpt_tf.data.readers import load_interactions
@@ -19,18 +20,19 @@ from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import check_choice
 
 if TYPE_CHECKING:
-    import tensorflow as tf
-
     from recgpt_tf.config import TrainConfig
 
 SPLITS = ("valid", "test")
 HELD_OUT = 2  # the validation and test items at the end of each evaluated sequence
 
 
-def train_length(length: int) -> int:
+def train_length(length: int | tf.Tensor) -> int | tf.Tensor:
     """Training items of a sequence of `length`: all but the held-out two, or all of a sequence too short
-    to evaluate (fewer than three items)."""
-    return length - HELD_OUT if length > HELD_OUT else length
+    to evaluate (fewer than three items). `length` is an int, or a scalar int tensor (the streamed split
+    applies the same rule inside its tf.data graph)."""
+    if not tf.is_tensor(length):
+        return length - HELD_OUT if length > HELD_OUT else length
+    return tf.where(length > HELD_OUT, length - HELD_OUT, length)
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.config import TrainConfig
-from recgpt_tf.data.dataset import HELD_OUT, Dataset, EvalSplit, train_length
+from recgpt_tf.data.dataset import Dataset, EvalSplit, train_length
 from recgpt_tf.data.examples import EXAMPLE_SPEC, ITEMS_FEATURE, USER_FEATURE, compression_type, match_files
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID, batch_examples
 from recgpt_tf.data.vocab import Vocabulary, VocabularyTable
@@ -175,7 +175,7 @@ class StreamedDataset:
             parsed = tf.io.parse_single_example(record, EXAMPLE_SPEC)
             sequence = parsed[ITEMS_FEATURE].values
             length = tf.size(sequence)
-            train = sequence[: tf.where(length > HELD_OUT, length - HELD_OUT, length)]  # as train_length
+            train = sequence[: train_length(length)]
             ids = tf.cast(item_table.lookup(train[-window:]), tf.int32)
             return {
                 USER_ID: tf.cast(user_table.lookup(parsed[USER_FEATURE]), tf.int32),
