@@ -91,6 +91,9 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
         "SASREC_CE in SASRec's own block: query-only pre-norm, the stream renormalised before the FFN, SASRec's "
         "dropouts, attention to the left padding's empty slots",
     ),
+    # The defaults in SASRec's own block: the reproduction's layout (sasrec_ce_layout against sasrec_ce) on the
+    # RecGPT backbone (width 128, user module, label smoothing).
+    "defaults_sasrec": ({"layer_norm": "sasrec"}, {}, 'the defaults in SASRec\'s own block (layer_norm "sasrec")'),
     "defaults_long": (
         {},
         dict(learning_rate=5e-4, epochs=200, eval_every=5, patience=25),
