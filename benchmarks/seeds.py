@@ -19,6 +19,7 @@ that stops mid-run loses at most one epoch.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import statistics
@@ -31,6 +32,7 @@ from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
+from recgpt_tf.training import MONITOR  # noqa: E402
 
 # SASRec with full-softmax cross-entropy as Xu et al. (arXiv 2402.06216) tuned it for Beauty: their logs
 # (MTandHJ/CE-SCE-LLMRec, SASRec/benchmarks/beauty-ce-5) record d 64, 2 blocks, 1 head, dropout 0.6
@@ -104,6 +106,14 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
 METRICS = ("HR@10", "NDCG@10")
 
 
+def valid_curve(run: Run, every: int) -> dict[str, float]:
+    """Pre-training's validation NDCG@10 after each evaluated number of epochs (history.csv), for comparing
+    learning curves with published logs."""
+    with (run.stage_dir("pretrain") / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {str(int(r["epoch"]) + 1): round(float(r[MONITOR]), 5) for r in rows if (int(r["epoch"]) + 1) % every == 0}
+
+
 def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool, stages: str) -> dict:
     """Trains `recipe` at `seed` (resuming an interrupted run, keeping finished stages) and returns its row."""
     model_changes, train_changes, _ = RECIPES[recipe]
@@ -125,6 +135,7 @@ def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: 
         "run_seconds": round(time.perf_counter() - start, 1),
         "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+    row["valid_ndcg10_by_epoch"] = valid_curve(run, train_config.eval_every)
     if stages != "pretrain":
         row["stage_valid"] = {stage: s["valid"] for stage, s in summaries.items()}
     if with_test:
@@ -169,6 +180,12 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, report)
+    path.with_suffix(".md").write_text(markdown(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -192,6 +209,10 @@ def main() -> None:
         name = recipe if args.stages == "pretrain" else f"{recipe}+{args.stages}"
         entry = report.setdefault("recipes", {}).setdefault(name, {"runs": {}})
         entry.update(description=description, model_changes=model_changes, train_changes=train_changes)
+        for key, row in entry["runs"].items():  # curves of runs recorded before rows held them
+            run_dir = args.runs / dataset.name / f"{name}@seed{key}"
+            if "valid_ndcg10_by_epoch" not in row and (run_dir / "pretrain" / "history.csv").exists():
+                row["valid_ndcg10_by_epoch"] = valid_curve(Run.open(run_dir), train_changes.get("eval_every", TrainConfig.eval_every))
         for seed in args.seeds:
             key = str(seed)
             if key in entry["runs"] and ("test" in entry["runs"][key] or not args.test):
@@ -199,9 +220,8 @@ def main() -> None:
             entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages)
             entry.update(aggregate(list(entry["runs"].values())))
             print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            write_json(args.json, report)
-            args.json.with_suffix(".md").write_text(markdown(report))
+            save(args.json, report)
+    save(args.json, report)  # also the curves filled in above when no run was due
 
 
 if __name__ == "__main__":
