@@ -181,6 +181,7 @@ def markdown(report: dict) -> str:
 
 
 def save(path: Path, report: dict) -> None:
+    """The report as JSON, and its table beside it (.md)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, report)
     path.with_suffix(".md").write_text(markdown(report))
@@ -199,6 +200,7 @@ def main() -> None:
 
     dataset = Dataset.from_file(args.data)
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
+    filled = False
     report.update(
         dataset=dataset.name,
         machine=machine(),
@@ -213,6 +215,7 @@ def main() -> None:
             run_dir = args.runs / dataset.name / f"{name}@seed{key}"
             if "valid_ndcg10_by_epoch" not in row and (run_dir / "pretrain" / "history.csv").exists():
                 row["valid_ndcg10_by_epoch"] = valid_curve(Run.open(run_dir), train_changes.get("eval_every", TrainConfig.eval_every))
+                filled = True
         for seed in args.seeds:
             key = str(seed)
             if key in entry["runs"] and ("test" in entry["runs"][key] or not args.test):
@@ -221,7 +224,9 @@ def main() -> None:
             entry.update(aggregate(list(entry["runs"].values())))
             print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
             save(args.json, report)
-    save(args.json, report)  # also the curves filled in above when no run was due
+            filled = False
+    if filled:  # curves filled in above, and no run since
+        save(args.json, report)
 
 
 if __name__ == "__main__":

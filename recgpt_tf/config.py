@@ -81,9 +81,9 @@ class ModelConfig:
         activation: Feed-forward activation, "relu" (the paper) or "gelu".
         layer_norm: "pre" (GPT-2: normalise each block's input, then a final norm),
             "post" (SASRec as RecBole builds it: normalise the embeddings and
-            each block's output) or "sasrec" (the original SASRec code: normalise the
-            attention's query only, and the stream before the FFN; a final norm; SASRec's
-            dropouts, and attention to its left padding's empty slots).
+            each block's output) or "sasrec" (SASRec as Xu et al.'s PyTorch code builds it:
+            normalise the attention's query only, and the stream before the FFN; a final norm;
+            its dropouts, and attention to its left padding's empty slots).
         init_stddev: 0 initialises the attention and FFN projections Glorot-uniform;
             > 0 from a truncated normal with this deviation (BERT, SASRec: 0.02).
         scale_items: Multiply input item embeddings by √d.

@@ -87,8 +87,9 @@ def test_prompt_tuning_freezes_the_embedding_norm_of_post_ln():
     assert {id(v) for v in model.trainable_variables} == {id(v) for v in expected}, [v.name for v in model.trainable_variables]
 
 
-def test_config_round_trip_and_weights_give_identical_scores(tmp_path):
-    model = make_model(objective="bce", layer_norm="post", activation="gelu", attention_dropout=0.2)
+@pytest.mark.parametrize("layer_norm", ["post", "sasrec"])
+def test_config_round_trip_and_weights_give_identical_scores(tmp_path, layer_norm):
+    model = make_model(objective="bce", layer_norm=layer_norm, activation="gelu", attention_dropout=0.2)
     clone = RecGPT.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     backbone = RecGPTBackbone.from_config(model.backbone.get_config())
@@ -250,3 +251,31 @@ def test_sasrec_attention_on_right_padded_rows_equals_sasrecs_attention_on_left_
         np.testing.assert_allclose(ours[row, :real], theirs, atol=1e-4)
     unpadded = plain(query, x, x, use_causal_mask=True).numpy()
     assert np.abs(unpadded[0, :3] - ours[0, :3]).max() > 1e-2  # the empty slots change what a short row sees
+
+
+def test_slot_dropout_drops_each_empty_slot_on_its_own():
+    """SASRec's padded slots are dropped one by one: the sink's kept share is Binomial(slots, 1 - p) / (slots (1 - p)),
+    mean 1 with a relative spread of sqrt(p / ((1 - p) slots)), not all-or-nothing (spread sqrt(p / (1 - p)))."""
+    from recgpt_tf.layers.decoder import slot_dropout_scale
+
+    tf.random.set_seed(0)
+    scale = slot_dropout_scale(tf.constant([40, 0, 1]), tf.constant([3, 20000]), 0.6).numpy()
+    assert abs(scale[0].mean() - 1.0) < 0.01 and abs(scale[0].std() - np.sqrt(0.6 / (0.4 * 40))) < 0.01
+    assert (scale[1] == 0).all()  # no slots, nothing kept
+    assert set(np.unique(scale[2]).round(6)) == {0.0, 2.5}  # one slot: plain dropout, kept ones scaled by 1 / (1 - p)
+
+
+def test_sasrec_layout_trains_and_survives_a_saved_model_round_trip(tmp_path):
+    model = make_model(layer_norm="sasrec", attention_dropout=0.6, dropout=0.6)
+    batch = random_batch(N, U, batch=4, length=6, seed=4)
+    assert np.isfinite(model(batch, training=True).numpy()).all()
+    module = tf.Module()
+    module.model = model
+    module.hidden = tf.function(
+        lambda user_id, item_ids: model({"user_id": user_id, "item_ids": item_ids}),
+        input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.int32)],
+    )
+    tf.saved_model.save(module, str(tmp_path / "sasrec"))
+    loaded = tf.saved_model.load(str(tmp_path / "sasrec"))
+    expected = model(batch).numpy()
+    np.testing.assert_allclose(loaded.hidden(tf.constant(batch["user_id"]), tf.constant(batch["item_ids"])).numpy(), expected, atol=1e-5)

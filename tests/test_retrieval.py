@@ -19,7 +19,7 @@ from recgpt_tf.retrieval import (
 )
 from recgpt_tf.retrieval.partitioned import leaf_blocks
 from recgpt_tf.retrieval.scann_artifacts import import_scann, read_partition
-from recgpt_tf.retrieval.tuning import per_query_recall, probability_weights, recall_lower_bound, split_query_sets, top_k
+from recgpt_tf.retrieval.tuning import per_query_recall, probability_weights, recall_lower_bound, returned, split_query_sets, top_k
 
 NUM_ITEMS, DIM, K, LEAVES = 2000, 8, 10, 16
 
@@ -161,7 +161,8 @@ def test_tuning_keeps_its_promise_on_queries_it_never_saw(table, queries):
     if index.leaves_to_search > 1:
         index.configure(index.leaves_to_search - 1, index.rescore_depth)
         scores, ids = top_k(BruteForceIndex(table), *tuning["step_1"], K)
-        bounds = [recall_lower_bound(per_query_recall(index, ids, *tuning["step_1"], K, w)) for w in (None, probability_weights(scores))]
+        hits = returned(index, ids, *tuning["step_1"], K)
+        bounds = [recall_lower_bound(per_query_recall(hits, w)) for w in (None, probability_weights(scores))]
         assert min(bounds) < 0.9
     with pytest.raises(IndexRecallError, match="recall@10 >= 1.01 .*no search setting reached it"):
         build_index("partitioned", table, sets, K, recall_target=1.01, num_leaves=LEAVES)
@@ -178,9 +179,12 @@ def test_probability_recall_weighs_a_missed_item_by_the_models_probability(table
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
     assert (np.diff(weights, axis=1) <= 1e-7).all()  # the higher the score, the larger the share
     missing_top = ids[:, :1]  # excluded: the "index" returns the exact list without its top item
-    np.testing.assert_allclose(per_query_recall(exact, ids, queries, missing_top, K), 0.9)
-    np.testing.assert_allclose(per_query_recall(exact, ids, queries, missing_top, K, weights), 1.0 - weights[:, 0], rtol=1e-6)
+    hits = returned(exact, ids, queries, missing_top, K)
+    np.testing.assert_allclose(per_query_recall(hits), 0.9)
+    np.testing.assert_allclose(per_query_recall(hits, weights), 1.0 - weights[:, 0], rtol=1e-6)
     assert (1.0 - weights[:, 0] < 0.9).all()
+    # A row whose every exact slot is unfilled (all scores -inf) weighs its slots alike instead of NaN.
+    np.testing.assert_allclose(probability_weights(np.full((1, K), -np.inf)), 1.0 / K)
 
 
 def test_the_lower_bound_is_below_the_mean_and_tightens_with_more_queries():

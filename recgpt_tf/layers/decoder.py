@@ -10,38 +10,83 @@ import tf_keras as keras
 from recgpt_tf.errors import ConfigError, check_choice
 
 
+def slot_dropout_scale(slots: tf.Tensor, shape: tf.Tensor, rate: float) -> tf.Tensor:
+    """Dropout of `slots` equal attention slots, each dropped on its own: the share of them kept, over the
+    expected share (Binomial(slots, 1 - rate) / (slots · (1 - rate))), one draw per element of `shape`.
+
+    Args:
+        slots: [B] int, the slots of each row; `shape` starts with B.
+        shape: The shape of the draws, e.g. (B, N, T) for every head and query position.
+        rate: Dropout rate of each slot.
+    """
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    per_row = tf.reshape(slots, tf.concat([[-1], tf.ones_like(shape[1:])], axis=0))  # (B, 1, ...)
+    most = tf.reduce_max(slots)
+    draws = tf.random.uniform(tf.concat([shape, [most]], axis=0)) >= rate  # (*shape, most): slot kept
+    exists = tf.range(most) < per_row[..., tf.newaxis]  # (B, 1, ..., most)
+    kept = tf.reduce_sum(tf.cast(draws & exists, tf.float32), axis=-1)
+    return kept / (tf.maximum(tf.cast(per_row, tf.float32), 1.0) * (1.0 - rate))
+
+
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class PaddingSinkAttention(keras.layers.MultiHeadAttention):
-    """Causal attention that also sees the empty slots of SASRec's left padding.
+    """Causal attention that also sees the empty slots of a left padding, as SASRec's PyTorch code (the
+    one Xu et al. run) computes it.
 
-    SASRec's code left-pads every sequence to `max_length`, zeroes the padded positions before each block
-    and masks only the future, so a real position also attends to every padded one: a slot whose key and
-    value are the projections' biases (the projections of a zero vector). A row with L real tokens has
-    `max_length - L` such slots, which all score alike: one extra logit, q·b_k/√d_k + log(max_length - L),
-    whose weight goes to b_v. That is what this layer adds to the causal attention of right-padded rows;
-    the result equals SASRec's at every real position (tests/test_layers.py), without the padding's cost.
+    That code left-pads every sequence to `max_length`, zeroes the padded positions before each block and
+    masks only the future (the original TensorFlow SASRec masks padded keys; the PyTorch port does not), so
+    a real position also attends to every padded one: a slot whose key and value are the projections'
+    biases (the projections of a zero vector). A row with L real tokens has `max_length - L` such slots,
+    which all score alike: one extra logit, q·b_k/√d_k + log(max_length - L), whose weight goes to b_v.
+    In training each slot's weight is dropped on its own, as the padded slots' are (`slot_dropout_scale`).
+    That is what this layer adds to the causal attention of right-padded rows; without dropout the result
+    equals the left-padded attention at every real position (tests/test_model.py), without the padding's
+    cost.
     """
 
-    def call(self, query, value, key=None, *, empty_slots: tf.Tensor, **kwargs):
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+        *,
+        empty_slots,
+    ):
         """As `MultiHeadAttention.call`; `empty_slots` [B] int: each row's padded slots."""
         self._empty_slots = empty_slots  # read by _compute_attention, inside this call
         try:
-            return super().call(query, value, key, **kwargs)
+            return super().call(
+                query,
+                value,
+                key,
+                attention_mask=attention_mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+                use_causal_mask=use_causal_mask,
+            )
         finally:
             self._empty_slots = None
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None):
+        """`MultiHeadAttention._compute_attention` with the empty slots as one more logit (see the class)."""
         query = tf.multiply(query, 1.0 / math.sqrt(float(self._key_dim)))  # (B, T, N, H)
         scores = tf.einsum(self._dot_product_equation, key, query)  # (B, N, T, S)
         if attention_mask is not None:
             scores += (1.0 - tf.cast(attention_mask[:, tf.newaxis], scores.dtype)) * -1e9
         slots = tf.cast(self._empty_slots, scores.dtype)[:, tf.newaxis, tf.newaxis]  # (B, 1, 1)
-        sink = tf.einsum("btnh,nh->bnt", query, self._key_dense.bias)
-        sink += tf.where(slots > 0, tf.math.log(tf.maximum(slots, 1.0)), -1e9)  # (B, N, T)
+        sink = tf.einsum("btnh,nh->bnt", query, self._key_dense.bias)  # (B, N, T)
+        sink += tf.where(slots > 0, tf.math.log(tf.maximum(slots, 1.0)), -1e9)
         weights = tf.nn.softmax(tf.concat([scores, sink[..., tf.newaxis]], axis=-1))  # (B, N, T, S + 1)
-        dropped = self._dropout_layer(weights, training=training)
-        output = tf.einsum(self._combine_equation, dropped[..., :-1], value)  # (B, T, N, H)
-        output += tf.einsum("bnt,nh->btnh", dropped[..., -1], self._value_dense.bias)
+        attended = self._dropout_layer(weights[..., :-1], training=training)
+        sunk = weights[..., -1]
+        if training and self._dropout > 0:
+            sunk *= slot_dropout_scale(self._empty_slots, tf.shape(sunk), self._dropout)
+        output = tf.einsum(self._combine_equation, attended, value)  # (B, T, N, H)
+        output += tf.einsum("bnt,nh->btnh", sunk, self._value_dense.bias)
         return output, weights[..., :-1]
 
 
@@ -54,7 +99,7 @@ class CausalDecoderBlock(keras.layers.Layer):
     "pre" layer norm (GPT-2): x + Attn(LN(x)), then x + FFN(LN(x)).
     "post" layer norm (the original Transformer, SASRec as RecBole builds it):
     LN(x + Attn(x)), then LN(x + FFN(x)).
-    "sasrec" (the original SASRec code, and Xu et al.'s): only the attention's query is normalised,
+    "sasrec" (SASRec as Xu et al.'s PyTorch code builds it): only the attention's query is normalised,
     y = LN(x + Attn(q=LN(x), k=x, v=x)), then y + FFN(y), with SASRec's dropouts (attention weights, the
     FFN's inner and outer activations; none on the attention output) and its left padding's empty
     slots (`PaddingSinkAttention`).
@@ -66,7 +111,7 @@ class CausalDecoderBlock(keras.layers.Layer):
         hidden_size: Width d.
         num_heads: Attention heads; d must divide evenly.
         intermediate_size: FFN inner width.
-        dropout: Dropout on both residual branches.
+        dropout: Dropout on both residual branches ("sasrec": on the FFN's inner and outer activations).
         attention_dropout: Dropout on the attention weights.
         activation: FFN activation, "relu" (the paper) or "gelu".
         layer_norm: "pre", "post" or "sasrec".
@@ -122,6 +167,8 @@ class CausalDecoderBlock(keras.layers.Layer):
         """Args: x: [B, T, d]; empty_slots: [B] int, "sasrec" only: the left padding each row would have
         at `max_length` (`PaddingSinkAttention`). Returns: [B, T, d]."""
         if self.layer_norm == "sasrec":
+            if empty_slots is None:
+                raise ConfigError("empty_slots", 'a layer_norm="sasrec" block needs each row\'s empty slots (RecGPTBackbone passes them)')
             y = self.attention(self.attention_norm(x), x, x, empty_slots=empty_slots, use_causal_mask=True, training=training)
             x = self.ffn_norm(x + y)  # (B, T, d)
             y = self.ffn_outer(self.ffn_dropout(self.ffn_inner(x), training=training))  # (B, T, d)

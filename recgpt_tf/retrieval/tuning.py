@@ -78,28 +78,27 @@ def recall_at_k(
     Args:
         reference: An exact index, or its top-k ids [Q, k] for these queries, computed once.
     """
-    return float(np.mean(per_query_recall(index, reference, queries, exclusions, k, weights)))
+    return float(np.mean(per_query_recall(returned(index, reference, queries, exclusions, k), weights)))
 
 
-def per_query_recall(
-    index: ItemIndex,
-    reference: ItemIndex | np.ndarray,
-    queries: np.ndarray,
-    exclusions: np.ndarray,
-    k: int,
-    weights: np.ndarray | None = None,
-) -> np.ndarray:
-    """[Q] share of each query's exact top-k that `index` returns: each exact item counts 1/k, or its weight
-    in `weights` [Q, k] (rows summing to 1, in the reference's order; e.g. `probability_weights`)."""
-    exact = reference if isinstance(reference, np.ndarray) else exact_ids(reference, queries, exclusions, k)
-    approx = exact_ids(index, queries, exclusions, k)
-    returned = (exact[:, :, np.newaxis] == approx[:, np.newaxis, :]).any(axis=-1)  # (Q, k): exact item j returned
-    return (returned * (np.full(exact.shape, 1.0 / k) if weights is None else weights)).sum(axis=1)
+def returned(index: ItemIndex, reference: ItemIndex | np.ndarray, queries: np.ndarray, exclusions: np.ndarray, k: int) -> np.ndarray:
+    """[Q, k] bool: whether `index` returns each of the exact top-k (`reference`: an exact index, or its ids)."""
+    exact = reference if isinstance(reference, np.ndarray) else top_k(reference, queries, exclusions, k)[1]
+    approx = top_k(index, queries, exclusions, k)[1]
+    return (exact[:, :, np.newaxis] == approx[:, np.newaxis, :]).any(axis=-1)
+
+
+def per_query_recall(hits: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """[Q] share of each query's exact top-k returned (`hits`, from `returned`): each exact item counts 1/k,
+    or its weight in `weights` [Q, k] (rows summing to 1, in the reference's order; e.g. `probability_weights`).
+    A slot the exact search could not fill (every other item excluded: id 0) counts as returned when the
+    index cannot fill it either."""
+    return (hits * (np.full(hits.shape, 1.0 / hits.shape[1]) if weights is None else weights)).sum(axis=1)
 
 
 def probability_weights(scores: np.ndarray) -> np.ndarray:
     """[Q, k] each exact top-k item's share of the model's probability mass over the exact top-k (a softmax
-    of its scores).
+    of its scores); uniform for a row with no finite score.
 
     A model trained with the catalogue softmax scores items with its log-probabilities up to a constant per
     query, so the share of this mass a list returns is the share of the exact list's expected hits it keeps:
@@ -107,8 +106,11 @@ def probability_weights(scores: np.ndarray) -> np.ndarray:
     the likely ones (Beauty: a partitioned index at recall@10 0.974 lost 1.8% of HR@10, one at 0.961 lost
     0.9%; docs/results.md).
     """
-    shares = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return shares / shares.sum(axis=1, keepdims=True)
+    finite = np.isfinite(scores)
+    top = np.where(finite, scores, -np.inf).max(axis=1, keepdims=True)
+    shares = np.where(finite, np.exp(np.where(finite, scores - np.where(np.isfinite(top), top, 0.0), 0.0)), 0.0)
+    total = shares.sum(axis=1, keepdims=True)
+    return np.where(total > 0, shares / np.where(total > 0, total, 1.0), 1.0 / scores.shape[1])
 
 
 def top_k(index: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -121,11 +123,6 @@ def top_k(index: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int,
     if not parts:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int32)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def exact_ids(index: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int, batch: int = 32) -> np.ndarray:
-    """[Q, k] top-k ids from `index` (see `top_k`)."""
-    return top_k(index, queries, exclusions, k, batch)[1]
 
 
 def search_p50_ms(index: ItemIndex, query_sets: QuerySets, k: int, repeats: int = 40, batch: int = 1) -> float:
@@ -217,11 +214,9 @@ def tune_leaves(
                 if time.perf_counter() > deadline:
                     raise _OutOfTime
                 index.configure(leaves, depth)
+                hits = {name: returned(index, exact[name][1], q, e, k) for name, (q, e) in tuning.items()}
                 bounds[leaves] = {
-                    measure: {
-                        name: recall_lower_bound(per_query_recall(index, exact[name][1], q, e, k, weights[name]))
-                        for name, (q, e) in tuning.items()
-                    }
+                    measure: {name: recall_lower_bound(per_query_recall(hits[name], weights[name])) for name in tuning}
                     for measure, weights in measures.items()
                 }
                 return min(v for by_name in bounds[leaves].values() for v in by_name.values()) >= target
@@ -260,8 +255,9 @@ def tune_leaves(
     held, held_probability = {}, {}
     for name, (q, e) in held_out.items():
         scores, ids = top_k(reference, q, e, k)
-        held[name] = recall_at_k(index, ids, q, e, k)
-        held_probability[name] = recall_at_k(index, ids, q, e, k, probability_weights(scores))
+        hits = returned(index, ids, q, e, k)
+        held[name] = float(np.mean(per_query_recall(hits)))
+        held_probability[name] = float(np.mean(per_query_recall(hits, probability_weights(scores))))
     report = {
         "recall_target": target,
         "recall_at": k,
