@@ -30,6 +30,7 @@ RECIPE_NAMES = {
     "defaults": "recgpt-tf pre-training alone, the defaults",
     "sasrec_ce": "SASRec-CE, Xu et al.'s recipe in this project's backbone (pre-LN block)",
     "sasrec_ce_layout": "SASRec-CE, Xu et al.'s recipe in SASRec's own block",
+    "sasrec_ce_layout_v1": "SASRec-CE, Xu et al.'s recipe in SASRec's own block (empty slots dropped as one, commit d10dd58)",
 }
 
 
