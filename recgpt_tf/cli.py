@@ -398,8 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--top-k", type=int, default=ExportConfig.top_k)
     export.add_argument("--first-step-size", type=int, default=None, help="m; default: chosen on validation by `recgpt evaluate`")
     export.add_argument("--steps", type=int, default=ExportConfig.steps, help="generation steps G (2 = the paper's two-step recall)")
-    export.add_argument("--recall-threshold", type=float, default=ExportConfig.recall_threshold, help="on held-out sample requests")
-    export.add_argument("--tuning-seconds", type=float, default=ExportConfig.tuning_seconds, help="time budget of the index tuning")
+    export.add_argument(
+        "--recall-threshold", type=float, default=ExportConfig.recall_threshold, help="held-out recall an approximate index must reach"
+    )
+    export.add_argument(
+        "--tuning-seconds", type=float, default=ExportConfig.tuning_seconds, help="time budget of building and tuning the index"
+    )
     export.add_argument("--version", type=int, default=None, help="default: the next free version number")
     export.add_argument(
         "--jit-compile",
