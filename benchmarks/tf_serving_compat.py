@@ -2,7 +2,9 @@
 virtual environment (the runtime a TF Serving release of that version links), answers compared with the
 pinned TensorFlow's.
 
-For each index kind an export of a random-weight model over 500 items is written with the pinned stack;
+For each index kind (and the partitioned index's bfloat16 storage with its exact re-score, which the
+tuning picks when it is faster) an export of a random-weight model over 500 items is written with the
+pinned stack;
 each runtime then loads it with plain `tf.saved_model.load` (no recgpt_tf, no ScaNN) in a subprocess and
 answers fixed requests with every signature. A runtime is verified for a kind when it loads the export
 and its item lists equal the pinned ones (scores within 1e-4). The ops of the exports a runtime verified
@@ -32,8 +34,10 @@ import tensorflow as tf
 from recgpt_tf.benchmarking import export_synthetic, random_requests, stamp, synthetic_model, write_report
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, EXCLUDING_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.export.stock_ops import saved_model_ops
+from recgpt_tf.retrieval import PartitionedIndex
+from recgpt_tf.retrieval.scann_artifacts import default_num_leaves, train_kmeans_partition
 
-KINDS = ("brute-force", "partitioned", "scann")
+KINDS = ("brute-force", "partitioned", "partitioned-bfloat16", "scann")
 
 # Runs under the other runtime: TensorFlow alone.
 _ANSWER = """
@@ -78,6 +82,15 @@ def same(pinned: dict, other: dict) -> bool:
     return True
 
 
+def bfloat16_index(model) -> tuple:
+    """The partitioned index's other storage flavour, with its exact re-score (the tuning picks float32 or
+    this one by speed, so both must load everywhere), as an (index, metadata) pair for `export_model`."""
+    candidates = model.candidate_embeddings().numpy()
+    partition = train_kmeans_partition(candidates, default_num_leaves(len(candidates)))
+    index = PartitionedIndex(candidates, partition, leaves_to_search=2, storage_dtype="bfloat16", rescore_depth=20)
+    return index, {**index.get_config(), "recall": None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", action="append", default=[], metavar="VERSION=PYTHON", help="an older runtime's interpreter")
@@ -93,7 +106,8 @@ def main() -> None:
     report = stamp({"runtimes": {}, "kinds": {}})
     verified_ops: set[str] = set()
     for kind in KINDS:
-        path = export_synthetic(model, kind, work / kind)
+        flavour, prebuilt = ("partitioned", bfloat16_index(model)) if kind == "partitioned-bfloat16" else (kind, None)
+        path = export_synthetic(model, flavour, work / kind, prebuilt_index=prebuilt)
         ops = sorted(saved_model_ops(path))
         pinned = answers(sys.executable, path, inputs)  # the pinned interpreter too runs it without recgpt_tf or ScaNN
         entry = report["kinds"][kind] = {"ops": len(ops), "runtimes": {}}

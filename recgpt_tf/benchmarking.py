@@ -142,8 +142,11 @@ def as_tensors(users: list[str], histories: list[list[str]]) -> tuple[tf.Tensor,
     return tf.constant(users), tf.constant(pad_histories(histories))
 
 
-def export_synthetic(model, flavour: str, work: Path | None = None, name: str = "recgpt", jit_compile: bool = False) -> Path:
-    """Exports `model` with the real exporter (vocabularies "1".."N", "1".."USERS"); returns the version path."""
+def export_synthetic(
+    model, flavour: str, work: Path | None = None, name: str = "recgpt", jit_compile: bool = False, prebuilt_index=None
+) -> Path:
+    """Exports `model` with the real exporter (vocabularies "1".."N", "1".."USERS"); returns the version path.
+    `prebuilt_index`: an (index, metadata) pair to embed instead of tuning one (`export_model`)."""
     from recgpt_tf.export import export_model
 
     work = Path(work or tempfile.mkdtemp(prefix="recgpt-bench-"))
@@ -165,6 +168,7 @@ def export_synthetic(model, flavour: str, work: Path | None = None, name: str = 
         sample_users=sample_users,
         sample_histories=sample_histories,
         jit_compile=jit_compile,
+        prebuilt_index=prebuilt_index,
     ).path
 
 
