@@ -27,7 +27,7 @@ from recgpt_tf.benchmarking import stamp, write_report
 from recgpt_tf.config import ExportConfig
 from recgpt_tf.errors import IndexRecallError
 from recgpt_tf.retrieval import BruteForceIndex, build_index
-from recgpt_tf.retrieval.tuning import MAX_SERVING_BATCH, per_query_recall, probability_weights, returned, search_p50_ms, top_k
+from recgpt_tf.retrieval.tuning import MAX_SERVING_BATCH, recalls, search_p50_ms, top_k
 
 DIM, K = 64, 10
 SPREADS = {"clustered": 0.35, "near_uniform": 3.0}
@@ -83,14 +83,10 @@ def main() -> None:
                 "num_leaves": info["num_leaves"],
                 "export_reported_recall": info["recall"],
                 "export_reported_probability_recall": info["probability_recall"],
-                "held_out_recall": {},
-                "held_out_probability_recall": {},
             }
-            for step, (q, e) in held_out.items():
-                scores, ids = top_k(exact, q, e, K)
-                hits = returned(index, ids, q, e, K)
-                entry["held_out_recall"][step] = float(np.mean(per_query_recall(hits)))
-                entry["held_out_probability_recall"][step] = float(np.mean(per_query_recall(hits, probability_weights(scores))))
+            measured = {step: recalls(index, top_k(exact, q, e, K), q, e, K) for step, (q, e) in held_out.items()}
+            entry["held_out_recall"] = {step: m["recall"] for step, m in measured.items()}
+            entry["held_out_probability_recall"] = {step: m["probability_recall"] for step, m in measured.items()}
             for batch in (1, MAX_SERVING_BATCH):
                 mine, theirs = search_p50_ms(index, held_out, K, batch=batch), search_p50_ms(exact, held_out, K, batch=batch)
                 entry[f"batch_{batch}"] = {"index_ms": mine, "exact_ms": theirs, "ratio": mine / theirs}

@@ -49,8 +49,8 @@ from recgpt_tf.contract import (  # noqa: E402
 from recgpt_tf.export import RecGPTServingModule, export_model, recall_queries, tuned_index  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.inference import split_k  # noqa: E402
-from recgpt_tf.retrieval import BruteForceIndex, recall_at_k  # noqa: E402
-from recgpt_tf.retrieval.tuning import probability_weights, top_k  # noqa: E402
+from recgpt_tf.retrieval import BruteForceIndex  # noqa: E402
+from recgpt_tf.retrieval.tuning import recalls, top_k  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 
 K = 10
@@ -147,13 +147,9 @@ def main() -> None:
         index, info = tuned_index(model, items, users, steps, kind, samples["users"], samples["histories"], args.recall_threshold)
         index = index or reference
         entry = {"index": info, "build_and_tune_seconds": time.perf_counter() - start}
-        entry["held_out_recall_at_10"] = {
-            name: recall_at_k(index, held_out_exact[name][1], q, e, K) for name, (q, e) in held_out_sets.items()
-        }
-        entry["held_out_probability_recall_at_10"] = {
-            name: recall_at_k(index, held_out_exact[name][1], q, e, K, probability_weights(held_out_exact[name][0]))
-            for name, (q, e) in held_out_sets.items()
-        }
+        measured = {name: recalls(index, held_out_exact[name], q, e, K) for name, (q, e) in held_out_sets.items()}
+        entry["held_out_recall_at_10"] = {name: m["recall"] for name, m in measured.items()}
+        entry["held_out_probability_recall_at_10"] = {name: m["probability_recall"] for name, m in measured.items()}
         search = tf.function(lambda q, e: index.query_with_exclusions(q, e, K))
         q1, e1 = held_out_sets["step_1"]
         for batch in (1, 64):

@@ -111,9 +111,22 @@ def probability_weights(scores: np.ndarray) -> np.ndarray:
     """
     finite = np.isfinite(scores)
     top = np.where(finite, scores, -np.inf).max(axis=1, keepdims=True)
-    shares = np.where(finite, np.exp(np.where(finite, scores - np.where(np.isfinite(top), top, 0.0), 0.0)), 0.0)
+    top = np.where(np.isfinite(top), top, 0.0)  # a row with no finite score: no shares, weighed uniformly below
+    shares = np.where(finite, np.exp(np.where(finite, scores - top, 0.0)), 0.0)
     total = shares.sum(axis=1, keepdims=True)
-    return np.where(total > 0, shares / np.where(total > 0, total, 1.0), 1.0 / scores.shape[1])
+    return np.where(total > 0, shares / np.maximum(total, np.finfo(shares.dtype).tiny), 1.0 / scores.shape[1])
+
+
+def recalls(index: ItemIndex, exact: tuple[np.ndarray, np.ndarray], queries: np.ndarray, exclusions: np.ndarray, k: int) -> dict:
+    """{"recall", "probability_recall"}: the mean share of the exact top-k that `index` returns, plain and
+    weighted by the model's probabilities, from one search of `index` (`exact`: the reference's top-k
+    (scores, ids) for these queries)."""
+    scores, ids = exact
+    hits = returned(index, ids, queries, exclusions, k)
+    return {
+        "recall": float(np.mean(per_query_recall(hits))),
+        "probability_recall": float(np.mean(per_query_recall(hits, probability_weights(scores)))),
+    }
 
 
 def top_k(index: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -262,12 +275,9 @@ def tune_leaves(
     chosen = min(timed, key=lambda f: f["slowest_ratio_to_exact"])
     index = chosen["_index"]
     index.configure(chosen["leaves_to_search"], chosen["depth"])
-    held, held_probability = {}, {}
-    for name, (q, e) in held_out.items():
-        scores, ids = top_k(reference, q, e, k)
-        hits = returned(index, ids, q, e, k)
-        held[name] = float(np.mean(per_query_recall(hits)))
-        held_probability[name] = float(np.mean(per_query_recall(hits, probability_weights(scores))))
+    measured = {name: recalls(index, top_k(reference, q, e, k), q, e, k) for name, (q, e) in held_out.items()}
+    held = {name: m["recall"] for name, m in measured.items()}
+    held_probability = {name: m["probability_recall"] for name, m in measured.items()}
     report = {
         "recall_target": target,
         "recall_at": k,
