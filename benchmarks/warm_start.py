@@ -6,8 +6,11 @@ users absent, those items taken out of every sequence) and without the last inte
 the other users: day 2 adds users, items and interactions. Three pre-trainings with the defaults, each in its
 own run directory (resumable: rerun the command and finished runs are kept, an interrupted one resumes):
 day 1 from scratch; day 2 from scratch; day 2 warm-started from day 1 (`Run.train(warm_start=...)`).
-Reported: each run's validation NDCG@10 per evaluated epoch (history.csv), the epoch at which the warm
-start first reaches the from-scratch run's best validation NDCG@10, and both runs' test figures.
+Reported: each run's validation NDCG@10 per evaluated epoch (history.csv), and the warm start's before its
+first epoch (day 1's weights on day 2's rows, as `warm_start` grows them); the epoch at which the warm
+start first reaches the from-scratch run's best validation NDCG@10; and every run's test figures.
+`--warm-learning-rate` / `--warm-warmup-steps` train the warm start on its own schedule (its run
+directory then names them).
 
     python benchmarks/warm_start.py --data ../shared/data/Beauty.txt --json benchmarks/results/warm_start_Beauty.json
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,8 @@ from recgpt_tf.data import Dataset, load_interactions
 from recgpt_tf.evaluation import evaluate_model
 from recgpt_tf.runs import Run
 from recgpt_tf.training import MONITOR
+from recgpt_tf.training.fit import build_model
+from recgpt_tf.training.warm_start import warm_start
 
 
 def day_one(interactions: dict[str, list[str]], share: float, new_items: float, new_users: float, seed: int) -> dict[str, list[str]]:
@@ -54,6 +60,14 @@ def curve(run: Run) -> list[float]:
         return [float(row[MONITOR]) for row in csv.DictReader(handle)]
 
 
+def before_training(run: Run, dataset: Dataset, source: Path) -> float:
+    """Validation NDCG@10 of the warm start before its first epoch."""
+    old = run.warm_start_source(source)
+    model = build_model(run.model_config)
+    warm_start(model, old.model, old.item_vocab, dataset.item_vocab, old.user_vocab, dataset.user_vocab, dataset.train_sequences())
+    return evaluate_model(model, dataset.split("valid"))["NDCG@10"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -62,6 +76,8 @@ def main() -> None:
     parser.add_argument("--new-users", type=float, default=0.05, help="share of the users first seen on day 2")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=None, help="cap (default: TrainConfig's); small values only to smoke-test")
+    parser.add_argument("--warm-learning-rate", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--warm-warmup-steps", type=int, default=TrainConfig.warmup_steps)
     parser.add_argument("--runs", type=Path, default=Path("runs/warm_start"))
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
@@ -72,13 +88,16 @@ def main() -> None:
         "day2": Dataset.from_interactions(full, "day2"),
     }
     config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    warm_config = dataclasses.replace(config, learning_rate=args.warm_learning_rate, warmup_steps=args.warm_warmup_steps)
+    schedule = "" if warm_config == config else f"_lr{args.warm_learning_rate:g}_warmup{args.warm_warmup_steps}"
     runs = {}
     # Day 1 and the warm start depend on how day 1 was cut; day 2 from scratch does not (reused across cuts).
     cut = f"s{args.share}_i{args.new_items}_u{args.new_users}_seed{args.seed}"
-    directories = {"day1": f"day1_{cut}", "day2_scratch": f"day2_scratch_seed{args.seed}", "day2_warm": f"day2_warm_{cut}"}
+    directories = {"day1": f"day1_{cut}", "day2_scratch": f"day2_scratch_seed{args.seed}", "day2_warm": f"day2_warm_{cut}{schedule}"}
     for name, dataset, warm in (("day1", days["day1"], None), ("day2_scratch", days["day2"], None), ("day2_warm", days["day2"], "day1")):
         run = Run.create(args.runs / directories[name], dataset, seed=args.seed)
-        run.train(dataset, "pretrain", config, verbose=2, warm_start=args.runs / directories[warm] if warm else None)
+        source = args.runs / directories[warm] if warm else None
+        run.train(dataset, "pretrain", warm_config if warm else config, verbose=2, warm_start=source)
         runs[name] = run
     report = stamp(
         {
@@ -87,6 +106,8 @@ def main() -> None:
             "new_items": args.new_items,
             "new_users": args.new_users,
             "seed": args.seed,
+            "warm_learning_rate": args.warm_learning_rate,
+            "warm_warmup_steps": args.warm_warmup_steps,
             "runs": {},
         }
     )
@@ -103,6 +124,7 @@ def main() -> None:
             **({"warm_start": summary["warm_start"]} if "warm_start" in summary else {}),
         }
     scratch, warm = report["runs"]["day2_scratch"], report["runs"]["day2_warm"]
+    warm["valid_ndcg10_before_training"] = before_training(runs["day2_warm"], days["day2"], args.runs / directories["day1"])
     target = max(scratch["valid_ndcg10_per_epoch"])
     reached = next((i + 1 for i, v in enumerate(warm["valid_ndcg10_per_epoch"]) if v >= target), None)
     report["warm_reaches_scratch_best_at_epoch"] = reached

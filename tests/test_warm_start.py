@@ -1,5 +1,6 @@
-"""Warm-started retraining with a growing catalogue: known ids keep their trained rows, new ones get
-fresh rows, vanished ones are dropped, the decoder starts from yesterday's weights."""
+"""Warm-started retraining with a growing catalogue: known ids keep their trained rows, new ones start
+beside their neighbours (items) or at the cold-start row (users), vanished ones are dropped, the decoder
+starts from yesterday's weights."""
 
 import json
 
@@ -31,16 +32,30 @@ def test_known_rows_are_kept_new_rows_are_fresh_and_the_decoder_is_copied(tmp_pa
     old_run.train(day1, "pretrain", tiny_train_config(epochs=2), verbose=0)
     old = old_run.load_model("pretrain")
     new = build_model(ModelConfig(num_items=day2.num_items, num_users=day2.num_users, **TINY_MODEL))
-    before = new.backbone.item_table.numpy().copy()
-    rows = warm_start(new, old, day1.item_vocab, day2.item_vocab, day1.user_vocab, day2.user_vocab)
+    rows = warm_start(new, old, day1.item_vocab, day2.item_vocab, day1.user_vocab, day2.user_vocab, day2.train_sequences())
     old_items, new_items = old.backbone.item_table.numpy(), new.backbone.item_table.numpy()
     for token in ("1", "50", "99"):  # known both days
         np.testing.assert_array_equal(new_items[day2.item_vocab.lookup(token)], old_items[day1.item_vocab.lookup(token)])
-    for token in ("100", "119"):  # first seen on day 2: the new model's own initial rows
+    for token in ("100", "119"):  # first seen on day 2: the mean of yesterday's rows of the known items beside it
         assert token not in day1.item_vocab.tokens
-        np.testing.assert_array_equal(new_items[day2.item_vocab.lookup(token)], before[day2.item_vocab.lookup(token)])
+        beside = [
+            old_items[day1.item_vocab.lookup(neighbour)]
+            for sequence in day2.train_sequences()
+            for a, b in zip(day2.item_vocab.decode(sequence), day2.item_vocab.decode(sequence)[1:])
+            for mine, neighbour in ((a, b), (b, a))
+            if mine == token and neighbour in day1.item_vocab.tokens
+        ]
+        assert beside
+        np.testing.assert_allclose(new_items[day2.item_vocab.lookup(token)], np.mean(beside, axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(new_items[day2.num_items + 1], old_items[day1.num_items + 1])  # the OOV row
-    assert rows["items_new"] >= 20 and rows["items_dropped"] >= 1 and rows["users_kept"] > 0
+    assert rows["items_new"] >= 20 and rows["items_new_with_neighbours"] == rows["items_new"] and rows["items_dropped"] >= 1
+    old_users, new_users = (
+        old.backbone.embedding.user_embedding.embeddings.numpy(),
+        new.backbone.embedding.user_embedding.embeddings.numpy(),
+    )
+    newcomers = [day2.user_vocab.lookup(u) for u in day2.user_vocab.tokens if u not in day1.user_vocab.tokens]
+    assert rows["users_new"] == len(newcomers) > 0 and rows["users_kept"] > 0
+    np.testing.assert_array_equal(new_users[newcomers], np.repeat(old_users[:1], len(newcomers), axis=0))  # the cold-start user
     for name in ("decoder_block_0", "position_embedding"):
         mine = [w for w in new.backbone.weights if name in w.name]
         theirs = [w for w in old.backbone.weights if name in w.name]

@@ -71,7 +71,14 @@ def pretrain(
         model.set_item_frequencies(dataset.item_counts())
         if warm_start_from is not None:
             rows = warm_start(
-                model, warm_start_from.model, warm_start_from.item_vocab, dataset.item_vocab, warm_start_from.user_vocab, dataset.user_vocab
+                model,
+                warm_start_from.model,
+                warm_start_from.item_vocab,
+                dataset.item_vocab,
+                warm_start_from.user_vocab,
+                dataset.user_vocab,
+                # Streamed data is not held in memory: its new items start at the mean known row.
+                train_sequences=dataset.train_sequences() if isinstance(dataset, Dataset) else None,
             )
     summary = fit_stage(
         model,
