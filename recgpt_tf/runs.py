@@ -339,7 +339,7 @@ class Run:
             verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
             on_stage_end: Optional callable(stage, summary), e.g. to print progress.
             warm_start: An earlier run directory (yesterday's) whose pre-trained model pre-training starts
-                from: known items and users keep their rows, new ones get fresh rows (`training.warm_start`).
+                from: known items and users keep their rows, new ones start beside them (`training.warm_start`).
 
         Returns:
             {stage: summary} for the stages of the plan (`already_trained` set on those kept).
