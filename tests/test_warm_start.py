@@ -14,7 +14,7 @@ from recgpt_tf.data import Dataset, synthetic_sequences
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.runs import Run
 from recgpt_tf.training.fit import build_model
-from recgpt_tf.training.warm_start import warm_start
+from recgpt_tf.training.warm_start import neighbour_rows, warm_start
 
 
 def _days():
@@ -26,7 +26,7 @@ def _days():
     return Dataset.from_interactions(day1, name="day1"), Dataset.from_interactions(day2, name="day2")
 
 
-def test_known_rows_are_kept_new_rows_are_fresh_and_the_decoder_is_copied(tmp_path):
+def test_known_rows_are_kept_new_rows_start_beside_their_neighbours_and_the_decoder_is_copied(tmp_path):
     day1, day2 = _days()
     old_run = tiny_run(day1, tmp_path / "day1")
     old_run.train(day1, "pretrain", tiny_train_config(epochs=2), verbose=0)
@@ -65,6 +65,24 @@ def test_known_rows_are_kept_new_rows_are_fresh_and_the_decoder_is_copied(tmp_pa
         warm_start(wider, old, day1.item_vocab, day2.item_vocab, day1.user_vocab, day2.user_vocab)
 
 
+def test_neighbour_rows_average_both_sides_skip_other_users_and_fall_back_to_the_mean_known_row():
+    table = np.arange(14, dtype=np.float32).reshape(7, 2)  # 0 padding, 1..5 items, 6 unknown items
+    new = np.array([2, 4])  # items 1, 3, 5 are known
+    sequences = [np.array([1, 2, 3]), np.array([2, 0, 6]), np.array([5, 4]), np.array([3])]
+    rows, with_neighbours = neighbour_rows(table, new, sequences)
+    # Item 2: beside 1 and 3 in the first user (not padding or unknown in the second); item 4: beside 5.
+    np.testing.assert_allclose(rows, [(table[1] + table[3]) / 2, table[5]])
+    assert with_neighbours == 2
+    alone, with_neighbours = neighbour_rows(table, new, [np.array([2]), np.array([4, 4])])  # no known neighbour
+    np.testing.assert_allclose(alone, np.repeat(table[[1, 3, 5]].mean(axis=0, keepdims=True), 2, axis=0))
+    assert with_neighbours == 0
+    # Sequences joined end to end would put item 3 beside item 2 across users: they must not.
+    rows, _ = neighbour_rows(table, new, [np.array([3]), np.array([2, 1])])
+    np.testing.assert_allclose(rows[0], table[1])
+    with pytest.raises(ConfigError, match="shares no item"):
+        neighbour_rows(table, np.arange(1, 6), sequences)
+
+
 def test_recgpt_train_warm_start_then_export_as_the_next_version(tmp_path, capsys):
     day1, day2 = _days()
     flags = ["--hidden-size", "32", "--num-layers", "1", "--intermediate-size", "64", "--max-length", "20", "--epochs", "2"]
@@ -84,6 +102,7 @@ def test_recgpt_train_warm_start_then_export_as_the_next_version(tmp_path, capsy
     )
     summary = Run.open(tmp_path / "day2").summary("pretrain")
     assert summary["warm_start"]["from"] == str((tmp_path / "day1").resolve()) and summary["warm_start"]["items_new"] >= 20
+    assert 0 < summary["warm_start"]["valid_before_training"]["NDCG@10"] <= summary["valid"]["NDCG@10"]  # the start, then the best
     assert main(["export", str(tmp_path / "day2"), str(tmp_path / "base"), "--name", "m", "--index", "brute-force"]) == 0
     meta = json.loads((tmp_path / "base" / "m" / "2" / "assets.extra" / "recgpt.json").read_text())
     assert meta["num_items"] == day2.num_items and meta["config"]["pretrain"]["warm_start"].endswith("day1")

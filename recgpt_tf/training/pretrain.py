@@ -10,6 +10,8 @@ import tf_keras as keras
 from recgpt_tf.config import PRETRAIN_STAGE, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.streaming import StreamedDataset
+from recgpt_tf.errors import ConfigError
+from recgpt_tf.evaluation import evaluate_model
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines, table_placement
 from recgpt_tf.training.fit import StageRun, build_model, fit_stage
@@ -63,6 +65,8 @@ def pretrain(
     """
     model_config = run.model_config
     train_config = (train_config or TrainConfig()).for_catalogue(dataset.num_items)
+    if warm_start_from is not None and train_config.strategy == "parameter-server":
+        raise ConfigError("warm_start", "is not supported under the parameter-server strategy, whose tables are sharded")
     keras.utils.set_random_seed(train_config.seed)
     run.begin_stage(PRETRAIN_STAGE, {**train_config.to_dict(), **({"warm_start": warm_start_from.path} if warm_start_from else {})})
     strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config, run.vocabulary_files)
@@ -80,6 +84,8 @@ def pretrain(
                 # Streamed data is not held in memory: its new items start at the mean known row.
                 train_sequences=dataset.train_sequences() if isinstance(dataset, Dataset) else None,
             )
+    if warm_start_from is not None:  # yesterday's model on today's validation users: where the new run starts
+        rows["valid_before_training"] = evaluate_model(model, dataset.split("valid"))
     summary = fit_stage(
         model,
         dataset,

@@ -4,7 +4,7 @@ Known items and users keep their trained embedding rows, items and users that ar
 `warmstart_embedding_matrix` maps the rows by token), and every other weight (positions, segments, the
 decoder blocks, the norms) starts from the old model. New rows start where the old model already places
 them rather than at the initialiser's near-zero values, which no trained row resembles: a new user at the
-cold-start user's row (what the old model serves an unknown user; trained through `user_dropout`), a new
+cold-start user's row (what the old model serves an unknown user; trained when `user_dropout` > 0), a new
 item at the mean of the trained rows of the known items next to it in the new training sequences (the
 mean known row when none is). The optimizer starts afresh, and early stopping on validation decides how
 long the new run trains.
@@ -54,27 +54,40 @@ def _new_ids(old: Vocabulary, new: Vocabulary) -> np.ndarray:
 
 
 def neighbour_rows(table: np.ndarray, new_ids: np.ndarray, sequences: Iterable[np.ndarray] | None) -> tuple[np.ndarray, int]:
-    """Starting rows for the new items `new_ids` of an item `table` (rows 1..N the items, known rows
-    trained): each the mean of the rows of the known items just before and after it in `sequences`
-    (encoded item ids), or the mean known row where it has no known neighbour (or no sequences are given).
+    """Starting rows for new items: each the mean of the rows of the known items just before and after it
+    in `sequences`, or the mean known row where it has no known neighbour (or no sequences are given).
+
+    Args:
+        table: [N + 2, d] item rows (0 padding, 1..N the items, N + 1 unknown items); known rows trained.
+        new_ids: [num_new] ids of the new items (1..N).
+        sequences: Encoded item ids, one array per user.
 
     Returns:
-        ([len(new_ids), width] rows, how many new items had a known neighbour).
+        ([num_new, d] rows, how many new items had a known neighbour).
+
+    Raises:
+        ConfigError: every item is new (there is no known row to start from).
     """
-    num_items = table.shape[0] - 2
     known = np.zeros(table.shape[0], dtype=bool)
-    known[1 : num_items + 1] = True
+    known[1:-1] = True  # the items; not padding or unknown items
     known[new_ids] = False
-    sums, counts = np.zeros((table.shape[0], table.shape[1])), np.zeros(table.shape[0])
-    for sequence in sequences or ():
-        sequence = np.asarray(sequence, dtype=np.int64)
-        for a, b in ((sequence[:-1], sequence[1:]), (sequence[1:], sequence[:-1])):  # each side of a pair
-            pairs = known[b] & ~known[a] & (a >= 1) & (a <= num_items)
-            np.add.at(sums, a[pairs], table[b[pairs]])
-            np.add.at(counts, a[pairs], 1.0)
+    if not known.any():
+        raise ConfigError("warm_start", "the old run shares no item with the new data (are the ids written the same way?)")
+    slot = np.full(table.shape[0], -1)
+    slot[new_ids] = np.arange(len(new_ids))
+    sums, counts = np.zeros((len(new_ids), table.shape[1])), np.zeros(len(new_ids))
+    arrays = [np.asarray(sequence, dtype=np.int64) for sequence in sequences or ()]
+    if len(new_ids) and arrays:
+        items = np.concatenate(arrays)
+        same_user = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+        adjacent = same_user[:-1] == same_user[1:]
+        for item, neighbour in ((items[:-1], items[1:]), (items[1:], items[:-1])):  # each side of every pair
+            pairs = adjacent & (slot[item] >= 0) & known[neighbour]
+            np.add.at(sums, slot[item[pairs]], table[neighbour[pairs]])
+            np.add.at(counts, slot[item[pairs]], 1.0)
     rows = np.tile(table[known].mean(axis=0), (len(new_ids), 1))
-    seen = counts[new_ids] > 0
-    rows[seen] = sums[new_ids[seen]] / counts[new_ids[seen], None]
+    seen = counts > 0
+    rows[seen] = sums[seen] / counts[seen, None]
     return rows.astype(table.dtype), int(seen.sum())
 
 
@@ -99,7 +112,7 @@ def warm_start(
         "users_dropped"}.
 
     Raises:
-        ConfigError: the architectures differ (beyond the catalogue and user counts).
+        ConfigError: the architectures differ (beyond the catalogue and user counts), or no item is kept.
     """
     sizes = {"num_items", "num_users", "name", "objective", "label_smoothing", "prompt_tuned"}
     mine = {k: v for k, v in model.get_config().items() if k not in sizes}
@@ -112,48 +125,30 @@ def warm_start(
         )
     embedding, old_embedding = model.backbone.embedding, old.backbone.embedding
     new_item_ids, new_user_ids = _new_ids(old_items, new_items), _new_ids(old_users, new_users)
-    with_neighbours = 0
-
-    def grow_items(table: np.ndarray) -> None:
-        nonlocal with_neighbours
-        table[new_item_ids], with_neighbours = neighbour_rows(table, new_item_ids, train_sequences)
-
-    def grow_users(table: np.ndarray) -> None:
-        table[new_user_ids] = table[0]  # the cold-start user's row
-
-    tables = {
-        id(embedding.item_embedding.embeddings): (
-            old_embedding.item_embedding.embeddings,
-            _item_rows(old_items),
-            _item_rows(new_items),
-            grow_items,
-        )
-    }
+    # Each table in the new row order: kept rows copied by token, then the new rows grown in place.
+    items = _by_token(old_embedding.item_embedding.embeddings, _item_rows(old_items), _item_rows(new_items))
+    items[new_item_ids], with_neighbours = neighbour_rows(items, new_item_ids, train_sequences)
+    tables = {id(embedding.item_embedding.embeddings): items}
     if embedding.user_embedding is not None:
-        tables[id(embedding.user_embedding.embeddings)] = (
-            old_embedding.user_embedding.embeddings,
-            _user_rows(old_users),
-            _user_rows(new_users),
-            grow_users,
-        )
+        users = _by_token(old_embedding.user_embedding.embeddings, _user_rows(old_users), _user_rows(new_users))
+        users[new_user_ids] = users[0]  # the cold-start user's row: what the old model serves an unknown user
+        tables[id(embedding.user_embedding.embeddings)] = users
     for new_weight, old_weight in zip(model.backbone.weights, old.backbone.weights):
         if new_weight.name != old_weight.name:
             raise ConfigError("warm_start", f"weights do not line up ({old_weight.name} against {new_weight.name})")
-        if id(new_weight) in tables:
-            base, base_rows, new_rows, grow = tables[id(new_weight)]
-            fresh = keras.initializers.Constant(new_weight.numpy())
-            table = np.array(keras.utils.warmstart_embedding_matrix(base_rows, new_rows, base, fresh))
-            grow(table)
-            new_weight.assign(table)
-        else:
-            new_weight.assign(old_weight)
-    kept_items, kept_users = set(old_items.tokens) & set(new_items.tokens), set(old_users.tokens) & set(new_users.tokens)
+        new_weight.assign(tables.get(id(new_weight), old_weight))
     return {
-        "items_kept": len(kept_items),
-        "items_new": new_items.size - len(kept_items),
+        "items_kept": new_items.size - len(new_item_ids),
+        "items_new": len(new_item_ids),
         "items_new_with_neighbours": with_neighbours,
-        "items_dropped": old_items.size - len(kept_items),
-        "users_kept": len(kept_users),
-        "users_new": new_users.size - len(kept_users),
-        "users_dropped": old_users.size - len(kept_users),
+        "items_dropped": old_items.size - (new_items.size - len(new_item_ids)),
+        "users_kept": new_users.size - len(new_user_ids),
+        "users_new": len(new_user_ids),
+        "users_dropped": old_users.size - (new_users.size - len(new_user_ids)),
     }
+
+
+def _by_token(table, old_rows: list[str], new_rows: list[str]) -> np.ndarray:
+    """`table` ([len(old_rows), d]) with its rows in `new_rows`' order, by token (new tokens' rows are zeros,
+    to be grown)."""
+    return np.array(keras.utils.warmstart_embedding_matrix(old_rows, new_rows, table, keras.initializers.Zeros()))
