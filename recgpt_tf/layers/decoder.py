@@ -157,7 +157,8 @@ class CausalDecoderBlock(keras.layers.Layer):
             kernel_initializer=init(),
             name="attention",
         )
-        self.attention_output_dropout = keras.layers.Dropout(dropout, name="attention_output_dropout")
+        # SASRec's block drops no attention output (its FFN dropouts stand in).
+        self.attention_output_dropout = None if layer_norm == "sasrec" else keras.layers.Dropout(dropout, name="attention_output_dropout")
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
         self.ffn_inner = keras.layers.Dense(intermediate_size, activation=activation, kernel_initializer=init(), name="ffn_inner")
         self.ffn_outer = keras.layers.Dense(hidden_size, kernel_initializer=init(), name="ffn_outer")
