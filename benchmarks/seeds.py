@@ -10,7 +10,9 @@ figure follows the paper's protocol: leave-one-out, full ranking, history exclud
 
 Long and resumable: the JSON is rewritten after every finished run, a rerun skips the runs it holds, and
 an interrupted run resumes from its last backed-up epoch (`Run` / Keras BackupAndRestore), so a session
-that stops mid-run loses at most one epoch.
+that stops mid-run loses at most one epoch. `--record-partial` trains nothing and records the validation
+curves of the listed seeds' unfinished runs (under the recipe's `partial`), so a stopped session's progress
+is in the JSON; the run's row replaces it when it finishes.
 
     python benchmarks/seeds.py --data ../shared/data/Beauty.txt --recipe sasrec_ce --seeds 1 2 3 --test \
         --json benchmarks/results/seeds_Beauty.json
@@ -114,6 +116,10 @@ def valid_curve(run: Run, every: int) -> dict[str, float]:
     return {str(int(r["epoch"]) + 1): round(float(r[MONITOR]), 5) for r in rows if (int(r["epoch"]) + 1) % every == 0}
 
 
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool, stages: str) -> dict:
     """Trains `recipe` at `seed` (resuming an interrupted run, keeping finished stages) and returns its row."""
     model_changes, train_changes, _ = RECIPES[recipe]
@@ -133,7 +139,7 @@ def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: 
         "train_seconds": round(sum(s["seconds"] for s in summaries.values()), 1),
         "seconds_per_epoch": round(summary["seconds_per_epoch"], 2) if summary["seconds_per_epoch"] else None,
         "run_seconds": round(time.perf_counter() - start, 1),
-        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "finished": now(),
     }
     row["valid_ndcg10_by_epoch"] = valid_curve(run, train_config.eval_every)
     if stages != "pretrain":
@@ -196,6 +202,11 @@ def main() -> None:
     parser.add_argument("--test", action="store_true", help="also score the test split (never used to choose)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/seeds"))
+    parser.add_argument(
+        "--record-partial",
+        action="store_true",
+        help="train nothing: record the validation curves of the seeds' unfinished runs (under each recipe's `partial`)",
+    )
     args = parser.parse_args()
 
     dataset = Dataset.from_file(args.data)
@@ -220,7 +231,15 @@ def main() -> None:
             key = str(seed)
             if key in entry["runs"] and ("test" in entry["runs"][key] or not args.test):
                 continue
+            if args.record_partial:
+                run_dir = args.runs / dataset.name / f"{name}@seed{seed}"
+                if (run_dir / "pretrain" / "history.csv").exists():
+                    curve = valid_curve(Run.open(run_dir), train_changes.get("eval_every", TrainConfig.eval_every))
+                    entry.setdefault("partial", {})[key] = {"run": str(run_dir), "recorded": now(), "valid_ndcg10_by_epoch": curve}
+                    filled = True
+                continue
             entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages)
+            entry.get("partial", {}).pop(key, None)
             entry.update(aggregate(list(entry["runs"].values())))
             print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
             save(args.json, report)
