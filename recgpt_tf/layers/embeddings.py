@@ -10,6 +10,12 @@ import tf_keras as keras
 from recgpt_tf.errors import check_choice
 
 
+def left_padding(item_ids: tf.Tensor, max_length: int) -> tf.Tensor:
+    """[B] empty slots each right-padded row of `item_ids` ([B, T], 0 padding) would have if left-padded to
+    `max_length`, as SASRec pads: its "from_end" positions start there, and its block attends to them."""
+    return max_length - tf.reduce_sum(tf.cast(item_ids != 0, tf.int32), axis=1)
+
+
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class RecGPTEmbedding(keras.layers.Layer):
     """h0 = item_emb[v_t]·√d + pos_emb[t] + user_emb[u] + seg_emb[segment_t], then (layer norm and) dropout.
@@ -96,8 +102,8 @@ class RecGPTEmbedding(keras.layers.Layer):
         if self.scale_items:
             x *= math.sqrt(self.hidden_size)
         if self.position_mode == "from_end":
-            real = tf.reduce_sum(tf.cast(item_ids != 0, tf.int32), axis=1, keepdims=True)  # (B, 1); right-padded rows
-            positions = tf.clip_by_value(self.max_length - real + tf.range(length)[tf.newaxis], 0, self.max_length - 1)
+            first = left_padding(item_ids, self.max_length)[:, tf.newaxis]  # (B, 1): where the row starts, left-padded
+            positions = tf.clip_by_value(first + tf.range(length)[tf.newaxis], 0, self.max_length - 1)
             x += self.position_embedding(positions)  # (B, T, d)
         else:
             x += self.position_embedding(tf.range(length))[tf.newaxis]  # (1, T, d)

@@ -7,7 +7,7 @@ import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
-from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
+from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding, left_padding
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
@@ -110,7 +110,7 @@ class RecGPTBackbone(keras.layers.Layer):
         segment_ids = tf.zeros_like(item_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
         x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training)
         # SASRec's layout also attends to the left padding a row would have at max_length (PaddingSinkAttention).
-        empty_slots = self.max_length - tf.reduce_sum(tf.cast(item_ids != 0, tf.int32), axis=1) if self.layer_norm == "sasrec" else None
+        empty_slots = left_padding(item_ids, self.max_length) if self.layer_norm == "sasrec" else None
         for block in self.blocks:
             x = block(x, empty_slots=empty_slots, training=training)
         return x if self.final_norm is None else self.final_norm(x)
