@@ -162,7 +162,7 @@ def aggregate(rows: list[dict]) -> dict:
     result = {"seeds": [row["seed"] for row in rows]}
     for split in ("valid", "test"):
         values = {m: [row[split][m] for row in rows if split in row] for m in METRICS}
-        if all(len(v) == len(rows) for v in values.values()):
+        if rows and all(len(v) == len(rows) for v in values.values()):
             result[split] = {m: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0} for m, v in values.items()}
     return result
 
