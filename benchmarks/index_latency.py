@@ -147,9 +147,8 @@ def main() -> None:
         index, info = tuned_index(model, items, users, steps, kind, samples["users"], samples["histories"], args.recall_threshold)
         index = index or reference
         entry = {"index": info, "build_and_tune_seconds": time.perf_counter() - start}
-        measured = {name: recalls(index, held_out_exact[name], q, e, K) for name, (q, e) in held_out_sets.items()}
-        entry["held_out_recall_at_10"] = {name: m["recall"] for name, m in measured.items()}
-        entry["held_out_probability_recall_at_10"] = {name: m["probability_recall"] for name, m in measured.items()}
+        recall = recalls(index, held_out_sets, held_out_exact, K)
+        entry["held_out_recall_at_10"], entry["held_out_probability_recall_at_10"] = recall["recall"], recall["probability_recall"]
         search = tf.function(lambda q, e: index.query_with_exclusions(q, e, K))
         q1, e1 = held_out_sets["step_1"]
         for batch in (1, 64):

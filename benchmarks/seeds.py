@@ -116,6 +116,11 @@ def valid_curve(run: Run, every: int) -> dict[str, float]:
     return {str(int(r["epoch"]) + 1): round(float(r[MONITOR]), 5) for r in rows if (int(r["epoch"]) + 1) % every == 0}
 
 
+def run_dir(runs: Path, dataset: Dataset, name: str, seed: int | str) -> Path:
+    """Where recipe row `name` (the recipe, "+all" when every stage runs) trains at `seed`."""
+    return runs / dataset.name / f"{name}@seed{seed}"
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -126,7 +131,7 @@ def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: 
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_changes)
     train_config = TrainConfig(**{**train_changes, "seed": seed})
     suffix = "" if stages == "pretrain" else f"+{stages}"
-    run = Run.create(runs / dataset.name / f"{recipe}{suffix}@seed{seed}", dataset, model_config, seed=seed)
+    run = Run.create(run_dir(runs, dataset, f"{recipe}{suffix}", seed), dataset, model_config, seed=seed)
     start = time.perf_counter()
     summaries = run.train(dataset, stages=stages, train_config=train_config, verbose=2)
     summary = summaries["pretrain"]
@@ -223,19 +228,19 @@ def main() -> None:
         entry = report.setdefault("recipes", {}).setdefault(name, {"runs": {}})
         entry.update(description=description, model_changes=model_changes, train_changes=train_changes)
         for key, row in entry["runs"].items():  # curves of runs recorded before rows held them
-            run_dir = args.runs / dataset.name / f"{name}@seed{key}"
-            if "valid_ndcg10_by_epoch" not in row and (run_dir / "pretrain" / "history.csv").exists():
-                row["valid_ndcg10_by_epoch"] = valid_curve(Run.open(run_dir), train_changes.get("eval_every", TrainConfig.eval_every))
+            path = run_dir(args.runs, dataset, name, key)
+            if "valid_ndcg10_by_epoch" not in row and (path / "pretrain" / "history.csv").exists():
+                row["valid_ndcg10_by_epoch"] = valid_curve(Run.open(path), train_changes.get("eval_every", TrainConfig.eval_every))
                 filled = True
         for seed in args.seeds:
             key = str(seed)
             if key in entry["runs"] and ("test" in entry["runs"][key] or not args.test):
                 continue
             if args.record_partial:
-                run_dir = args.runs / dataset.name / f"{name}@seed{seed}"
-                if (run_dir / "pretrain" / "history.csv").exists():
-                    curve = valid_curve(Run.open(run_dir), train_changes.get("eval_every", TrainConfig.eval_every))
-                    entry.setdefault("partial", {})[key] = {"run": str(run_dir), "recorded": now(), "valid_ndcg10_by_epoch": curve}
+                path = run_dir(args.runs, dataset, name, seed)
+                if (path / "pretrain" / "history.csv").exists():
+                    curve = valid_curve(Run.open(path), train_changes.get("eval_every", TrainConfig.eval_every))
+                    entry.setdefault("partial", {})[key] = {"run": str(path), "recorded": now(), "valid_ndcg10_by_epoch": curve}
                     filled = True
                 continue
             entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages)

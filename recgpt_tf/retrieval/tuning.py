@@ -117,16 +117,19 @@ def probability_weights(scores: np.ndarray) -> np.ndarray:
     return np.where(total > 0, shares / np.maximum(total, np.finfo(shares.dtype).tiny), 1.0 / scores.shape[1])
 
 
-def recalls(index: ItemIndex, exact: tuple[np.ndarray, np.ndarray], queries: np.ndarray, exclusions: np.ndarray, k: int) -> dict:
-    """{"recall", "probability_recall"}: the mean share of the exact top-k that `index` returns, plain and
-    weighted by the model's probabilities, from one search of `index` (`exact`: the reference's top-k
-    (scores, ids) for these queries)."""
-    scores, ids = exact
-    hits = returned(index, ids, queries, exclusions, k)
-    return {
-        "recall": float(np.mean(per_query_recall(hits))),
-        "probability_recall": float(np.mean(per_query_recall(hits, probability_weights(scores)))),
-    }
+def recalls(
+    index: ItemIndex, sets: dict[str, tuple[np.ndarray, np.ndarray]], exact: dict[str, tuple[np.ndarray, np.ndarray]], k: int
+) -> dict:
+    """{"recall": {set: value}, "probability_recall": {set: value}}: for each named set of (queries,
+    exclusions), the mean share of the exact top-k that `index` returns, plain and weighted by the model's
+    probabilities, from one search of `index` (`exact[set]`: the reference's top-k (scores, ids) for it)."""
+    measured: dict[str, dict[str, float]] = {"recall": {}, "probability_recall": {}}
+    for name, (queries, exclusions) in sets.items():
+        scores, ids = exact[name]
+        hits = returned(index, ids, queries, exclusions, k)
+        measured["recall"][name] = float(np.mean(per_query_recall(hits)))
+        measured["probability_recall"][name] = float(np.mean(per_query_recall(hits, probability_weights(scores))))
+    return measured
 
 
 def top_k(index: ItemIndex, queries: np.ndarray, exclusions: np.ndarray, k: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -275,9 +278,8 @@ def tune_leaves(
     chosen = min(timed, key=lambda f: f["slowest_ratio_to_exact"])
     index = chosen["_index"]
     index.configure(chosen["leaves_to_search"], chosen["depth"])
-    measured = {name: recalls(index, top_k(reference, q, e, k), q, e, k) for name, (q, e) in held_out.items()}
-    held = {name: m["recall"] for name, m in measured.items()}
-    held_probability = {name: m["probability_recall"] for name, m in measured.items()}
+    measured = recalls(index, held_out, {name: top_k(reference, q, e, k) for name, (q, e) in held_out.items()}, k)
+    held, held_probability = measured["recall"], measured["probability_recall"]
     report = {
         "recall_target": target,
         "recall_at": k,
