@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": [
         "pytest>=8",
+        "pytest-xdist>=3.5",  # the suite runs its files in parallel (pytest.ini)
         "hypothesis>=6.100",
         "ruff==0.17.6",
         "pyyaml>=6",
