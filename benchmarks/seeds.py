@@ -98,6 +98,13 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
     # The defaults in SASRec's own block: the reproduction's layout (sasrec_ce_layout against sasrec_ce) on the
     # RecGPT backbone (width 128, user module, label smoothing).
     "defaults_sasrec": ({"layer_norm": "sasrec"}, {}, 'the defaults in SASRec\'s own block (layer_norm "sasrec")'),
+    # BSARec's block (Shin et al., AAAI 2024) on the defaults: a low-pass filter branch beside attention, mixed
+    # in at α 0.7 and keeping 3 frequency bins (its Beauty setting, c = 5), made causal (`CausalLowPassFilter`).
+    "defaults_filter": (
+        {"filter_mix": 0.7, "filter_frequencies": 3},
+        {},
+        "the defaults with BSARec's low-pass filter branch beside attention (α 0.7, 3 bins: its Beauty setting)",
+    ),
     "defaults_long": (
         {},
         dict(learning_rate=5e-4, epochs=200, eval_every=5, patience=25),

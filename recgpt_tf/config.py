@@ -92,6 +92,9 @@ class ModelConfig:
             the OOV embedding learns a population prior for cold-start users.
         num_segments: Segment vocabulary (0 = real item, 1 = generated prompt).
         position_mode: "from_start" or "from_end" (see `RecGPTEmbedding`).
+        filter_mix: Weight α of a low-pass filter branch beside each block's attention (BSARec's block,
+            `layers.CausalLowPassFilter`; layer_norm "post" only); 0, the default, builds none.
+        filter_frequencies: Frequency bins the filter branch keeps (BSARec's c = 5 keeps 3).
     """
 
     num_items: int
@@ -114,6 +117,8 @@ class ModelConfig:
     user_dropout: float = 0.1
     num_segments: int = 2
     position_mode: str = "from_start"
+    filter_mix: float = 0.0
+    filter_frequencies: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -73,9 +73,15 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
     }
 
 
+# Fields added since runs were first written whose defaults build the model those runs trained (the filter
+# branch is off by default), so a run that records none of them reads as it was.
+_NEUTRAL_NEW_FIELDS = {"filter_mix": ModelConfig.filter_mix, "filter_frequencies": ModelConfig.filter_frequencies}
+
+
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
     """The architecture config.json records; a run written before one of today's fields existed is refused
-    by name (its layout is not today's default)."""
+    by name (its layout is not today's default), unless the field's default builds what the run trained."""
+    model = {**_NEUTRAL_NEW_FIELDS, **model}
     missing = sorted({f.name for f in dataclasses.fields(ModelConfig)} - set(model))
     if missing:
         raise RunDirectoryError(f"{path} was written by an older recgpt-tf (its model records no {', '.join(missing)}); train it anew")

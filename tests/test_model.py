@@ -4,6 +4,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from helpers import TINY_MODEL, random_batch
+from recgpt_tf.layers.low_pass import low_pass_weights
 from recgpt_tf.models import RecGPT, RecGPTBackbone, make_task, retrieval_loss
 from recgpt_tf.training import build_model
 
@@ -17,11 +18,18 @@ def make_model(**overrides) -> RecGPT:
 
 
 @pytest.mark.parametrize(
-    "position_mode, layer_norm",
-    [("from_start", "pre"), ("from_end", "pre"), ("from_start", "post"), ("from_end", "post"), ("from_end", "sasrec")],
+    "position_mode, layer_norm, filter_mix",
+    [
+        ("from_start", "pre", 0.0),
+        ("from_end", "pre", 0.0),
+        ("from_start", "post", 0.0),
+        ("from_end", "post", 0.0),
+        ("from_end", "sasrec", 0.0),
+        ("from_start", "post", 0.7),  # the low-pass filter branch
+    ],
 )
-def test_no_future_leakage(position_mode, layer_norm):
-    model = make_model(num_layers=2, position_mode=position_mode, layer_norm=layer_norm)
+def test_no_future_leakage(position_mode, layer_norm, filter_mix):
+    model = make_model(num_layers=2, position_mode=position_mode, layer_norm=layer_norm, filter_mix=filter_mix)
     batch = random_batch(N, U, batch=2, length=8, seed=1)
     base = model(batch).numpy()
     changed = {**batch, "item_ids": batch["item_ids"].copy()}
@@ -87,9 +95,11 @@ def test_prompt_tuning_freezes_the_embedding_norm_of_post_ln():
     assert {id(v) for v in model.trainable_variables} == {id(v) for v in expected}, [v.name for v in model.trainable_variables]
 
 
-@pytest.mark.parametrize("layer_norm", ["post", "sasrec"])
-def test_config_round_trip_and_weights_give_identical_scores(tmp_path, layer_norm):
-    model = make_model(objective="bce", layer_norm=layer_norm, activation="gelu", attention_dropout=0.2)
+@pytest.mark.parametrize(
+    "layout", [dict(layer_norm="post"), dict(layer_norm="sasrec"), dict(layer_norm="post", filter_mix=0.6, filter_frequencies=2)]
+)
+def test_config_round_trip_and_weights_give_identical_scores(tmp_path, layout):
+    model = make_model(objective="bce", activation="gelu", attention_dropout=0.2, **layout)
     clone = RecGPT.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     backbone = RecGPTBackbone.from_config(model.backbone.get_config())
@@ -112,6 +122,26 @@ def test_rejects_bad_arguments():
         RecGPT(num_items=N, num_users=U, layer_norm="sandwich")
     with pytest.raises(ValueError, match="softmax objective only"):
         RecGPT(num_items=N, num_users=U, objective="bce", label_smoothing=0.1)
+    with pytest.raises(ValueError, match='filter_mix the filter branch is built for layer_norm="post"'):
+        RecGPT(num_items=N, num_users=U, layer_norm="pre", filter_mix=0.5)
+    with pytest.raises(ValueError, match=r"filter_frequencies must be in 1\.\.26"):
+        RecGPT(num_items=N, num_users=U, filter_mix=0.5, filter_frequencies=27)
+
+
+@pytest.mark.parametrize("max_length", [12, 11])
+def test_low_pass_weights_are_bsarecs_fft_filter_at_the_last_position_of_every_left_padded_prefix(max_length):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(max_length, 4))
+    weights = low_pass_weights(max_length, frequencies=3)
+    for t in range(max_length):
+        padded = np.zeros_like(x)
+        padded[max_length - t - 1 :] = x[: t + 1]  # the prefix ending at t, left-padded with zeros
+        spectrum = np.fft.rfft(padded, axis=0, norm="ortho")
+        spectrum[3:] = 0
+        expected = np.fft.irfft(spectrum, n=max_length, axis=0, norm="ortho")[-1]
+        np.testing.assert_allclose(weights[t] @ x, expected, atol=1e-6)
+    np.testing.assert_allclose(np.triu(weights, 1), 0.0)  # causal
+    np.testing.assert_allclose(low_pass_weights(max_length, 1)[-1], 1 / max_length)  # one bin: the mean over max_length
 
 
 def _losses(seed=0):
@@ -265,8 +295,9 @@ def test_slot_dropout_drops_each_empty_slot_on_its_own():
     assert set(np.unique(scale[2]).round(6)) == {0.0, 2.5}  # one slot: plain dropout, kept ones scaled by 1 / (1 - p)
 
 
-def test_sasrec_layout_trains_and_survives_a_saved_model_round_trip(tmp_path):
-    model = make_model(layer_norm="sasrec", attention_dropout=0.6, dropout=0.6)
+@pytest.mark.parametrize("layout", [dict(layer_norm="sasrec"), dict(layer_norm="post", filter_mix=0.7)])
+def test_sasrec_layout_and_the_filter_branch_train_and_survive_a_saved_model_round_trip(tmp_path, layout):
+    model = make_model(attention_dropout=0.6, dropout=0.6, **layout)
     batch = random_batch(N, U, batch=4, length=6, seed=4)
     assert np.isfinite(model(batch, training=True).numpy()).all()
     module = tf.Module()

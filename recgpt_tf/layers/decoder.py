@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recgpt_tf.errors import ConfigError, check_choice
+from recgpt_tf.layers.low_pass import CausalLowPassFilter
 
 
 def slot_dropout_scale(slots: tf.Tensor, shape: tf.Tensor, rate: float) -> tf.Tensor:
@@ -103,6 +104,9 @@ class CausalDecoderBlock(keras.layers.Layer):
     y = LN(x + Attn(q=LN(x), k=x, v=x)), then y + FFN(y), with SASRec's dropouts (attention weights, the
     FFN's inner and outer activations; none on the attention output) and its left padding's empty
     slots (`PaddingSinkAttention`).
+    With `filter_mix` α > 0 ("post" only), BSARec's block: the attention branch's output is mixed with a
+    causal low-pass filter branch of the same input, α·Filter(x) + (1 - α)·LN(x + Attn(x))
+    (`CausalLowPassFilter`), before the FFN.
 
     Batches are right-padded, so the causal mask alone keeps padding out of every
     real position: padding only ever follows the tokens that matter.
@@ -115,6 +119,9 @@ class CausalDecoderBlock(keras.layers.Layer):
         attention_dropout: Dropout on the attention weights.
         activation: FFN activation, "relu" (the paper) or "gelu".
         layer_norm: "pre", "post" or "sasrec".
+        max_length: Positions the filter branch is defined over (the model's `max_length`).
+        filter_mix: Weight α of the low-pass filter branch; 0 builds none (plain attention).
+        filter_frequencies: Frequency bins the filter keeps (`CausalLowPassFilter`).
         init_stddev: 0 initialises the projections Glorot-uniform (Keras' default);
             > 0 draws them from a truncated normal with this deviation (BERT, SASRec).
     """
@@ -133,6 +140,9 @@ class CausalDecoderBlock(keras.layers.Layer):
         activation: str,
         layer_norm: str,
         init_stddev: float,
+        max_length: int,
+        filter_mix: float,
+        filter_frequencies: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,6 +150,10 @@ class CausalDecoderBlock(keras.layers.Layer):
             raise ConfigError("hidden_size", f"({hidden_size}) must be divisible by num_heads ({num_heads})")
         check_choice("activation", activation, self.ACTIVATIONS)
         check_choice("layer_norm", layer_norm, self.LAYER_NORMS)
+        if not 0.0 <= filter_mix <= 1.0:
+            raise ConfigError("filter_mix", f"must be in [0, 1]; got {filter_mix}")
+        if filter_mix and layer_norm != "post":
+            raise ConfigError("filter_mix", f'the filter branch is built for layer_norm="post" (BSARec\'s block); got "{layer_norm}"')
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
@@ -148,6 +162,9 @@ class CausalDecoderBlock(keras.layers.Layer):
         self.activation = activation
         self.layer_norm = layer_norm
         self.init_stddev = init_stddev
+        self.max_length = max_length
+        self.filter_mix = filter_mix
+        self.filter_frequencies = filter_frequencies
         init = lambda: keras.initializers.TruncatedNormal(stddev=init_stddev) if init_stddev else "glorot_uniform"  # noqa: E731
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = (PaddingSinkAttention if layer_norm == "sasrec" else keras.layers.MultiHeadAttention)(
@@ -163,6 +180,7 @@ class CausalDecoderBlock(keras.layers.Layer):
         self.ffn_inner = keras.layers.Dense(intermediate_size, activation=activation, kernel_initializer=init(), name="ffn_inner")
         self.ffn_outer = keras.layers.Dense(hidden_size, kernel_initializer=init(), name="ffn_outer")
         self.ffn_dropout = keras.layers.Dropout(dropout, name="ffn_dropout")
+        self.low_pass = CausalLowPassFilter(max_length, filter_frequencies, dropout, name="low_pass") if filter_mix else None
 
     def call(self, x: tf.Tensor, empty_slots: tf.Tensor | None = None, training: bool | None = None) -> tf.Tensor:
         """Args: x: [B, T, d]; empty_slots: [B] int, "sasrec" only: the left padding each row would have
@@ -176,7 +194,8 @@ class CausalDecoderBlock(keras.layers.Layer):
             return x + self.ffn_dropout(y, training=training)
         if self.layer_norm == "post":
             y = self.attention(x, x, use_causal_mask=True, training=training)  # (B, T, d)
-            x = self.attention_norm(x + self.attention_output_dropout(y, training=training))
+            y = self.attention_norm(x + self.attention_output_dropout(y, training=training))
+            x = y if self.low_pass is None else self.filter_mix * self.low_pass(x, training=training) + (1.0 - self.filter_mix) * y
             y = self.ffn_outer(self.ffn_inner(x))  # (B, T, d)
             return self.ffn_norm(x + self.ffn_dropout(y, training=training))
         y = self.attention_norm(x)
@@ -196,5 +215,8 @@ class CausalDecoderBlock(keras.layers.Layer):
             activation=self.activation,
             layer_norm=self.layer_norm,
             init_stddev=self.init_stddev,
+            max_length=self.max_length,
+            filter_mix=self.filter_mix,
+            filter_frequencies=self.filter_frequencies,
         )
         return config

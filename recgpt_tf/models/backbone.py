@@ -41,6 +41,8 @@ class RecGPTBackbone(keras.layers.Layer):
         user_dropout: float = ModelConfig.user_dropout,
         num_segments: int = ModelConfig.num_segments,
         position_mode: str = ModelConfig.position_mode,
+        filter_mix: float = ModelConfig.filter_mix,
+        filter_frequencies: int = ModelConfig.filter_frequencies,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -61,6 +63,8 @@ class RecGPTBackbone(keras.layers.Layer):
         self.user_dropout = user_dropout
         self.num_segments = num_segments
         self.position_mode = position_mode
+        self.filter_mix = filter_mix
+        self.filter_frequencies = filter_frequencies
         self.embedding = RecGPTEmbedding(
             num_items=num_items,
             num_users=num_users,
@@ -85,6 +89,9 @@ class RecGPTBackbone(keras.layers.Layer):
                 activation=activation,
                 layer_norm=layer_norm,
                 init_stddev=init_stddev,
+                max_length=max_length,
+                filter_mix=filter_mix,
+                filter_frequencies=filter_frequencies,
                 name=f"decoder_block_{i}",
             )
             for i in range(num_layers)
@@ -135,6 +142,8 @@ class RecGPTBackbone(keras.layers.Layer):
             user_dropout=self.user_dropout,
             num_segments=self.num_segments,
             position_mode=self.position_mode,
+            filter_mix=self.filter_mix,
+            filter_frequencies=self.filter_frequencies,
         )
         return config
 
