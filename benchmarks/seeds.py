@@ -198,11 +198,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(path: Path, report: dict) -> None:
-    """The report as JSON, and its table beside it (.md)."""
+def save(path: Path, report: dict, names: list[str]) -> dict:
+    """The report as JSON, and its table beside it (.md): recipe rows `names` as `report` holds them, every
+    other row as the file holds it now, so processes training different recipes into one file keep each
+    other's runs. Returns what was written."""
+    on_disk = json.loads(path.read_text()) if path.exists() else {}
+    report = {**report, "recipes": {**on_disk.get("recipes", {}), **{n: report["recipes"][n] for n in names}}}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, report)
     path.with_suffix(".md").write_text(markdown(report))
+    return report
 
 
 def main() -> None:
@@ -224,6 +229,7 @@ def main() -> None:
     dataset = Dataset.from_file(args.data)
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     filled = False
+    names = []  # the recipe rows this process writes
     report.update(
         dataset=dataset.name,
         machine=machine(),
@@ -233,6 +239,7 @@ def main() -> None:
         model_changes, train_changes, description = RECIPES[recipe]
         name = recipe if args.stages == "pretrain" else f"{recipe}+{args.stages}"
         entry = report.setdefault("recipes", {}).setdefault(name, {"runs": {}})
+        names.append(name)
         entry.update(description=description, model_changes=model_changes, train_changes=train_changes)
         for key, row in entry["runs"].items():  # curves of runs recorded before rows held them
             path = run_dir(args.runs, dataset, name, key)
@@ -254,10 +261,10 @@ def main() -> None:
             entry.get("partial", {}).pop(key, None)
             entry.update(aggregate(list(entry["runs"].values())))
             print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
-            save(args.json, report)
+            report = save(args.json, report, names)
             filled = False
     if filled:  # curves filled in above, and no run since
-        save(args.json, report)
+        save(args.json, report, names)
 
 
 if __name__ == "__main__":
