@@ -75,7 +75,7 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
 
 # Fields added since runs were first written whose defaults build the model those runs trained (the filter
 # branch is off by default), so a run that records none of them reads as it was.
-_NEUTRAL_NEW_FIELDS = {"filter_mix": ModelConfig.filter_mix, "filter_frequencies": ModelConfig.filter_frequencies}
+_NEUTRAL_NEW_FIELDS = {"filter_mix": 0.0, "filter_frequencies": 3}
 
 
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
