@@ -44,6 +44,7 @@ REFERENCE_MODEL = dict(
     use_user_embedding=True,
     user_dropout=0.1,
     position_mode="from_start",
+    filter_mix=0.0,
 )
 REFERENCE_TRAIN = dict(
     objective="softmax",

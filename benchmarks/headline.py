@@ -27,7 +27,7 @@ PUBLISHED = [
 ]
 RECIPE_NAMES = {
     "defaults+all": "recgpt-tf RecGPT, the defaults (`recgpt train --stages all`)",
-    "defaults_filter+all": "recgpt-tf RecGPT, the defaults and BSARec's low-pass filter branch (`--filter-mix 0.7`)",
+    "defaults_no_filter+all": "recgpt-tf RecGPT, the defaults before the low-pass filter branch (`--filter-mix 0`)",
     "defaults": "recgpt-tf pre-training alone, the defaults",
     "sasrec_ce": "SASRec-CE, Xu et al.'s recipe in this project's backbone (pre-LN block)",
     "sasrec_ce_layout": "SASRec-CE, Xu et al.'s recipe in SASRec's own block",

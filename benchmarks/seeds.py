@@ -55,6 +55,7 @@ SASREC_CE = (
         use_user_embedding=False,
         user_dropout=0.0,
         position_mode="from_end",
+        filter_mix=0.0,
     ),
     dict(
         objective="softmax",
@@ -97,18 +98,13 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
     ),
     # The defaults in SASRec's own block: the reproduction's layout (sasrec_ce_layout against sasrec_ce) on the
     # RecGPT backbone (width 128, user module, label smoothing).
-    "defaults_sasrec": ({"layer_norm": "sasrec"}, {}, 'the defaults in SASRec\'s own block (layer_norm "sasrec")'),
-    # BSARec's block (Shin et al., AAAI 2024) on the defaults: a low-pass filter branch beside attention, mixed
-    # in at α 0.7 and keeping 3 frequency bins (its Beauty setting, c = 5), made causal (`CausalLowPassFilter`).
-    "defaults_filter": (
-        {"filter_mix": 0.7, "filter_frequencies": 3},
-        {},
-        "the defaults with BSARec's low-pass filter branch beside attention (α 0.7, 3 bins: its Beauty setting)",
-    ),
+    "defaults_sasrec": ({"layer_norm": "sasrec", "filter_mix": 0.0}, {}, 'the defaults in SASRec\'s own block (layer_norm "sasrec")'),
+    # The defaults before BSARec's low-pass filter branch joined them (2026-11-30): plain attention blocks.
+    "defaults_no_filter": ({"filter_mix": 0.0}, {}, "the defaults without the low-pass filter branch (the defaults until 2026-11-30)"),
     "defaults_long": (
-        {},
+        {"filter_mix": 0.0},
         dict(learning_rate=5e-4, epochs=200, eval_every=5, patience=25),
-        "the defaults trained as the anchors are: Adam 5e-4, up to 200 epochs, patience 25 epochs",
+        "the defaults before the filter branch, trained as the anchors are: Adam 5e-4, up to 200 epochs, patience 25 epochs",
     ),
 }
 

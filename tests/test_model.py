@@ -12,7 +12,9 @@ N, U = 30, 10
 
 
 def make_model(**overrides) -> RecGPT:
-    model = RecGPT(num_items=N, num_users=U, **{**TINY_MODEL, "dropout": 0.0, **overrides})
+    """A tiny RecGPT; the filter branch, a default, exists in the post-LN layout only."""
+    plain = overrides.get("layer_norm", "post") != "post"
+    model = RecGPT(num_items=N, num_users=U, **{**TINY_MODEL, "dropout": 0.0, **({"filter_mix": 0.0} if plain else {}), **overrides})
     model(random_batch(N, U))
     return model
 

@@ -153,7 +153,10 @@ class CausalDecoderBlock(keras.layers.Layer):
         if not 0.0 <= filter_mix <= 1.0:
             raise ConfigError("filter_mix", f"must be in [0, 1]; got {filter_mix}")
         if filter_mix and layer_norm != "post":
-            raise ConfigError("filter_mix", f'the filter branch is built for layer_norm="post" (BSARec\'s block); got "{layer_norm}"')
+            raise ConfigError(
+                "filter_mix",
+                f'the filter branch is built for layer_norm="post" (BSARec\'s block); got "{layer_norm}": set filter_mix 0 (--filter-mix 0) for it',
+            )
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
