@@ -55,7 +55,6 @@ SASREC_CE = (
         use_user_embedding=False,
         user_dropout=0.0,
         position_mode="from_end",
-        filter_mix=0.0,
     ),
     dict(
         objective="softmax",
@@ -98,7 +97,7 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
     ),
     # The defaults in SASRec's own block: the reproduction's layout (sasrec_ce_layout against sasrec_ce) on the
     # RecGPT backbone (width 128, user module, label smoothing).
-    "defaults_sasrec": ({"layer_norm": "sasrec", "filter_mix": 0.0}, {}, 'the defaults in SASRec\'s own block (layer_norm "sasrec")'),
+    "defaults_sasrec": ({"layer_norm": "sasrec"}, {}, 'the defaults in SASRec\'s own block (layer_norm "sasrec")'),
     # The defaults before BSARec's low-pass filter branch joined them (2026-11-30): plain attention blocks.
     "defaults_no_filter": ({"filter_mix": 0.0}, {}, "the defaults without the low-pass filter branch (the defaults until 2026-11-30)"),
     "defaults_long": (

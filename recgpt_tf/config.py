@@ -64,6 +64,26 @@ def resolve_objective(objective: str, label_smoothing: float | None, num_items: 
     return objective, label_smoothing
 
 
+# BSARec's Beauty setting of its low-pass branch, the weight that branch gets beside attention in the
+# post-LN layout when `filter_mix` is left to the layout (None). Validation NDCG@10 of the prompt-tuned model
+# FILTER_GAIN over the same stages without it, 3 seeds each (benchmarks/results/seeds_Beauty.json).
+FILTER_MIX = 0.7
+
+
+def resolve_filter_mix(filter_mix: float | None, layer_norm: str) -> float:
+    """The filter branch's weight α made concrete for `layer_norm`: None is `FILTER_MIX` in the post-LN
+    layout, for which the branch is built (BSARec's block), and 0 (no branch) in the others."""
+    if filter_mix is None:
+        return FILTER_MIX if layer_norm == "post" else 0.0
+    if not 0.0 <= filter_mix < 1.0:
+        raise ConfigError("filter_mix", f"must be in [0, 1) (1 would leave attention untrained); got {filter_mix}")
+    if filter_mix and layer_norm != "post":
+        raise ConfigError(
+            "filter_mix", f'the filter branch is built for layer_norm="post" (BSARec\'s block); got "{layer_norm}": set it to 0'
+        )
+    return filter_mix
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Architecture of the decoder (paper section 1).
@@ -93,7 +113,8 @@ class ModelConfig:
         num_segments: Segment vocabulary (0 = real item, 1 = generated prompt).
         position_mode: "from_start" or "from_end" (see `RecGPTEmbedding`).
         filter_mix: Weight α of a low-pass filter branch beside each block's attention (BSARec's block,
-            `layers.CausalLowPassFilter`; layer_norm "post" only); 0 builds none.
+            `layers.CausalLowPassFilter`; layer_norm "post" only); 0 builds none; None (the default) is
+            the layout's own (`resolve_filter_mix`), and is recorded resolved.
         filter_frequencies: Frequency bins the filter branch keeps (BSARec's c = 5 keeps 3).
     """
 
@@ -117,10 +138,11 @@ class ModelConfig:
     user_dropout: float = 0.1
     num_segments: int = 2
     position_mode: str = "from_start"
-    # BSARec's low-pass branch beside attention (its Beauty setting): validation NDCG@10 of the prompt-tuned
-    # model FILTER_GAIN over the same stages without it, 3 seeds each (benchmarks/results/seeds_Beauty.json).
-    filter_mix: float = 0.7
+    filter_mix: float | None = None  # FILTER_MIX in the post-LN layout
     filter_frequencies: int = 3
+
+    def __post_init__(self) -> None:
+        self.filter_mix = resolve_filter_mix(self.filter_mix, self.layer_norm)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -73,14 +73,14 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
     }
 
 
-# Fields added since runs were first written whose defaults build the model those runs trained (the filter
-# branch is off by default), so a run that records none of them reads as it was.
+# Fields added since runs were first written, with the values every run written before them trained with
+# (no filter branch), so a run that records none of them reads as it was.
 _NEUTRAL_NEW_FIELDS = {"filter_mix": 0.0, "filter_frequencies": 3}
 
 
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
     """The architecture config.json records; a run written before one of today's fields existed is refused
-    by name (its layout is not today's default), unless the field's default builds what the run trained."""
+    by name (its layout is not today's default), unless every run before it had one value (`_NEUTRAL_NEW_FIELDS`)."""
     model = {**_NEUTRAL_NEW_FIELDS, **model}
     missing = sorted({f.name for f in dataclasses.fields(ModelConfig)} - set(model))
     if missing:

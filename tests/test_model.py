@@ -4,6 +4,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from helpers import TINY_MODEL, random_batch
+from recgpt_tf.config import FILTER_MIX, ModelConfig
 from recgpt_tf.layers.low_pass import low_pass_weights
 from recgpt_tf.models import RecGPT, RecGPTBackbone, make_task, retrieval_loss
 from recgpt_tf.training import build_model
@@ -12,9 +13,7 @@ N, U = 30, 10
 
 
 def make_model(**overrides) -> RecGPT:
-    """A tiny RecGPT; the filter branch, a default, exists in the post-LN layout only."""
-    plain = overrides.get("layer_norm", "post") != "post"
-    model = RecGPT(num_items=N, num_users=U, **{**TINY_MODEL, "dropout": 0.0, **({"filter_mix": 0.0} if plain else {}), **overrides})
+    model = RecGPT(num_items=N, num_users=U, **{**TINY_MODEL, "dropout": 0.0, **overrides})
     model(random_batch(N, U))
     return model
 
@@ -128,6 +127,17 @@ def test_rejects_bad_arguments():
         RecGPT(num_items=N, num_users=U, layer_norm="pre", filter_mix=0.5)
     with pytest.raises(ValueError, match=r"filter_frequencies must be in 1\.\.26"):
         RecGPT(num_items=N, num_users=U, filter_mix=0.5, filter_frequencies=27)
+    with pytest.raises(ValueError, match=r"filter_mix must be in \[0, 1\)"):
+        ModelConfig(num_items=N, num_users=U, filter_mix=1.0)
+
+
+def test_the_filter_branch_is_the_post_ln_layouts_default_and_is_recorded_resolved():
+    assert ModelConfig(num_items=N, num_users=U).filter_mix == FILTER_MIX > 0
+    assert ModelConfig(num_items=N, num_users=U, layer_norm="pre").filter_mix == 0.0
+    assert ModelConfig(num_items=N, num_users=U, filter_mix=0.0).filter_mix == 0.0
+    assert make_model().backbone.blocks[0].low_pass is not None
+    assert make_model(layer_norm="sasrec").backbone.blocks[0].low_pass is None
+    assert make_model(filter_mix=0.0).backbone.blocks[0].low_pass is None
 
 
 @pytest.mark.parametrize("max_length", [12, 11])

@@ -7,7 +7,7 @@ import tf_keras as keras
 
 from helpers import tiny_run, tiny_train_config
 from recgpt_tf.config import SAMPLED_SOFTMAX_MIN_ITEMS, SOFTMAX_LABEL_SMOOTHING, TrainConfig
-from recgpt_tf.errors import ConfigError
+from recgpt_tf.errors import ConfigError, RunDirectoryError
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
 from recgpt_tf.training import pretrain
@@ -196,3 +196,15 @@ def test_a_log_that_is_not_a_terminal_gets_one_line_per_epoch(tiny_dataset, tmp_
     out = capfd.readouterr().out
     assert "\r" not in out and "\x08" not in out  # no progress-bar redraws in a log file
     assert len([line for line in out.splitlines() if " - loss: " in line]) == 2  # one Keras summary line per epoch
+
+
+def test_a_run_written_before_the_filter_fields_reads_as_it_trained_and_an_older_one_is_refused(tiny_dataset, tmp_path):
+    run = tiny_run(tiny_dataset, tmp_path / "old", filter_mix=0.0)
+    config = json.loads((run.path / "config.json").read_text())
+    del config["model"]["filter_mix"], config["model"]["filter_frequencies"]
+    (run.path / "config.json").write_text(json.dumps(config))
+    assert Run.open(run.path).model_config.filter_mix == 0.0  # no run before the fields had the branch
+    del config["model"]["position_mode"]
+    (run.path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunDirectoryError, match="records no position_mode"):
+        Run.open(run.path).model_config

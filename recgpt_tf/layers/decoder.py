@@ -7,6 +7,7 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
+from recgpt_tf.config import resolve_filter_mix
 from recgpt_tf.errors import ConfigError, check_choice
 from recgpt_tf.layers.low_pass import CausalLowPassFilter
 
@@ -120,7 +121,8 @@ class CausalDecoderBlock(keras.layers.Layer):
         activation: FFN activation, "relu" (the paper) or "gelu".
         layer_norm: "pre", "post" or "sasrec".
         max_length: Positions the filter branch is defined over (the model's `max_length`).
-        filter_mix: Weight α of the low-pass filter branch; 0 builds none (plain attention).
+        filter_mix: Weight α of the low-pass filter branch; 0 builds none (plain attention), None is the
+            layout's own (`config.resolve_filter_mix`).
         filter_frequencies: Frequency bins the filter keeps (`CausalLowPassFilter`).
         init_stddev: 0 initialises the projections Glorot-uniform (Keras' default);
             > 0 draws them from a truncated normal with this deviation (BERT, SASRec).
@@ -141,7 +143,7 @@ class CausalDecoderBlock(keras.layers.Layer):
         layer_norm: str,
         init_stddev: float,
         max_length: int,
-        filter_mix: float,
+        filter_mix: float | None,
         filter_frequencies: int,
         **kwargs,
     ) -> None:
@@ -150,13 +152,7 @@ class CausalDecoderBlock(keras.layers.Layer):
             raise ConfigError("hidden_size", f"({hidden_size}) must be divisible by num_heads ({num_heads})")
         check_choice("activation", activation, self.ACTIVATIONS)
         check_choice("layer_norm", layer_norm, self.LAYER_NORMS)
-        if not 0.0 <= filter_mix <= 1.0:
-            raise ConfigError("filter_mix", f"must be in [0, 1]; got {filter_mix}")
-        if filter_mix and layer_norm != "post":
-            raise ConfigError(
-                "filter_mix",
-                f'the filter branch is built for layer_norm="post" (BSARec\'s block); got "{layer_norm}": set filter_mix 0 (--filter-mix 0) for it',
-            )
+        filter_mix = resolve_filter_mix(filter_mix, layer_norm)
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size

@@ -36,7 +36,8 @@ class CausalLowPassFilter(keras.layers.Layer):
 
     Args:
         max_length: Positions the filter is defined over (the model's `max_length`).
-        frequencies: Frequency bins kept, 1..max_length // 2 + 1 (1 keeps the running mean only).
+        frequencies: Frequency bins kept, 1..max_length // 2 + 1 (1 keeps the sum of the items so far over
+            max_length: the mean of the left-padded sequence, zeros included).
             BSARec's `c` keeps c // 2 + 1 bins: its c = 5 is 3 here.
         dropout: Dropout on the filtered branch.
     """
@@ -48,7 +49,7 @@ class CausalLowPassFilter(keras.layers.Layer):
         self.max_length = max_length
         self.frequencies = frequencies
         self.dropout = dropout
-        self._weights_by_lag = low_pass_weights(max_length, frequencies)
+        self._prefix_weights = low_pass_weights(max_length, frequencies)  # (max_length, max_length), row t: prefix t
         self.output_dropout = keras.layers.Dropout(dropout, name="output_dropout")
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
 
@@ -61,7 +62,7 @@ class CausalLowPassFilter(keras.layers.Layer):
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Args: x: [B, T, d], T <= max_length. Returns: [B, T, d]."""
         length = tf.shape(x)[1]
-        weights = tf.constant(self._weights_by_lag)[:length, :length]  # (T, T)
+        weights = tf.cast(tf.constant(self._prefix_weights)[:length, :length], x.dtype)  # (T, T)
         low = tf.einsum("ts,bsd->btd", weights, x)
         filtered = low + tf.square(self.sqrt_beta) * (x - low)
         return self.norm(x + self.output_dropout(filtered, training=training))

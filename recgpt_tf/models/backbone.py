@@ -41,7 +41,7 @@ class RecGPTBackbone(keras.layers.Layer):
         user_dropout: float = ModelConfig.user_dropout,
         num_segments: int = ModelConfig.num_segments,
         position_mode: str = ModelConfig.position_mode,
-        filter_mix: float = ModelConfig.filter_mix,
+        filter_mix: float | None = ModelConfig.filter_mix,
         filter_frequencies: int = ModelConfig.filter_frequencies,
         **kwargs,
     ) -> None:

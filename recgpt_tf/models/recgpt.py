@@ -37,7 +37,8 @@ class RecGPT(tfrs.Model):
             objective's own (`resolve_objective`).
         **backbone_kwargs: Passed to `RecGPTBackbone`, whose defaults are `ModelConfig`'s (max_length,
             hidden_size, num_layers, num_heads, intermediate_size, dropout, attention_dropout,
-            activation, layer_norm, use_user_embedding, user_dropout, num_segments, position_mode).
+            activation, layer_norm, use_user_embedding, user_dropout, num_segments, position_mode, filter_mix,
+            filter_frequencies).
         With no arguments beyond the catalogue, this is the model `recgpt train` trains.
     """
 
