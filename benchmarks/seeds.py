@@ -252,7 +252,12 @@ def main() -> None:
                     entry.setdefault("partial", {})[key] = {"run": str(path), "recorded": now(), "valid_ndcg10_by_epoch": curve}
                     filled = True
                 continue
+            earlier = entry["runs"].get(key)  # a row recorded without the test split: its run, now also tested
             entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages)
+            if earlier:
+                entry["runs"][key].update(
+                    run_seconds=round(earlier["run_seconds"] + entry["runs"][key]["run_seconds"], 1), finished=earlier["finished"]
+                )
             entry.get("partial", {}).pop(key, None)
             entry.update(aggregate(list(entry["runs"].values())))
             print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
