@@ -12,7 +12,8 @@ Long and resumable: the JSON is rewritten after every finished run, a rerun skip
 an interrupted run resumes from its last backed-up epoch (`Run` / Keras BackupAndRestore), so a session
 that stops mid-run loses at most one epoch. `--record-partial` trains nothing and records the validation
 curves of the listed seeds' unfinished runs (under the recipe's `partial`), so a stopped session's progress
-is in the JSON; the run's row replaces it when it finishes.
+is in the JSON; the run's row replaces it when it finishes. Two processes may train different recipes into
+one file (each rewrites only its own rows, re-reading the rest), never the same recipe.
 
     python benchmarks/seeds.py --data ../shared/data/Beauty.txt --recipe sasrec_ce --seeds 1 2 3 --test \
         --json benchmarks/results/seeds_Beauty.json
