@@ -64,7 +64,8 @@ class CausalLowPassFilter(keras.layers.Layer):
         length = tf.shape(x)[1]
         weights = tf.cast(tf.constant(self._prefix_weights)[:length, :length], x.dtype)  # (T, T)
         low = tf.einsum("ts,bsd->btd", weights, x)
-        filtered = low + tf.square(self.sqrt_beta) * (x - low)
+        beta = self.sqrt_beta * self.sqrt_beta  # a Mul: Square is not among the ops verified on stock TF Serving 2.16
+        filtered = low + beta * (x - low)
         return self.norm(x + self.output_dropout(filtered, training=training))
 
     def get_config(self) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from recgpt_tf.config import ModelConfig
+from recgpt_tf.config import ModelConfig, resolve_filter_mix
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding, left_padding
 
@@ -63,7 +63,7 @@ class RecGPTBackbone(keras.layers.Layer):
         self.user_dropout = user_dropout
         self.num_segments = num_segments
         self.position_mode = position_mode
-        self.filter_mix = filter_mix
+        self.filter_mix = resolve_filter_mix(filter_mix, layer_norm)  # recorded resolved, as ModelConfig records it
         self.filter_frequencies = filter_frequencies
         self.embedding = RecGPTEmbedding(
             num_items=num_items,
