@@ -124,7 +124,8 @@ class ModelConfig:
     max_length: int = 50
     # Width 128 (FFN 512), with the softmax's label smoothing: see SOFTMAX_LABEL_SMOOTHING. A Beauty epoch
     # costs about a quarter more than at width 64 (benchmarks/results/epoch_cost_Beauty.json), and early
-    # stopping ends sooner: `recgpt train --stages all` stays within 15 minutes on 2 cores.
+    # stopping ends sooner. `recgpt train --stages all` on Beauty takes 19-20 minutes on 2 cores with the filter
+    # branch (14-23 without it; benchmarks/results/seeds_Beauty.json, run_seconds), within issue 19's 30.
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
