@@ -48,9 +48,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, type=float if field.default is None else type(field.default), default=None)
 
 
-def _configs(args: argparse.Namespace, num_items: int, num_users: int) -> tuple[ModelConfig, TrainConfig]:
+def _configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
+    """The model flags given (changes to the run's architecture) and the training configuration."""
     pick = lambda cls: {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}  # noqa: E731
-    return ModelConfig(num_items=num_items, num_users=num_users, **pick(ModelConfig)), TrainConfig(**pick(TrainConfig))
+    return pick(ModelConfig), TrainConfig(**pick(TrainConfig))
 
 
 def _stage_line(name: str, summary: dict, where: Path) -> str:
@@ -63,10 +64,12 @@ def _stage_line(name: str, summary: dict, where: Path) -> str:
 
 def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     """Creates (or reopens, for later stages) the run and trains `stages`, printing one line per stage."""
-    from recgpt_tf.runs import Run
+    from recgpt_tf.runs import Run, architecture_for
     from recgpt_tf.training.distribute import make_strategy
 
-    model_config, train_config = _configs(args, dataset.num_items, dataset.num_users)
+    warm_start = getattr(args, "warm_start", None)
+    model_changes, train_config = _configs(args)
+    model_config = architecture_for(run_dir, dataset, warm_start, **model_changes)
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
     created_from = dataset if stages in ("pretrain", "all") else None
     run = Run.for_task(run_dir, train_config.strategy, created_from, model_config, seed=train_config.seed)
@@ -77,7 +80,7 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
         stages,
         train_config,
         prompt_config,
-        warm_start=getattr(args, "warm_start", None),
+        warm_start=warm_start,
         verbose=0 if args.quiet else 1,
         on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
     )
@@ -154,7 +157,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         data_path.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in sequences.items()))
     dataset = Dataset.from_file(data_path, args.format)
     print(f"[1/5] data {data_path}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
-    _, train_config = _configs(args, dataset.num_items, dataset.num_users)
+    _, train_config = _configs(args)
     run_dir = out / "run"
     print(
         f"[2/5] pre-training ({train_config.for_catalogue(dataset.num_items).objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={PromptConfig.from_options(args.prompt_window).prompt_window}), into {run_dir}"

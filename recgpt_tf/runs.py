@@ -30,7 +30,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -86,6 +86,29 @@ def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
     if missing:
         raise RunDirectoryError(f"{path} was written by an older recgpt-tf (its model records no {', '.join(missing)}); train it anew")
     return ModelConfig(**model)
+
+
+def _recorded_architecture(path: Path | str) -> ModelConfig | None:
+    """The architecture of the trained run at `path` (config.json's model, once a stage has trained), or None."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() or not any((path / stage).exists() for stage in TRAINED_STAGES):
+        return None
+    model = json.loads((path / CONFIG_FILE).read_text()).get("model")
+    return _recorded_model_config(model, path) if model else None
+
+
+def architecture_for(
+    path: Path | str, dataset: Dataset | StreamedDataset, warm_start: Path | str | None = None, **changes: Any
+) -> ModelConfig:
+    """The architecture a training into `path` builds: `changes` over the one `path` already trained with
+    (resuming it), else over `warm_start`'s (yesterday's run), else over the defaults; sized to `dataset`.
+
+    So the same command resumes a run, and a daily warm start keeps its architecture, after an upgrade changes
+    the defaults; a change to a trained run's architecture is still refused by `Run.create`.
+    """
+    recorded = _recorded_architecture(path) or (_recorded_architecture(warm_start) if warm_start else None)
+    base = recorded.to_dict() if recorded else {}
+    return ModelConfig(**{**base, **changes, "num_items": dataset.num_items, "num_users": dataset.num_users})
 
 
 @dataclasses.dataclass

@@ -29,7 +29,7 @@ from recgpt_tf.config import ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.examples import read_examples
 from recgpt_tf.errors import ConfigError
-from recgpt_tf.runs import Run
+from recgpt_tf.runs import Run, architecture_for
 from recgpt_tf.training.distribute import make_strategy
 
 _RUN_KEYS = {"prompt_window", "prompt_loss_positions", "stages", "index", "top_k", "first_step_size", "recall_threshold", "warm_start"}
@@ -51,7 +51,7 @@ def run_fn(fn_args) -> None:
     model_kwargs, train_kwargs, run_kwargs = _split_config(getattr(fn_args, "custom_config", None))
     run_dir = Path(getattr(fn_args, "model_run_dir", None) or tempfile.mkdtemp(prefix="recgpt-tfx-run-"))
     dataset = Dataset.from_interactions(read_examples(fn_args.train_files), name="tfx_train")
-    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_kwargs)
+    model_config = architecture_for(run_dir, dataset, run_kwargs.get("warm_start"), **model_kwargs)
     train_config = TrainConfig(**train_kwargs)
     prompt_config = PromptConfig.from_options(
         run_kwargs.get("prompt_window"), run_kwargs.get("prompt_loss_positions"), train_kwargs.get("epochs")

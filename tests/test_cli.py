@@ -69,6 +69,20 @@ def test_export_tunes_the_partitioned_index_and_reports_its_recall(tmp_path, cap
     assert meta == {"kind": "brute-force", "requested": "auto"}
 
 
+def test_rerunning_train_resumes_the_recorded_architecture_not_todays_defaults(tmp_path, capsys):
+    """After an upgrade changes the defaults, the same command (without the model flags) still resumes a run."""
+    data = tmp_path / "data.txt"
+    seqs = synthetic_sequences(num_users=120, num_items=50, num_topics=4, seed=6)
+    data.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in seqs.items()))
+    run = str(tmp_path / "run")
+    assert main(["train", str(data), "--out", run, "--stages", "pretrain", *TINY_FLAGS]) == 0
+    capsys.readouterr()
+    assert main(["train", str(data), "--out", run, "--stages", "pretrain", "--epochs", "2", "--batch-size", "64", "--quiet"]) == 0
+    assert "pre-training already trained with these settings, kept" in capsys.readouterr().out
+    assert main(["train", str(data), "--out", run, "--stages", "pretrain", "--hidden-size", "32", "--quiet"]) == 1
+    assert "hidden_size 16 -> 32" in capsys.readouterr().err
+
+
 def test_library_errors_name_the_flag_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data.txt"
     data.write_text("1 2 3 4\n2 3 4 5\n")

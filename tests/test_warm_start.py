@@ -106,4 +106,23 @@ def test_recgpt_train_warm_start_then_export_as_the_next_version(tmp_path, capsy
     assert main(["export", str(tmp_path / "day2"), str(tmp_path / "base"), "--name", "m", "--index", "brute-force"]) == 0
     meta = json.loads((tmp_path / "base" / "m" / "2" / "assets.extra" / "recgpt.json").read_text())
     assert meta["num_items"] == day2.num_items and meta["config"]["pretrain"]["warm_start"].endswith("day1")
+    # Without the model flags, the warm start keeps yesterday's architecture rather than today's defaults.
+    assert (
+        main(
+            [
+                "train",
+                files[1],
+                "--out",
+                str(tmp_path / "day2c"),
+                "--stages",
+                "pretrain",
+                "--warm-start",
+                str(tmp_path / "day1"),
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert Run.open(tmp_path / "day2c").model_config.to_dict() == Run.open(tmp_path / "day2").model_config.to_dict()
     assert main(["train", files[1], "--out", str(tmp_path / "day2b"), "--stages", "pretrain", "--warm-start", str(tmp_path / "day2b")]) == 2
