@@ -35,7 +35,7 @@ from recgpt_tf.benchmarking import machine  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402
-from recgpt_tf.files import write_json  # noqa: E402
+from recgpt_tf.files import write_json, write_text_atomic  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import MONITOR  # noqa: E402
 
@@ -215,7 +215,7 @@ def save(path: Path, report: dict, names: list[str]) -> dict:
         on_disk = json.loads(path.read_text()) if path.exists() else {}
         report = {**report, "recipes": {**on_disk.get("recipes", {}), **{n: report["recipes"][n] for n in names}}}
         write_json(path, report)
-        path.with_suffix(".md").write_text(markdown(report))
+        write_text_atomic(path.with_suffix(".md"), markdown(report))
     finally:
         os.close(directory)  # releases the lock
     return report

@@ -69,9 +69,9 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
 
     warm_start = getattr(args, "warm_start", None)
     model_changes, train_config = _configs(args)
-    model_config = architecture_for(run_dir, dataset, warm_start, **model_changes)
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
-    created_from = dataset if stages in ("pretrain", "all") else None
+    created_from = dataset if stages in ("pretrain", "all") else None  # later stages open the run as it is
+    model_config = architecture_for(run_dir, dataset, warm_start, **model_changes) if created_from else None
     run = Run.for_task(run_dir, train_config.strategy, created_from, model_config, seed=train_config.seed)
     prompt_config = PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions, args.epochs)
     names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={prompt_config.prompt_window})", "finetune": "fine-tuning"}

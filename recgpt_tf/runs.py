@@ -100,14 +100,23 @@ def _recorded_architecture(path: Path | str) -> ModelConfig | None:
 def architecture_for(
     path: Path | str, dataset: Dataset | StreamedDataset, warm_start: Path | str | None = None, **changes: Any
 ) -> ModelConfig:
-    """The architecture a training into `path` builds: `changes` over the one `path` already trained with
-    (resuming it), else over `warm_start`'s (yesterday's run), else over the defaults; sized to `dataset`.
+    """The architecture a training into `path` builds, so that the same command resumes a run, and a daily
+    warm start keeps yesterday's architecture, after an upgrade changes the defaults.
 
-    So the same command resumes a run, and a daily warm start keeps its architecture, after an upgrade changes
-    the defaults; a change to a trained run's architecture is still refused by `Run.create`.
+    Args:
+        path: The run directory; once a stage has trained there, its recorded architecture is the base.
+        dataset: The training data, which sizes the catalogue and user tables.
+        warm_start: Yesterday's run: its architecture is the base for a new `path`.
+        **changes: ModelConfig fields to change (the model flags given). On a trained run, `Run.create`
+            refuses a change; a warm start refuses one too. A new `layer_norm` resolves `filter_mix` anew.
+
+    Returns:
+        The base (or the defaults, where neither run exists) with `changes` applied.
     """
     recorded = _recorded_architecture(path) or (_recorded_architecture(warm_start) if warm_start else None)
     base = recorded.to_dict() if recorded else {}
+    if "layer_norm" in changes and "filter_mix" not in changes:
+        base.pop("filter_mix", None)  # the branch depends on the layout (`resolve_filter_mix`)
     return ModelConfig(**{**base, **changes, "num_items": dataset.num_items, "num_users": dataset.num_users})
 
 
@@ -140,11 +149,11 @@ class Run:
         Args:
             path: Created if missing.
             dataset: The encoded training data (in memory or streamed); its vocabularies become the run's.
-            model_config: Architecture (default: `ModelConfig` for this catalogue).
+            model_config: Architecture (default: the one `path` trained with, else the defaults; `architecture_for`).
             seed: Seed of the sample-request draw.
         """
         path = Path(path)
-        model_config = model_config or ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users)
+        model_config = model_config or architecture_for(path, dataset)
         if (model_config.num_items, model_config.num_users) != (dataset.num_items, dataset.num_users):
             raise ConfigError(
                 "model_config",
@@ -159,14 +168,13 @@ class Run:
                 f"{path} holds a run on other data ({config.get('dataset')}: {config['statistics']}); "
                 f"train {dataset.name} into another directory, or delete this one"
             )
-        if "model" in config and any((path / stage).exists() for stage in TRAINED_STAGES):
-            # Its weights (and an interrupted stage's backup) have the recorded shapes and layout.
-            recorded = _recorded_model_config(config["model"], path).to_dict()
-            changed = [f"{k} {recorded[k]!r} -> {v!r}" for k, v in model_config.to_dict().items() if recorded[k] != v]
+        recorded = _recorded_architecture(path)
+        if recorded:  # its weights (and an interrupted stage's backup) have the recorded shapes and layout
+            changed = [f"{k} {v!r} -> {getattr(model_config, k)!r}" for k, v in recorded.to_dict().items() if getattr(model_config, k) != v]
             if changed:
                 raise RunDirectoryError(
-                    f"{path} holds a run of another architecture ({', '.join(changed)}); pass its recorded settings "
-                    "to resume it, or train into another directory"
+                    f"{path} holds a run of another architecture ({', '.join(changed)}); leave those model settings "
+                    "out to resume it, or train into another directory"
                 )
         dataset.item_vocab.save(path / ITEMS_FILE)
         dataset.user_vocab.save(path / USERS_FILE)

@@ -22,7 +22,7 @@ def _save_rows(path: Path, recipe: str) -> None:
 def test_concurrent_saves_keep_every_recipe(tmp_path):
     path = tmp_path / "results" / "seeds_toy.json"
     context = multiprocessing.get_context("fork")  # the children only read and write JSON
-    workers = [context.Process(target=_save_rows, args=(path, recipe)) for recipe in RECIPES]
+    workers = [context.Process(target=_save_rows, args=(path, recipe), daemon=True) for recipe in RECIPES]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -158,6 +158,24 @@ def test_a_run_with_trained_stages_refuses_another_architecture(trained, tiny_da
     assert tiny_run(tiny_dataset, copy.path).load_model("pretrain"), "the recorded architecture resumes"
 
 
+def test_architecture_for_resumes_the_recorded_run_then_the_warm_start_then_the_defaults(trained, tiny_dataset, tmp_path):
+    from recgpt_tf.config import ModelConfig
+    from recgpt_tf.runs import architecture_for
+
+    run_dir, _, _ = trained
+    recorded = Run.open(run_dir).model_config
+    defaults = ModelConfig(num_items=tiny_dataset.num_items, num_users=tiny_dataset.num_users)
+    assert recorded != defaults
+    assert architecture_for(run_dir, tiny_dataset) == recorded  # resuming
+    assert architecture_for(tmp_path / "new", tiny_dataset, warm_start=run_dir) == recorded  # yesterday's
+    untrained = Run.create(tmp_path / "untrained", tiny_dataset)  # no stage yet: nothing recorded to keep
+    assert untrained.model_config == defaults and architecture_for(untrained.path, tiny_dataset, warm_start=run_dir) == recorded
+    assert architecture_for(run_dir, tiny_dataset, warm_start=untrained.path) == recorded  # the run itself comes first
+    assert architecture_for(run_dir, tiny_dataset, hidden_size=64).hidden_size == 64
+    # The filter branch depends on the layout: a new layout resolves it anew instead of refusing the recorded mix.
+    assert recorded.filter_mix > 0 and architecture_for(run_dir, tiny_dataset, layer_norm="pre").filter_mix == 0.0
+
+
 def test_a_worker_trains_what_its_chief_has_not_finished_even_before_the_chief_wrote_its_run(trained, tiny_dataset, tmp_path):
     # Workers of one job start together: a worker may look at the chief's run before the chief created it.
     early = tiny_run(tiny_dataset, tmp_path / "early")

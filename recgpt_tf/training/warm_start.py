@@ -121,7 +121,9 @@ def warm_start(
     if changed:
         raise ConfigError(
             "warm_start",
-            "needs the old run's architecture; these differ: " + ", ".join(f"{k} {theirs.get(k)!r} -> {mine[k]!r}" for k in changed),
+            "needs the old run's architecture; these differ: "
+            + ", ".join(f"{k} {theirs.get(k)!r} -> {mine[k]!r}" for k in changed)
+            + " (recgpt train takes the old run's when no model flag is given; in Python, `runs.architecture_for`)",
         )
     embedding, old_embedding = model.backbone.embedding, old.backbone.embedding
     new_item_ids, new_user_ids = _new_ids(old_items, new_items), _new_ids(old_users, new_users)
