@@ -174,13 +174,23 @@ def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: 
     return row
 
 
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
 def aggregate(rows: list[dict]) -> dict:
-    """Mean and sample standard deviation over seeds of each split's HR@10 and NDCG@10."""
+    """Mean and sample standard deviation over seeds of each split's HR@10 and NDCG@10; for rows trained
+    through every stage, also of each stage's validation (`stage_valid`) and each test variant
+    (`test_variants`: pre-training alone, prompt-tuned with one step, and RecGPT with the two-step recall)."""
     result = {"seeds": [row["seed"] for row in rows]}
     for split in ("valid", "test"):
         values = {m: [row[split][m] for row in rows if split in row] for m in METRICS}
         if rows and all(len(v) == len(rows) for v in values.values()):
-            result[split] = {m: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0} for m, v in values.items()}
+            result[split] = {m: _mean_std(v) for m, v in values.items()}
+    for field in ("stage_valid", "test_variants"):
+        if rows and all(field in row for row in rows):
+            names = [n for n in rows[0][field] if all(n in row[field] for row in rows)]
+            result[field] = {n: {m: _mean_std([row[field][n][m] for row in rows]) for m in METRICS} for n in names}
     return result
 
 
@@ -200,6 +210,26 @@ def markdown(report: dict) -> str:
             + " | ".join(cell(s[m]) if s else "—" for s in (valid, test) for m in METRICS)
             + f" | {', '.join(str(r['best_epoch']) for r in entry['runs'].values())} |"
         )
+    staged = {name: aggregate(list(entry["runs"].values())) for name, entry in report["recipes"].items()}
+    staged = {name: summary for name, summary in staged.items() if "test_variants" in summary}
+    if staged:  # the RecGPT stages, each against the one before it
+        lines += [
+            "",
+            "Every stage (`--stages all`): pre-training alone, prompt-tuned (one step), RecGPT (prompt-tuned, two-step recall).",
+            "",
+            "| recipe | seeds | valid NDCG@10 pre-trained | valid NDCG@10 prompt-tuned | test pre-trained | test prompt-tuned | test RecGPT |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        pair = lambda s: f"{cell(s['HR@10'])} / {cell(s['NDCG@10'])}"  # noqa: E731
+        for name, summary in staged.items():
+            valid, test = summary.get("stage_valid", {}), summary["test_variants"]
+            lines.append(
+                f"| {name} | {len(summary['seeds'])} | "
+                + " | ".join(cell(valid[stage]["NDCG@10"]) if stage in valid else "—" for stage in ("pretrain", "prompt"))
+                + " | "
+                + " | ".join(pair(test[variant]) if variant in test else "—" for variant in ("pretrain", "recgpt_1", "recgpt"))
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -252,6 +282,9 @@ def main() -> None:
         entry = report.setdefault("recipes", {}).setdefault(name, {"runs": {}})
         names.append(name)
         entry.update(description=description, model_changes=model_changes, train_changes=train_changes)
+        if entry["runs"]:  # the summary as this version of `aggregate` writes it
+            entry.update(aggregate(list(entry["runs"].values())))
+            filled = True
         for key, row in entry["runs"].items():  # curves of runs recorded before rows held them
             path = run_dir(args.runs, dataset, name, key)
             if "valid_ndcg10_by_epoch" not in row and (path / "pretrain" / "history.csv").exists():
@@ -279,7 +312,7 @@ def main() -> None:
             print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
             report = save(args.json, report, names)
             filled = False
-    if filled:  # curves filled in above, and no run since
+    if filled:  # summaries and curves filled in above, and no run since
         save(args.json, report, names)
 
 
