@@ -206,16 +206,16 @@ def markdown(report: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     cell = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
+    summaries = {name: aggregate(list(entry["runs"].values())) for name, entry in report["recipes"].items()}
     for name, entry in report["recipes"].items():
-        summary = aggregate(list(entry["runs"].values()))
+        summary = summaries[name]
         valid, test = summary.get("valid"), summary.get("test")
         lines.append(
             f"| {name} | {len(summary['seeds'])} | "
             + " | ".join(cell(s[m]) if s else "—" for s in (valid, test) for m in METRICS)
             + f" | {', '.join(str(r['best_epoch']) for r in entry['runs'].values())} |"
         )
-    staged = {name: aggregate(list(entry["runs"].values())) for name, entry in report["recipes"].items()}
-    staged = {name: summary for name, summary in staged.items() if "test_variants" in summary}
+    staged = {name: summary for name, summary in summaries.items() if "test_variants" in summary}
     if staged:  # the RecGPT stages, each against the one before it
         lines += [
             "",
