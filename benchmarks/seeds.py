@@ -114,6 +114,11 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
     # test; the per-user embedding, fit to each user's training items, is one suspect for a lead that fades one
     # step later.
     "defaults_no_user": ({"use_user_embedding": False, "user_dropout": 0.0}, {}, "the defaults without the user embedding"),
+    # The other differences between the defaults and the anchors (SASRec-CE, BSARec), screened on validation:
+    # the anchors left-pad, so their learned positions count back from the most recent item; and they are
+    # half as wide.
+    "from_end": ({"position_mode": "from_end"}, {}, "the defaults with positions counted from the most recent item"),
+    "width_64": ({"hidden_size": 64, "intermediate_size": 256}, {}, "the defaults at width 64 (FFN 256)"),
     "defaults_long": (
         {"filter_mix": 0.0},
         dict(learning_rate=5e-4, epochs=200, eval_every=5, patience=25),
