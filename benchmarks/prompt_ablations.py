@@ -1,12 +1,15 @@
-"""Prompt-tuning ablations on the validation split, from one finished pre-training run.
+"""Prompt-tuning variants (K, the stage's schedule) from finished runs, one run per seed.
 
-Each variant forks the pre-trained run (same weights, vocabularies and configuration), prompt-tunes
-it with one change to the default `PromptConfig`, and records the validation figures of the epoch
-picked by validation NDCG@10. The test split is never read. Results are appended to the JSON after
-each variant; a rerun skips the variants already there.
+Each run given is one seed of a `seeds.py --stages all` row: pre-trained, then prompt-tuned with the default
+`PromptConfig` (the `reference`, read from the run as it stands). Each variant forks the run (its pre-trained
+weights, vocabularies and configuration), prompt-tunes it with one change to the default `PromptConfig` at
+the run's own seed, and records the validation figures of the epoch picked by validation NDCG@10, and with
+`--test` every test variant of `Run.evaluate` (one-step and two-step recall, m_n chosen on validation).
+Variants are chosen on validation only. The JSON is rewritten after every fork; a rerun skips the forks
+it holds, and an interrupted fork resumes.
 
-    python benchmarks/prompt_ablations.py --run runs/ablations/Beauty/post_ln+token_budget \
-        --data ../shared/data/Beauty.txt --json benchmarks/results/prompt_ablations_Beauty.json
+    python benchmarks/prompt_ablations.py --data ../shared/data/Beauty.txt --test \
+        --run runs/seeds/Beauty/defaults+all@seed{1,2,3} --json benchmarks/results/prompt_sweep_Beauty.json
 """
 
 from __future__ import annotations
@@ -15,72 +18,142 @@ import argparse
 import dataclasses
 import datetime
 import json
-import shutil
+import statistics
+import time
 from pathlib import Path
 
 from recgpt_tf.benchmarking import machine  # noqa: E402
-from recgpt_tf.files import write_json  # noqa: E402
+from recgpt_tf.config import PromptConfig  # noqa: E402
+from recgpt_tf.files import write_json, write_text_atomic  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
-from recgpt_tf.training import PromptConfig, prompt_tune  # noqa: E402
+from recgpt_tf.training import prompt_tune  # noqa: E402
 
-# name -> (changes to PromptConfig().train, what it tests)
-VARIANTS: dict[str, tuple[dict, str]] = {
-    "bucketed": ({"batching": "bucketed"}, "length buckets of batch_size sequences"),
-    "token_budget": ({"batching": "token_budget"}, "length buckets sized to equal targets per batch"),
+REFERENCE = "reference"
+# name -> (changes to PromptConfig, changes to PromptConfig().train, what it tests)
+VARIANTS: dict[str, tuple[dict, dict, str]] = {
+    REFERENCE: ({}, {}, "the default PromptConfig: the run's own prompt stage"),
+    # The paper tunes K from 0 to 6 and finds 1 to 3 best (its Figure 3).
+    "K0": ({"prompt_window": 0}, {}, "no generated prompts (K 0): θ_LP tuned on the plain sequences"),
+    "K2": ({"prompt_window": 2}, {}, "two generated prompts before each real item (K 2)"),
+    "K3": ({"prompt_window": 3}, {}, "three generated prompts before each real item (K 3)"),
+    # The default stage keeps its first epoch on every seed of the defaults (best epoch 1 of 4): a slower
+    # schedule may find a better optimum than the first step does.
+    "lr_1e-4": ({}, {"learning_rate": 1e-4}, "prompt-tuning at learning rate 1e-4 (default 5e-4)"),
 }
+METRICS = ("HR@10", "NDCG@10")
 
 
-def run_variant(run: Run, data: Path, name: str, forks: Path) -> dict:
-    train_changes, description = VARIANTS[name]
-    fork_dir = forks / name
-    if (fork_dir / "prompt" / "summary.json").exists():
-        shutil.rmtree(fork_dir)  # finished but missing from the JSON: redo it rather than trust a stale one
-    fork = run.fork(fork_dir)
-    config = PromptConfig()
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **train_changes))
-    _, summary = prompt_tune(fork.load_model("pretrain"), fork.dataset(data), fork, config, verbose=0)
-    return {
-        "description": description,
-        "train_changes": train_changes,
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def variant_config(name: str, seed: int) -> PromptConfig:
+    prompt_changes, train_changes, _ = VARIANTS[name]
+    config = PromptConfig(**prompt_changes)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, **train_changes))
+
+
+def run_variant(run: Run, data: Path, name: str, with_test: bool) -> dict:
+    """Prompt-tunes a fork of `run` with variant `name` (the reference is `run` itself) and returns its row."""
+    seed = run.summary("prompt")["config"]["seed"]
+    dataset = run.dataset(data)
+    start = time.perf_counter()
+    if name == REFERENCE:
+        fork = run
+    else:
+        fork = run.fork(run.path.parent / f"{run.path.name}_prompt" / name)
+        if fork.summary("prompt") is None:
+            prompt_tune(fork.load_model("pretrain"), dataset, fork, variant_config(name, seed), verbose=2)
+    summary = fork.summary("prompt")
+    row = {
+        "seed": seed,
+        "run": str(fork.path),
         "valid": summary["valid"],
         "best_epoch": summary["best_epoch"],
         "epochs": summary["epochs"],
         "train_seconds": round(summary["seconds"], 1),
-        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "finished": now(),
     }
+    if with_test:
+        report = fork.evaluation() if name == REFERENCE and fork.evaluation() else fork.evaluate(dataset)
+        row["test_variants"] = {v: report["results"][v] for v in ("recgpt_1", "recgpt")}
+        row["two_step"] = report["two_step"]
+    row["run_seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """Mean and sample std over seeds of validation and, where every row has them, the test variants."""
+    result = {"seeds": [row["seed"] for row in rows], "valid": {m: _mean_std([r["valid"][m] for r in rows]) for m in METRICS}}
+    if all("test_variants" in row for row in rows):
+        result["test_variants"] = {
+            v: {m: _mean_std([r["test_variants"][v][m] for r in rows]) for m in METRICS} for v in ("recgpt_1", "recgpt")
+        }
+    return result
+
+
+def markdown(report: dict) -> str:
+    cell = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
+    lines = [
+        f"{report['dataset']}, prompt-tuning variants from the runs {', '.join(report['runs'])}: {report['protocol']}; "
+        f"{report['machine']}.",
+        "",
+        "| variant | seeds | valid HR@10 | valid NDCG@10 | test RecGPT_1 HR@10 / NDCG@10 | test RecGPT HR@10 / NDCG@10 | best epochs |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in report["variants"].items():
+        if "runs" not in entry:
+            continue
+        summary = aggregate(list(entry["runs"].values()))
+        tests = summary.get("test_variants", {})
+        lines.append(
+            f"| {name} | {len(summary['seeds'])} | {cell(summary['valid']['HR@10'])} | {cell(summary['valid']['NDCG@10'])} | "
+            + " | ".join(f"{cell(tests[v]['HR@10'])} / {cell(tests[v]['NDCG@10'])}" if v in tests else "—" for v in ("recgpt_1", "recgpt"))
+            + f" | {', '.join(str(r['best_epoch']) for r in entry['runs'].values())} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="a run directory with finished pre-training")
+    parser.add_argument("--run", type=Path, nargs="+", required=True, help="runs with finished prompt-tuning, one per seed")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--forks", type=Path, default=None, help="where the variants' runs go (default: RUN_prompt_ablations)")
-    parser.add_argument("--only", nargs="*", choices=list(VARIANTS))
+    parser.add_argument("--only", nargs="*", choices=list(VARIANTS), default=[REFERENCE, "K0", "K2", "K3"])
+    parser.add_argument("--test", action="store_true", help="also score every test variant (never used to choose)")
     args = parser.parse_args()
 
-    run = Run.open(args.run)
-    forks = args.forks or args.run.parent / f"{args.run.name}_prompt_ablations"
+    runs = [Run.open(path) for path in args.run]
+    for run in runs:
+        if run.summary("prompt") is None:
+            parser.error(f"{run.path} has no finished prompt stage: train it with --stages all first")
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     report.update(
-        run=str(args.run),
-        pretrain=run.config.get("pretrain"),
+        dataset=runs[0].config.get("dataset"),
+        runs=[str(run.path) for run in runs],
         machine=machine(),
-        protocol="validation split only: leave-one-out, full ranking, history excluded; epoch chosen on validation NDCG@10",
+        protocol="leave-one-out, full ranking, history excluded; epoch chosen on validation NDCG@10; mean ± sample std over seeds",
         reference=PromptConfig().to_dict(),
     )
-    results = report.setdefault("variants", {})
-    for name in args.only or list(VARIANTS):
-        if name in results:
-            continue
-        results[name] = run_variant(run, args.data, name, forks)
-        valid = results[name]["valid"]
-        print(
-            f"{name:<14} valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}  "
-            f"best epoch {results[name]['best_epoch']}/{results[name]['epochs']}  {results[name]['train_seconds']:.0f}s",
-            flush=True,
-        )
-        write_json(args.json, report)
+    variants = report.setdefault("variants", {})
+    for name in args.only:
+        prompt_changes, train_changes, description = VARIANTS[name]
+        entry = variants.setdefault(name, {"runs": {}})
+        entry.update(description=description, prompt_changes=prompt_changes, train_changes=train_changes)
+        for run in runs:
+            row = entry["runs"].get(run.path.name)
+            if row is not None and ("test_variants" in row or not args.test):
+                continue
+            entry["runs"][run.path.name] = run_variant(run, args.data, name, args.test)
+            entry.update(aggregate(list(entry["runs"].values())))
+            valid = entry["runs"][run.path.name]["valid"]
+            print(f"{name} {run.path.name}: valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}", flush=True)
+            write_json(args.json, report)
+            write_text_atomic(args.json.with_suffix(".md"), markdown(report))
 
 
 if __name__ == "__main__":
