@@ -119,6 +119,9 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
     # half as wide.
     "from_end": ({"position_mode": "from_end"}, {}, "the defaults with positions counted from the most recent item"),
     "width_64": ({"hidden_size": 64, "intermediate_size": 256}, {}, "the defaults at width 64 (FFN 256)"),
+    # BSARec (its authors' code and RecBoard's) trains on every prefix, each predicting its own next item from
+    # its last position, where we train each sequence once with every next item as a target.
+    "prefixes": ({}, {"examples": "prefixes"}, "the defaults trained on every prefix, one target each (BSARec's examples)"),
     "defaults_long": (
         {"filter_mix": 0.0},
         dict(learning_rate=5e-4, epochs=200, eval_every=5, patience=25),

@@ -23,11 +23,18 @@ SAMPLED_SOFTMAX_MIN_ITEMS = 100_000
 SOFTMAX_LABEL_SMOOTHING = 0.1
 LEARNING_RATE_DECAYS = ("none", "cosine")
 BATCHINGS = ("shuffled", "bucketed", "token_budget")
+EXAMPLES = ("sequences", "prefixes")
 STRATEGIES = ("single", "mirrored", "multi-worker", "parameter-server")  # tf.distribute, see training/distribute.py
 LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
 # TrainConfig fields that take one of a few values (the CLI lists them in --help).
-TRAIN_CHOICES = {"objective": OBJECTIVES, "learning_rate_decay": LEARNING_RATE_DECAYS, "batching": BATCHINGS, "strategy": STRATEGIES}
+TRAIN_CHOICES = {
+    "objective": OBJECTIVES,
+    "learning_rate_decay": LEARNING_RATE_DECAYS,
+    "batching": BATCHINGS,
+    "examples": EXAMPLES,
+    "strategy": STRATEGIES,
+}
 
 # The paper's training stages (each a directory of a run), and what `runs.Run.train(stages=...)`
 # runs for each choice, in order: "all" is the paper's pipeline.
@@ -175,6 +182,12 @@ class TrainConfig:
             long ones; on Beauty this cost 8% validation NDCG@10) or "token_budget"
             (length buckets sized to hold equal numbers of targets: bucketed's cost,
             shuffled's weighting; `data.pipeline.training_dataset`).
+        examples: Plain-sequence stages (pre-training, fine-tuning): "sequences" (each training
+            sequence is one example that predicts every next item) or "prefixes" (every prefix of it is
+            an example that predicts only its own next item, as BSARec, FMLP-Rec and RecBole train: each
+            target gets its own forward pass and dropout noise and is predicted from the last position,
+            as at serving time, for about (length + 1) / 2 times the compute). A prefix holds one target,
+            so "token_budget" batches them as "bucketed" does (`data.pipeline.prefix_examples`).
         target_copies: Plain-sequence stages (pre-training, fine-tuning): each sequence
             appears this many times per epoch, copy r training every target_copies-th target from r, so a sequence's
             targets get independent dropout noise (`data.pipeline.split_targets`).
@@ -197,6 +210,7 @@ class TrainConfig:
     # Beauty validation NDCG@10: bucketed 0.0635, shuffled 0.0699, token_budget 0.0706 at 62% of
     # shuffled's time per epoch (benchmarks/results/backbone_ablations_Beauty.json).
     batching: str = "token_budget"
+    examples: str = "sequences"
     target_copies: int = 1
     patience: int = 5
     eval_every: int = 1
@@ -206,10 +220,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_objective(self.objective, self.label_smoothing)
         check_choice("strategy", self.strategy, STRATEGIES)
-        for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS)):
+        for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS), ("examples", EXAMPLES)):
             check_choice(name, getattr(self, name), allowed)
         if self.target_copies < 1:
             raise ConfigError("target_copies", f"must be >= 1; got {self.target_copies}")
+        if self.target_copies > 1 and self.examples == "prefixes":
+            raise ConfigError("target_copies", "must be 1 with examples 'prefixes' (each prefix trains one target already)")
 
     def for_catalogue(self, num_items: int) -> "TrainConfig":
         """This configuration with objective "auto" and label smoothing None made concrete for a catalogue of

@@ -80,6 +80,8 @@ def test_streamed_input_is_refused_where_it_cannot_work(records, tmp_path):
         streamed.training_batches(12, TrainConfig(), 3, 4, vocabulary_files=run.vocabulary_files)
     with pytest.raises(ConfigError, match="target_copies"):
         streamed.training_batches(12, TrainConfig(target_copies=2), vocabulary_files=run.vocabulary_files)
+    with pytest.raises(ConfigError, match="examples"):
+        streamed.training_batches(12, TrainConfig(examples="prefixes"), vocabulary_files=run.vocabulary_files)
     with pytest.raises(ConfigError, match="stages"):
         run.train(streamed, stages="all")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.data.pipeline import split_targets, training_dataset
+from recgpt_tf.data.pipeline import prefix_examples, split_targets, training_dataset
 from recgpt_tf.data.readers import load_interactions
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import check_choice
@@ -136,11 +136,16 @@ class Dataset:
         vocabulary_files: tuple[Path, Path] | None = None,
     ) -> "tf.data.Dataset":
         """One epoch of next-item batches of the training sequences (pre-training, fine-tuning), batched and,
-        with `target_copies` > 1, repeated as `train_config` says, at `batch_size` (default the configured
-        one); shard `shard` of `num_shards` (every num_shards-th user) for one worker of a distributed run.
+        as `train_config.examples` says (whole sequences, or every prefix), with `target_copies` > 1 repeated,
+        at `batch_size` (default the configured one); shard `shard` of `num_shards` (every num_shards-th user) for one worker of a distributed run.
         `vocabulary_files` is not needed: the sequences are encoded already (see `StreamedDataset`)."""
         users, sequences, targets = self.users[shard::num_shards], self.train_sequences()[shard::num_shards], None
-        if train_config.target_copies > 1:
+        batching = train_config.batching
+        if train_config.examples == "prefixes":
+            users, sequences, targets = prefix_examples(users, sequences)
+            # One target per example: buckets of equal size already hold equal numbers of targets.
+            batching = "bucketed" if batching == "token_budget" else batching
+        elif train_config.target_copies > 1:
             users, sequences, targets = split_targets(users, sequences, train_config.target_copies)
         return training_dataset(
             users,
@@ -149,7 +154,7 @@ class Dataset:
             batch_size or train_config.batch_size,
             seed=train_config.seed,
             targets=targets,
-            batching=train_config.batching,
+            batching=batching,
         )
 
     def item_counts(self, sequences: list[np.ndarray] | None = None) -> np.ndarray:

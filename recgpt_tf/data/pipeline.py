@@ -199,6 +199,28 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
     return right_pad(kept), lengths
 
 
+def prefix_examples(users: np.ndarray, sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Every prefix of each sequence that has a next item, as its own example training only that item.
+
+    A sequence of n items gives n - 1 examples: s[:2] trains s[1] from s[0], …, s trains s[n-1] from
+    s[:n-1] (the target always at the prefix's last input position). `training_dataset` then keeps each
+    prefix's most recent window, as BSARec and RecBole cut theirs.
+
+    Returns:
+        (users, sequences, targets) for `training_dataset(..., targets=...)`: targets[i] is the item
+        token i must predict, 0 everywhere but the prefix's last input.
+    """
+    out_users, out_sequences, out_targets = [], [], []
+    for user, seq in zip(users, sequences):
+        for end in range(2, len(seq) + 1):
+            targets = np.zeros(end, dtype=np.int32)
+            targets[end - 2] = seq[end - 1]
+            out_users.append(user)
+            out_sequences.append(seq[:end])
+            out_targets.append(targets)
+    return np.asarray(out_users, dtype=np.int32), out_sequences, out_targets
+
+
 def split_targets(users: np.ndarray, sequences: Sequence[np.ndarray], copies: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Each sequence `copies` times, copy r training only the targets at positions r, r + copies, ….
 
