@@ -1,0 +1,111 @@
+"""How far apart two recipes are on one split, with the noise of the split's users: a paired comparison.
+
+The seed spread says how much a recipe's figure moves with its seed; it does not say how much two recipes'
+figures differ by the luck of which users hold out which items. Each arm is one or more runs (its seeds);
+each run's one-step ranking of every user's held-out item is scored (`model_ranks`: leave-one-out, full
+ranking, history excluded), each user's HR@10 and NDCG@10 are averaged over the arm's seeds, and the
+difference of the two arms is taken user by user. Its mean is the difference of the arms' means; its
+standard error over users (paired, so what both arms find easy or hard cancels) is the noise floor of the
+comparison on that split. A difference smaller than about twice it is not a finding.
+
+    python benchmarks/paired_difference.py --data ../shared/data/Beauty.txt \
+        --a runs/seeds/Beauty/defaults+all@seed{1,2,3} --a-stage prompt \
+        --b runs/seeds/Beauty/sasrec_ce_layout@seed{1,2,3} --json benchmarks/results/paired_Beauty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recgpt_tf.benchmarking import machine  # noqa: E402
+from recgpt_tf.evaluation.evaluate import model_ranks  # noqa: E402
+from recgpt_tf.files import write_json  # noqa: E402
+from recgpt_tf.runs import Run  # noqa: E402
+
+CUTOFF = 10
+SPLITS = ("valid", "test")
+
+
+def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
+    """[num_users] HR@10 and NDCG@10 of 0-based ranks."""
+    hit = ranks < CUTOFF
+    return {f"HR@{CUTOFF}": hit.astype(np.float64), f"NDCG@{CUTOFF}": np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)}
+
+
+def arm_scores(paths: list[Path], stage: str, data: Path) -> tuple[dict, dict]:
+    """Per split and metric, [num_users] scores averaged over the arm's runs, and each run's mean."""
+    sums: dict = {}
+    per_run: dict = {}
+    for path in paths:
+        run = Run.open(path)
+        dataset = run.dataset(data)
+        model = run.load_model(stage)
+        for split in SPLITS:
+            for metric, values in per_user(model_ranks(model, dataset.split(split))).items():
+                sums[(split, metric)] = sums.get((split, metric), 0.0) + values
+                per_run.setdefault(split, {}).setdefault(metric, []).append(round(float(values.mean()), 5))
+    return {key: total / len(paths) for key, total in sums.items()}, per_run
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Per split and metric: each arm's mean, the paired difference, its standard error over users and a
+    normal 95% interval."""
+    result: dict = {}
+    for (split, metric), scores_a in a.items():
+        difference = scores_a - b[(split, metric)]
+        error = float(difference.std(ddof=1) / math.sqrt(len(difference)))
+        mean = float(difference.mean())
+        result.setdefault(split, {})[metric] = {
+            "a": round(float(scores_a.mean()), 5),
+            "b": round(float(b[(split, metric)].mean()), 5),
+            "difference": round(mean, 5),
+            "standard_error": round(error, 5),
+            "interval_95": [round(mean - 1.96 * error, 5), round(mean + 1.96 * error, 5)],
+            "users": len(difference),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--a", type=Path, nargs="+", required=True, help="arm A: one run per seed")
+    parser.add_argument("--a-stage", default="pretrain", choices=("pretrain", "prompt", "finetune"))
+    parser.add_argument("--b", type=Path, nargs="+", required=True, help="arm B: one run per seed")
+    parser.add_argument("--b-stage", default="pretrain", choices=("pretrain", "prompt", "finetune"))
+    parser.add_argument("--json", type=Path, required=True, help="comparisons are kept by name; a rerun replaces its own")
+    parser.add_argument("--name", default=None, help="the comparison's key in the JSON (default: A vs B)")
+    args = parser.parse_args()
+
+    scores_a, runs_a = arm_scores(args.a, args.a_stage, args.data)
+    scores_b, runs_b = arm_scores(args.b, args.b_stage, args.data)
+    name = args.name or f"{args.a[0].name.split('@')[0]}:{args.a_stage} vs {args.b[0].name.split('@')[0]}:{args.b_stage}"
+    report = json.loads(args.json.read_text()) if args.json.exists() else {}
+    report.update(
+        machine=machine(),
+        protocol="leave-one-out, full ranking, history excluded; one-step ranking of each run's stage; "
+        "per-user scores averaged over each arm's seeds; paired difference A - B over users",
+    )
+    report.setdefault("comparisons", {})[name] = {
+        "a": {"runs": [str(p) for p in args.a], "stage": args.a_stage, "per_run": runs_a},
+        "b": {"runs": [str(p) for p in args.b], "stage": args.b_stage, "per_run": runs_b},
+        "splits": compare(scores_a, scores_b),
+        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    write_json(args.json, report)
+    for split, metrics in report["comparisons"][name]["splits"].items():
+        for metric, row in metrics.items():
+            print(
+                f"{name} {split} {metric}: A {row['a']:.4f}  B {row['b']:.4f}  A - B {row['difference']:+.4f} "
+                f"± {row['standard_error']:.4f} (95%: {row['interval_95'][0]:+.4f} to {row['interval_95'][1]:+.4f})"
+            )
+
+
+if __name__ == "__main__":
+    main()
