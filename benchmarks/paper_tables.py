@@ -2,9 +2,9 @@
 
 Per dataset, with the default configuration: pre-training (timed, as in
 benchmarks/quality.py), the Fine-tuning baseline, prompt-tuning (K=1), then every
-variant on the test split with the two-step m chosen per k on validation. With
-`--k-sweep 0 1 2 3` it also prompt-tunes each K (the sensitivity study) from the
-same pre-trained weights. Writes JSON, a Markdown table and PNG plots.
+variant on the test split with the two-step m chosen per k on validation. Writes JSON,
+a Markdown table and PNG plots. The K sensitivity study, at several seeds, is
+`benchmarks/prompt_ablations.py` (its K variants, from the runs of `seeds.py --stages all`).
 
     python benchmarks/paper_tables.py --json benchmarks/results/paper_tables.json
 """
@@ -25,7 +25,6 @@ from recgpt_tf.training import pretrain  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DATA = [SHARED / "Beauty.txt", SHARED / "Sports_and_Outdoors.txt"]
 from recgpt_tf.config import TrainConfig  # noqa: E402
-from recgpt_tf.evaluation.evaluate import evaluate_model  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import PromptConfig, fine_tune, prompt_tune  # noqa: E402
 
@@ -55,7 +54,7 @@ ROWS = [
 ]
 
 
-def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
+def one_dataset(path: Path, runs: Path) -> dict:
     run_dir = runs / path.stem
     quality_file = runs / f"{path.stem}.quality.json"  # beside the run: only `Run` writes inside it
     run = Run.open(run_dir) if (run_dir / "pretrain" / "summary.json").exists() else None
@@ -81,22 +80,7 @@ def one_dataset(path: Path, runs: Path, k_sweep: list[int]) -> dict:
     start = time.perf_counter()
     report = run.evaluate(dataset)
     report["evaluate_seconds"] = time.perf_counter() - start
-
-    sensitivity = {}
-    for k in k_sweep:
-        sweep_dir = run_dir if k == PromptConfig().prompt_window else runs / f"{path.stem}_K{k}"  # the default K is the main run
-        fork = run.fork(sweep_dir)  # the pre-trained weights of `run`; its prompt stage is kept only if tuned from them
-        if fork.summary("prompt") is None:
-            prompt_tune(fork.load_model("pretrain"), dataset, fork, PromptConfig(k), verbose=2)
-        summary = fork.summary("prompt")
-        tuned = fork.load_model("prompt")
-        sensitivity[str(k)] = {
-            "valid": summary["valid"],
-            "test": evaluate_model(tuned, dataset.split("test")),
-            "generation": summary["generation"],
-            "prompt_tuning_seconds": summary["seconds"],
-        }
-    return {"pretrain_run": pre, "stages": stages, "report": report, "k_sensitivity": sensitivity}
+    return {"pretrain_run": pre, "stages": stages, "report": report}
 
 
 def markdown(results: list[dict], when: str) -> str:
@@ -134,14 +118,6 @@ def markdown(results: list[dict], when: str) -> str:
             f"fine-tuning {r['stages']['finetune']['seconds']:.0f}s.",
             "",
         ]
-        if r["k_sensitivity"]:
-            lines += ["| K | valid NDCG@10 | test HR@10 | test NDCG@10 | generation seq/s |", "| --- | --- | --- | --- | --- |"]
-            for k, s in r["k_sensitivity"].items():
-                lines.append(
-                    f"| {k} | {fmt(s['valid']['NDCG@10'])} | {fmt(s['test']['HR@10'])} | {fmt(s['test']['NDCG@10'])} | "
-                    f"{s['generation'].get('sequences_per_second', float('nan')):.0f} |"
-                )
-            lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -162,16 +138,6 @@ def plots(results: list[dict], directory: Path) -> list[str]:
             ax.plot(labels, [sweep[m]["NDCG@10"] for m in labels], marker="o", label=f"{r['report']['dataset']} {variant}")
     ax.set_xlabel("m_n (k = 10)"), ax.set_ylabel("validation NDCG@10"), ax.legend(fontsize=7), ax.set_title("Two-step split m_n")
     fig.tight_layout(), fig.savefig(directory / "m_n_sweep.png", dpi=120), written.append(str(directory / "m_n_sweep.png"))
-    if any(r["k_sensitivity"] for r in results):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in results:
-            ks = list(r["k_sensitivity"])
-            if ks:
-                ax.plot(
-                    [int(k) for k in ks], [r["k_sensitivity"][k]["valid"]["NDCG@10"] for k in ks], marker="o", label=r["report"]["dataset"]
-                )
-        ax.set_xlabel("prompt window K"), ax.set_ylabel("validation NDCG@10 (RecGPT_1)"), ax.legend(), ax.set_title("K sensitivity")
-        fig.tight_layout(), fig.savefig(directory / "k_sensitivity.png", dpi=120), written.append(str(directory / "k_sensitivity.png"))
     return written
 
 
@@ -180,10 +146,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
     parser.add_argument("--runs", type=Path, default=Path("runs/paper"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/paper_tables.json"))
-    parser.add_argument("--k-sweep", type=int, nargs="*", default=[])
     args = parser.parse_args()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    results = [one_dataset(path, args.runs, args.k_sweep) for path in args.data]
+    results = [one_dataset(path, args.runs) for path in args.data]
     out = args.json.parent
     out.mkdir(parents=True, exist_ok=True)
     pngs = plots(results, out)
