@@ -4,9 +4,11 @@ The seed spread says how much a recipe's figure moves with its seed; it does not
 figures differ by the luck of which users hold out which items. Each arm is one or more runs (its seeds);
 each run's one-step ranking of every user's held-out item is scored (`model_ranks`: leave-one-out, full
 ranking, history excluded), each user's HR@10 and NDCG@10 are averaged over the arm's seeds, and the
-difference of the two arms is taken user by user. Its mean is the difference of the arms' means; its
-standard error over users (paired, so what both arms find easy or hard cancels) is the noise floor of the
-comparison on that split. A difference smaller than about twice it is not a finding.
+difference of the two arms is taken user by user. Its mean is the difference of the arms' means. Two
+sources of noise are reported: over users (paired, so what both arms find easy or hard cancels), what
+the seed spread does not show; and over seeds (each arm's spread of its runs' means, as if unpaired,
+which overstates it for arms that share pre-trained weights). The standard error combines both; a
+difference smaller than about twice it is not a finding.
 
     python benchmarks/paired_difference.py --data ../shared/data/Beauty.txt \
         --a runs/seeds/Beauty/defaults+all@seed{1,2,3} --a-stage prompt \
@@ -19,6 +21,7 @@ import argparse
 import datetime
 import json
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +41,15 @@ def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
     return {f"HR@{CUTOFF}": hit.astype(np.float64), f"NDCG@{CUTOFF}": np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)}
 
 
-def arm_scores(paths: list[Path], stage: str, data: Path) -> tuple[dict, dict]:
-    """Per split and metric, [num_users] scores averaged over the arm's runs, and each run's mean."""
+def arm_scores(paths: list[Path], stage: str, data: Path, trained_on: dict) -> tuple[dict, dict]:
+    """Per split and metric, [num_users] scores averaged over the arm's runs, and each run's mean. Every run
+    must have trained on the data whose statistics are `trained_on` (users are paired by position)."""
     sums: dict = {}
     per_run: dict = {}
     for path in paths:
         run = Run.open(path)
+        if run.config.get("statistics") != trained_on:
+            raise SystemExit(f"{path} trained on other data than {paths[0]}: its users cannot be paired")
         dataset = run.dataset(data)
         model = run.load_model(stage)
         for split in SPLITS:
@@ -53,18 +59,27 @@ def arm_scores(paths: list[Path], stage: str, data: Path) -> tuple[dict, dict]:
     return {key: total / len(paths) for key, total in sums.items()}, per_run
 
 
-def compare(a: dict, b: dict) -> dict:
-    """Per split and metric: each arm's mean, the paired difference, its standard error over users and a
-    normal 95% interval."""
+def seed_error(means: list[float]) -> float:
+    """Squared standard error of an arm's mean over its runs (0 for one run)."""
+    return statistics.variance(means) / len(means) if len(means) > 1 else 0.0
+
+
+def compare(a: dict, b: dict, runs_a: dict, runs_b: dict) -> dict:
+    """Per split and metric: each arm's mean, the paired difference, its standard errors over users, over
+    seeds and combined, and a normal 95% interval on the combined one."""
     result: dict = {}
     for (split, metric), scores_a in a.items():
         difference = scores_a - b[(split, metric)]
-        error = float(difference.std(ddof=1) / math.sqrt(len(difference)))
+        users = float(difference.std(ddof=1) / math.sqrt(len(difference)))
+        seeds = math.sqrt(seed_error(runs_a[split][metric]) + seed_error(runs_b[split][metric]))
+        error = math.hypot(users, seeds)
         mean = float(difference.mean())
         result.setdefault(split, {})[metric] = {
             "a": round(float(scores_a.mean()), 5),
             "b": round(float(b[(split, metric)].mean()), 5),
             "difference": round(mean, 5),
+            "standard_error_users": round(users, 5),
+            "standard_error_seeds": round(seeds, 5),
             "standard_error": round(error, 5),
             "interval_95": [round(mean - 1.96 * error, 5), round(mean + 1.96 * error, 5)],
             "users": len(difference),
@@ -83,19 +98,21 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="the comparison's key in the JSON (default: A vs B)")
     args = parser.parse_args()
 
-    scores_a, runs_a = arm_scores(args.a, args.a_stage, args.data)
-    scores_b, runs_b = arm_scores(args.b, args.b_stage, args.data)
+    trained_on = Run.open(args.a[0]).config.get("statistics")
+    scores_a, runs_a = arm_scores(args.a, args.a_stage, args.data, trained_on)
+    scores_b, runs_b = arm_scores(args.b, args.b_stage, args.data, trained_on)
     name = args.name or f"{args.a[0].name.split('@')[0]}:{args.a_stage} vs {args.b[0].name.split('@')[0]}:{args.b_stage}"
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     report.update(
         machine=machine(),
         protocol="leave-one-out, full ranking, history excluded; one-step ranking of each run's stage; "
-        "per-user scores averaged over each arm's seeds; paired difference A - B over users",
+        "per-user scores averaged over each arm's seeds; paired difference A - B over users; standard error over "
+        "users (paired) and over seeds (each arm's runs, unpaired), combined",
     )
     report.setdefault("comparisons", {})[name] = {
         "a": {"runs": [str(p) for p in args.a], "stage": args.a_stage, "per_run": runs_a},
         "b": {"runs": [str(p) for p in args.b], "stage": args.b_stage, "per_run": runs_b},
-        "splits": compare(scores_a, scores_b),
+        "splits": compare(scores_a, scores_b, runs_a, runs_b),
         "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     write_json(args.json, report)
@@ -103,7 +120,8 @@ def main() -> None:
         for metric, row in metrics.items():
             print(
                 f"{name} {split} {metric}: A {row['a']:.4f}  B {row['b']:.4f}  A - B {row['difference']:+.4f} "
-                f"± {row['standard_error']:.4f} (95%: {row['interval_95'][0]:+.4f} to {row['interval_95'][1]:+.4f})"
+                f"± {row['standard_error']:.4f} (users {row['standard_error_users']:.4f}, seeds {row['standard_error_seeds']:.4f}; "
+                f"95%: {row['interval_95'][0]:+.4f} to {row['interval_95'][1]:+.4f})"
             )
 
 

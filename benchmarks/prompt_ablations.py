@@ -1,12 +1,13 @@
 """Prompt-tuning variants (K, the stage's schedule) from finished runs, one run per seed.
 
-Each run given is one seed of a `seeds.py --stages all` row: pre-trained, then prompt-tuned with the default
-`PromptConfig` (the `reference`, read from the run as it stands). Each variant forks the run (its pre-trained
-weights, vocabularies and configuration), prompt-tunes it with one change to the default `PromptConfig` at
-the run's own seed, and records the validation figures of the epoch picked by validation NDCG@10, and with
+Each run given is one seed of a `seeds.py --stages all` row: pre-trained, then prompt-tuned (the `reference`,
+read from the run as it stands). Each variant forks the run (its pre-trained weights, vocabularies and
+configuration), prompt-tunes it with one change to the run's own prompt-stage settings (so at its seed and
+batch size), and records the validation figures of the epoch picked by validation NDCG@10, and with
 `--test` every test variant of `Run.evaluate` (one-step and two-step recall, m_n chosen on validation).
-Variants are chosen on validation only. The JSON is rewritten after every fork; a rerun skips the forks
-it holds, and an interrupted fork resumes.
+Variants are chosen on validation only. One JSON holds one dataset. It is rewritten after every fork; a
+rerun skips the rows it holds, an interrupted fork resumes, and a fork tuned with other settings is tuned
+anew.
 
     python benchmarks/prompt_ablations.py --data ../shared/data/Beauty.txt --test \
         --run runs/seeds/Beauty/defaults+all@seed{1,2,3} --json benchmarks/results/prompt_sweep_Beauty.json
@@ -18,18 +19,17 @@ import argparse
 import dataclasses
 import datetime
 import json
-import statistics
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine  # noqa: E402
-from recgpt_tf.config import PromptConfig  # noqa: E402
+from recgpt_tf.benchmarking import machine, mean_std  # noqa: E402
+from recgpt_tf.config import PromptConfig, TrainConfig  # noqa: E402
 from recgpt_tf.files import write_json, write_text_atomic  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 from recgpt_tf.training import prompt_tune  # noqa: E402
 
 REFERENCE = "reference"
-# name -> (changes to PromptConfig, changes to PromptConfig().train, what it tests)
+# name -> (changes to the run's PromptConfig, changes to its training settings, what it tests)
 VARIANTS: dict[str, tuple[dict, dict, str]] = {
     REFERENCE: ({}, {}, "the default PromptConfig: the run's own prompt stage"),
     # The paper tunes K from 0 to 6 and finds 1 to 3 best (its Figure 3).
@@ -47,26 +47,29 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def variant_config(name: str, seed: int) -> PromptConfig:
+def variant_config(recorded: dict, name: str) -> PromptConfig:
+    """The prompt stage `recorded` (a run's `stage_config("prompt")`) with variant `name`'s changes."""
     prompt_changes, train_changes, _ = VARIANTS[name]
-    config = PromptConfig(**prompt_changes)
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, **train_changes))
+    train_fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    train = TrainConfig(**{**{k: v for k, v in recorded.items() if k in train_fields}, **train_changes})
+    prompt = {"prompt_window": recorded["prompt_window"], "loss_positions": recorded["loss_positions"], **prompt_changes}
+    return PromptConfig(**prompt, train=train)
 
 
 def run_variant(run: Run, data: Path, name: str, with_test: bool) -> dict:
     """Prompt-tunes a fork of `run` with variant `name` (the reference is `run` itself) and returns its row."""
-    seed = run.summary("prompt")["config"]["seed"]
     dataset = run.dataset(data)
     start = time.perf_counter()
     if name == REFERENCE:
         fork = run
     else:
         fork = run.fork(run.path.parent / f"{run.path.name}_prompt" / name)
-        if fork.summary("prompt") is None:
-            prompt_tune(fork.load_model("pretrain"), dataset, fork, variant_config(name, seed), verbose=2)
+        config = variant_config(run.stage_config("prompt"), name)
+        if fork.stage_config("prompt") != json.loads(json.dumps(config.to_dict())):  # untuned, or tuned otherwise
+            prompt_tune(fork.load_model("pretrain"), dataset, fork, config, verbose=2)
     summary = fork.summary("prompt")
     row = {
-        "seed": seed,
+        "seed": summary["config"]["seed"],
         "run": str(fork.path),
         "valid": summary["valid"],
         "best_epoch": summary["best_epoch"],
@@ -82,16 +85,12 @@ def run_variant(run: Run, data: Path, name: str, with_test: bool) -> dict:
     return row
 
 
-def _mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
 def aggregate(rows: list[dict]) -> dict:
     """Mean and sample std over seeds of validation and, where every row has them, the test variants."""
-    result = {"seeds": [row["seed"] for row in rows], "valid": {m: _mean_std([r["valid"][m] for r in rows]) for m in METRICS}}
+    result = {"seeds": [row["seed"] for row in rows], "valid": {m: mean_std([r["valid"][m] for r in rows]) for m in METRICS}}
     if all("test_variants" in row for row in rows):
         result["test_variants"] = {
-            v: {m: _mean_std([r["test_variants"][v][m] for r in rows]) for m in METRICS} for v in ("recgpt_1", "recgpt")
+            v: {m: mean_std([r["test_variants"][v][m] for r in rows]) for m in METRICS} for v in ("recgpt_1", "recgpt")
         }
     return result
 
@@ -132,6 +131,9 @@ def main() -> None:
         if run.summary("prompt") is None:
             parser.error(f"{run.path} has no finished prompt stage: train it with --stages all first")
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
+    for run in runs:
+        if report.get("dataset", run.config.get("dataset")) != run.config.get("dataset"):
+            parser.error(f"{args.json} holds {report['dataset']}; {run.path} trained on {run.config.get('dataset')}: use another --json")
     report.update(
         dataset=runs[0].config.get("dataset"),
         runs=[str(run.path) for run in runs],

@@ -27,11 +27,10 @@ import datetime
 import fcntl
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine  # noqa: E402
+from recgpt_tf.benchmarking import machine, mean_std  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402
@@ -186,10 +185,6 @@ def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: 
     return row
 
 
-def _mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
 def aggregate(rows: list[dict]) -> dict:
     """Mean and sample standard deviation over seeds of each split's HR@10 and NDCG@10; for rows trained
     through every stage, also of each stage's validation (`stage_valid`) and each test variant
@@ -198,11 +193,11 @@ def aggregate(rows: list[dict]) -> dict:
     for split in ("valid", "test"):
         values = {m: [row[split][m] for row in rows if split in row] for m in METRICS}
         if rows and all(len(v) == len(rows) for v in values.values()):
-            result[split] = {m: _mean_std(v) for m, v in values.items()}
+            result[split] = {m: mean_std(v) for m, v in values.items()}
     for field in ("stage_valid", "test_variants"):
         if rows and all(field in row for row in rows):
             names = [n for n in rows[0][field] if all(n in row[field] for row in rows)]
-            result[field] = {n: {m: _mean_std([row[field][n][m] for row in rows]) for m in METRICS} for n in names}
+            result[field] = {n: {m: mean_std([row[field][n][m] for row in rows]) for m in METRICS} for n in names}
     return result
 
 

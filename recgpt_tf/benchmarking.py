@@ -10,6 +10,7 @@ import datetime
 import os
 import platform
 import socket
+import statistics
 import tempfile
 import threading
 import time
@@ -51,6 +52,11 @@ SYNTHETIC_MAX_HISTORY = 29
 def machine() -> str:
     """What a figure was measured on: architecture, cores, Python and TensorFlow versions."""
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, TensorFlow {tf.__version__}"
+
+
+def mean_std(values: list[float]) -> dict:
+    """{"mean", "std"}: the mean and the sample standard deviation (0 for one value) of a figure over seeds."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def utc_now() -> str:

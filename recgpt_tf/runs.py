@@ -76,6 +76,9 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
 # Fields added since runs were first written, with the values every run written before them trained with
 # (no filter branch), so a run that records none of them reads as it was.
 _NEUTRAL_NEW_FIELDS = {"filter_mix": 0.0, "filter_frequencies": 3}
+# Training settings added since runs were first written, with the value every run before them trained with: a
+# stage recorded without one trained with it, so resuming that run keeps the stage rather than training it anew.
+_NEUTRAL_NEW_TRAIN_FIELDS = {"examples": "sequences"}
 
 
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
@@ -259,10 +262,11 @@ class Run:
         return json.loads(path.read_text())
 
     def stage_config(self, stage: str) -> dict | None:
-        """The training configuration of the finished `stage` (None if unfinished). Runs written before the
-        summary carried it recorded it in config.json only."""
+        """The training configuration of the finished `stage` (None if unfinished), settings added since it
+        trained filled in with the value it trained with. Runs written before the summary carried it recorded
+        it in config.json only."""
         summary = self.summary(stage)
-        return None if summary is None else summary.get("config", self.config.get(stage))
+        return None if summary is None else {**_NEUTRAL_NEW_TRAIN_FIELDS, **summary.get("config", self.config.get(stage))}
 
     def unfinished_stages(self) -> list[str]:
         """Stages that began (a configuration is recorded) but were not committed: interrupted, or failed."""

@@ -138,7 +138,7 @@ def test_prefix_examples_train_each_target_once_from_the_end_of_its_own_prefix()
 
     users = np.array([7, 8, 9], np.int32)
     seqs = [np.array([1, 2, 3, 4], np.int32), np.array([9, 10], np.int32), np.array([5], np.int32)]
-    out_users, out_seqs, targets = prefix_examples(users, seqs)
+    out_users, out_seqs, targets = prefix_examples(users, seqs, max_length=5)
     assert out_users.tolist() == [7, 7, 7, 8]  # n - 1 prefixes each; a one-item sequence trains nothing
     assert [s.tolist() for s in out_seqs] == [[1, 2], [1, 2, 3], [1, 2, 3, 4], [9, 10]]
     assert [t.tolist() for t in targets] == [[2, 0], [0, 3, 0], [0, 0, 4, 0], [10, 0]]
@@ -148,6 +148,9 @@ def test_prefix_examples_train_each_target_once_from_the_end_of_its_own_prefix()
     # Each example's one target sits at its last input position, and the inputs are the prefix before it.
     assert rows["item_ids"].tolist() == [[1, 0, 0], [1, 2, 0], [1, 2, 3], [9, 0, 0]]
     assert rows["targets"].tolist() == [[2, 0, 0], [0, 3, 0], [0, 0, 4], [10, 0, 0]]
+    # A prefix longer than the window keeps its most recent items; the target stays at the last input.
+    _, cut, cut_targets = prefix_examples(users[:1], seqs[:1], max_length=2)
+    assert [s.tolist() for s in cut] == [[1, 2], [1, 2, 3], [2, 3, 4]] and cut_targets[-1].tolist() == [0, 4, 0]
 
 
 def test_prefix_training_batches_hold_batch_size_targets_even_under_token_budget(tiny_dataset):

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -214,6 +215,18 @@ def test_a_log_that_is_not_a_terminal_gets_one_line_per_epoch(tiny_dataset, tmp_
     out = capfd.readouterr().out
     assert "\r" not in out and "\x08" not in out  # no progress-bar redraws in a log file
     assert len([line for line in out.splitlines() if " - loss: " in line]) == 2  # one Keras summary line per epoch
+
+
+def test_a_stage_recorded_before_a_training_setting_existed_is_kept_on_resume(trained, tiny_dataset, tmp_path):
+    # A run trained before `examples` existed trained on whole sequences: rerunning its command keeps the stage.
+    run_dir = shutil.copytree(trained[0], tmp_path / "old")
+    summary_file = run_dir / "pretrain" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    del summary["config"]["examples"]
+    summary_file.write_text(json.dumps(summary))
+    assert Run.open(run_dir).train(tiny_dataset, "pretrain", tiny_train_config(), verbose=0)["pretrain"]["already_trained"]
+    changed = Run.open(run_dir).train(tiny_dataset, "pretrain", tiny_train_config(epochs=1, examples="prefixes"), verbose=0)
+    assert "already_trained" not in changed["pretrain"]  # a setting that differs still trains anew
 
 
 def test_a_run_written_before_the_filter_fields_reads_as_it_trained_and_an_older_one_is_refused(tiny_dataset, tmp_path):

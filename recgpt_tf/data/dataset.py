@@ -142,7 +142,7 @@ class Dataset:
         users, sequences, targets = self.users[shard::num_shards], self.train_sequences()[shard::num_shards], None
         batching = train_config.batching
         if train_config.examples == "prefixes":
-            users, sequences, targets = prefix_examples(users, sequences)
+            users, sequences, targets = prefix_examples(users, sequences, max_length)
             # One target per example: buckets of equal size already hold equal numbers of targets.
             batching = "bucketed" if batching == "token_budget" else batching
         elif train_config.target_copies > 1:

@@ -199,12 +199,14 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
     return right_pad(kept), lengths
 
 
-def prefix_examples(users: np.ndarray, sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+def prefix_examples(
+    users: np.ndarray, sequences: Sequence[np.ndarray], max_length: int
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Every prefix of each sequence that has a next item, as its own example training only that item.
 
     A sequence of n items gives n - 1 examples: s[:2] trains s[1] from s[0], …, s trains s[n-1] from
-    s[:n-1] (the target always at the prefix's last input position). `training_dataset` then keeps each
-    prefix's most recent window, as BSARec and RecBole cut theirs.
+    s[:n-1] (the target always at the prefix's last input position). Each prefix is cut to its most
+    recent `max_length + 1` items, the window `training_dataset` keeps, as BSARec and RecBole cut theirs.
 
     Returns:
         (users, sequences, targets) for `training_dataset(..., targets=...)`: targets[i] is the item
@@ -213,10 +215,11 @@ def prefix_examples(users: np.ndarray, sequences: Sequence[np.ndarray]) -> tuple
     out_users, out_sequences, out_targets = [], [], []
     for user, seq in zip(users, sequences):
         for end in range(2, len(seq) + 1):
-            targets = np.zeros(end, dtype=np.int32)
-            targets[end - 2] = seq[end - 1]
+            window = seq[max(0, end - max_length - 1) : end]
+            targets = np.zeros(len(window), dtype=np.int32)
+            targets[-2] = window[-1]
             out_users.append(user)
-            out_sequences.append(seq[:end])
+            out_sequences.append(window)
             out_targets.append(targets)
     return np.asarray(out_users, dtype=np.int32), out_sequences, out_targets
 
