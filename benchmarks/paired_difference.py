@@ -18,27 +18,19 @@ difference smaller than about twice it is not a finding.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import statistics
 from pathlib import Path
 
-import numpy as np
-
-from recgpt_tf.benchmarking import machine  # noqa: E402
+from recgpt_tf.benchmarking import machine, utc_now  # noqa: E402
 from recgpt_tf.evaluation.evaluate import model_ranks  # noqa: E402
+from recgpt_tf.evaluation.metrics import per_user_metrics  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
 
 CUTOFF = 10
 SPLITS = ("valid", "test")
-
-
-def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
-    """[num_users] HR@10 and NDCG@10 of 0-based ranks."""
-    hit = ranks < CUTOFF
-    return {f"HR@{CUTOFF}": hit.astype(np.float64), f"NDCG@{CUTOFF}": np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)}
 
 
 def arm_scores(paths: list[Path], stage: str, data: Path, trained_on: dict) -> tuple[dict, dict]:
@@ -53,7 +45,7 @@ def arm_scores(paths: list[Path], stage: str, data: Path, trained_on: dict) -> t
         dataset = run.dataset(data)
         model = run.load_model(stage)
         for split in SPLITS:
-            for metric, values in per_user(model_ranks(model, dataset.split(split))).items():
+            for metric, values in per_user_metrics(model_ranks(model, dataset.split(split)), (CUTOFF,)).items():
                 sums[(split, metric)] = sums.get((split, metric), 0.0) + values
                 per_run.setdefault(split, {}).setdefault(metric, []).append(round(float(values.mean()), 5))
     return {key: total / len(paths) for key, total in sums.items()}, per_run
@@ -113,7 +105,7 @@ def main() -> None:
         "a": {"runs": [str(p) for p in args.a], "stage": args.a_stage, "per_run": runs_a},
         "b": {"runs": [str(p) for p in args.b], "stage": args.b_stage, "per_run": runs_b},
         "splits": compare(scores_a, scores_b, runs_a, runs_b),
-        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": utc_now(),
     }
     write_json(args.json, report)
     for split, metrics in report["comparisons"][name]["splits"].items():

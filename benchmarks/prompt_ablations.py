@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine, mean_std  # noqa: E402
+from recgpt_tf.benchmarking import machine, seed_summary, utc_now  # noqa: E402
 from recgpt_tf.config import PromptConfig, TrainConfig  # noqa: E402
 from recgpt_tf.files import write_json, write_text_atomic  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
@@ -31,7 +30,7 @@ from recgpt_tf.training import prompt_tune  # noqa: E402
 REFERENCE = "reference"
 # name -> (changes to the run's PromptConfig, changes to its training settings, what it tests)
 VARIANTS: dict[str, tuple[dict, dict, str]] = {
-    REFERENCE: ({}, {}, "the default PromptConfig: the run's own prompt stage"),
+    REFERENCE: ({}, {}, "the run's own prompt stage, as it trained"),
     # The paper tunes K from 0 to 6 and finds 1 to 3 best (its Figure 3).
     "K0": ({"prompt_window": 0}, {}, "no generated prompts (K 0): θ_LP tuned on the plain sequences"),
     "K2": ({"prompt_window": 2}, {}, "two generated prompts before each real item (K 2)"),
@@ -40,11 +39,6 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     # schedule may find a better optimum than the first step does.
     "lr_1e-4": ({}, {"learning_rate": 1e-4}, "prompt-tuning at learning rate 1e-4 (default 5e-4)"),
 }
-METRICS = ("HR@10", "NDCG@10")
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def variant_config(recorded: dict, name: str) -> PromptConfig:
@@ -75,24 +69,14 @@ def run_variant(run: Run, data: Path, name: str, with_test: bool) -> dict:
         "best_epoch": summary["best_epoch"],
         "epochs": summary["epochs"],
         "train_seconds": round(summary["seconds"], 1),
-        "finished": now(),
+        "finished": utc_now(),
     }
     if with_test:
-        report = fork.evaluation() if name == REFERENCE and fork.evaluation() else fork.evaluate(dataset)
+        report = (name == REFERENCE and fork.evaluation()) or fork.evaluate(dataset)
         row["test_variants"] = {v: report["results"][v] for v in ("recgpt_1", "recgpt")}
         row["two_step"] = report["two_step"]
     row["run_seconds"] = round(time.perf_counter() - start, 1)
     return row
-
-
-def aggregate(rows: list[dict]) -> dict:
-    """Mean and sample std over seeds of validation and, where every row has them, the test variants."""
-    result = {"seeds": [row["seed"] for row in rows], "valid": {m: mean_std([r["valid"][m] for r in rows]) for m in METRICS}}
-    if all("test_variants" in row for row in rows):
-        result["test_variants"] = {
-            v: {m: mean_std([r["test_variants"][v][m] for r in rows]) for m in METRICS} for v in ("recgpt_1", "recgpt")
-        }
-    return result
 
 
 def markdown(report: dict) -> str:
@@ -107,7 +91,7 @@ def markdown(report: dict) -> str:
     for name, entry in report["variants"].items():
         if "runs" not in entry:
             continue
-        summary = aggregate(list(entry["runs"].values()))
+        summary = seed_summary(list(entry["runs"].values()))
         tests = summary.get("test_variants", {})
         lines.append(
             f"| {name} | {len(summary['seeds'])} | {cell(summary['valid']['HR@10'])} | {cell(summary['valid']['NDCG@10'])} | "
@@ -139,7 +123,7 @@ def main() -> None:
         runs=[str(run.path) for run in runs],
         machine=machine(),
         protocol="leave-one-out, full ranking, history excluded; epoch chosen on validation NDCG@10; mean ± sample std over seeds",
-        reference=PromptConfig().to_dict(),
+        reference={k: v for k, v in runs[0].stage_config("prompt").items() if k != "seed"},  # the runs' own, seed apart
     )
     variants = report.setdefault("variants", {})
     for name in args.only:
@@ -151,7 +135,7 @@ def main() -> None:
             if row is not None and ("test_variants" in row or not args.test):
                 continue
             entry["runs"][run.path.name] = run_variant(run, args.data, name, args.test)
-            entry.update(aggregate(list(entry["runs"].values())))
+            entry.update(seed_summary(list(entry["runs"].values())))
             valid = entry["runs"][run.path.name]["valid"]
             print(f"{name} {run.path.name}: valid NDCG@10 {valid['NDCG@10']:.4f}  HR@10 {valid['HR@10']:.4f}", flush=True)
             write_json(args.json, report)

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import fcntl
 import json
 import os
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine, mean_std  # noqa: E402
+from recgpt_tf.benchmarking import SEED_METRICS, machine, seed_summary, utc_now  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402
@@ -128,8 +127,6 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
     ),
 }
 
-METRICS = ("HR@10", "NDCG@10")
-
 
 def valid_curve(run: Run, every: int) -> dict[str, float]:
     """Pre-training's validation NDCG@10 after each evaluated number of epochs (history.csv), for comparing
@@ -142,10 +139,6 @@ def valid_curve(run: Run, every: int) -> dict[str, float]:
 def run_dir(runs: Path, dataset: Dataset, name: str, seed: int | str) -> Path:
     """Where recipe row `name` (the recipe, "+all" when every stage runs) trains at `seed`."""
     return runs / dataset.name / f"{name}@seed{seed}"
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool, stages: str) -> dict:
@@ -167,7 +160,7 @@ def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: 
         "train_seconds": round(sum(s["seconds"] for s in summaries.values()), 1),
         "seconds_per_epoch": round(summary["seconds_per_epoch"], 2) if summary["seconds_per_epoch"] else None,
         "run_seconds": round(time.perf_counter() - start, 1),
-        "finished": now(),
+        "finished": utc_now(),
     }
     row["valid_ndcg10_by_epoch"] = valid_curve(run, train_config.eval_every)
     if stages != "pretrain":
@@ -185,22 +178,6 @@ def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: 
     return row
 
 
-def aggregate(rows: list[dict]) -> dict:
-    """Mean and sample standard deviation over seeds of each split's HR@10 and NDCG@10; for rows trained
-    through every stage, also of each stage's validation (`stage_valid`) and each test variant
-    (`test_variants`: pre-training alone, prompt-tuned with one step, and RecGPT with the two-step recall)."""
-    result = {"seeds": [row["seed"] for row in rows]}
-    for split in ("valid", "test"):
-        values = {m: [row[split][m] for row in rows if split in row] for m in METRICS}
-        if rows and all(len(v) == len(rows) for v in values.values()):
-            result[split] = {m: mean_std(v) for m, v in values.items()}
-    for field in ("stage_valid", "test_variants"):
-        if rows and all(field in row for row in rows):
-            names = [n for n in rows[0][field] if all(n in row[field] for row in rows)]
-            result[field] = {n: {m: mean_std([row[field][n][m] for row in rows]) for m in METRICS} for n in names}
-    return result
-
-
 def markdown(report: dict) -> str:
     lines = [
         f"{report['dataset']}: {report['protocol']}; {report['machine']}.",
@@ -209,13 +186,13 @@ def markdown(report: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     cell = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
-    summaries = {name: aggregate(list(entry["runs"].values())) for name, entry in report["recipes"].items()}
+    summaries = {name: seed_summary(list(entry["runs"].values())) for name, entry in report["recipes"].items()}
     for name, entry in report["recipes"].items():
         summary = summaries[name]
         valid, test = summary.get("valid"), summary.get("test")
         lines.append(
             f"| {name} | {len(summary['seeds'])} | "
-            + " | ".join(cell(s[m]) if s else "—" for s in (valid, test) for m in METRICS)
+            + " | ".join(cell(s[m]) if s else "—" for s in (valid, test) for m in SEED_METRICS)
             + f" | {', '.join(str(r['best_epoch']) for r in entry['runs'].values())} |"
         )
     staged = {name: summary for name, summary in summaries.items() if "test_variants" in summary}
@@ -289,8 +266,8 @@ def main() -> None:
         entry = report.setdefault("recipes", {}).setdefault(name, {"runs": {}})
         names.append(name)
         entry.update(description=description, model_changes=model_changes, train_changes=train_changes)
-        if entry["runs"]:  # the summary as this version of `aggregate` writes it
-            entry.update(aggregate(list(entry["runs"].values())))
+        if entry["runs"]:  # the summary as this version of `seed_summary` writes it
+            entry.update(seed_summary(list(entry["runs"].values())))
             filled = True
         for key, row in entry["runs"].items():  # curves of runs recorded before rows held them
             path = run_dir(args.runs, dataset, name, key)
@@ -305,7 +282,7 @@ def main() -> None:
                 path = run_dir(args.runs, dataset, name, seed)
                 if (path / "pretrain" / "history.csv").exists():
                     curve = valid_curve(Run.open(path), train_changes.get("eval_every", TrainConfig.eval_every))
-                    entry.setdefault("partial", {})[key] = {"run": str(path), "recorded": now(), "valid_ndcg10_by_epoch": curve}
+                    entry.setdefault("partial", {})[key] = {"run": str(path), "recorded": utc_now(), "valid_ndcg10_by_epoch": curve}
                     filled = True
                 continue
             earlier = entry["runs"].get(key)  # a row recorded without the test split: its run, now also tested
@@ -315,7 +292,7 @@ def main() -> None:
                     run_seconds=round(earlier["run_seconds"] + entry["runs"][key]["run_seconds"], 1), finished=earlier["finished"]
                 )
             entry.get("partial", {}).pop(key, None)
-            entry.update(aggregate(list(entry["runs"].values())))
+            entry.update(seed_summary(list(entry["runs"].values())))
             print(f"{name}@seed{seed}: {json.dumps(entry['runs'][key])}", flush=True)
             report = save(args.json, report, names)
             filled = False

@@ -54,9 +54,29 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, TensorFlow {tf.__version__}"
 
 
+SEED_METRICS = ("HR@10", "NDCG@10")  # what a seed row's summary keeps
+
+
 def mean_std(values: list[float]) -> dict:
     """{"mean", "std"}: the mean and the sample standard deviation (0 for one value) of a figure over seeds."""
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def seed_summary(rows: list[dict]) -> dict:
+    """Mean and sample standard deviation over seed rows (benchmarks/seeds.py, prompt_ablations.py) of each
+    split's HR@10 and NDCG@10 (`valid`, `test`) and, where every row has them, of each stage's validation
+    (`stage_valid`) and each test variant (`test_variants`: pre-training alone, prompt-tuned with one step,
+    RecGPT with the two-step recall)."""
+    result = {"seeds": [row["seed"] for row in rows]}
+    for split in ("valid", "test"):
+        values = {m: [row[split][m] for row in rows if split in row] for m in SEED_METRICS}
+        if rows and all(len(v) == len(rows) for v in values.values()):
+            result[split] = {m: mean_std(v) for m, v in values.items()}
+    for field in ("stage_valid", "test_variants"):
+        if rows and all(field in row for row in rows):
+            names = [n for n in rows[0][field] if all(n in row[field] for row in rows)]
+            result[field] = {n: {m: mean_std([row[field][n][m] for row in rows]) for m in SEED_METRICS} for n in names}
+    return result
 
 
 def utc_now() -> str:

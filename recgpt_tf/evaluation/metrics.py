@@ -9,6 +9,17 @@ from recgpt_tf.errors import ConfigError
 CUTOFFS = (5, 10, 20)
 
 
+def per_user_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = CUTOFFS) -> dict[str, np.ndarray]:
+    """Each user's HR@k and NDCG@k: {"HR@5": [num_users] float64, ..., "NDCG@5": ..., ...}, HR keys first,
+    from [num_users] 0-based ranks (see `ranking_metrics`, their means)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hits = {k: ranks < k for k in cutoffs}
+    out = {f"HR@{k}": hits[k].astype(np.float64) for k in cutoffs}
+    gain = 1.0 / np.log2(ranks + 2.0)
+    out.update({f"NDCG@{k}": np.where(hits[k], gain, 0.0) for k in cutoffs})
+    return out
+
+
 def ranking_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = CUTOFFS) -> dict[str, float]:
     """Averages HR@k and NDCG@k over users.
 
@@ -24,8 +35,4 @@ def ranking_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = CUTOFFS) -> di
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size == 0:
         raise ConfigError("ranks", "is empty: no users to evaluate (a user needs three or more items for the leave-one-out split)")
-    hits = {k: ranks < k for k in cutoffs}
-    out = {f"HR@{k}": float(hits[k].mean()) for k in cutoffs}
-    gain = 1.0 / np.log2(ranks + 2.0)
-    out.update({f"NDCG@{k}": float(np.where(hits[k], gain, 0.0).mean()) for k in cutoffs})
-    return out
+    return {name: float(values.mean()) for name, values in per_user_metrics(ranks, cutoffs).items()}
