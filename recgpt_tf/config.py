@@ -173,6 +173,10 @@ class TrainConfig:
         warmup_steps: Steps of linear learning-rate warm-up from 0.
         learning_rate_decay: "none" or "cosine" (to 0 at the last step of `epochs`).
         weight_decay: Decoupled weight decay (AdamW) when > 0.
+        ema_momentum: When > 0, the optimizer keeps an exponential moving average of the weights
+            (each step: average = m * average + (1 - m) * weights), and each epoch validates, selects and
+            keeps that average rather than the weights it trains (`callbacks.AveragedWeights`); about
+            1 / (1 - m) steps are averaged.
         label_smoothing: Softmax objective only: weight of the uniform target; None (the default)
             is `SOFTMAX_LABEL_SMOOTHING` for the softmax and 0 for the others (`for_catalogue`).
         batching: "shuffled" (uniformly random batches, padded to their longest),
@@ -206,6 +210,7 @@ class TrainConfig:
     warmup_steps: int = 0
     learning_rate_decay: str = "none"
     weight_decay: float = 0.0
+    ema_momentum: float = 0.0
     label_smoothing: float | None = None
     # Beauty validation NDCG@10: bucketed 0.0635, shuffled 0.0699, token_budget 0.0706 at 62% of
     # shuffled's time per epoch (benchmarks/results/backbone_ablations_Beauty.json).
@@ -222,6 +227,8 @@ class TrainConfig:
         check_choice("strategy", self.strategy, STRATEGIES)
         for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS), ("examples", EXAMPLES)):
             check_choice(name, getattr(self, name), allowed)
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError("ema_momentum", f"must be in [0, 1) (0 keeps no average); got {self.ema_momentum}")
         if self.target_copies < 1:
             raise ConfigError("target_copies", f"must be >= 1; got {self.target_copies}")
         if self.target_copies > 1 and self.examples == "prefixes":

@@ -78,7 +78,7 @@ def sample_requests(dataset: Dataset, count: int = 256, seed: int = 0) -> dict:
 _NEUTRAL_NEW_FIELDS = {"filter_mix": 0.0, "filter_frequencies": 3}
 # Training settings added since runs were first written, with the value every run before them trained with: a
 # stage recorded without one trained with it, so resuming that run keeps the stage rather than training it anew.
-_NEUTRAL_NEW_TRAIN_FIELDS = {"examples": "sequences"}
+_NEUTRAL_NEW_TRAIN_FIELDS = {"examples": "sequences", "ema_momentum": 0.0}
 
 
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:

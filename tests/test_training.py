@@ -84,6 +84,39 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
     assert not any((tmp_path / "pretrain" / "backup").rglob("*.index"))  # backup deleted once training completes
 
 
+class _Weights(keras.callbacks.Callback):
+    """The model's weights when training starts, and as the callbacks after the stage's own (and the next
+    epoch) see them at each epoch's end."""
+
+    def __init__(self):
+        super().__init__()
+        self.initial, self.epochs = None, []
+
+    def on_train_begin(self, logs=None):
+        self.initial = self.model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(self.model.get_weights())
+
+
+def test_a_moving_average_of_the_weights_is_what_the_stage_validates_and_keeps_and_training_is_unchanged(tiny_dataset, tmp_path):
+    plain = _Weights()
+    pretrain(tiny_run(tiny_dataset, tmp_path / "plain"), tiny_dataset, tiny_train_config(epochs=2), verbose=0, extra_callbacks=[plain])
+    averaged = _Weights()
+    # Momentum this close to 1 keeps the average at the starting weights over a few dozen steps.
+    config = tiny_train_config(epochs=2, ema_momentum=0.999999)
+    model, summary = pretrain(tiny_run(tiny_dataset, tmp_path / "averaged"), tiny_dataset, config, verbose=0, extra_callbacks=[averaged])
+    for trained_plain, trained_averaged in zip(plain.epochs[-1], averaged.epochs[-1]):
+        np.testing.assert_allclose(trained_averaged, trained_plain, rtol=1e-5, atol=1e-6)  # the training weights are back each epoch
+    kept = model.get_weights()
+    for start, average, trained in zip(averaged.initial, kept, averaged.epochs[-1]):
+        np.testing.assert_allclose(average, start, atol=1e-3)
+    assert max(np.abs(a - t).max() for a, t in zip(kept, averaged.epochs[-1])) > 1e-2  # the kept weights are not the trained ones
+    assert summary["valid"]["NDCG@10"] == pytest.approx(evaluate_model(model, tiny_dataset.split("valid"))["NDCG@10"], abs=1e-6)
+    with pytest.raises(ConfigError, match="ema_momentum"):
+        TrainConfig(ema_momentum=1.0)
+
+
 def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
     from recgpt_tf.config import TrainConfig
     from recgpt_tf.training.fit import make_optimizer

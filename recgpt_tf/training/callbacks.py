@@ -62,6 +62,30 @@ class RankingValidation(keras.callbacks.Callback):
             )
 
 
+class AveragedWeights(keras.callbacks.Callback):
+    """At each epoch's end, puts the optimizer's moving average of the weights (Adam's `use_ema`) into the
+    model, so the callbacks listed after it validate and checkpoint the averaged model; `restore`, listed
+    after those, puts the training weights back before the backup and the next epoch.
+
+    The average is optimizer state, so BackupAndRestore keeps it across an interruption.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._training: list | None = None
+        self.restore = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._restore())
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        variables = self.model.trainable_variables
+        self._training = [variable.numpy() for variable in variables]
+        self.model.optimizer.finalize_variable_values(variables)
+
+    def _restore(self) -> None:
+        for variable, value in zip(self.model.trainable_variables, self._training or []):
+            variable.assign(value)
+        self._training = None
+
+
 class EpochLog(keras.callbacks.Callback):
     """STAGE/history.csv: a row per epoch (`epoch`, then the logs in sorted key order, as Keras' CSVLogger
     writes them), appended and flushed as each epoch ends.
