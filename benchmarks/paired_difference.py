@@ -13,6 +13,11 @@ difference smaller than about twice it is not a finding.
     python benchmarks/paired_difference.py --data ../shared/data/Beauty.txt \
         --a runs/seeds/Beauty/defaults+all@seed{1,2,3} --a-stage prompt \
         --b runs/seeds/Beauty/sasrec_ce_layout@seed{1,2,3} --json benchmarks/results/paired_Beauty.json
+
+`--by-target-popularity` also splits the difference by how often each user's held-out item occurs in the
+training sequences, and reweights the validation users to the test split's mix of those buckets: if a lead on
+validation that test does not show comes from the splits' different mixes of popular targets, the reweighted
+validation difference predicts the test one.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from recgpt_tf.benchmarking import machine, utc_now  # noqa: E402
 from recgpt_tf.evaluation.evaluate import model_ranks  # noqa: E402
 from recgpt_tf.evaluation.metrics import per_user_metrics  # noqa: E402
@@ -31,6 +38,8 @@ from recgpt_tf.runs import Run  # noqa: E402
 
 CUTOFF = 10
 SPLITS = ("valid", "test")
+# Buckets of a held-out item's count in the training sequences: 0, 1-4, 5-19, 20-99, 100 and more.
+POPULARITY_EDGES = (1, 5, 20, 100)
 
 
 def arm_scores(paths: list[Path], stage: str, data: Path, trained_on: dict) -> tuple[dict, dict]:
@@ -79,6 +88,47 @@ def compare(a: dict, b: dict, runs_a: dict, runs_b: dict) -> dict:
     return result
 
 
+def popularity_buckets(run_path: Path, data: Path) -> dict[str, np.ndarray]:
+    """Per split, each evaluated user's bucket (an index into POPULARITY_EDGES' intervals) of their held-out
+    item's count in the training sequences."""
+    dataset = Run.open(run_path).dataset(data)
+    counts = dataset.item_counts()
+    return {split: np.searchsorted(POPULARITY_EDGES, counts[dataset.split(split).targets], side="right") for split in SPLITS}
+
+
+def bucket_label(bucket: int) -> str:
+    edges = (0, *POPULARITY_EDGES)
+    if bucket == len(POPULARITY_EDGES):
+        return f"{edges[bucket]}+"
+    low, high = edges[bucket], edges[bucket + 1] - 1
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def by_popularity(a: dict, b: dict, buckets: dict[str, np.ndarray]) -> dict:
+    """Per split and bucket, the users' share and each metric's paired difference (± its standard error over
+    users); and the validation difference with validation's buckets weighted to test's shares."""
+    result: dict = {"buckets": {}, "valid_at_test_shares": {}}
+    shares = {split: np.bincount(buckets[split], minlength=len(POPULARITY_EDGES) + 1) / len(buckets[split]) for split in SPLITS}
+    for (split, metric), scores_a in a.items():
+        difference = scores_a - b[(split, metric)]
+        rows = result["buckets"].setdefault(split, {})
+        for bucket in range(len(POPULARITY_EDGES) + 1):
+            chosen = difference[buckets[split] == bucket]
+            row = rows.setdefault(bucket_label(bucket), {"share": round(float(shares[split][bucket]), 4), "users": len(chosen)})
+            error = float(chosen.std(ddof=1) / math.sqrt(len(chosen))) if len(chosen) > 1 else math.nan
+            row[metric] = {"difference": round(float(chosen.mean()), 5), "standard_error_users": round(error, 5)}
+    for metric in {metric for _, metric in a}:
+        rows = result["buckets"]["valid"]
+        labels = [bucket_label(bucket) for bucket in range(len(POPULARITY_EDGES) + 1)]
+        weights = shares["test"]
+        mean = sum(w * rows[label][metric]["difference"] for w, label in zip(weights, labels) if rows[label]["users"])
+        error = math.sqrt(
+            sum((w * rows[label][metric]["standard_error_users"]) ** 2 for w, label in zip(weights, labels) if rows[label]["users"] > 1)
+        )
+        result["valid_at_test_shares"][metric] = {"difference": round(mean, 5), "standard_error_users": round(error, 5)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -88,6 +138,7 @@ def main() -> None:
     parser.add_argument("--b-stage", default="pretrain", choices=("pretrain", "prompt", "finetune"))
     parser.add_argument("--json", type=Path, required=True, help="comparisons are kept by name; a rerun replaces its own")
     parser.add_argument("--name", default=None, help="the comparison's key in the JSON (default: A vs B)")
+    parser.add_argument("--by-target-popularity", action="store_true", help="also by the held-out item's training count")
     args = parser.parse_args()
 
     trained_on = Run.open(args.a[0]).config.get("statistics")
@@ -107,6 +158,27 @@ def main() -> None:
         "splits": compare(scores_a, scores_b, runs_a, runs_b),
         "measured": utc_now(),
     }
+    if args.by_target_popularity:
+        report["comparisons"][name]["by_target_popularity"] = popularity = by_popularity(
+            scores_a, scores_b, popularity_buckets(args.a[0], args.data)
+        )
+        for split, rows in popularity["buckets"].items():
+            for label, row in rows.items():
+                print(
+                    f"{split} target count {label} ({row['share']:.1%} of users): "
+                    + "  ".join(
+                        f"{metric} {row[metric]['difference']:+.4f} ± {row[metric]['standard_error_users']:.4f}"
+                        for metric in sorted(row)
+                        if "@" in metric
+                    )
+                )
+        print(
+            "valid at test's shares: "
+            + "  ".join(
+                f"{m} {r['difference']:+.4f} ± {r['standard_error_users']:.4f}"
+                for m, r in sorted(popularity["valid_at_test_shares"].items())
+            )
+        )
     write_json(args.json, report)
     for split, metrics in report["comparisons"][name]["splits"].items():
         for metric, row in metrics.items():
