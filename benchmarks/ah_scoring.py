@@ -14,7 +14,6 @@ AH would need an exact re-score on top, the exact scorers do not).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import time
@@ -27,6 +26,7 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.benchmarking import utc_now
 from recgpt_tf.files import write_json
 
 
@@ -76,7 +76,7 @@ def main() -> None:
         "dim": args.dim,
         "ah_blocks": blocks,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": utc_now(),
         "p50_ms": {},
     }
     for width in args.candidates:

@@ -16,12 +16,14 @@ variant; a rerun skips the variants already there (delete an entry to redo it).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine  # noqa: E402
+from recgpt_tf.benchmarking import (
+    machine,  # noqa: E402
+    utc_now,
+)
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
@@ -165,7 +167,7 @@ def run_variant(dataset: Dataset, name: str, runs: Path, seed: int | None = None
         "epochs": summary["epochs"],
         "train_seconds": round(summary["seconds"], 1),
         "seconds_per_epoch": round(summary["seconds_per_epoch"], 2) if summary["seconds_per_epoch"] else None,
-        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "finished": utc_now(),
     }
 
 

@@ -20,7 +20,6 @@ On a 2-core machine every task shares the same two cores: the cluster rows show 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -30,7 +29,11 @@ import time
 from pathlib import Path
 
 import recgpt_tf  # noqa: F401, E402  (first: it selects Keras 2, which TFRS needs)
-from recgpt_tf.benchmarking import add_catalogue_arguments, make_dataset  # noqa: E402
+from recgpt_tf.benchmarking import (  # noqa: E402
+    add_catalogue_arguments,
+    make_dataset,
+    utc_now,
+)
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import write_examples  # noqa: E402
 from recgpt_tf.data.streaming import StreamedDataset  # noqa: E402
@@ -172,7 +175,7 @@ def main() -> None:
         write_shards(args)
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     report.update(
-        measured=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        measured=utc_now(),
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
         recipe={k: getattr(args, k) for k in RECIPE if k != "input"}  # "modes": input memory, "streamed_modes": stream
         | {"objective": "sampled_softmax", "num_layers": 1, "optimizer": "Adam (the package's)"},

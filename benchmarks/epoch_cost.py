@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import time
 from pathlib import Path
 
 import tf_keras as keras  # noqa: E402
 
-from recgpt_tf.benchmarking import machine  # noqa: E402
+from recgpt_tf.benchmarking import (
+    machine,  # noqa: E402
+    utc_now,
+)
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
@@ -74,7 +76,7 @@ def main() -> None:
         name, model_changes, train_changes = parse_variant(text)
         rows[name] = {"model": model_changes, "train": train_changes, "epoch_seconds": epoch_seconds(dataset, model_changes, train_changes)}
         print(name, f"{rows[name]['epoch_seconds']:.1f} s", flush=True)
-    measured = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    measured = utc_now()
     write_json(args.json, {"measured": measured, "machine": machine(), "data": str(args.data), "variants": rows})
 
 

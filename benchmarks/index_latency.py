@@ -22,7 +22,6 @@ held-out requests the tuning never saw (test-split histories of other users):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -39,7 +38,11 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import make_dataset, time_calls  # noqa: E402
+from recgpt_tf.benchmarking import (  # noqa: E402
+    make_dataset,
+    time_calls,
+    utc_now,
+)
 from recgpt_tf.config import ExportConfig  # noqa: E402
 from recgpt_tf.contract import (  # noqa: E402
     INDEX_KINDS,
@@ -136,7 +139,7 @@ def main() -> None:
         "items": model.num_items,
         "step_sizes": list(steps),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": utc_now(),
         "tuning_requests": len(samples["users"]),
         "held_out_requests": len(measured),
         "flavours": {},

@@ -12,7 +12,6 @@ here). Shapes default to a Beauty batch: P = 1,700 positions, N = 12,101 items.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
+from recgpt_tf.benchmarking import utc_now
 from recgpt_tf.files import write_json
 from recgpt_tf.models.objectives import CatalogueRetrieval
 
@@ -76,7 +76,7 @@ def main() -> None:
     if not np.isclose(stock_loss, ours_loss, rtol=1e-4):
         raise SystemExit(f"the two losses differ: {stock_loss} vs {ours_loss}")
     result = {
-        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": utc_now(),
         "positions": args.positions,
         "items": args.items,
         "dim": args.dim,

@@ -12,12 +12,16 @@ a Markdown table and PNG plots. The K sensitivity study, at several seeds, is
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine, pretraining_markdown, pretraining_report  # noqa: E402
+from recgpt_tf.benchmarking import (  # noqa: E402
+    machine,
+    pretraining_markdown,
+    pretraining_report,
+    utc_now,
+)
 from recgpt_tf.config import ModelConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.training import pretrain  # noqa: E402
@@ -147,7 +151,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/paper"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/paper_tables.json"))
     args = parser.parse_args()
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = utc_now()
     results = [one_dataset(path, args.runs) for path in args.data]
     out = args.json.parent
     out.mkdir(parents=True, exist_ok=True)

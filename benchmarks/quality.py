@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine, pretraining_markdown, pretraining_report
+from recgpt_tf.benchmarking import machine, pretraining_markdown, pretraining_report, utc_now
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.runs import Run
@@ -57,7 +56,7 @@ def main() -> None:
         for f in dataclasses.fields(ModelConfig)
         if f.name not in ("num_items", "num_users") and getattr(args, f.name) is not None
     }
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = utc_now()
     results = [run_one(path, model_overrides, train_config, args.runs) for path in args.data]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"measured": when, "machine": machine(), "results": results}, indent=2) + "\n")

@@ -19,7 +19,6 @@ requests on new connections opened all at once (a listen backlog of 5 dropped th
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import json
 import os
@@ -37,7 +36,13 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import drip_predict_body, export_synthetic, free_port, synthetic_model  # noqa: E402
+from recgpt_tf.benchmarking import (  # noqa: E402
+    drip_predict_body,
+    export_synthetic,
+    free_port,
+    synthetic_model,
+    utc_now,
+)
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.serving import GrpcClient  # noqa: E402
 from recgpt_tf.serving.client import user_proto  # noqa: E402
@@ -154,7 +159,7 @@ def main() -> None:
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     target = f"127.0.0.1:{grpc_port}"
     report = {
-        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": utc_now(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "items": args.items,
         "cases": {},

@@ -13,7 +13,6 @@ and times the `serving_default` signature at batch 1 and 64, and one decoder pas
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ from recgpt_tf.benchmarking import (
     random_requests,
     synthetic_model,
     time_calls,
+    utc_now,
 )
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     result = {
         "items": n,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": utc_now(),
         "step_sizes": list(STEPS),
     }
     # scann_xla: the same ScaNN export with XLA-compiled decoder passes (`recgpt export --jit-compile`).

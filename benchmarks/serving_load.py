@@ -10,7 +10,6 @@ clients are threads of this process, each with its own channel, on loopback.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -28,7 +27,15 @@ import grpc
 import numpy as np
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import as_tensors, export_synthetic, free_port, latency_summary, random_requests, synthetic_model  # noqa: E402
+from recgpt_tf.benchmarking import (  # noqa: E402
+    as_tensors,
+    export_synthetic,
+    free_port,
+    latency_summary,
+    random_requests,
+    synthetic_model,
+    utc_now,
+)
 from recgpt_tf.contract import RECOMMEND_SIGNATURE  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.serving import GrpcClient  # noqa: E402
@@ -102,7 +109,7 @@ def main() -> None:
             raise SystemExit("the endpoint did not start")
         target = f"127.0.0.1:{grpc_port}"
         result = {
-            "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "measured": utc_now(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
             "cpu_count": os.cpu_count(),
             "items": args.items,

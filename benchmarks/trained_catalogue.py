@@ -25,7 +25,6 @@ one. This script makes such a model honestly on the 2-core machine:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -39,7 +38,7 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tf_keras as keras
 
-from recgpt_tf.benchmarking import add_catalogue_arguments, make_dataset
+from recgpt_tf.benchmarking import add_catalogue_arguments, make_dataset, utc_now
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset
@@ -111,7 +110,7 @@ def main() -> None:
     test = subsample(dataset.split("test"), args.eval_users, args.seed)
     train_counts = dataset.item_counts(dataset.train_sequences())[1 : dataset.num_items + 1]
     report = {
-        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": utc_now(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "recipe": vars(args) | {"out": str(out), "objective": "sampled_softmax", "optimizer": "adagrad", "num_layers": 1, "dropout": 0.2},
         "statistics": dataset.statistics(),
