@@ -16,7 +16,6 @@ anew.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,8 +43,7 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
 def variant_config(recorded: dict, name: str) -> PromptConfig:
     """The prompt stage `recorded` (a run's `stage_config("prompt")`) with variant `name`'s changes."""
     prompt_changes, train_changes, _ = VARIANTS[name]
-    train_fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    train = TrainConfig(**{**{k: v for k, v in recorded.items() if k in train_fields}, **train_changes})
+    train = TrainConfig.from_recorded(recorded, **train_changes)
     prompt = {"prompt_window": recorded["prompt_window"], "loss_positions": recorded["loss_positions"], **prompt_changes}
     return PromptConfig(**prompt, train=train)
 

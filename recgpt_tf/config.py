@@ -241,6 +241,13 @@ class TrainConfig:
         return dataclasses.replace(self, objective=objective, label_smoothing=smoothing)
 
     @classmethod
+    def from_recorded(cls, recorded: dict, **changes) -> "TrainConfig":
+        """The training settings a stage recorded (`runs.Run.stage_config`), with `changes`; the record's other
+        keys (a prompt stage's window, a pre-training's warm start) are left out."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{**{key: value for key, value in recorded.items() if key in fields}, **changes})
+
+    @classmethod
     def finetuning(cls, **changes) -> "TrainConfig":
         """The paper's Fine-tuning baseline schedule: every parameter from the pre-trained weights, at the
         authors' prompt-stage learning rate, briefly."""

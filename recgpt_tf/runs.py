@@ -442,9 +442,8 @@ class Run:
                 "read every user's sequence in memory (give them the data file, or data.read_examples)",
             )
         if train_config is None:
-            fields = {f.name for f in dataclasses.fields(TrainConfig)}
-            recorded = {k: v for k, v in (self.stage_config(PRETRAIN_STAGE) or {}).items() if k in fields}
-            train_config = TrainConfig(**recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
+            recorded = self.stage_config(PRETRAIN_STAGE)
+            train_config = TrainConfig.from_recorded(recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
         inherited = {"seed": train_config.seed, "batch_size": train_config.batch_size}
         prompt_config = prompt_config or PromptConfig()
         prompt_config = dataclasses.replace(prompt_config, train=dataclasses.replace(prompt_config.train, **inherited))

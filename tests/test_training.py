@@ -262,6 +262,12 @@ def test_a_stage_recorded_before_a_training_setting_existed_is_kept_on_resume(tr
     assert "already_trained" not in changed["pretrain"]  # a setting that differs still trains anew
 
 
+def test_a_recorded_stage_gives_back_its_training_settings_without_its_other_keys():
+    recorded = {**TrainConfig(learning_rate=1e-4, seed=3).to_dict(), "prompt_window": 1, "warm_start": "/runs/old"}
+    config = TrainConfig.from_recorded(recorded, epochs=4)
+    assert config == TrainConfig(learning_rate=1e-4, seed=3, epochs=4)
+
+
 def test_a_run_written_before_the_filter_fields_reads_as_it_trained_and_an_older_one_is_refused(tiny_dataset, tmp_path):
     run = tiny_run(tiny_dataset, tmp_path / "old", filter_mix=0.0)
     config = json.loads((run.path / "config.json").read_text())
