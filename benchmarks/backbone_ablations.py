@@ -20,10 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-from recgpt_tf.benchmarking import (
-    machine,  # noqa: E402
-    utc_now,
-)
+from recgpt_tf.benchmarking import machine, utc_now  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402

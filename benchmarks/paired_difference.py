@@ -106,25 +106,28 @@ def bucket_label(bucket: int) -> str:
 
 def by_popularity(a: dict, b: dict, buckets: dict[str, np.ndarray]) -> dict:
     """Per split and bucket, the users' share and each metric's paired difference (± its standard error over
-    users); and the validation difference with validation's buckets weighted to test's shares."""
+    users; None where the bucket has too few users); and the validation difference with validation's buckets
+    weighted to test's shares, over the buckets with at least two users on validation (renormalised)."""
     result: dict = {"buckets": {}, "valid_at_test_shares": {}}
-    shares = {split: np.bincount(buckets[split], minlength=len(POPULARITY_EDGES) + 1) / len(buckets[split]) for split in SPLITS}
+    count = len(POPULARITY_EDGES) + 1
+    shares = {split: np.bincount(buckets[split], minlength=count) / len(buckets[split]) for split in SPLITS}
     for (split, metric), scores_a in a.items():
         difference = scores_a - b[(split, metric)]
         rows = result["buckets"].setdefault(split, {})
-        for bucket in range(len(POPULARITY_EDGES) + 1):
+        for bucket in range(count):
             chosen = difference[buckets[split] == bucket]
             row = rows.setdefault(bucket_label(bucket), {"share": round(float(shares[split][bucket]), 4), "users": len(chosen)})
-            error = float(chosen.std(ddof=1) / math.sqrt(len(chosen))) if len(chosen) > 1 else math.nan
-            row[metric] = {"difference": round(float(chosen.mean()), 5), "standard_error_users": round(error, 5)}
-    for metric in {metric for _, metric in a}:
-        rows = result["buckets"]["valid"]
-        labels = [bucket_label(bucket) for bucket in range(len(POPULARITY_EDGES) + 1)]
-        weights = shares["test"]
-        mean = sum(w * rows[label][metric]["difference"] for w, label in zip(weights, labels) if rows[label]["users"])
-        error = math.sqrt(
-            sum((w * rows[label][metric]["standard_error_users"]) ** 2 for w, label in zip(weights, labels) if rows[label]["users"] > 1)
-        )
+            enough = len(chosen) > 1
+            row[metric] = {
+                "difference": round(float(chosen.mean()), 5) if enough else None,
+                "standard_error_users": round(float(chosen.std(ddof=1) / math.sqrt(len(chosen))), 5) if enough else None,
+            }
+    for metric in sorted({metric for _, metric in a}):
+        rows = [result["buckets"]["valid"][bucket_label(bucket)][metric] for bucket in range(count)]
+        kept = [(weight, row) for weight, row in zip(shares["test"], rows) if row["difference"] is not None]
+        total = sum(weight for weight, _ in kept)
+        mean = sum(weight * row["difference"] for weight, row in kept) / total
+        error = math.sqrt(sum((weight * row["standard_error_users"]) ** 2 for weight, row in kept)) / total
         result["valid_at_test_shares"][metric] = {"difference": round(mean, 5), "standard_error_users": round(error, 5)}
     return result
 
@@ -162,23 +165,12 @@ def main() -> None:
         report["comparisons"][name]["by_target_popularity"] = popularity = by_popularity(
             scores_a, scores_b, popularity_buckets(args.a[0], args.data)
         )
+        line = lambda metric, row: f"{metric} {row['difference']:+.4f} ± {row['standard_error_users']:.4f}"  # noqa: E731
         for split, rows in popularity["buckets"].items():
             for label, row in rows.items():
-                print(
-                    f"{split} target count {label} ({row['share']:.1%} of users): "
-                    + "  ".join(
-                        f"{metric} {row[metric]['difference']:+.4f} ± {row[metric]['standard_error_users']:.4f}"
-                        for metric in sorted(row)
-                        if "@" in metric
-                    )
-                )
-        print(
-            "valid at test's shares: "
-            + "  ".join(
-                f"{m} {r['difference']:+.4f} ± {r['standard_error_users']:.4f}"
-                for m, r in sorted(popularity["valid_at_test_shares"].items())
-            )
-        )
+                figures = [line(metric, row[metric]) for metric in sorted(row) if "@" in metric and row[metric]["difference"] is not None]
+                print(f"{split} target count {label} ({row['share']:.1%} of users): " + ("  ".join(figures) or "too few users"))
+        print("valid at test's shares: " + "  ".join(line(metric, row) for metric, row in popularity["valid_at_test_shares"].items()))
     write_json(args.json, report)
     for split, metrics in report["comparisons"][name]["splits"].items():
         for metric, row in metrics.items():

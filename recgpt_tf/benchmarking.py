@@ -80,6 +80,7 @@ def seed_summary(rows: list[dict]) -> dict:
 
 
 def utc_now() -> str:
+    """The time a result is measured, as every result file records it ("2026-12-01 06:14 UTC")."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 

@@ -174,9 +174,10 @@ class TrainConfig:
         learning_rate_decay: "none" or "cosine" (to 0 at the last step of `epochs`).
         weight_decay: Decoupled weight decay (AdamW) when > 0.
         ema_momentum: When > 0, the optimizer keeps an exponential moving average of the weights
-            (each step: average = m * average + (1 - m) * weights), and each epoch validates, selects and
-            keeps that average rather than the weights it trains (`callbacks.AveragedWeights`); about
-            1 / (1 - m) steps are averaged.
+            (each step: average = m * average + (1 - m) * weights, starting from the initial weights, which
+            early epochs' averages still hold much of), and each epoch validates, selects and keeps that
+            average rather than the weights it trains (`callbacks.seeing_averaged_weights`); it spans about
+            1 / (1 - m) steps.
         label_smoothing: Softmax objective only: weight of the uniform target; None (the default)
             is `SOFTMAX_LABEL_SMOOTHING` for the softmax and 0 for the others (`for_catalogue`).
         batching: "shuffled" (uniformly random batches, padded to their longest),

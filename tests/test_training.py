@@ -84,35 +84,76 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
     assert not any((tmp_path / "pretrain" / "backup").rglob("*.index"))  # backup deleted once training completes
 
 
-class _Weights(keras.callbacks.Callback):
-    """The model's weights when training starts, and as the callbacks after the stage's own (and the next
-    epoch) see them at each epoch's end."""
+class _Trained(keras.callbacks.Callback):
+    """At each epoch's end (listed after the stage's own callbacks), the weights training left and their moving
+    average at `momentum`, computed here step by step from the initial weights."""
+
+    def __init__(self, momentum=0.0):
+        super().__init__()
+        self.momentum, self.weights, self.averages = momentum, [], []
+
+    def on_train_begin(self, logs=None):
+        self._average = [w.astype(np.float64) for w in self.model.get_weights()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        m = self.momentum
+        self._average = [m * a + (1 - m) * w for a, w in zip(self._average, self.model.get_weights())]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+        self.averages.append(list(self._average))
+
+
+def test_the_stage_validates_and_keeps_the_weights_moving_average_and_trains_as_without_it(tiny_dataset, tmp_path):
+    plain = _Trained()
+    pretrain(tiny_run(tiny_dataset, tmp_path / "plain"), tiny_dataset, tiny_train_config(epochs=3), verbose=0, extra_callbacks=[plain])
+    averaged = _Trained(momentum=0.9)
+    config = tiny_train_config(epochs=3, ema_momentum=0.9)
+    model, summary = pretrain(tiny_run(tiny_dataset, tmp_path / "averaged"), tiny_dataset, config, verbose=0, extra_callbacks=[averaged])
+    for epoch in range(3):  # the trained weights are back before each next epoch
+        for with_average, without in zip(averaged.weights[epoch], plain.weights[epoch]):
+            np.testing.assert_allclose(with_average, without, rtol=1e-5, atol=1e-6)
+    best = summary["best_epoch"] - 1
+    kept = model.get_weights()
+    for average, kept_weights in zip(averaged.averages[best], kept):
+        np.testing.assert_allclose(kept_weights, average, rtol=1e-4, atol=1e-6)
+    assert max(np.abs(k - t).max() for k, t in zip(kept, averaged.weights[best])) > 1e-3  # not the trained weights
+    assert summary["valid"]["NDCG@10"] == pytest.approx(evaluate_model(model, tiny_dataset.split("valid"))["NDCG@10"], abs=1e-6)
+
+
+class _Averages(keras.callbacks.Callback):
+    """The optimizer's moving average of the weights when the first epoch this run trains begins, and at each
+    epoch's end."""
 
     def __init__(self):
         super().__init__()
-        self.initial, self.epochs = None, []
+        self.at_start, self.at_end = None, []
 
-    def on_train_begin(self, logs=None):
-        self.initial = self.model.get_weights()
+    def _averages(self):
+        return [v.numpy() for v in self.model.optimizer.variables if v.name.startswith("average/")]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.at_start is None:
+            self.at_start = self._averages()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append(self.model.get_weights())
+        self.at_end.append(self._averages())
 
 
-def test_a_moving_average_of_the_weights_is_what_the_stage_validates_and_keeps_and_training_is_unchanged(tiny_dataset, tmp_path):
-    plain = _Weights()
-    pretrain(tiny_run(tiny_dataset, tmp_path / "plain"), tiny_dataset, tiny_train_config(epochs=2), verbose=0, extra_callbacks=[plain])
-    averaged = _Weights()
-    # Momentum this close to 1 keeps the average at the starting weights over a few dozen steps.
-    config = tiny_train_config(epochs=2, ema_momentum=0.999999)
-    model, summary = pretrain(tiny_run(tiny_dataset, tmp_path / "averaged"), tiny_dataset, config, verbose=0, extra_callbacks=[averaged])
-    for trained_plain, trained_averaged in zip(plain.epochs[-1], averaged.epochs[-1]):
-        np.testing.assert_allclose(trained_averaged, trained_plain, rtol=1e-5, atol=1e-6)  # the training weights are back each epoch
-    kept = model.get_weights()
-    for start, average, trained in zip(averaged.initial, kept, averaged.epochs[-1]):
-        np.testing.assert_allclose(average, start, atol=1e-3)
-    assert max(np.abs(a - t).max() for a, t in zip(kept, averaged.epochs[-1])) > 1e-2  # the kept weights are not the trained ones
-    assert summary["valid"]["NDCG@10"] == pytest.approx(evaluate_model(model, tiny_dataset.split("valid"))["NDCG@10"], abs=1e-6)
+@pytest.mark.slow
+def test_an_interrupted_stage_resumes_with_its_moving_average(tiny_dataset, tmp_path):
+    config = tiny_train_config(epochs=3, ema_momentum=0.9)
+    before = _Averages()
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, config, verbose=0, extra_callbacks=[before, _Interrupt()])
+    after = _Averages()
+    pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, config, verbose=0, extra_callbacks=[after])
+    assert len(after.at_start) == len(before.at_end[-1]) > 0
+    for resumed, backed_up in zip(after.at_start, before.at_end[-1]):
+        np.testing.assert_array_equal(resumed, backed_up)  # the average the backup kept, not a fresh copy
+
+
+def test_a_moving_average_momentum_outside_0_to_1_is_refused_by_name():
     with pytest.raises(ConfigError, match="ema_momentum"):
         TrainConfig(ema_momentum=1.0)
 

@@ -62,28 +62,42 @@ class RankingValidation(keras.callbacks.Callback):
             )
 
 
-class AveragedWeights(keras.callbacks.Callback):
-    """At each epoch's end, puts the optimizer's moving average of the weights (Adam's `use_ema`) into the
-    model, so the callbacks listed after it validate and checkpoint the averaged model; `restore`, listed
-    after those, puts the training weights back before the backup and the next epoch.
-
-    The average is optimizer state, so BackupAndRestore keeps it across an interruption.
-    """
+class _PutAverage(keras.callbacks.Callback):
+    """At each epoch's end, keeps the trained weights and puts the optimizer's moving average in their place."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._training: list | None = None
-        self.restore = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._restore())
+        self.trained: list = []
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         variables = self.model.trainable_variables
-        self._training = [variable.numpy() for variable in variables]
+        self.trained = [variable.numpy() for variable in variables]
         self.model.optimizer.finalize_variable_values(variables)
 
-    def _restore(self) -> None:
-        for variable, value in zip(self.model.trainable_variables, self._training or []):
+
+class _PutTrainedBack(keras.callbacks.Callback):
+    """At each epoch's end, puts back the trained weights `average` kept."""
+
+    def __init__(self, average: _PutAverage) -> None:
+        super().__init__()
+        self.average = average
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for variable, value in zip(self.model.trainable_variables, self.average.trained):
             variable.assign(value)
-        self._training = None
+        self.average.trained = []
+
+
+def seeing_averaged_weights(callbacks: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
+    """`callbacks` between two that, at each epoch's end, put the optimizer's moving average of the weights
+    (Adam's `use_ema`) into the model before them and the trained weights back after them: they validate,
+    select and checkpoint the averaged model, while the backup and the next epoch get the trained one.
+
+    The average is optimizer state, so BackupAndRestore keeps it across an interruption. (At the end of `fit`,
+    tf_keras puts the last average into the model itself.)
+    """
+    average = _PutAverage()
+    return [average, *callbacks, _PutTrainedBack(average)]
 
 
 class EpochLog(keras.callbacks.Callback):

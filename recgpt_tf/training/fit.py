@@ -22,7 +22,7 @@ import tf_keras as keras
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.models.recgpt import RecGPT
-from recgpt_tf.training.callbacks import MONITOR, AveragedWeights, EpochLog, RankingValidation
+from recgpt_tf.training.callbacks import MONITOR, EpochLog, RankingValidation, seeing_averaged_weights
 
 
 class StageRun(Protocol):
@@ -75,10 +75,10 @@ def make_optimizer(train_config: TrainConfig, steps_per_epoch: Callable[[], int]
             warmup_target=train_config.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
-    average = {"use_ema": True, "ema_momentum": train_config.ema_momentum} if train_config.ema_momentum else {}
+    moving_average = {"use_ema": True, "ema_momentum": train_config.ema_momentum} if train_config.ema_momentum else {}
     if train_config.weight_decay:
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=train_config.weight_decay, **average)
-    return keras.optimizers.Adam(learning_rate=learning_rate, **average)
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=train_config.weight_decay, **moving_average)
+    return keras.optimizers.Adam(learning_rate=learning_rate, **moving_average)
 
 
 def _previous_best(history_csv: Path, epochs: int) -> tuple[float, int]:
@@ -129,16 +129,16 @@ def fit_stage(
     validation = RankingValidation(dataset.split("valid"), every=train_config.eval_every, verbose=verbose > 0)
     checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
     stopping = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=train_config.patience)
-    # With a moving average of the weights, validation and the checkpoint see the average; the training
-    # weights are back before the backup and the next epoch.
-    averaged = [AveragedWeights()] if train_config.ema_momentum else []
-    callbacks = [
-        *averaged,
-        validation,  # first (after the average): the callbacks below read the metrics it logs
+    # What scores and keeps an epoch; with ema_momentum these see the weights' moving average, and the backup and
+    # the next epoch the trained weights.
+    selecting = [
+        validation,  # first: the callbacks below read the metrics it logs
         checkpoint,
         stopping,
         EpochLog(history_csv),
-        *(average.restore for average in averaged),
+    ]
+    callbacks = [
+        *(seeing_averaged_weights(selecting) if train_config.ema_momentum else selecting),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
         keras.callbacks.BackupAndRestore(str(resume_dir / "backup")),
         *(extra_callbacks or []),
