@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recgpt_tf.data.readers import load_interactions
-from recgpt_tf.files import write_text_atomic
+from recgpt_tf.data.readers import load_interactions, write_sequences
 
 
 def main() -> None:
@@ -26,11 +25,10 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="the real data file")
     parser.add_argument("out", type=Path, help="the sequence file to write (user item item ...)")
     args = parser.parse_args()
-    interactions = load_interactions(args.data)
-    lines = [" ".join([user, *items[:-1]]) for user, items in interactions.items() if len(items) > 1]
+    earlier = {user: items[:-1] for user, items in load_interactions(args.data).items() if len(items) > 1}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print(f"{args.out}: {len(lines)} users, {sum(len(items) - 1 for items in interactions.values() if len(items) > 1)} interactions")
+    write_sequences(earlier, args.out)
+    print(f"{args.out}: {len(earlier)} users, {sum(map(len, earlier.values()))} interactions")
 
 
 if __name__ == "__main__":

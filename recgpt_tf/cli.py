@@ -13,7 +13,7 @@ from pathlib import Path
 
 from recgpt_tf.config import LOSS_POSITIONS, STAGE_PLANS, TRAIN_CHOICES, ExportConfig, ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.contract import INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
-from recgpt_tf.data.readers import FORMATS
+from recgpt_tf.data.readers import FORMATS, write_sequences
 from recgpt_tf.errors import ConfigError, RecGPTError
 from recgpt_tf.files import native_log_to, write_json
 from recgpt_tf.serving.client import RestError
@@ -153,8 +153,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         data_path = Path(args.data)
     else:
         data_path = out / "synthetic.txt"
-        sequences = synthetic_sequences(seed=0 if args.seed is None else args.seed)
-        data_path.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in sequences.items()))
+        write_sequences(synthetic_sequences(seed=0 if args.seed is None else args.seed), data_path)
     dataset = Dataset.from_file(data_path, args.format)
     print(f"[1/5] data {data_path}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
     _, train_config = _configs(args)

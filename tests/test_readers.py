@@ -1,7 +1,7 @@
 import pytest
 
 from helpers import write_lines
-from recgpt_tf.data import load_interactions
+from recgpt_tf.data import load_interactions, write_sequences
 from recgpt_tf.errors import DataFormatError
 
 
@@ -57,3 +57,11 @@ def test_empty_missing_and_unknown_format(tmp_path):
         load_interactions(odd)
     with pytest.raises(DataFormatError, match="unknown format 'json'"):
         load_interactions(odd, "json")
+
+
+def test_a_written_sequence_file_reads_back_as_it_was(tmp_path):
+    interactions = {"2": ["9", "1", "9"], "10": ["3"], "1": ["4", "5"]}
+    path = tmp_path / "sequences.txt"
+    write_sequences(interactions, path)
+    read = load_interactions(path)
+    assert read == interactions and list(read) == list(interactions)

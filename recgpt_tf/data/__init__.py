@@ -3,7 +3,7 @@
 from recgpt_tf.data.dataset import SPLITS, Dataset, EvalSplit
 from recgpt_tf.data.examples import read_examples, write_examples
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID, pad_batch, training_dataset
-from recgpt_tf.data.readers import FORMATS, detect_format, load_interactions
+from recgpt_tf.data.readers import FORMATS, detect_format, load_interactions, write_sequences
 from recgpt_tf.data.synthetic import synthetic_sequences
 from recgpt_tf.data.vocab import Vocabulary
 
@@ -24,4 +24,5 @@ __all__ = [
     "synthetic_sequences",
     "training_dataset",
     "write_examples",
+    "write_sequences",
 ]

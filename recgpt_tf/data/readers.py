@@ -32,6 +32,7 @@ from typing import Iterator
 
 from recgpt_tf.data.vocab import storable_problem
 from recgpt_tf.errors import DataFormatError
+from recgpt_tf.files import write_text_atomic
 
 FORMATS = ("sequence", "csv", "tsv", "inter", "parquet")
 _SUFFIX_FORMATS = {".txt": "sequence", ".seq": "sequence", ".csv": "csv", ".tsv": "tsv", ".inter": "inter", ".parquet": "parquet"}
@@ -89,6 +90,12 @@ _ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BLANKS = re.compile(r"[ \t]+")
 Timestamp = int | Decimal
+
+
+def write_sequences(interactions: dict[str, list[str]], path: Path | str) -> None:
+    """Writes a user → items-in-time-order mapping as a sequence file ("user item item ...", one user a line),
+    the format `load_interactions` reads from a .txt file; the file appears whole or not at all."""
+    write_text_atomic(path, "".join(f"{user} {' '.join(items)}\n" for user, items in interactions.items()))
 
 
 def _check_integer(path: Path, line: int, kind: str, token: str) -> str:
