@@ -177,7 +177,7 @@ class TrainConfig:
             (each step: average = m * average + (1 - m) * weights, starting from the initial weights, which
             early epochs' averages still hold much of), and each epoch validates, selects and keeps that
             average rather than the weights it trains (`callbacks.seeing_averaged_weights`); it spans about
-            1 / (1 - m) steps.
+            1 / (1 - m) steps. A run's later stages (prompt-tuning, fine-tuning) keep the same average.
         label_smoothing: Softmax objective only: weight of the uniform target; None (the default)
             is `SOFTMAX_LABEL_SMOOTHING` for the softmax and 0 for the others (`for_catalogue`).
         batching: "shuffled" (uniformly random batches, padded to their longest),

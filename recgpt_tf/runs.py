@@ -444,7 +444,9 @@ class Run:
         if train_config is None:
             recorded = self.stage_config(PRETRAIN_STAGE)
             train_config = TrainConfig.from_recorded(recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
-        inherited = {"seed": train_config.seed, "batch_size": train_config.batch_size}
+        # Later stages keep their own schedule (learning rate, epochs, patience) but take the run's seed, batch
+        # size and moving average, so every stage validates and keeps the same kind of weights.
+        inherited = {key: getattr(train_config, key) for key in ("seed", "batch_size", "ema_momentum")}
         prompt_config = prompt_config or PromptConfig()
         prompt_config = dataclasses.replace(prompt_config, train=dataclasses.replace(prompt_config.train, **inherited))
         finetune_config = TrainConfig.finetuning(**inherited)

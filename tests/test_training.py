@@ -196,6 +196,17 @@ def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_datase
     assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"
 
 
+def test_later_stages_keep_the_runs_moving_average(trained, tiny_dataset, tmp_path):
+    from recgpt_tf.config import TrainConfig
+    from recgpt_tf.training import PromptConfig
+
+    run_dir, _, _ = trained
+    fork = Run.open(run_dir).fork(tmp_path / "fork")
+    averaged = TrainConfig.from_recorded(fork.stage_config("pretrain"), ema_momentum=0.9)
+    fork.train(tiny_dataset, "prompt", train_config=averaged, prompt_config=PromptConfig(1, TrainConfig(epochs=1)), verbose=0)
+    assert Run.open(fork.path).stage_config("prompt")["ema_momentum"] == 0.9  # what fit_stage averages with
+
+
 def test_a_fork_follows_its_parents_pre_training(trained, tiny_dataset, tmp_path):
     from recgpt_tf.data import Dataset, synthetic_sequences
     from recgpt_tf.errors import RunDirectoryError
