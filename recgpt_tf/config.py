@@ -173,11 +173,12 @@ class TrainConfig:
         warmup_steps: Steps of linear learning-rate warm-up from 0.
         learning_rate_decay: "none" or "cosine" (to 0 at the last step of `epochs`).
         weight_decay: Decoupled weight decay (AdamW) when > 0.
-        ema_momentum: When > 0, the optimizer keeps an exponential moving average of the weights
-            (each step: average = m * average + (1 - m) * weights, starting from the initial weights, which
-            early epochs' averages still hold much of), and each epoch validates, selects and keeps that
-            average rather than the weights it trains (`callbacks.seeing_averaged_weights`); it spans about
-            1 / (1 - m) steps. A run's later stages (prompt-tuning, fine-tuning) keep the same average.
+        ema_momentum: m; when > 0, the optimizer keeps an exponential moving average of the weights
+            (after t steps: average = m_t * average + (1 - m_t) * weights, m_t = min(m, (1 + t) / (10 + t)),
+            starting from the initial weights: `fit._WarmingUpAverage`), and each epoch validates, selects and
+            keeps that average rather than the weights it trains (`callbacks.seeing_averaged_weights`). It
+            spans about 1 / (1 - m) steps once t is past that, the last tenth of the steps before. A run's
+            later stages (prompt-tuning, fine-tuning) keep the same average.
         label_smoothing: Softmax objective only: weight of the uniform target; None (the default)
             is `SOFTMAX_LABEL_SMOOTHING` for the softmax and 0 for the others (`for_catalogue`).
         batching: "shuffled" (uniformly random batches, padded to their longest),

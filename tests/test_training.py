@@ -86,18 +86,20 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
 
 class _Trained(keras.callbacks.Callback):
     """At each epoch's end (listed after the stage's own callbacks), the weights training left and their moving
-    average at `momentum`, computed here step by step from the initial weights."""
+    average at `momentum`, computed here step by step from the initial weights, warming up as
+    tf.train.ExponentialMovingAverage(num_updates=steps) does."""
 
     def __init__(self, momentum=0.0):
         super().__init__()
         self.momentum, self.weights, self.averages = momentum, [], []
 
     def on_train_begin(self, logs=None):
-        self._average = [w.astype(np.float64) for w in self.model.get_weights()]
+        self._average, self._steps = [w.astype(np.float64) for w in self.model.get_weights()], 0
 
     def on_train_batch_end(self, batch, logs=None):
-        m = self.momentum
+        m = min(self.momentum, (1 + self._steps) / (10 + self._steps))
         self._average = [m * a + (1 - m) * w for a, w in zip(self._average, self.model.get_weights())]
+        self._steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
         self.weights.append(self.model.get_weights())

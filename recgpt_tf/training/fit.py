@@ -61,6 +61,34 @@ def build_model(
     return model
 
 
+class _WarmingUpAverage:
+    """Optimizer mixin: the moving average of the weights (`use_ema`) at momentum min(m, (1 + t) / (10 + t)) on
+    the step after t steps, tf.train.ExponentialMovingAverage's rule with `num_updates`. tf-keras applies m
+    from the first step, so a run of a few hundred steps (the quickstart's) would keep much of the initial
+    weights in its average; warmed up, the average spans about the last tenth of the steps so far until it
+    reaches 1 / (1 - m) steps."""
+
+    def _update_model_variables_moving_average(self, var_list):  # tf-keras's hook, called after every step
+        steps = tf.cast(self.iterations, tf.float32)
+        momentum = tf.minimum(tf.cast(self.ema_momentum, tf.float32), (1.0 + steps) / (10.0 + steps))
+
+        def update(average, value):
+            m = tf.cast(momentum, average.dtype)
+            average.assign(m * average + (1 - m) * value)
+
+        for var in var_list:
+            average = self._model_variables_moving_average[self._index_dict[self._var_key(var)]]
+            self._distribution_strategy.extended.update(average, update, args=(var,), group=False)
+
+
+class _AveragingAdam(_WarmingUpAverage, keras.optimizers.Adam):
+    pass
+
+
+class _AveragingAdamW(_WarmingUpAverage, keras.optimizers.AdamW):
+    pass
+
+
 def make_optimizer(train_config: TrainConfig, steps_per_epoch: Callable[[], int]) -> keras.optimizers.Optimizer:
     """Adam (AdamW with weight decay) on `train_config`'s learning-rate schedule (`steps_per_epoch` is
     asked only when the schedule needs the number of steps)."""
@@ -75,10 +103,14 @@ def make_optimizer(train_config: TrainConfig, steps_per_epoch: Callable[[], int]
             warmup_target=train_config.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
-    moving_average = {"use_ema": True, "ema_momentum": train_config.ema_momentum} if train_config.ema_momentum else {}
+    if train_config.ema_momentum:
+        adam, adamw = _AveragingAdam, _AveragingAdamW
+        moving_average = {"use_ema": True, "ema_momentum": train_config.ema_momentum}
+    else:
+        adam, adamw, moving_average = keras.optimizers.Adam, keras.optimizers.AdamW, {}
     if train_config.weight_decay:
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=train_config.weight_decay, **moving_average)
-    return keras.optimizers.Adam(learning_rate=learning_rate, **moving_average)
+        return adamw(learning_rate=learning_rate, weight_decay=train_config.weight_decay, **moving_average)
+    return adam(learning_rate=learning_rate, **moving_average)
 
 
 def _previous_best(history_csv: Path, epochs: int) -> tuple[float, int]:
