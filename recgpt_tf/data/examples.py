@@ -57,9 +57,10 @@ def shard_paths(path: Path | str, shards: int) -> list[Path]:
 
 
 def write_examples(interactions: dict[str, list[str]], path: Path | str, shards: int = 1) -> int:
-    """Writes one tf.Example per user, round-robin over `shards` files (`shard_paths`), each
-    written under a temporary name and renamed when complete; returns the count."""
+    """Writes one tf.Example per user, round-robin over `shards` files (`shard_paths`, their folder created
+    if missing), each written under a temporary name and renamed when complete; returns the count."""
     paths = shard_paths(path, shards)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
     temporary = [p.with_name(f".{p.name}.tmp") for p in paths]
     options = tf.io.TFRecordOptions(compression_type=compression_type(str(paths[0])))
     writers = [tf.io.TFRecordWriter(str(t), options) for t in temporary]
