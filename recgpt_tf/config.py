@@ -175,7 +175,7 @@ class TrainConfig:
         weight_decay: Decoupled weight decay (AdamW) when > 0.
         ema_momentum: m; when > 0, the optimizer keeps an exponential moving average of the weights
             (after t steps: average = m_t * average + (1 - m_t) * weights, m_t = min(m, (1 + t) / (10 + t)),
-            starting from the initial weights: `fit._WarmingUpAverage`), and each epoch validates, selects and
+            starting from the initial weights: `training.fit._WarmingUpAverage`), and each epoch validates, selects and
             keeps that average rather than the weights it trains (`callbacks.seeing_averaged_weights`). It
             spans about 1 / (1 - m) steps once t is past that, the last tenth of the steps before. A run's
             later stages (prompt-tuning, fine-tuning) keep the same average.
