@@ -177,8 +177,9 @@ class TrainConfig:
             (after t steps: average = m_t * average + (1 - m_t) * weights, m_t = min(m, (1 + t) / (10 + t)),
             starting from the initial weights: `training.fit._WarmingUpAverage`), and each epoch validates, selects and
             keeps that average rather than the weights it trains (`callbacks.seeing_averaged_weights`). It
-            spans about 1 / (1 - m) steps once t is past that, the last tenth of the steps before. A run's
-            later stages (prompt-tuning, fine-tuning) keep the same average.
+            spans about 1 / (1 - m) steps once t passes about 9 / (1 - m), where m_t reaches m; before
+            that, about the last tenth of the t steps. A run's later stages (prompt-tuning, fine-tuning)
+            average with the same m, each from its own starting weights.
         label_smoothing: Softmax objective only: weight of the uniform target; None (the default)
             is `SOFTMAX_LABEL_SMOOTHING` for the softmax and 0 for the others (`for_catalogue`).
         batching: "shuffled" (uniformly random batches, padded to their longest),

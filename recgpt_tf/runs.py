@@ -445,7 +445,7 @@ class Run:
             recorded = self.stage_config(PRETRAIN_STAGE)
             train_config = TrainConfig.from_recorded(recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
         # Later stages keep their own schedule (learning rate, epochs, patience) but take the run's seed, batch
-        # size and moving average, so every stage validates and keeps the same kind of weights.
+        # size and moving-average momentum, so every stage validates and keeps the same kind of weights.
         inherited = {key: getattr(train_config, key) for key in ("seed", "batch_size", "ema_momentum")}
         prompt_config = prompt_config or PromptConfig()
         prompt_config = dataclasses.replace(prompt_config, train=dataclasses.replace(prompt_config.train, **inherited))

@@ -16,7 +16,7 @@ from recgpt_tf.runs import Run
 def records(tmp_path_factory):
     interactions = synthetic_sequences(num_users=300, num_items=60, num_topics=5, mean_length=8, max_length=25, seed=11)
     interactions["u-short"] = ["1", "2"]  # too short to evaluate: trains on both items
-    path = tmp_path_factory.mktemp("tfrecords") / "new folder" / "train.tfrecord.gz"  # created, as every writer here does
+    path = tmp_path_factory.mktemp("tfrecords") / "new" / "train.tfrecord.gz"  # a folder not there yet: write_examples creates it
     write_examples(interactions, path, shards=3)
     return interactions, str(path.with_name("train-*.tfrecord.gz"))
 

@@ -182,31 +182,21 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
         TrainConfig(objective="bce", label_smoothing=0.1)
 
 
-def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_dataset, tmp_path):
+def test_later_stages_take_pretrainings_seed_batch_size_and_moving_average(trained, tiny_dataset, tmp_path):
     from recgpt_tf.config import TrainConfig
     from recgpt_tf.training import PromptConfig
 
     run_dir, _, _ = trained
     fork = Run.open(run_dir).fork(tmp_path / "fork")
     (fork.path / "evaluation.json").write_text("{}")  # an evaluation of the weights before this call
-    prompt = PromptConfig(1, TrainConfig(epochs=1, learning_rate=5e-4, seed=3, batch_size=32))
+    prompt = PromptConfig(1, TrainConfig(epochs=1, learning_rate=5e-4, seed=3, batch_size=32, ema_momentum=0.5))
     summaries = fork.train(tiny_dataset, "prompt", prompt_config=prompt, verbose=0)
     recorded = Run.open(fork.path).config
     assert list(summaries) == ["prompt"] and summaries["prompt"]["epochs"] == 1
-    assert (recorded["prompt"]["seed"], recorded["prompt"]["batch_size"]) == (7, 64)  # pre-training's, not 3 / 32
+    prompt_settings = [recorded["prompt"][key] for key in ("seed", "batch_size", "ema_momentum")]
+    assert prompt_settings == [7, 64, 0.0]  # pre-training's, not 3 / 32 / 0.5
     assert recorded["prompt"]["learning_rate"] == 5e-4 and recorded["pretrain"]["seed"] == 7
     assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"
-
-
-def test_later_stages_keep_the_runs_moving_average(trained, tiny_dataset, tmp_path):
-    from recgpt_tf.config import TrainConfig
-    from recgpt_tf.training import PromptConfig
-
-    run_dir, _, _ = trained
-    fork = Run.open(run_dir).fork(tmp_path / "fork")
-    averaged = TrainConfig.from_recorded(fork.stage_config("pretrain"), ema_momentum=0.9)
-    fork.train(tiny_dataset, "prompt", train_config=averaged, prompt_config=PromptConfig(1, TrainConfig(epochs=1)), verbose=0)
-    assert Run.open(fork.path).stage_config("prompt")["ema_momentum"] == 0.9  # what fit_stage averages with
 
 
 def test_a_fork_follows_its_parents_pre_training(trained, tiny_dataset, tmp_path):

@@ -62,13 +62,14 @@ def build_model(
 
 
 class _WarmingUpAverage:
-    """Optimizer mixin: the moving average of the weights (`use_ema`) at momentum min(m, (1 + t) / (10 + t)) on
-    the step after t steps, tf.train.ExponentialMovingAverage's rule with `num_updates`. tf-keras applies m
-    from the first step, so a run of a few hundred steps (the quickstart's) would keep much of the initial
-    weights in its average; warmed up, the average spans about the last tenth of the steps so far until it
-    reaches 1 / (1 - m) steps."""
+    """Optimizer mixin: the moving average of the weights (`use_ema`) at momentum min(m, (1 + t) / (10 + t)),
+    m = `ema_momentum`, on the step after t steps (tf.train.ExponentialMovingAverage's rule with
+    `num_updates`). tf-keras applies m from the first step, so a run of a few hundred steps (the
+    quickstart's) would keep much of the initial weights in its average; warmed up, the average spans about
+    the last tenth of the steps so far until it reaches 1 / (1 - m) steps."""
 
-    def _update_model_variables_moving_average(self, var_list):  # tf-keras's hook, called after every step
+    # tf-keras's private hook: after each step's updates, before `iterations` counts the step.
+    def _update_model_variables_moving_average(self, var_list):
         steps = tf.cast(self.iterations, tf.float32)
         momentum = tf.minimum(tf.cast(self.ema_momentum, tf.float32), (1.0 + steps) / (10.0 + steps))
 
