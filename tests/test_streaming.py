@@ -96,3 +96,9 @@ def test_scan_names_the_file_of_a_bad_record(tmp_path):
         StreamedDataset.scan([str(tmp_path / "junk.tfrecord")])
     with pytest.raises(DataFormatError, match="no TFRecord files match"):
         StreamedDataset.scan([str(tmp_path / "missing-*.tfrecord")])
+
+
+def test_a_failed_write_leaves_no_files(tmp_path):
+    with pytest.raises(AttributeError):  # an item that is not text: found mid-write, after the first user
+        write_examples({"a": ["1", "2"], "b": ["3", 4]}, tmp_path / "train.tfrecord.gz", shards=2)
+    assert list(tmp_path.iterdir()) == []

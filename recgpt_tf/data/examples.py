@@ -67,9 +67,13 @@ def write_examples(interactions: dict[str, list[str]], path: Path | str, shards:
     try:
         for number, (user, items) in enumerate(interactions.items()):
             writers[number % shards].write(to_example(user, items).SerializeToString())
-    finally:
-        for writer in writers:
+    except BaseException:
+        for writer, tmp in zip(writers, temporary):
             writer.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    for writer in writers:
+        writer.close()
     for tmp, final in zip(temporary, paths):
         tmp.replace(final)
     return len(interactions)
