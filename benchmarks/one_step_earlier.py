@@ -26,7 +26,6 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="the sequence file to write (user item item ...)")
     args = parser.parse_args()
     earlier = {user: items[:-1] for user, items in load_interactions(args.data).items() if len(items) > 1}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_sequences(earlier, args.out)
     print(f"{args.out}: {len(earlier)} users, {sum(map(len, earlier.values()))} interactions")
 

@@ -11,14 +11,29 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+@contextlib.contextmanager
+def atomic_siblings(*paths: Path | str) -> Iterator[list[Path]]:
+    """Yields a hidden sibling (.NAME.tmp) of each of `paths` for the block to write, missing parent
+    directories created. When the block ends, each is renamed over its path (atomic on one filesystem); when
+    it raises, they are deleted, so a failed write leaves neither a partial file nor a stray sibling."""
+    paths = [Path(path) for path in paths]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = [path.with_name(f".{path.name}.tmp") for path in paths]
+    try:
+        yield temporary
+    except BaseException:
+        for tmp in temporary:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in zip(temporary, paths):
+        tmp.replace(path)
+
+
 def write_text_atomic(path: Path | str, text: str) -> None:
-    """Writes `text` to a hidden sibling, then renames it over `path` (atomic on one filesystem);
-    missing parent directories are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Writes `text` to `path` through `atomic_siblings`."""
+    with atomic_siblings(path) as (tmp,):
+        tmp.write_text(text)
 
 
 def write_json(path: Path | str, payload: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Iterable
 import tensorflow as tf
 
 from recgpt_tf.errors import ConfigError, DataFormatError
+from recgpt_tf.files import atomic_siblings
 
 USER_FEATURE = "user_id"
 ITEMS_FEATURE = "item_ids"
@@ -57,25 +58,18 @@ def shard_paths(path: Path | str, shards: int) -> list[Path]:
 
 
 def write_examples(interactions: dict[str, list[str]], path: Path | str, shards: int = 1) -> int:
-    """Writes one tf.Example per user, round-robin over `shards` files (`shard_paths`, their folder created
-    if missing), each written under a temporary name and renamed when complete; returns the count."""
+    """Writes one tf.Example per user, round-robin over `shards` files (`shard_paths`), each whole or, if the write fails, none
+    (`files.atomic_siblings`); returns the count."""
     paths = shard_paths(path, shards)
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    temporary = [p.with_name(f".{p.name}.tmp") for p in paths]
     options = tf.io.TFRecordOptions(compression_type=compression_type(str(paths[0])))
-    writers = [tf.io.TFRecordWriter(str(t), options) for t in temporary]
-    try:
-        for number, (user, items) in enumerate(interactions.items()):
-            writers[number % shards].write(to_example(user, items).SerializeToString())
-    except BaseException:
-        for writer, tmp in zip(writers, temporary):
-            writer.close()
-            tmp.unlink(missing_ok=True)
-        raise
-    for writer in writers:
-        writer.close()
-    for tmp, final in zip(temporary, paths):
-        tmp.replace(final)
+    with atomic_siblings(*paths) as temporary:
+        writers = [tf.io.TFRecordWriter(str(t), options) for t in temporary]
+        try:
+            for number, (user, items) in enumerate(interactions.items()):
+                writers[number % shards].write(to_example(user, items).SerializeToString())
+        finally:
+            for writer in writers:
+                writer.close()
     return len(interactions)
 
 

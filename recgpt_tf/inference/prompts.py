@@ -13,8 +13,6 @@ lockstep, one decoder call per prompt slot on the last `max_length` tokens.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +20,7 @@ import tensorflow as tf
 
 from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError
+from recgpt_tf.files import atomic_siblings
 from recgpt_tf.inference.encode import length_sorted_batches
 
 REAL, PROMPT = 0, 1
@@ -119,12 +118,10 @@ class PromptGenerator:
 
 
 def save_prompted(path, tokens: Sequence[np.ndarray], segments: Sequence[np.ndarray], prompt_window: int) -> None:
-    """Caches generated sequences (npz: flat tokens/segments and row lengths), written under a temporary
-    name and renamed into place, so an interrupted write never leaves a truncated cache."""
-    path = Path(path)
+    """Caches generated sequences (npz: flat tokens/segments and row lengths), through `files.atomic_siblings`,
+    so an interrupted write never leaves a truncated cache."""
     lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
+    with atomic_siblings(path) as (temporary,), temporary.open("wb") as handle:
         np.savez_compressed(
             handle,
             tokens=np.concatenate(tokens) if len(tokens) else np.zeros(0, np.int32),
@@ -132,7 +129,6 @@ def save_prompted(path, tokens: Sequence[np.ndarray], segments: Sequence[np.ndar
             lengths=lengths,
             prompt_window=np.int64(prompt_window),
         )
-    os.replace(temporary, path)
 
 
 def load_prompted(path) -> tuple[list[np.ndarray], list[np.ndarray], int]:
