@@ -58,8 +58,8 @@ def shard_paths(path: Path | str, shards: int) -> list[Path]:
 
 
 def write_examples(interactions: dict[str, list[str]], path: Path | str, shards: int = 1) -> int:
-    """Writes one tf.Example per user, round-robin over `shards` files (`shard_paths`), each whole or, if the write fails, none
-    (`files.atomic_siblings`); returns the count."""
+    """Writes one tf.Example per user, round-robin over `shards` files (`shard_paths`), each whole or, if the
+    write fails, none (`files.atomic_siblings`); returns the count."""
     paths = shard_paths(path, shards)
     options = tf.io.TFRecordOptions(compression_type=compression_type(str(paths[0])))
     with atomic_siblings(*paths) as temporary:
