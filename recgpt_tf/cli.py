@@ -13,7 +13,7 @@ from pathlib import Path
 
 from recgpt_tf.config import LOSS_POSITIONS, STAGE_PLANS, TRAIN_CHOICES, ExportConfig, ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.contract import INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
-from recgpt_tf.data.readers import FORMATS, write_sequences
+from recgpt_tf.data.readers import FORMATS, parse_columns, write_sequences
 from recgpt_tf.errors import ConfigError, RecGPTError
 from recgpt_tf.files import native_log_to, write_json
 from recgpt_tf.serving.client import RestError
@@ -46,6 +46,27 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, choices=TRAIN_CHOICES[field.name], default=None)
             else:  # a field whose default is None (decided by the other settings) takes a float
                 group.add_argument(flag, type=float if field.default is None else type(field.default), default=None)
+
+
+def _columns(text: str) -> dict[str, str]:
+    try:
+        return parse_columns(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(error.problem) from None
+
+
+def _add_data_flags(
+    parser: argparse.ArgumentParser, formats: tuple[str, ...] = FORMATS, help: str = "data format (default: from the suffix)"
+) -> None:
+    """--format and --columns, for a command that reads an interaction file."""
+    parser.add_argument("--format", choices=formats, default=None, help=help)
+    parser.add_argument(
+        "--columns",
+        type=_columns,
+        default=None,
+        metavar="user=COL,item=COL,time=COL",
+        help="which named columns of a CSV/TSV header or Parquet table hold the user, item and time (default: found by name)",
+    )
 
 
 def _configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
@@ -92,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recgpt_tf.runs import Run
 
     if args.stages in ("prompt", "finetune"):
-        dataset = Run.open(args.out).dataset(args.data, args.format)
+        dataset = Run.open(args.out).dataset(args.data, args.format, args.columns)
     elif args.format == TFRECORD or (args.format is None and TFRECORD_SUFFIX in Path(args.data).name):
         from recgpt_tf.data.streaming import DEFAULT_VALIDATION_USERS, StreamedDataset
 
@@ -106,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset = StreamedDataset.scan([str(args.data)], name=Path(args.data).name.split(".")[0].rstrip("-_*?"), validation_users=sampled)
         print(f"{args.data}: {len(dataset.files)} TFRecord files streamed; validation on {len(dataset.sample.users)} sampled users")
     else:
-        dataset = Dataset.from_file(args.data, args.format)
+        dataset = Dataset.from_file(args.data, args.format, columns=args.columns)
     print(f"{args.data}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
     _train(args, dataset, Path(args.out), args.stages)
     return 0
@@ -132,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = Run.open(args.run_dir)
     _note_unfinished(run)
-    report = run.evaluate(run.dataset(args.data, args.format))  # the export reads the chosen m from the run
+    report = run.evaluate(run.dataset(args.data, args.format, args.columns))  # the export reads the chosen m from the run
     _print_results(report)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +175,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     else:
         data_path = out / "synthetic.txt"
         write_sequences(synthetic_sequences(seed=0 if args.seed is None else args.seed), data_path)
-    dataset = Dataset.from_file(data_path, args.format)
+    dataset = Dataset.from_file(data_path, args.format, columns=args.columns)
     print(f"[1/5] data {data_path}: {dataset.num_users} users, {dataset.num_items} items, {dataset.num_interactions} interactions")
     _, train_config = _configs(args)
     run_dir = out / "run"
@@ -238,7 +259,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from recgpt_tf.data.examples import shard_paths, write_examples
     from recgpt_tf.data.readers import load_interactions
 
-    count = write_examples(load_interactions(args.data, args.format), args.out, args.shards)
+    count = write_examples(load_interactions(args.data, args.format, args.columns), args.out, args.shards)
     where = args.out if args.shards == 1 else f"{args.shards} shards ({shard_paths(args.out, args.shards)[0].name}, …)"
     print(f"wrote {count} examples (user_id, item_ids) to {where}")
     return 0
@@ -246,19 +267,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_recommend_batch(args: argparse.Namespace) -> int:
     from recgpt_tf.inference.batch import read_requests, recommend_batch
+    from recgpt_tf.inference.batch_output import BatchOutput
 
+    BatchOutput(args.out)  # a bad --out is refused before the requests are read or a run exported
     model = Path(args.model)
-    if (model / "config.json").is_file():  # a run directory: answer through its export, made once
-        from recgpt_tf.contract import version_numbers
+    if (model / "config.json").is_file():  # a run directory: answer through an export of its current weights
         from recgpt_tf.runs import Run
 
-        exports = model / "batch_export"
-        if not version_numbers(exports / "recgpt"):
-            with native_log_to(model / "logs" / "export" / "export.log"):
-                Run.open(model).export(exports, "recgpt")
-        model = exports / "recgpt"
-    requests = list(read_requests(args.users, args.format))  # read once: the progress bar needs the total
-    stats = recommend_batch(model, iter(requests), args.out, args.batch_size, total=len(requests), progress=not args.quiet)
+        with native_log_to(model / "logs" / "export" / "export.log"):
+            model = Run.open(model).current_export(model / "batch_export")
+    requests = list(read_requests(args.users, args.format, args.columns))
+    stats = recommend_batch(
+        model, requests, args.out, args.batch_size, progress=not args.quiet, overwrite=args.overwrite, source=str(args.users)
+    )
+    if stats["complete"]:
+        print(f"{args.out} already holds this job's finished answers ({stats['skipped']} users, {stats['version']}); nothing to do")
+        return 0
     rate = f", {stats['users_per_second']:.0f} users/s" if stats["users_per_second"] else ""
     resumed = f" (resumed after {stats['skipped']} already answered)" if stats["skipped"] else ""
     print(
@@ -347,11 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model on DATA into RUN_DIR (resumes an interrupted run)")
     train.add_argument("data", type=Path)
     train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument(
-        "--format",
-        choices=(*FORMATS, TFRECORD),
-        default=None,
-        help="data format (default: from the suffix); tfrecord (DATA may be a glob of shards, `recgpt convert --shards`) "
+    _add_data_flags(
+        train,
+        (*FORMATS, TFRECORD),
+        "data format (default: from the suffix); tfrecord (DATA may be a glob of shards, `recgpt convert --shards`) "
         "streams pre-training from the files",
     )
     train.add_argument(
@@ -383,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="paper-protocol evaluation of a trained run on DATA")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("data", type=Path)
-    evaluate.add_argument("--format", choices=FORMATS, default=None)
+    _add_data_flags(evaluate)
     evaluate.add_argument("--json", type=Path, default=None, help="write the results document here")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -434,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="write DATA as TFRecord tf.Examples for the TFX Trainer module (.gz: GZIP)")
     convert.add_argument("data", type=Path)
     convert.add_argument("out", type=Path)
-    convert.add_argument("--format", choices=FORMATS, default=None)
+    _add_data_flags(convert)
     convert.add_argument("--shards", type=int, default=1, help="write N files NAME-0000i-of-0000N (users round-robin)")
     convert.set_defaults(func=cmd_convert)
 
@@ -443,8 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("model", type=Path, help="a SavedModel version, a model directory (newest version) or a run directory")
     batch.add_argument("users", type=Path, help="an interaction file (each user's whole history) or JSON lines of requests")
-    batch.add_argument("--out", type=Path, required=True, help="JSON lines, one per user; rerun to resume")
-    batch.add_argument("--format", choices=FORMATS, default=None)
+    batch.add_argument(
+        "--out", type=Path, required=True, help="JSON lines, one per user, and OUT.manifest.json, both once complete; rerun to resume"
+    )
+    batch.add_argument("--overwrite", action="store_true", help="discard what --out holds from another job (finished or not)")
+    _add_data_flags(batch)
     batch.add_argument("--batch-size", type=int, default=256)
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=cmd_recommend_batch)
@@ -471,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = sub.add_parser("quickstart", help="synthetic data (or --data) → train → evaluate → recommend")
     quick.add_argument("--data", type=Path, default=None, help="your own data file instead of the built-in synthetic set")
-    quick.add_argument("--format", choices=FORMATS, default=None)
+    _add_data_flags(quick)
     quick.add_argument("--out", type=Path, default=Path("recgpt-quickstart"))
     quick.add_argument("--quiet", action="store_true")
     quick.add_argument("--prompt-window", type=int, default=None, help=f"K ({PromptConfig.prompt_window})")

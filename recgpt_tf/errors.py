@@ -44,6 +44,10 @@ class RunDirectoryError(RecGPTError, FileNotFoundError):
     """A run directory is missing or incomplete; the message names what is missing."""
 
 
+class OutputConflictError(RecGPTError, FileExistsError):
+    """An output holds, or is being written with, another job's results; the message says whose and how to go on."""
+
+
 class IndexRecallError(RecGPTError, RuntimeError):
     """No search setting of an approximate index reached the recall target."""
 

@@ -1,14 +1,16 @@
 """Atomic file writes: readers (TF Serving polling an export base, a resumed run) never see half a file.
-And `native_log_to`, which keeps the C++ libraries' log lines in a file instead of the console."""
+`exclusive_lock`: one process at a time writes a run directory or an output file. And `native_log_to`,
+which keeps the C++ libraries' log lines in a file instead of the console."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -39,6 +41,37 @@ def write_text_atomic(path: Path | str, text: str) -> None:
 def write_json(path: Path | str, payload: dict[str, Any]) -> None:
     """Writes `payload` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path | str, refusal: Callable[[str], Exception]) -> Iterator[None]:
+    """Holds `lock_file` (an flock, naming this process inside it) while the block runs; a second holder is
+    refused with `refusal(holder)`, where holder names the process holding it. The operating system releases
+    the lock of a process that dies, so a lock left by a killed process is taken over, with a message."""
+    lock_file = Path(lock_file)
+    handle = lock_file.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise refusal(handle.read().strip() or "another process") from None
+        handle.seek(0)
+        previous = handle.read().strip()
+        if previous:
+            print(f"{lock_file}: taking over the lock of {previous}, which is no longer running", file=sys.stderr)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+    finally:
+        handle.close()  # releases the lock
 
 
 @contextlib.contextmanager

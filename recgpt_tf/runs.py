@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
+import hashlib
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -39,7 +37,7 @@ from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import ConfigError, RunDirectoryError, check_choice
-from recgpt_tf.files import write_json
+from recgpt_tf.files import exclusive_lock, write_json
 from recgpt_tf.inference.recall import split_k
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import worker_run_dir
@@ -342,9 +340,9 @@ class Run:
                 shutil.copy(file, path / PRETRAIN_STAGE / file.name)
         return Run.open(path)
 
-    def dataset(self, data: Path | str, data_format: str | None = None) -> Dataset:
+    def dataset(self, data: Path | str, data_format: str | None = None, columns: Mapping[str, str] | None = None) -> Dataset:
         """`data` encoded with this run's vocabularies."""
-        return Dataset.from_file(data, data_format, item_vocab=self.item_vocab, user_vocab=self.user_vocab)
+        return Dataset.from_file(data, data_format, item_vocab=self.item_vocab, user_vocab=self.user_vocab, columns=columns)
 
     # --- the paper's stages ----------------------------------------------------------------
 
@@ -392,38 +390,15 @@ class Run:
         with self.lock():
             return self._train(dataset, STAGE_PLANS[stages], train_config, prompt_config, verbose, on_stage_end, warm_start)
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Holds the run's lock while the block runs: a second process training the same directory is
-        refused (its epochs would interleave with ours), naming the holder. The operating system releases
-        the lock of a process that dies, so a lock left by a killed run is taken over, with a message."""
-        path = self.path / LOCK_FILE
-        handle = path.open("a+")
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise RunDirectoryError(
-                    f"{self.path} is being trained by {holder}; wait for it to end, or train into another directory"
-                ) from None
-            handle.seek(0)
-            previous = handle.read().strip()
-            if previous:
-                print(f"{self.path}: taking over the lock of {previous}, which is no longer running", file=sys.stderr)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()}")
-            handle.flush()
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                handle.truncate()
-                handle.flush()
-        finally:
-            handle.close()  # releases the lock
+        refused (its epochs would interleave with ours), naming the holder; a dead holder's lock is taken over."""
+        return exclusive_lock(
+            self.path / LOCK_FILE,
+            lambda holder: RunDirectoryError(
+                f"{self.path} is being trained by {holder}; wait for it to end, or train into another directory"
+            ),
+        )
 
     def _train(
         self,
@@ -522,6 +497,34 @@ class Run:
         chosen = per_k.get("recgpt") or per_k.get("pretrain_two_step") or {}
         return int(chosen[str(k)]["m"]) if str(k) in chosen else k
 
+    def fingerprint(self) -> str:
+        """A digest of what an export of the run is built from: its vocabularies and sample requests, its
+        committed stages (a summary is written once per training, after its weights) and its last evaluation
+        (the chosen m). Retraining or re-evaluating the run changes it."""
+        digest = hashlib.sha256()
+        for name in (ITEMS_FILE, USERS_FILE, SAMPLES_FILE, EVALUATION_FILE, *(f"{stage}/{SUMMARY_FILE}" for stage in TRAINED_STAGES)):
+            path = self.path / name
+            digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"(none)") + b"\0")
+        return digest.hexdigest()[:16]
+
+    def current_export(self, export_base: Path | str, name: str = "recgpt") -> Path:
+        """A SavedModel version of the run as it is now: the newest version of EXPORT_BASE/NAME when it was
+        exported from this very state (its recgpt.json records the run's `fingerprint`), else a new export,
+        older versions removed. So answers from a retrained run never come from its old weights."""
+        from recgpt_tf.contract import METADATA_FILE, version_numbers
+
+        model_dir = Path(export_base) / name
+        versions = version_numbers(model_dir)
+        if versions:
+            newest = model_dir / str(versions[-1])
+            recorded = newest / "assets.extra" / METADATA_FILE
+            if recorded.is_file() and json.loads(recorded.read_text()).get("run_fingerprint") == self.fingerprint():
+                return newest
+        published = self.export(export_base, name)
+        for old in versions:
+            shutil.rmtree(model_dir / str(old), ignore_errors=True)
+        return Path(published.path)
+
     def export(
         self,
         export_base: Path | str,
@@ -548,7 +551,12 @@ class Run:
         stage = PROMPT_STAGE if self.has_stage(PROMPT_STAGE) else PRETRAIN_STAGE
         m = first_step_size if first_step_size is not None else self.chosen_first_step(top_k)
         samples = self.sample_requests()
-        metadata = {"run": str(self.path.resolve()), "stage": stage, "config": self.committed_config()}
+        metadata = {
+            "run": str(self.path.resolve()),
+            "run_fingerprint": self.fingerprint(),
+            "stage": stage,
+            "config": self.committed_config(),
+        }
         evaluation = self.evaluation()
         if evaluation:
             metadata["eval_metrics"] = evaluation["results"]

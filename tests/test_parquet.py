@@ -42,7 +42,7 @@ def test_named_integer_and_timestamp_columns(tmp_path):
         ({"user": ["u", None], "item": ["a", "b"], "timestamp": [1, 2]}, r"bad\.parquet:2: user id None"),
         ({"user": ["u", "u"], "item": ["a", "b\nc"], "timestamp": [1, 2]}, r"bad\.parquet:2: item id .* line break"),
         ({"user": ["u", "u"], "item": ["a", "b"], "timestamp": [1.0, float("nan")]}, r"bad\.parquet:2: timestamp nan"),
-        ({"user": ["u"], "item": ["a"]}, r"bad\.parquet: expected user, item and timestamp columns"),
+        ({"user": ["u"], "item": ["a"]}, r"bad\.parquet: cannot tell which column holds the time: its columns are \[.user., .item.\]; name them with --columns"),
     ],
 )
 def test_bad_parquet_rows_are_named(tmp_path, columns, fragment):
@@ -61,3 +61,77 @@ def test_recgpt_convert_reads_parquet(tmp_path):
     path = _write(tmp_path / "log.parquet", user=["u", "u", "v"], item=["a", "b", "c"], timestamp=[2, 1, 1])
     assert main(["convert", str(path), str(tmp_path / "out.tfrecord.gz")]) == 0
     assert dict(read_examples([str(tmp_path / "out.tfrecord.gz")])) == {"u": ["b", "a"], "v": ["c"]}
+
+
+# --- columns are taken by name (issue 33, class 2) --------------------------------------------------------
+
+
+@pytest.mark.reliability
+def test_movielens_layout_is_read_by_name_not_by_position(tmp_path):
+    # userId, movieId, rating, timestamp: by position the rating would order each user's items.
+    path = _write(tmp_path / "ratings.parquet", userId=[1, 1, 1], movieId=[10, 20, 30], rating=[5.0, 1.0, 3.0], timestamp=[300, 100, 200])
+    assert load_interactions(path) == {"1": ["20", "30", "10"]}
+    csv = tmp_path / "ratings.csv"
+    csv.write_text("userId,movieId,rating,timestamp\n1,10,5.0,300\n1,20,1.0,100\n1,30,3.0,200\n")
+    assert load_interactions(csv) == {"1": ["20", "30", "10"]}
+
+
+@pytest.mark.reliability
+def test_columns_in_another_order_are_found_by_their_names(tmp_path):
+    path = _write(tmp_path / "log.parquet", item_id=["a", "b", "c"], user_id=["u", "u", "v"], ts=[2, 1, 1])
+    assert load_interactions(path) == {"u": ["b", "a"], "v": ["c"]}
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "columns, fragment",
+    [
+        ({"user_id": ["u"], "customer_id": ["c"], "item": ["a"], "ts": [1]}, r"2 columns that could hold the user: \['user_id', 'customer_id'\]"),
+        ({"account": ["u"], "sku": ["a"], "when": [1], "price": [2.0]}, r"cannot tell which column holds the user and the item and the time"),
+        ({"uid_hash": ["u"], "sku": ["a"], "when": [1]}, r"cannot tell which column holds the user and the item and the time"),
+    ],
+)
+def test_a_missing_or_ambiguous_column_is_an_error_that_lists_the_columns_and_the_flag(tmp_path, columns, fragment):
+    with pytest.raises(DataFormatError, match=fragment) as error:
+        load_interactions(_write(tmp_path / "log.parquet", **columns))
+    assert "--columns user=COL,item=COL,time=COL" in str(error.value)
+
+
+@pytest.mark.reliability
+def test_three_unnamed_columns_are_read_by_position_and_columns_maps_any_names(tmp_path):
+    assert load_interactions(_write(tmp_path / "p.parquet", a=["u", "u"], b=["x", "y"], c=[2, 1])) == {"u": ["y", "x"]}
+    path = _write(tmp_path / "log.parquet", account=["u", "u"], sku=["x", "y"], when=[2, 1], price=[1.0, 2.0])
+    assert load_interactions(path, columns={"user": "account", "item": "sku", "time": "when"}) == {"u": ["y", "x"]}
+    with pytest.raises(DataFormatError, match=r"has no column 'shop' \(given for the item\); its columns are"):
+        load_interactions(path, columns={"user": "account", "item": "shop", "time": "when"})
+    out = tmp_path / "out.tfrecord.gz"
+    assert main(["convert", str(path), str(out), "--columns", "user=account,item=sku,time=when"]) == 0
+    assert dict(read_examples([str(out)])) == {"u": ["y", "x"]}
+    with pytest.raises(SystemExit) as usage:  # argparse's usage error, before anything is read
+        main(["convert", str(path), str(out), "--columns", "shop=sku"])
+    assert usage.value.code == 2
+
+
+@pytest.mark.reliability
+def test_dates_order_as_dates(tmp_path):
+    days = [datetime.date(2024, 3, 1), datetime.date(2023, 12, 31), datetime.date(2024, 1, 15)]
+    for kind in (pa.date32(), pa.date64()):
+        path = _write(tmp_path / f"{kind}.parquet", user=["u"] * 3, item=["mar", "dec", "jan"], date=pa.array(days, kind))
+        assert load_interactions(path) == {"u": ["dec", "jan", "mar"]}
+
+
+@pytest.mark.reliability
+def test_a_folder_or_glob_of_parts_is_one_dataset(tmp_path):
+    folder = tmp_path / "events.parquet"  # as Spark writes it: part files, a _SUCCESS marker, hidden checksums
+    folder.mkdir()
+    _write(folder / "part-00000.parquet", user_id=["u", "v"], item_id=["a", "b"], timestamp=[5, 1])
+    _write(folder / "part-00001.parquet", user_id=["u", "v"], item_id=["c", "d"], timestamp=[1, 1])
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".part-00000.parquet.crc").write_bytes(b"\0\1")
+    assert load_interactions(folder) == {"u": ["c", "a"], "v": ["b", "d"]}  # a tie keeps the parts' order
+    assert load_interactions(str(folder / "part-*.parquet")) == {"u": ["c", "a"], "v": ["b", "d"]}
+    _write(folder / "part-00002.parquet", user_id=["u"], item_id=[None], timestamp=[9])
+    with pytest.raises(DataFormatError, match=r"part-00002\.parquet:1: item id None"):
+        load_interactions(folder)
+    with pytest.raises(DataFormatError, match=r"nothing-\*\.parquet: matches no files"):
+        load_interactions(str(tmp_path / "nothing-*.parquet"))

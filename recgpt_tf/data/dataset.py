@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -95,8 +95,10 @@ class Dataset:
         data_format: str | None = None,
         item_vocab: Vocabulary | None = None,
         user_vocab: Vocabulary | None = None,
+        columns: Mapping[str, str] | None = None,
     ) -> "Dataset":
-        return cls.from_interactions(load_interactions(path, data_format), Path(path).stem, item_vocab, user_vocab)
+        """`load_interactions(path, data_format, columns)` encoded (with the vocabularies given, else new ones)."""
+        return cls.from_interactions(load_interactions(path, data_format, columns), Path(path).stem, item_vocab, user_vocab)
 
     @property
     def num_items(self) -> int:

@@ -7,12 +7,19 @@ as strings (vocabularies map them to ids later). Bad input stops with a
 Formats:
     sequence: `user item item ...` per line, items oldest first (the paper's files).
         Ids are declared integers in this format.
-    csv / tsv: `user,item,timestamp` rows, an optional header (a first row whose timestamp
-        cell holds no digit); sorted by timestamp per user (stable, so ties keep file order).
+    csv / tsv: `user,item,timestamp` rows, or any columns under a header (a first row with no number
+        in it) that names them (`resolve_columns`); sorted by timestamp per user (stable, so ties keep
+        file order).
     inter: RecBole atomic file, a typed header such as
         `user_id:token\titem_id:token\ttimestamp:float`.
-    parquet: a table of user, item, timestamp (the columns so named, `user_id` and `item_id` too, else
-        the first three), read with pyarrow under the same rules; errors name FILE:ROW (1-based).
+    parquet: a table, a folder of part files (as Spark, pandas and BigQuery export it) or a glob of them,
+        its user, item and timestamp columns found by name (`resolve_columns`), read with pyarrow under
+        the same rules; dates order as dates; errors name FILE:ROW (1-based, per part file).
+
+Columns are taken by name whenever a file names them: `user_id`, `item_id`, `timestamp` and their
+common aliases (`userId`, `movieId`, `ts`, `event_time`, ...), or a `columns` mapping given by the caller
+(`--columns user=...,item=...,time=...`). Position decides only for a file without names, or with exactly
+three columns none of which is named like an id or a time.
 
 Ids are exact strings: what the file holds (CSV quoting removed), never stripped, split or
 normalised, and a run directory stores each one unchanged; an id it cannot store
@@ -23,15 +30,16 @@ integers, other numbers as finite decimals; `nan`, `inf` or a date is an error n
 from __future__ import annotations
 
 import csv
+import glob
 import math
 import re
 from collections import OrderedDict
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 from recgpt_tf.data.vocab import storable_problem
-from recgpt_tf.errors import DataFormatError
+from recgpt_tf.errors import ConfigError, DataFormatError
 from recgpt_tf.files import write_text_atomic
 
 FORMATS = ("sequence", "csv", "tsv", "inter", "parquet")
@@ -52,12 +60,14 @@ def detect_format(path: Path | str) -> str:
     return _SUFFIX_FORMATS[suffix]
 
 
-def load_interactions(path: Path | str, data_format: str | None = None) -> dict[str, list[str]]:
+def load_interactions(path: Path | str, data_format: str | None = None, columns: Mapping[str, str] | None = None) -> dict[str, list[str]]:
     """Reads a user → items-in-time-order mapping from `path`.
 
     Args:
-        path: The data file.
+        path: The data file (for Parquet also a folder or a glob of part files).
         data_format: One of `FORMATS`; detected from the suffix when None.
+        columns: Which named column holds each of "user", "item" and "time" (`parse_columns`), for a
+            table whose names `resolve_columns` cannot map by itself; CSV/TSV with a header and Parquet.
 
     Returns:
         An insertion-ordered dict from user id to that user's item ids (strings).
@@ -70,16 +80,18 @@ def load_interactions(path: Path | str, data_format: str | None = None) -> dict[
     data_format = data_format or detect_format(path)
     if data_format not in FORMATS:
         raise DataFormatError(path, None, f"unknown format {data_format!r}; expected one of {', '.join(FORMATS)}")
-    if not path.is_file():
+    if columns and data_format not in ("csv", "tsv", "parquet"):
+        raise ConfigError("columns", f"applies to tables with named columns (csv, tsv, parquet), not to {data_format} files")
+    if data_format == "parquet":
+        sequences = _read_parquet(parquet_parts(path), columns or {})
+    elif not path.is_file():
         raise DataFormatError(path, None, "no such file")
-    if data_format == "sequence":
+    elif data_format == "sequence":
         sequences = _read_sequence_file(path)
     elif data_format == "inter":
         sequences = _read_recbole_inter(path)
-    elif data_format == "parquet":
-        sequences = _read_parquet(path)
     else:
-        sequences = _read_delimited(path, "," if data_format == "csv" else "\t")
+        sequences = _read_delimited(path, "," if data_format == "csv" else "\t", columns or {})
     if not sequences:
         raise DataFormatError(path, None, "the file holds no interactions")
     return sequences
@@ -116,7 +128,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = "\ufeff"
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+def text_lines(path: Path) -> Iterator[str]:
     """The lines of a UTF-8 text file (a leading byte-order mark dropped), with errors that name FILE:LINE
     instead of a bare codec error: a compressed file, or a line that is not UTF-8."""
     with path.open("rb") as handle:
@@ -138,7 +150,7 @@ def _text_lines(path: Path) -> Iterator[str]:
 def _read_sequence_file(path: Path) -> dict[str, list[str]]:
     sequences: dict[str, list[str]] = OrderedDict()
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(_text_lines(path), start=1):
+    for number, raw in enumerate(text_lines(path), start=1):
         # Blanks and tabs separate tokens; any other character (a Unicode line separator) stays in its token.
         line = raw.removesuffix("\n").removesuffix("\r").strip(" \t")
         if not line:
@@ -172,12 +184,12 @@ def _group_by_time(events: list[tuple[str, Timestamp, int, str]]) -> dict[str, l
     return sequences
 
 
-def _read_delimited(path: Path, delimiter: str) -> dict[str, list[str]]:
-    """`user, item, timestamp` rows (further columns ignored); line numbers are the file's, also after a
-    quoted field that spans lines."""
+def _read_delimited(path: Path, delimiter: str, columns: Mapping[str, str]) -> dict[str, list[str]]:
+    """Interaction rows: `user, item, timestamp` by position (further columns ignored), or the columns a
+    header names (`resolve_columns`); line numbers are the file's, also after a quoted field that spans lines."""
     events: list[tuple[str, Timestamp, int, str]] = []
-    reader = csv.reader(_text_lines(path), delimiter=delimiter)
-    first = True
+    reader = csv.reader(text_lines(path), delimiter=delimiter)
+    positions, first = (0, 1, 2), True
     while True:
         number = reader.line_num + 1  # where the row starts (a quoted field may span lines)
         try:
@@ -188,12 +200,15 @@ def _read_delimited(path: Path, delimiter: str) -> dict[str, list[str]]:
             raise DataFormatError(path, reader.line_num, f"is not valid {'CSV' if delimiter == ',' else 'TSV'}: {error}") from None
         if not row or all(not cell.strip() for cell in row):
             continue
-        if len(row) < 3:
-            raise DataFormatError(path, number, f"expected user{delimiter}item{delimiter}timestamp, got {len(row)} field(s)")
-        user, item, stamp = row[:3]
-        header, first = first and _is_header(stamp), False
-        if header:
+        if first and _is_header(row):
+            positions, first = resolve_columns(path, [cell.strip() for cell in row], columns), False
             continue
+        if first and columns:
+            raise ConfigError("columns", f"names columns, but the first row of {path} is data, not a header naming them")
+        first = False
+        if len(row) <= max(positions):
+            raise DataFormatError(path, number, f"expected user{delimiter}item{delimiter}timestamp, got {len(row)} field(s)")
+        user, item, stamp = (row[i] for i in positions)
         if not user or not item:
             raise DataFormatError(path, number, "empty user or item id")
         events.append(
@@ -202,12 +217,89 @@ def _read_delimited(path: Path, delimiter: str) -> dict[str, list[str]]:
     return _group_by_time(events)
 
 
-def _is_header(stamp: str) -> bool:
-    """Whether a first row whose timestamp cell is `stamp` is a header: the cell names a column (it holds
-    no digit and is no word for a number, such as nan or inf). Every data row's timestamp holds a digit,
-    so no data row is ever taken for a header: a malformed one is reported instead."""
-    name = stamp.strip()
-    return bool(name) and not any(c.isdigit() for c in name) and name.lstrip("+-").lower() not in ("nan", "inf", "infinity")
+def _is_header(row: Sequence[str]) -> bool:
+    """Whether a first row is a header: no cell holds a digit or a word for a number (nan, inf). Every data
+    row has a timestamp, which does, so no data row is ever taken for a header: a malformed one is
+    reported instead."""
+    return not any(any(c.isdigit() for c in cell) or cell.strip().lstrip("+-").lower() in _NUMBER_WORDS for cell in row)
+
+
+_NUMBER_WORDS = ("nan", "inf", "infinity")
+ROLES = ("user", "item", "time")
+# The names each role's column goes by in the logs users bring, compared case-folded and without "_", "-"
+# or blanks (so `userId`, `user_id` and `User ID` are one name).
+COLUMN_ALIASES = {
+    "user": ("userid", "user", "uid", "visitorid", "customerid"),
+    "item": ("itemid", "item", "iid", "movieid", "productid"),
+    "time": ("timestamp", "ts", "time", "eventtime", "datetime", "date"),
+}
+
+
+def _folded(name: str) -> str:
+    return re.sub(r"[\s_-]", "", name).casefold()
+
+
+def _looks_like_a_role(name: str) -> bool:
+    """Whether a column name says it holds an id, a time or a date in a way no alias matched (`uid_hash`,
+    `OrderDate`, `ts_ms`): reading such columns by position would be a guess."""
+    words = [word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", name)]
+    return _folded(name).endswith("id") or any(
+        word in ("id", "ids", "uid", "iid", "ts") or re.search("time|date|stamp", word) for word in words
+    )
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """`--columns user=COL,item=COL,time=COL` (any of the three) as {"user": COL, ...}."""
+    mapping: dict[str, str] = {}
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        role, equals, name = part.partition("=")
+        role = "time" if role.strip() == "timestamp" else role.strip()
+        if not equals or role not in ROLES or not name:
+            raise ConfigError(
+                "columns", f"must be ROLE=COLUMN pairs with ROLE one of {', '.join(ROLES)}, e.g. user=userId,item=movieId; got {text!r}"
+            )
+        if role in mapping:
+            raise ConfigError("columns", f"names the {role} column twice in {text!r}")
+        mapping[role] = name
+    if not mapping:
+        raise ConfigError("columns", f"must name at least one column (user=...,item=...,time=...); got {text!r}")
+    return mapping
+
+
+def resolve_columns(path: Path | str, names: Sequence[str], given: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """The positions of the user, item and time columns among a table's `names`.
+
+    Each role takes the column `given` names for it, else the one column whose name is one of its
+    `COLUMN_ALIASES`. Position (the first three columns) decides only when no name is given or matched,
+    the table has exactly three columns and none is named like an id or a time. Anything else, a missing
+    or an ambiguous role, is an error that lists the columns and names the flag that maps them.
+    """
+    given = dict(given or {})
+    chosen: dict[str, int] = {}
+    advice = "name them with --columns user=COL,item=COL,time=COL (columns={'user': ...} in the Python API)"
+    for role in ROLES:
+        if role in given:
+            if given[role] not in names:
+                raise DataFormatError(path, None, f"has no column {given[role]!r} (given for the {role}); its columns are {list(names)}")
+            chosen[role] = list(names).index(given[role])
+            continue
+        matches = [i for i, name in enumerate(names) if _folded(name) in COLUMN_ALIASES[role]]
+        if len(matches) > 1:
+            raise DataFormatError(
+                path, None, f"has {len(matches)} columns that could hold the {role}: {[names[i] for i in matches]}; {advice}"
+            )
+        if matches:
+            chosen[role] = matches[0]
+    if len(set(chosen.values())) < len(chosen):
+        raise DataFormatError(path, None, f"maps two roles to one column ({chosen}); its columns are {list(names)}; {advice}")
+    if len(chosen) == len(ROLES):
+        return chosen["user"], chosen["item"], chosen["time"]
+    if not chosen and len(names) == 3 and not any(_looks_like_a_role(name) for name in names):
+        return 0, 1, 2
+    missing = [role for role in ROLES if role not in chosen]
+    raise DataFormatError(
+        path, None, f"cannot tell which column holds the {' and the '.join(missing)}: its columns are {list(names)}; {advice}"
+    )
 
 
 _RECBOLE_TYPES = ("token", "float", "token_seq", "float_seq")
@@ -215,7 +307,7 @@ _RECBOLE_TYPES = ("token", "float", "token_seq", "float_seq")
 
 def _read_recbole_inter(path: Path) -> dict[str, list[str]]:
     events: list[tuple[str, Timestamp, int, str]] = []
-    lines = _text_lines(path)
+    lines = text_lines(path)
     header = next(lines, "").removesuffix("\n").removesuffix("\r")
     if not header.strip():
         raise DataFormatError(path, 1, "missing the RecBole header (e.g. user_id:token<TAB>item_id:token<TAB>timestamp:float)")
@@ -245,41 +337,59 @@ def _read_recbole_inter(path: Path) -> dict[str, list[str]]:
     return _group_by_time(events)
 
 
-_PARQUET_COLUMNS = (("user", "user_id"), ("item", "item_id"), ("timestamp",))
+_GLOB = re.compile(r"[*?\[]")
 
 
-def _read_parquet(path: Path) -> dict[str, list[str]]:
-    """user, item, timestamp rows of a Parquet file: ids as exact strings (integer ids in decimal), integer
-    and timestamp columns as exact integers, float timestamps only when finite."""
+def parquet_parts(path: Path | str) -> list[Path]:
+    """The files of a Parquet dataset: the file itself, the part files under a folder (recursively, in name
+    order; hidden and `_`-prefixed entries such as Spark's `_SUCCESS` skipped) or the files a glob matches."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        parts = sorted(
+            p for p in path.rglob("*") if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        )
+        if not parts:
+            raise DataFormatError(path, None, "is a folder with no part files")
+        return parts
+    if _GLOB.search(str(path)):
+        parts = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not parts:
+            raise DataFormatError(path, None, "matches no files")
+        return parts
+    raise DataFormatError(path, None, "no such file, folder or glob of Parquet parts")
+
+
+def _read_parquet(parts: list[Path], given: Mapping[str, str]) -> dict[str, list[str]]:
+    """user, item, timestamp rows of Parquet part files, in part then row order: ids as exact strings (integer
+    ids in decimal), integer, timestamp and date columns as exact integers, float timestamps only when finite."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise DataFormatError(path, None, f"is not a readable Parquet file ({error})") from None
-    names = table.column_names
-    chosen = [next((n for n in options if n in names), None) for options in _PARQUET_COLUMNS]
-    if None in chosen:
-        if len(names) < 3:
-            raise DataFormatError(path, None, f"expected user, item and timestamp columns; the file has {names}")
-        chosen = names[:3]
-    columns = []
-    for name in chosen:
-        column = table.column(name)
-        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-            column = column.cast(pa.int64())  # the unit's integer count: exact, and ordered as the times
-        columns.append(column.to_pylist())
     events: list[tuple[str, Timestamp, int, str]] = []
-    for row, (user, item, stamp) in enumerate(zip(*columns), start=1):
-        events.append(
-            (
-                _check_id(path, row, "user", _parquet_id(path, row, "user", user)),
-                _parquet_timestamp(path, row, stamp),
-                row,
-                _check_id(path, row, "item", _parquet_id(path, row, "item", item)),
+    for number, path in enumerate(parts):
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataFormatError(path, None, f"is not a readable Parquet file ({error})") from None
+        columns = []
+        for position in resolve_columns(path, table.column_names, given):
+            column = table.column(position)
+            if pa.types.is_date32(column.type):
+                column = column.cast(pa.int32()).cast(pa.int64())  # days since the epoch: ordered as the dates
+            elif pa.types.is_timestamp(column.type) or pa.types.is_date64(column.type):
+                column = column.cast(pa.int64())  # the unit's integer count: exact, and ordered as the times
+            columns.append(column.to_pylist())
+        for row, (user, item, stamp) in enumerate(zip(*columns), start=1):
+            events.append(
+                (
+                    _check_id(path, row, "user", _parquet_id(path, row, "user", user)),
+                    _parquet_timestamp(path, row, stamp),
+                    (number << 40) + row,  # file order across parts
+                    _check_id(path, row, "item", _parquet_id(path, row, "item", item)),
+                )
             )
-        )
     return _group_by_time(events)
 
 

@@ -6,8 +6,10 @@ tomorrow's online answer are the same computation.
 Requests are every user of an interaction file (any format the readers take: the user's whole history)
 or a JSON-lines file of {"user_id": ..., "history": [...]} (optionally "exclude": [...], which uses the
 `recommend_excluding` signature). Answers are JSON lines {"user_id", "item_ids", "scores",
-"recall_step"}, in request order. A long run is resumable: rerun the same command and it continues after
-the last complete line (a line cut by a kill is dropped and answered again).
+"recall_step"}, in request order, strict JSON: a row lists the allowed items only, so it is shorter than k
+when a request excludes all but a few. The output holds one job's answers (`batch_output`): a killed job
+reruns from its last complete line, another job on the same file is refused, and the file appears under
+its name, with a manifest beside it, only once complete.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +35,7 @@ from recgpt_tf.contract import (
     version_numbers,
 )
 from recgpt_tf.errors import ConfigError, DataFormatError, RunDirectoryError
+from recgpt_tf.inference.batch_output import BatchJob, BatchOutput, model_identity, requests_identity
 
 
 def resolve_version(path: Path | str) -> Path:
@@ -46,105 +49,100 @@ def resolve_version(path: Path | str) -> Path:
     raise RunDirectoryError(f"{path}: neither a SavedModel version (no saved_model.pb) nor a model directory with versions")
 
 
-def read_requests(path: Path | str, data_format: str | None = None) -> Iterator[dict]:
-    """Requests in file order: JSON lines (`.jsonl`), or each user of an interaction file with their history."""
+def read_requests(path: Path | str, data_format: str | None = None, columns: Mapping[str, str] | None = None) -> Iterator[dict]:
+    """Requests in file order: JSON lines (`.jsonl`, UTF-8), or each user of an interaction file with their
+    history (`columns` maps an interaction table's columns, as `load_interactions` does)."""
+    from recgpt_tf.data.readers import load_interactions, text_lines
+
     path = Path(path)
-    if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    request = json.loads(line)
-                except ValueError as error:
-                    raise DataFormatError(path, number, f"is not JSON: {error}") from None
-                if not isinstance(request, dict) or not isinstance(request.get("user_id"), str):
-                    raise DataFormatError(path, number, 'expected {"user_id": "...", "history": ["...", ...]}')
-                for key in ("history", "exclude"):
-                    value = request.get(key, [])
-                    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-                        raise DataFormatError(path, number, f"{key!r} must be a list of item id strings")
-                yield {"user_id": request["user_id"], "history": request.get("history", []), "exclude": request.get("exclude")}
+    if path.suffix.lower() != ".jsonl":
+        for user, items in load_interactions(path, data_format, columns).items():
+            yield {"user_id": user, "history": items, "exclude": None}
         return
-    from recgpt_tf.data.readers import load_interactions
-
-    for user, items in load_interactions(path, data_format).items():
-        yield {"user_id": user, "history": items, "exclude": None}
-
-
-def _answered_lines(out: Path) -> int:
-    """Complete lines already in `out` (a resumed run); a trailing partial line is cut off."""
-    if not out.exists():
-        return 0
-    data = out.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with out.open("r+b") as handle:
-            handle.truncate(len(complete))
-    return complete.count(b"\n")
+    if not path.is_file():
+        raise DataFormatError(path, None, "no such file")
+    for number, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except ValueError as error:
+            raise DataFormatError(path, number, f"is not JSON: {error}") from None
+        if not isinstance(request, dict) or not isinstance(request.get("user_id"), str):
+            raise DataFormatError(path, number, 'expected {"user_id": "...", "history": ["...", ...]}')
+        for key in ("history", "exclude"):
+            value = request.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise DataFormatError(path, number, f"{key!r} must be a list of item id strings")
+        yield {"user_id": request["user_id"], "history": request.get("history", []), "exclude": request.get("exclude")}
 
 
 def recommend_batch(
     version: Path | str,
-    requests: Iterator[dict],
+    requests: list[dict],
     out: Path | str,
     batch_size: int = 256,
-    total: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    source: str | None = None,
 ) -> dict:
     """Answers `requests` with the SavedModel's own signature into `out` (JSON lines), resuming after the
-    lines already there.
+    answers a killed run of the same job left (`batch_output`).
 
     Args:
         version: A SavedModel version directory (or a model directory: its newest version).
         requests: Dicts with "user_id", "history" and optionally "exclude" (`read_requests`).
-        out: The JSON-lines file written.
+        out: The JSON-lines file written; it appears once complete, with OUT.manifest.json beside it.
         batch_size: Requests per signature call.
-        total: The number of requests, for the progress bar (optional).
         progress: Show a Keras progress bar (one line per update when the output is not a terminal).
+        overwrite: Discard what `out` holds (finished or partial answers of another job) first.
+        source: Where the requests came from (a file name), recorded in the manifest.
 
     Returns:
-        {"users": answered by this call, "skipped": already in `out`, "seconds", "users_per_second", "version"}.
+        {"users": answered by this call, "skipped": answered by an earlier attempt, "complete": whether
+        `out` already held this job's finished answers, "seconds", "users_per_second", "version"}.
+
+    Raises:
+        OutputConflictError: `out` holds another job's answers, or another process writes it.
     """
     import tf_keras as keras
 
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1; got {batch_size}")
-    version, out = resolve_version(version), Path(out)
-    signatures = tf.saved_model.load(str(version)).signatures
-    skip = _answered_lines(out)
-    bar = keras.utils.Progbar(total, unit_name="user") if progress else None
-    answered, seen, start = 0, 0, time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a", encoding="utf-8") as handle:
-        batch: list[dict] = []
-        for request in requests:
-            seen += 1
-            if seen <= skip:
-                continue
-            batch.append(request)
-            if len(batch) == batch_size:
-                answered += _answer(signatures, batch, handle)
-                batch = []
+    version, output = resolve_version(version), BatchOutput(Path(out))
+    job = BatchJob(model=model_identity(version), requests=requests_identity(requests, source))
+    answered, skip, start = 0, 0, time.perf_counter()
+    with output.writing(job, overwrite) as writer:
+        if writer is not None:
+            signatures = tf.saved_model.load(str(version)).signatures
+            skip = min(writer.answered, len(requests))
+            bar = keras.utils.Progbar(len(requests), unit_name="user") if progress else None
+            for begin in range(skip, len(requests), batch_size):
+                batch = requests[begin : begin + batch_size]
+                writer.write_lines(_answer(signatures, batch))
+                answered += len(batch)
                 if bar is not None:
-                    bar.update(seen)
-        if batch:
-            answered += _answer(signatures, batch, handle)
-        if bar is not None:
-            bar.update(seen, finalize=True)
+                    bar.update(begin + len(batch))
+            if bar is not None:
+                bar.update(len(requests), finalize=True)
+        else:
+            skip = len(requests)
     seconds = time.perf_counter() - start
     return {
         "users": answered,
-        "skipped": min(skip, seen),
+        "skipped": skip,
+        "complete": writer is None,
         "seconds": seconds,
-        "users_per_second": answered / seconds if seconds else None,
+        "users_per_second": answered / seconds if answered and seconds else None,
         "version": str(version),
     }
 
 
-def _answer(signatures, batch: list[dict], handle) -> int:
-    """One signature call per kind of request in `batch` (with and without exclusions), written in order."""
-    rows: list[dict | None] = [None] * len(batch)
+def _answer(signatures, batch: list[dict]) -> list[str]:
+    """One signature call per kind of request in `batch` (with and without exclusions); a JSON line per
+    request, in order. A slot the signature filled because fewer than k items were allowed (item "" with
+    score -inf) is left out of the line, so every line is strict JSON and lists real items only."""
+    rows: list[str | None] = [None] * len(batch)
     for excluding in (False, True):
         index = [i for i, request in enumerate(batch) if (request.get("exclude") is not None) == excluding]
         if not index:
@@ -158,12 +156,12 @@ def _answer(signatures, batch: list[dict], handle) -> int:
         outputs = signatures[EXCLUDING_SIGNATURE if excluding else RECOMMEND_SIGNATURE](**inputs)
         items, scores, steps = (outputs[key].numpy() for key in (OUTPUT_ITEM_IDS, OUTPUT_SCORES, OUTPUT_RECALL_STEP))
         for row, i in enumerate(index):
-            rows[i] = {
+            real = items[row] != b""
+            answer = {
                 "user_id": batch[i]["user_id"],
-                "item_ids": [item.decode("utf-8") for item in items[row]],
-                "scores": [round(float(score), 6) for score in scores[row]],
-                "recall_step": steps[row].tolist(),
+                "item_ids": [item.decode("utf-8") for item in items[row][real]],
+                "scores": [round(float(score), 6) for score in scores[row][real]],
+                "recall_step": steps[row][real].tolist(),
             }
-    handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    handle.flush()
-    return len(rows)
+            rows[i] = json.dumps(answer, ensure_ascii=False, allow_nan=False)
+    return rows
