@@ -17,12 +17,19 @@ EXCLUDING_SIGNATURE = "recommend_excluding"  # serving_default's outputs, never 
 INPUT_USER_ID = "user_id"  # string [batch]
 INPUT_HISTORY = "history"  # string [batch, T], oldest first, right-padded with ""
 INPUT_EXCLUDE = "exclude"  # string [batch, E], items never to return (out of stock, bought elsewhere), right-padded with ""
+# Most items one row of `exclude` may list. The signature itself refuses a wider input (INVALID_ARGUMENT from
+# any server, stock TF Serving included): the request is never cut, and its cost stays bounded.
+MAX_EXCLUDE = 10_000
 
-OUTPUT_ITEM_IDS = "item_ids"  # string [batch, k]
+OUTPUT_ITEM_IDS = "item_ids"  # string [batch, k]; EMPTY_SLOT where fewer than k items are allowed
 OUTPUT_SCORES = "scores"  # float32 [batch, k]
 OUTPUT_RECALL_STEP = "recall_step"  # int32 [batch, k], 1 or 2
 OUTPUT_EMBEDDINGS = "embeddings"  # float32 [batch, steps, d]
 OUTPUT_FIRST_ITEM = "first_item"  # string [batch]
+
+# The item id of a slot no allowed item can fill (a request that excludes all but a few items): its score is
+# -inf. The signature keeps its [batch, k] shape; the project's clients and batch files leave such slots out.
+EMPTY_SLOT = ""
 
 METADATA_FILE = "recgpt.json"  # in assets.extra/
 WARMUP_FILE = "tf_serving_warmup_requests"  # in assets.extra/
@@ -32,6 +39,16 @@ INDEX_CHOICES = (*INDEX_KINDS, AUTO_INDEX)  # what `--index` / `index_kind` acce
 # From this catalogue size up, "auto" exports the partitioned index (benchmarks/index_latency.py
 # measures where its signature beats brute force on a trained model); below it exact search is as fast.
 PARTITIONED_MIN_ITEMS = 50_000
+
+
+def without_empty_slots(row: dict) -> dict:
+    """One answer row ({"item_ids", "scores", "recall_step", ...} as lists) without its `EMPTY_SLOT`s; a row
+    of another signature (no item_ids) unchanged."""
+    if OUTPUT_ITEM_IDS not in row:
+        return row
+    keep = [item != EMPTY_SLOT for item in row[OUTPUT_ITEM_IDS]]
+    per_slot = (OUTPUT_ITEM_IDS, OUTPUT_SCORES, OUTPUT_RECALL_STEP)
+    return {key: [v for v, k in zip(value, keep) if k] if key in per_slot else value for key, value in row.items()}
 
 
 def right_pad(rows: Sequence[Sequence], fill=0, dtype=np.int32, width: int | None = None) -> np.ndarray:

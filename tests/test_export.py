@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import export_from_run, tiny_run, tiny_train_config
-from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, EXCLUDING_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
+from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, EXCLUDING_SIGNATURE, MAX_EXCLUDE, RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.errors import ExportError
 from recgpt_tf.evaluation import two_step_sweep
 from recgpt_tf.export import export_model, publish
@@ -125,6 +125,16 @@ def test_request_time_exclusions_hold_for_every_index_kind(kind, exports, partit
         )
         np.testing.assert_array_equal(items, np.array([tiny_dataset.item_vocab.decode(r) for r in expected]))
         np.testing.assert_allclose(out["scores"].numpy(), expected_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.reliability
+def test_the_signature_itself_refuses_a_row_of_more_exclusions_than_the_limit(exports):
+    """Stock TF Serving runs the graph with no cap of its own: the signature answers INVALID_ARGUMENT."""
+    signature = tf.saved_model.load(str(exports[1])).signatures[EXCLUDING_SIGNATURE]
+    inputs = dict(user_id=tf.constant(["1"]), history=tf.constant([["1"]]))
+    assert signature(**inputs, exclude=tf.constant([["x"] * MAX_EXCLUDE]))["item_ids"].shape == (1, 10)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"input exclude lists more than {MAX_EXCLUDE} items in a row"):
+        signature(**inputs, exclude=tf.constant([["x"] * (MAX_EXCLUDE + 1)]))
 
 
 def test_exports_use_only_ops_the_oldest_verified_tf_serving_runtime_loaded(exports, partitioned):

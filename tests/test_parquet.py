@@ -42,7 +42,10 @@ def test_named_integer_and_timestamp_columns(tmp_path):
         ({"user": ["u", None], "item": ["a", "b"], "timestamp": [1, 2]}, r"bad\.parquet:2: user id None"),
         ({"user": ["u", "u"], "item": ["a", "b\nc"], "timestamp": [1, 2]}, r"bad\.parquet:2: item id .* line break"),
         ({"user": ["u", "u"], "item": ["a", "b"], "timestamp": [1.0, float("nan")]}, r"bad\.parquet:2: timestamp nan"),
-        ({"user": ["u"], "item": ["a"]}, r"bad\.parquet: cannot tell which column holds the time: its columns are \[.user., .item.\]; name them with --columns"),
+        (
+            {"user": ["u"], "item": ["a"]},
+            r"bad\.parquet: cannot tell which column holds the time: its columns are \[.user., .item.\]; name them with --columns",
+        ),
     ],
 )
 def test_bad_parquet_rows_are_named(tmp_path, columns, fragment):
@@ -86,8 +89,14 @@ def test_columns_in_another_order_are_found_by_their_names(tmp_path):
 @pytest.mark.parametrize(
     "columns, fragment",
     [
-        ({"user_id": ["u"], "customer_id": ["c"], "item": ["a"], "ts": [1]}, r"2 columns that could hold the user: \['user_id', 'customer_id'\]"),
-        ({"account": ["u"], "sku": ["a"], "when": [1], "price": [2.0]}, r"cannot tell which column holds the user and the item and the time"),
+        (
+            {"user_id": ["u"], "customer_id": ["c"], "item": ["a"], "ts": [1]},
+            r"2 columns that could hold the user: \['user_id', 'customer_id'\]",
+        ),
+        (
+            {"account": ["u"], "sku": ["a"], "when": [1], "price": [2.0]},
+            r"cannot tell which column holds the user and the item and the time",
+        ),
         ({"uid_hash": ["u"], "sku": ["a"], "when": [1]}, r"cannot tell which column holds the user and the item and the time"),
     ],
 )

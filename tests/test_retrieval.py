@@ -17,6 +17,7 @@ from recgpt_tf.retrieval import (
     recall_at_k,
     train_kmeans_partition,
 )
+from recgpt_tf.retrieval.exclusions import is_excluded
 from recgpt_tf.retrieval.partitioned import leaf_blocks
 from recgpt_tf.retrieval.scann_artifacts import import_scann, read_partition
 from recgpt_tf.retrieval.tuning import per_query_recall, probability_weights, recall_lower_bound, returned, split_query_sets, top_k
@@ -136,6 +137,37 @@ def test_slots_no_allowed_item_can_fill_are_empty_not_history():
     table = np.eye(4, dtype=np.float32)
     scores, ids = BruteForceIndex(table).query_with_exclusions(tf.ones([1, 4]), tf.constant([[1, 2]]), 3)
     assert sorted(ids.numpy()[0][:2].tolist()) == [3, 4] and ids.numpy()[0][2] == 0 and scores.numpy()[0][2] == -np.inf
+
+
+def test_exclusion_matching_is_the_set_membership_it_replaces():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        rows, width, banned = rng.integers(0, 4), rng.integers(0, 40), rng.integers(0, 15)
+        ids, exclusions = rng.integers(0, 20, size=(rows, width)), rng.integers(0, 20, size=(rows, banned))
+        expected = (ids[:, :, None] == exclusions[:, None, :]).any(axis=2) if banned else np.zeros((rows, width), bool)
+        np.testing.assert_array_equal(is_excluded(tf.constant(ids, tf.int32), tf.constant(exclusions, tf.int32)), expected)
+
+
+@pytest.mark.reliability
+def test_exclusions_cost_memory_linear_in_the_request_for_every_index(index):
+    """No tensor of the search grows as rows x candidates x exclusions: at 200 rows of 11,000 exclusions (the
+    documented worst request) the largest has fewer elements than the exclusions themselves times a few."""
+    rows, banned = 200, 11_000
+    search = tf.function(lambda q, e: index.query_with_exclusions(q, e, K)).get_concrete_function(
+        tf.TensorSpec([rows, DIM], tf.float32), tf.TensorSpec([rows, banned], tf.int32)
+    )
+    largest = max(
+        (int(np.prod(output.shape)) for op in _all_ops(search.graph) for output in op.outputs if output.shape.is_fully_defined()),
+        default=0,
+    )
+    assert largest <= 4 * rows * banned, f"a tensor of {largest} elements"
+
+
+def _all_ops(graph):
+    """The ops of `graph` and of the functions it calls (tf.cond branches)."""
+    yield from graph.get_operations()
+    for function in graph._functions.values():  # noqa: SLF001
+        yield from _all_ops(function.graph) if hasattr(function, "graph") else ()
 
 
 @pytest.mark.parametrize("dtype, depth", [("float32", 0), ("bfloat16", 30)])

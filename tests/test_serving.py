@@ -85,7 +85,32 @@ def test_request_time_exclusions_over_grpc_rest_and_the_cli(served, tiny_dataset
     assert not set(banned[0]) & set(capsys.readouterr().out.split())
     with pytest.raises(grpc.RpcError) as error:  # bounded like the other inputs, and refused, never cut
         _grpc(server, retries=0).recommend(users[:1], histories[:1], exclude=[[str(i) for i in range(10_001)]])
-    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "exclude" in error.value.details()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "exclude" in error.value.details()
+
+
+@pytest.mark.reliability
+def test_a_row_with_fewer_allowed_items_than_k_over_grpc_and_rest(served, tiny_dataset):
+    """The signature keeps k slots: one no allowed item can fill holds item "" and score -inf. REST writes
+    that score as TF Serving's json_tensor does (a bare -Infinity); the project's clients leave such slots out."""
+    server, _ = served
+    users, histories = _requests(tiny_dataset, 1)
+    catalogue = [item for item in tiny_dataset.item_vocab.decode(range(1, tiny_dataset.num_items + 1)) if item not in histories[0]]
+    banned = [catalogue[3:]]  # all but 3 items, beside the history
+    raw = _grpc(server).predict(users, histories, "recommend_excluding", exclude=banned).outputs
+    items, scores = tf.make_ndarray(raw["item_ids"])[0], tf.make_ndarray(raw["scores"])[0]
+    assert sorted(items[:3].astype(str)) == sorted(catalogue[:3]) and items[3:].tolist() == [b""] * 7 and np.isneginf(scores[3:]).all()
+    body = json.dumps(
+        {"signature_name": "recommend_excluding", "instances": [{"user_id": users[0], "history": histories[0], "exclude": banned[0]}]}
+    )
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/recgpt:predict", data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    assert text.count("-Infinity") == 7 and '"Infinity"' not in text and "null" not in text
+    for rows in (
+        _grpc(server).recommend(users, histories, exclude=banned),
+        RestClient(f"127.0.0.1:{server.rest_port}", "recgpt").recommend(users, histories, exclude=banned),
+    ):
+        assert sorted(rows[0]["item_ids"]) == sorted(catalogue[:3]) and len(rows[0]["scores"]) == len(rows[0]["recall_step"]) == 3
 
 
 def test_metadata_and_status(served):

@@ -17,6 +17,7 @@ from recgpt_tf.contract import (
     INPUT_EXCLUDE,
     INPUT_HISTORY,
     INPUT_USER_ID,
+    MAX_EXCLUDE,
     OUTPUT_EMBEDDINGS,
     OUTPUT_FIRST_ITEM,
     OUTPUT_ITEM_IDS,
@@ -84,6 +85,11 @@ class RecGPTServingModule(tf.Module):
         """`GenerativeRecall` on the encoded request (see there for `num_vectors`, `exclude` and the outputs)."""
         users, items = self.encode_inputs(user_id, history)
         if exclude is not None:  # strings [B, E] → ids, "" → 0 (padding); unknown ids match no candidate
+            too_many = tf.debugging.assert_less_equal(
+                tf.shape(exclude)[1], MAX_EXCLUDE, message=f"input {INPUT_EXCLUDE} lists more than {MAX_EXCLUDE} items in a row (the limit)"
+            )
+            with tf.control_dependencies([too_many]):  # refused before anything is built from it
+                exclude = tf.identity(exclude)
             exclude = tf.where(tf.strings.length(exclude) > 0, tf.cast(self.item_table.lookup(exclude), tf.int32), 0)
         return self.generation(users, items, self.step_sizes, num_vectors, exclude=exclude)
 

@@ -33,6 +33,7 @@ from recgpt_tf.contract import (
     RECOMMEND_SIGNATURE,
     pad_histories,
     version_numbers,
+    without_empty_slots,
 )
 from recgpt_tf.errors import ConfigError, DataFormatError, RunDirectoryError
 from recgpt_tf.inference.batch_output import BatchJob, BatchOutput, model_identity, requests_identity
@@ -141,7 +142,7 @@ def recommend_batch(
 def _answer(signatures, batch: list[dict]) -> list[str]:
     """One signature call per kind of request in `batch` (with and without exclusions); a JSON line per
     request, in order. A slot the signature filled because fewer than k items were allowed (item "" with
-    score -inf) is left out of the line, so every line is strict JSON and lists real items only."""
+    score -inf, `contract.EMPTY_SLOT`) is left out of the line, so every line is strict JSON and lists real items only."""
     rows: list[str | None] = [None] * len(batch)
     for excluding in (False, True):
         index = [i for i, request in enumerate(batch) if (request.get("exclude") is not None) == excluding]
@@ -156,12 +157,11 @@ def _answer(signatures, batch: list[dict]) -> list[str]:
         outputs = signatures[EXCLUDING_SIGNATURE if excluding else RECOMMEND_SIGNATURE](**inputs)
         items, scores, steps = (outputs[key].numpy() for key in (OUTPUT_ITEM_IDS, OUTPUT_SCORES, OUTPUT_RECALL_STEP))
         for row, i in enumerate(index):
-            real = items[row] != b""
             answer = {
                 "user_id": batch[i]["user_id"],
-                "item_ids": [item.decode("utf-8") for item in items[row][real]],
-                "scores": [round(float(score), 6) for score in scores[row][real]],
-                "recall_step": steps[row][real].tolist(),
+                OUTPUT_ITEM_IDS: [item.decode("utf-8") for item in items[row]],
+                OUTPUT_SCORES: [round(float(score), 6) for score in scores[row]],
+                OUTPUT_RECALL_STEP: steps[row].tolist(),
             }
-            rows[i] = json.dumps(answer, ensure_ascii=False, allow_nan=False)
+            rows[i] = json.dumps(without_empty_slots(answer), ensure_ascii=False, allow_nan=False)
     return rows

@@ -66,7 +66,7 @@ class ItemIndex(tf.Module):
 
         A row left with fewer than k allowed candidates (its history covers what
         was searched) is answered by `exact_top_k` instead, so every row gets k
-        allowed items; the exact search runs only when some row needs it.
+        allowed items; the exact search runs only for the rows that need it.
 
         Args:
             queries: [B, d].
@@ -83,9 +83,10 @@ class ItemIndex(tf.Module):
         top = tf.math.top_k(padded_scores, k=k)
         values, found = top.values, tf.gather(padded_ids, top.indices, batch_dims=1)
 
-        def with_exact_rows():
-            exact_values, exact_ids = self.exact_top_k(queries, exclusions, k)
-            return tf.where(short[:, tf.newaxis], exact_values, values), tf.where(short[:, tf.newaxis], exact_ids, found)
+        def with_exact_rows():  # the short rows only: an exact search costs [rows, N]
+            rows = tf.where(short)  # (S, 1)
+            exact_values, exact_ids = self.exact_top_k(tf.gather(queries, rows[:, 0]), tf.gather(exclusions, rows[:, 0]), k)
+            return tf.tensor_scatter_nd_update(values, rows, exact_values), tf.tensor_scatter_nd_update(found, rows, exact_ids)
 
         return tf.cond(tf.reduce_any(short), with_exact_rows, lambda: (values, found))
 

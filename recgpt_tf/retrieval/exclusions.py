@@ -38,8 +38,22 @@ def exclude_scores(scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
     return tf.tensor_scatter_nd_update(scores, index, tf.fill(tf.shape(index)[:1], tf.constant(MINUS_INF, scores.dtype)))
 
 
+def is_excluded(ids: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
+    """[B, C] bool: whether each candidate id [B, C] is among its row's exclusions [B, E].
+
+    Each row's exclusions are sorted once and every candidate is looked up by binary search, so the
+    memory is linear in what the request holds ([B, E] and [B, C]); comparing every candidate with every
+    exclusion would build a [B, C, E] tensor (gigabytes for a request of 200 rows of 10,000 exclusions).
+    """
+    # A last column of the largest id keeps each row sorted and non-empty, so every position found is in range.
+    exclusions = tf.pad(tf.sort(tf.cast(exclusions, ids.dtype), axis=1), [[0, 0], [0, 1]], constant_values=ids.dtype.max)  # (B, E + 1)
+    # Where each id would stand in its row; searched with one spare column, as searchsorted cannot take C = 0 rows of 0.
+    position = tf.searchsorted(exclusions, tf.pad(ids, [[0, 0], [0, 1]]), side="left")[:, :-1]  # (B, C)
+    return tf.equal(tf.gather(exclusions, position, batch_dims=1), ids)  # (B, C)
+
+
 def exclude_candidates(ids: tf.Tensor, scores: tf.Tensor, exclusions: tf.Tensor) -> tf.Tensor:
     """Scores [B, C] of candidate `ids` [B, C] with excluded ids, padding (id 0) and
     non-finite scores (ScaNN pads short rows with NaN) at -inf."""
-    clash = tf.reduce_any(tf.equal(ids[:, :, tf.newaxis], tf.cast(exclusions, ids.dtype)[:, tf.newaxis, :]), axis=2)  # (B, C)
-    return tf.where(clash | (ids <= 0) | ~tf.math.is_finite(scores), tf.constant(MINUS_INF, scores.dtype), scores)
+    dropped = is_excluded(ids, exclusions) | (ids <= 0) | ~tf.math.is_finite(scores)
+    return tf.where(dropped, tf.constant(MINUS_INF, scores.dtype), scores)

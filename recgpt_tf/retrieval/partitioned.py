@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from recgpt_tf.errors import ConfigError, check_choice
 from recgpt_tf.retrieval.base import ItemIndex
-from recgpt_tf.retrieval.exclusions import MINUS_INF
+from recgpt_tf.retrieval.exclusions import MINUS_INF, exclude_candidates
 from recgpt_tf.retrieval.scann_artifacts import KMeansPartition
 
 STORAGE_DTYPES = ("float32", "bfloat16")
@@ -164,11 +164,12 @@ class PartitionedIndex(ItemIndex):
         # (B, M·S, d) @ (B, d, 1): measured a little faster than matvec on CPU at batch 1 and 64.
         scores = tf.cast(tf.matmul(vectors, tf.cast(queries, self.storage_dtype)[:, :, tf.newaxis])[:, :, 0], tf.float32)  # (B, M·S)
         if self.storage_dtype != "float32" or self.rescore_depth:
-            # Keep the best, then score them exactly in float32.
+            # Keep the best allowed candidates, then score them exactly in float32. Excluding first keeps the
+            # depth (and the [B, depth, d] gather) independent of how many items a request excludes.
             exclusions = tf.convert_to_tensor(exclusions, tf.int32)
-            depth = tf.minimum(max(self.rescore_depth, k) + tf.shape(exclusions)[1], width)
-            best = tf.math.top_k(tf.where(ids > 0, scores, MINUS_INF), k=depth)
-            ids = tf.gather(ids, best.indices, batch_dims=1)  # (B, depth)
+            depth = min(max(self.rescore_depth, k), width)
+            best = tf.math.top_k(exclude_candidates(ids, scores, exclusions), k=depth)
+            ids = tf.where(best.values > MINUS_INF, tf.gather(ids, best.indices, batch_dims=1), 0)  # (B, depth)
             scores = tf.linalg.matvec(tf.gather(self.candidates, tf.maximum(ids - 1, 0)), queries)  # (B, depth)
         return self.select_candidates(queries, ids, scores, exclusions, k)
 

@@ -38,6 +38,7 @@ from recgpt_tf.contract import (
     INPUT_USER_ID,
     RECOMMEND_SIGNATURE,
     pad_histories,
+    without_empty_slots,
 )
 from recgpt_tf.errors import ConfigError, RecGPTError
 
@@ -68,7 +69,9 @@ def _rows(outputs: dict) -> list[dict]:
     decode = lambda a: [x.decode("utf-8") if isinstance(x, bytes) else x for x in a.tolist()]  # noqa: E731
     batch = len(next(iter(arrays.values())))
     return [
-        {k: decode(v[i]) if v.ndim > 1 else (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in arrays.items()}
+        without_empty_slots(
+            {k: decode(v[i]) if v.ndim > 1 else (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in arrays.items()}
+        )
         for i in range(batch)
     ]
 
@@ -137,7 +140,8 @@ class GrpcClient:
         exclude: Sequence[Sequence[str]] | None = None,
     ) -> list[dict]:
         """One dict per user: item_ids (str), scores (float), recall_step (1 or 2). With `exclude` (one list
-        per user), the `recommend_excluding` signature: none of those items is returned."""
+        per user), the `recommend_excluding` signature: none of those items is returned, and a row lists fewer
+        than k items when fewer are allowed (the signature's empty slots are left out)."""
         signature = RECOMMEND_SIGNATURE if exclude is None else EXCLUDING_SIGNATURE
         return _rows(self.predict(users, histories, signature, version, exclude).outputs)
 
@@ -210,7 +214,9 @@ class RestClient:
             for instance, items in zip(instances, exclude):
                 instance[INPUT_EXCLUDE] = [str(i) for i in items]
         signature = RECOMMEND_SIGNATURE if exclude is None else EXCLUDING_SIGNATURE
-        return self._request(path, {"signature_name": signature, "instances": instances})["predictions"]
+        return [
+            without_empty_slots(row) for row in self._request(path, {"signature_name": signature, "instances": instances})["predictions"]
+        ]
 
     def status(self) -> dict:
         return self._request("")

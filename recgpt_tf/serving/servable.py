@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.contract import INPUT_EXCLUDE, INPUT_HISTORY, RECOMMEND_SIGNATURE, WARMUP_FILE, pad_histories, version_numbers
+from recgpt_tf.contract import INPUT_EXCLUDE, INPUT_HISTORY, MAX_EXCLUDE, RECOMMEND_SIGNATURE, WARMUP_FILE, pad_histories, version_numbers
 from recgpt_tf.errors import RecGPTError
 
 log = logging.getLogger("recgpt.serve")
@@ -74,7 +74,7 @@ class Limits:
         max_history_hard: int = 1_000_000,
         max_elements: int = 2_000_000,
         max_message_bytes: int = 16 << 20,
-        max_exclude: int = 10_000,
+        max_exclude: int = MAX_EXCLUDE,
     ) -> None:
         self.max_batch = max_batch
         self.max_history = max_history
@@ -242,9 +242,9 @@ class Servable:
                 value = tf.make_ndarray(proto)
             except Exception as error:  # malformed proto contents
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' cannot be decoded: {error}") from None
-            if key == INPUT_EXCLUDE and value.shape[1] > limits.max_exclude:
+            if key == INPUT_EXCLUDE and value.shape[1] > limits.max_exclude:  # as the signature refuses it, before it is built
                 raise ServingError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
                     f"input '{key}' lists {value.shape[1]} items per row, above the limit {limits.max_exclude}",
                 )
             if key == INPUT_HISTORY and value.shape[1] > limits.max_history:
