@@ -27,10 +27,12 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
+import tensorflow as tf
 
 from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, STAGE_PLANS, ExportConfig, ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
@@ -206,17 +208,29 @@ class Run:
 
     @classmethod
     def open(cls, path: Path | str) -> "Run":
-        """The run at `path`; raises `RunDirectoryError` naming what is missing."""
+        """The run at `path`; raises `RunDirectoryError` naming what is missing, or a vocabulary that no longer
+        matches the tables it indexes (a line lost or added would shift every row after it)."""
         path = Path(path)
         for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE):
             if not (path / name).is_file():
                 raise RunDirectoryError(f"{path}: not a trained run directory (no {name}); train a run into it first")
-        return cls(
+        run = cls(
             path=path,
             config=json.loads((path / CONFIG_FILE).read_text()),
             item_vocab=Vocabulary.load(path / ITEMS_FILE, oov_slot="end"),
             user_vocab=Vocabulary.load(path / USERS_FILE, oov_slot="zero"),
         )
+        model = run.config.get("model") or {}
+        for name, vocab, size in (
+            (ITEMS_FILE, run.item_vocab, model.get("num_items")),
+            (USERS_FILE, run.user_vocab, model.get("num_users")),
+        ):
+            if size is not None and vocab.size != size:
+                raise RunDirectoryError(
+                    f"{path / name} holds {vocab.size} ids but the run's tables have {size} rows for them (config.json): the "
+                    "file was changed after training, and its rows would go to the wrong ids; restore it, or train anew"
+                )
+        return run
 
     # --- files -----------------------------------------------------------------------------
 
@@ -241,8 +255,20 @@ class Run:
 
     def begin_stage(self, stage: str, payload: dict) -> None:
         """Marks `stage` unfinished, then records the training configuration it is about to train with in
-        config.json (before anything of the new training is written)."""
+        config.json (before anything of the new training is written). An interrupted training of the stage
+        resumes only with the configuration it was started with (its warm-start source included): with any
+        other, its backup and epoch log are removed and the stage trains anew."""
         (self.stage_dir(stage) / SUMMARY_FILE).unlink(missing_ok=True)
+        interrupted = self.config.get(stage)
+        backup = self.stage_dir(stage) / "backup"
+        if backup.exists() and interrupted is not None and interrupted != json.loads(json.dumps(payload)):
+            changed = sorted(key for key in {*interrupted, *payload} if interrupted.get(key) != payload.get(key))
+            print(
+                f"{self.path}: the interrupted {stage} was started with other settings ({', '.join(changed)}); training it anew",
+                file=sys.stderr,
+            )
+            shutil.rmtree(backup)
+            (self.stage_dir(stage) / "history.csv").unlink(missing_ok=True)
         self.config[stage] = payload
         write_json(self.path / CONFIG_FILE, self.config)
 
@@ -307,7 +333,11 @@ class Run:
         # only the model's own variables are carried over.
         # Unsmoothed, as every loaded model has trained on (prompt-tuning and fine-tuning among them).
         source = build_model(self.model_config, objective, prompt_tuned, label_smoothing=0.0)
-        source.load_weights(str(self.stage_dir(stage) / "weights")).expect_partial()
+        try:
+            source.load_weights(str(self.stage_dir(stage) / "weights")).expect_partial()
+        except (tf.errors.OpError, OSError, ValueError) as error:  # a weights file missing, cut or of other shapes
+            reason = getattr(error, "message", str(error)).splitlines()[0]
+            raise RunDirectoryError(f"{self.stage_dir(stage)}: its weights cannot be read ({reason}); train the stage again") from None
         model = build_model(self.model_config, objective, prompt_tuned, label_smoothing=0.0)
         model.set_weights(source.get_weights())
         return model
@@ -387,6 +417,12 @@ class Run:
             RunDirectoryError: another process is training this run (`lock`).
         """
         check_choice("stages", stages, STAGE_PLANS)
+        if warm_start is not None and PRETRAIN_STAGE not in STAGE_PLANS[stages]:
+            raise ConfigError(
+                "warm_start",
+                f"starts pre-training from an earlier run; stages {stages!r} start from this run's own pre-trained weights "
+                "(warm-start with stages 'pretrain' or 'all')",
+            )
         with self.lock():
             return self._train(dataset, STAGE_PLANS[stages], train_config, prompt_config, verbose, on_stage_end, warm_start)
 

@@ -3,18 +3,21 @@ beside their neighbours (items) or at the cold-start row (users), vanished ones 
 starts from yesterday's weights."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+import tf_keras as keras
 
 from helpers import TINY_MODEL, tiny_run, tiny_train_config, write_lines
 from recgpt_tf.cli import main
 from recgpt_tf.config import ModelConfig
 from recgpt_tf.data import Dataset, synthetic_sequences
-from recgpt_tf.errors import ConfigError
-from recgpt_tf.runs import Run
+from recgpt_tf.errors import ConfigError, RunDirectoryError
+from recgpt_tf.runs import Run, architecture_for
+from recgpt_tf.training import pretrain
 from recgpt_tf.training.fit import build_model
-from recgpt_tf.training.warm_start import neighbour_rows, warm_start
+from recgpt_tf.training.warm_start import describe, neighbour_rows, warm_start
 
 
 def _days():
@@ -100,6 +103,7 @@ def test_recgpt_train_warm_start_then_export_as_the_next_version(tmp_path, capsy
         main(["train", files[1], "--out", str(tmp_path / "day2"), "--stages", "pretrain", "--warm-start", str(tmp_path / "day1"), *flags])
         == 0
     )
+    assert f"warm start from {(tmp_path / 'day1').resolve()}: items" in capsys.readouterr().out  # before the epochs
     summary = Run.open(tmp_path / "day2").summary("pretrain")
     assert summary["warm_start"]["from"] == str((tmp_path / "day1").resolve()) and summary["warm_start"]["items_new"] >= 20
     assert 0 < summary["warm_start"]["valid_before_training"]["NDCG@10"] <= summary["valid"]["NDCG@10"]  # the start, then the best
@@ -126,3 +130,78 @@ def test_recgpt_train_warm_start_then_export_as_the_next_version(tmp_path, capsy
     )
     assert Run.open(tmp_path / "day2c").model_config.to_dict() == Run.open(tmp_path / "day2").model_config.to_dict()
     assert main(["train", files[1], "--out", str(tmp_path / "day2b"), "--stages", "pretrain", "--warm-start", str(tmp_path / "day2b")]) == 2
+
+
+# --- a warm start remembers where it came from (issue 33, class 4) ------------------------------------------
+
+
+class _KilledAfterFirstEpoch(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def yesterday(tmp_path_factory):
+    """Two finished runs of day 1 (sources A and B) and day 2's data."""
+    folder = tmp_path_factory.mktemp("yesterday")
+    day1, day2 = _days()
+    tiny_run(day1, folder / "a").train(day1, "pretrain", tiny_train_config(epochs=1), verbose=0)
+    shutil.copytree(folder / "a", folder / "b")
+    return folder, day2
+
+
+@pytest.mark.reliability
+def test_an_interrupted_warm_start_resumes_only_from_its_own_source(yesterday, tmp_path, capsys):
+    folder, day2 = yesterday
+    config = architecture_for(tmp_path / "day2", day2, folder / "a")
+    run = Run.create(tmp_path / "day2", day2, config)
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise _KilledAfterFirstEpoch  # after BackupAndRestore saved epoch 0
+
+    with pytest.raises(_KilledAfterFirstEpoch):
+        pretrain(
+            run, day2, tiny_train_config(epochs=3), verbose=0, extra_callbacks=[Kill()], warm_start_from=run.warm_start_source(folder / "a")
+        )
+    assert any((tmp_path / "day2" / "pretrain" / "backup").rglob("*.index"))
+    summary = run.train(day2, "pretrain", tiny_train_config(epochs=3), verbose=0, warm_start=folder / "b")["pretrain"]
+    assert "the interrupted pretrain was started with other settings (warm_start); training it anew" in capsys.readouterr().err
+    assert summary["warm_start"]["from"] == str((folder / "b").resolve()) and summary["epochs"] == 3
+
+
+@pytest.mark.reliability
+def test_a_vocabulary_that_no_longer_matches_its_tables_is_refused(yesterday, tmp_path, capsys):
+    folder, _ = yesterday
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder / "a", damaged)
+    items = (damaged / "items.txt").read_text().splitlines(keepends=True)
+    (damaged / "items.txt").write_text("".join(items[:10] + items[11:]))  # a line lost: every later row shifts
+    with pytest.raises(RunDirectoryError, match=rf"items\.txt holds {len(items) - 1} ids but the run's tables have {len(items)} rows"):
+        Run.open(damaged)
+
+
+@pytest.mark.reliability
+def test_warm_start_mistakes_are_one_line_errors(yesterday, tmp_path, capsys):
+    folder, day2 = yesterday
+    data = write_lines(
+        tmp_path / "day2.txt",
+        [f"{u} {' '.join(day2.item_vocab.decode(s))}" for u, s in zip(day2.user_vocab.decode(day2.users), day2.sequences)],
+    )
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(folder / "a", no_weights)
+    for file in (no_weights / "pretrain").glob("weights.data*"):
+        file.unlink()
+    argv = ["train", data, "--stages", "pretrain", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "x"), "--warm-start", str(no_weights)]) == 1
+    assert "no_weights/pretrain: its weights cannot be read" in capsys.readouterr().err
+    assert main(["train", data, "--out", str(folder / "a"), "--stages", "prompt", "--warm-start", str(folder / "b")]) == 2
+    assert "--warm-start starts pre-training from an earlier run; stages 'prompt'" in capsys.readouterr().err
+
+
+def test_a_warm_start_says_what_it_kept_and_warns_when_little_is_known():
+    report = {"from": "/runs/old", "items_kept": 5, "items_new": 3012, "items_new_with_neighbours": 0, "items_dropped": 2995}
+    report.update(users_kept=900, users_new=100, users_dropped=3)
+    first, warning = describe(report)
+    assert first.startswith("warm start from /runs/old: items 5 kept, 3,012 new") and "users 900 kept, 100 new, 3 dropped" in first
+    assert warning.startswith("warning: the old run knows only 5 of today's 3,017 items")
+    assert len(describe({**report, "items_kept": 3000, "items_new": 17})) == 1

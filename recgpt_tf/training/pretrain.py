@@ -16,6 +16,7 @@ from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines, table_placement
 from recgpt_tf.training.fit import StageRun, build_model, fit_stage
 from recgpt_tf.training.warm_start import WarmStartSource, warm_start
+from recgpt_tf.training.warm_start import describe as describe_warm_start
 
 
 def pretraining_data(
@@ -86,6 +87,8 @@ def pretrain(
             )
     if warm_start_from is not None:  # yesterday's model on today's validation users: where the new run starts
         rows["valid_before_training"] = evaluate_model(model, dataset.split("valid"))
+        if verbose:
+            print("\n".join(describe_warm_start({"from": warm_start_from.path, **rows})), flush=True)
     summary = fit_stage(
         model,
         dataset,

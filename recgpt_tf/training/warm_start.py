@@ -150,6 +150,25 @@ def warm_start(
     }
 
 
+def describe(report: dict, small_overlap: float = 0.5) -> list[str]:
+    """Console lines for a warm start's `report` (pre-training's summary["warm_start"]): what was kept, new
+    and dropped, and a warning when the old run knows fewer than `small_overlap` of today's items or users
+    (ids written another way, or another catalogue: the model then starts mostly from scratch)."""
+    lines = [
+        f"warm start from {report['from']}: items {report['items_kept']:,} kept, {report['items_new']:,} new "
+        f"({report['items_new_with_neighbours']:,} placed beside known neighbours), {report['items_dropped']:,} dropped; "
+        f"users {report['users_kept']:,} kept, {report['users_new']:,} new, {report['users_dropped']:,} dropped"
+    ]
+    for kind in ("items", "users"):
+        today = report[f"{kind}_kept"] + report[f"{kind}_new"]
+        if today and report[f"{kind}_kept"] < small_overlap * today:
+            lines.append(
+                f"warning: the old run knows only {report[f'{kind}_kept']:,} of today's {today:,} {kind}: are the ids written "
+                "the same way? Their rows start from scratch"
+            )
+    return lines
+
+
 def _by_token(table, old_rows: list[str], new_rows: list[str]) -> np.ndarray:
     """`table` ([len(old_rows), d]) with its rows in `new_rows`' order, by token (new tokens' rows are zeros,
     to be grown)."""
