@@ -121,9 +121,18 @@ def main() -> None:
     for kind in args.kinds.split(","):
         version = export_synthetic(model, kind, prebuilt_index=partitioned(model, args.leaves_to_search) if kind == "partitioned" else None)
         index = json.loads((version / "assets.extra" / METADATA_FILE).read_text())["index"]
-        command = [sys.executable, __file__, "--child", str(version), *(f"--{k}={getattr(args, k)}" for k in ("items", "rows", "history", "exclude"))]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(version),
+            *(f"--{k}={getattr(args, k)}" for k in ("items", "rows", "history", "exclude")),
+        ]
         answer = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        report["kinds"][kind] = {**json.loads(answer), "index": {k: index.get(k) for k in ("kind", "leaves_to_search", "num_leaves", "rescore_depth", "storage_dtype")}}
+        report["kinds"][kind] = {
+            **json.loads(answer),
+            "index": {k: index.get(k) for k in ("kind", "leaves_to_search", "num_leaves", "rescore_depth", "storage_dtype")},
+        }
         print(kind, json.dumps(report["kinds"][kind]), flush=True)
     if args.json:
         write_json(args.json, report)

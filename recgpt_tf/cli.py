@@ -246,7 +246,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     meta = published.metadata
     index = meta["index"]
-    recall = ", ".join(f"{step} {value:.3f}" for step, value in index.get("recall", {}).items())
+    intervals = index.get("recall_interval", {})
+    recall = ", ".join(
+        f"{step} {value:.3f}" + (f" [{intervals[step][0]:.3f}, {intervals[step][1]:.3f}]" if step in intervals else "")
+        for step, value in index.get("recall", {}).items()
+    )
     print(
         f"published {published.path} ({index['kind']} index, {meta['stage']} weights, steps {'_'.join(map(str, meta['step_sizes']))}"
         + (f"; recall@{index['recall_at']} against exact search: {recall}" if recall else "")

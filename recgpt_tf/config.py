@@ -320,4 +320,4 @@ class ExportConfig:
     # signature against exact search: 0.99 lost 0.47% / 0.53% of HR@10 / NDCG@10; 0.95 lost 0.9-1.4% / 0.9-2.1%
     # and 0.97 1.8% / 2.7%, past the 1% a user-facing metric may lose (index_latency_Beauty_quality*.json).
     recall_threshold: float = 0.99
-    tuning_seconds: float = 120.0
+    tuning_seconds: float = 300.0

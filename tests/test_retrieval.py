@@ -194,8 +194,11 @@ def test_tuning_keeps_its_promise_on_queries_it_never_saw(table, queries):
         index.configure(index.leaves_to_search - 1, index.rescore_depth)
         scores, ids = top_k(BruteForceIndex(table), *tuning["step_1"], K)
         hits = returned(index, ids, *tuning["step_1"], K)
-        bounds = [recall_lower_bound(per_query_recall(hits, w)) for w in (None, probability_weights(scores))]
+        held = len(held_out["step_1"][0])
+        bounds = [recall_lower_bound(per_query_recall(hits, w), held) for w in (None, probability_weights(scores))]
         assert min(bounds) < 0.9
+    low, high = report["recall_interval"]["step_1"]  # the promise, judged on the held-out queries
+    assert 0.9 <= low <= report["recall"]["step_1"] <= high and report["probability_recall_interval"]["step_1"][0] >= 0.9
     with pytest.raises(IndexRecallError, match="recall@10 >= 1.01 .*no search setting reached it"):
         build_index("partitioned", table, sets, K, recall_target=1.01, num_leaves=LEAVES)
     with pytest.raises(IndexRecallError, match="stopped at its time budget of 0 s"):  # bounded: never a hang
@@ -234,3 +237,19 @@ def test_the_largest_norm_items_are_scored_for_every_query(table, partition, que
     # Item 7 is also excluded like any other item, and never listed twice.
     _, ids = head.query_with_exclusions(queries[:1], tf.constant([[7]]), K)
     assert 7 not in ids.numpy()[0] and len(set(ids.numpy()[0])) == K
+
+
+@pytest.mark.reliability
+def test_a_setting_tuned_with_the_checks_margin_keeps_its_promise_on_fresh_queries():
+    """Settings of rising recall, each query's recall a tenth of 10 draws: the cheapest setting whose tuning
+    bound passes is judged on fresh queries by the same bound. Tuned without the check's margin, it sits at the
+    edge and most of its checks refuse it; with the margin (`tuning._CHECK_MARGIN`), about nine in ten pass."""
+    rng = np.random.default_rng(0)
+    target, size, settings = 0.95, 512, np.linspace(0.93, 0.99, 61)
+    draw = lambda p: rng.binomial(10, p, size=size) / 10  # noqa: E731
+    kept = {False: [], True: []}
+    for _ in range(200):
+        for margin in (False, True):
+            chosen = next(p for p in settings if recall_lower_bound(draw(p), size if margin else None) >= target)
+            kept[margin].append(recall_lower_bound(draw(chosen)) >= target)  # the held-out check, on fresh queries
+    assert np.mean(kept[True]) >= 0.85 and np.mean(kept[False]) <= 0.5, {k: np.mean(v) for k, v in kept.items()}

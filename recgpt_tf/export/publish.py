@@ -146,22 +146,32 @@ def write_batching_parameters(export_base: Path) -> None:
     )
 
 
-def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories: Sequence[Sequence[str]]) -> dict:
+def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories: Sequence[Sequence[str]], chunk: int = 256) -> dict:
     """The queries the index meets at serving time, from real requests, run exactly.
 
     Returns:
         {"step_g": (h_g [B, d], exclusions [B, E])} for each recall step g: the
         history, plus for g > 1 the items the earlier steps listed.
     """
-    user_ids, history = tf.constant(list(users)), tf.constant(pad_histories(histories))
-    ids, _, _, vectors, _ = module.recall(user_ids, history)
-    _, items = module.encode_inputs(user_ids, history)
-    exclusions = module.generation.history_exclusions(items).numpy()
-    sets, listed = {}, 0
-    for step, size in enumerate(module.step_sizes):
-        sets[f"step_{step + 1}"] = (vectors[:, step].numpy(), np.concatenate([exclusions, ids[:, :listed].numpy()], axis=1))
-        listed += size
-    return sets
+    parts = []
+    for start in range(0, len(users), chunk):  # the exact recall scores [chunk, N]: bounded at a million items
+        user_ids, history = tf.constant(list(users[start : start + chunk])), tf.constant(pad_histories(histories[start : start + chunk]))
+        ids, _, _, vectors, _ = module.recall(user_ids, history)
+        _, items = module.encode_inputs(user_ids, history)
+        exclusions = module.generation.history_exclusions(items).numpy()
+        sets, listed = {}, 0
+        for step, size in enumerate(module.step_sizes):
+            sets[f"step_{step + 1}"] = (vectors[:, step].numpy(), np.concatenate([exclusions, ids[:, :listed].numpy()], axis=1))
+            listed += size
+        parts.append(sets)
+    return {name: (np.concatenate([p[name][0] for p in parts]), pad_exclusions_to(p[name][1] for p in parts)) for name in parts[0]}
+
+
+def pad_exclusions_to(blocks) -> np.ndarray:
+    """[sum of rows, widest] int32: exclusion blocks of different widths stacked, each right-padded with 0."""
+    blocks = list(blocks)
+    width = max(block.shape[1] for block in blocks)
+    return np.concatenate([np.pad(block, [(0, 0), (0, width - block.shape[1])]) for block in blocks]).astype(np.int32)
 
 
 def tuned_index(
