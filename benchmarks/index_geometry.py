@@ -86,17 +86,21 @@ def main() -> None:
     if args.json.exists():  # resume: builds already measured are kept
         report["geometries"] = json.loads(args.json.read_text()).get("geometries", {})
     for name in args.geometries:
+        builds = report["geometries"].setdefault(name, {"builds": []})["builds"]
+        report["geometries"][name]["summary"] = summarise(builds)
+        if len(builds) >= args.builds:  # measured already (a resumed run): summarised anew only
+            continue
         table, _, centres = geometry(name, args.items, args.clusters, args.seed)
         fresh = query_sets(centres, args.items, args.fresh_queries, np.random.default_rng(args.seed + 1))
         exact = BruteForceIndex(table)
         fresh_exact = {step: top_k(exact, q, e, K) for step, (q, e) in fresh.items()}
-        builds = report["geometries"].setdefault(name, {"builds": []})["builds"]
         for build in range(len(builds), args.builds):
             samples = query_sets(centres, args.items, args.sample_requests, np.random.default_rng(args.seed + 100 + build))
             builds.append(measure_build(table, samples, fresh, fresh_exact, exact, args, timings=build == 0))
             print(name, build, json.dumps(builds[-1]), flush=True)
             report["geometries"][name]["summary"] = summarise(builds)
             write_report(args.json, report)  # partial results survive an interruption
+    write_report(args.json, report)
     print(json.dumps({name: entry.get("summary") for name, entry in report["geometries"].items()}, indent=2))
 
 
@@ -120,10 +124,6 @@ def measure_build(table, samples, fresh, fresh_exact, exact, args, timings: bool
     measured = recalls(index, fresh, fresh_exact, K)
     entry["fresh_recall"], entry["fresh_probability_recall"] = measured["recall"], measured["probability_recall"]
     entry["fresh_recall_meets_target"] = min(measured["recall"].values()) >= args.recall_target
-    if info.get("recall_interval"):
-        entry["fresh_recall_within_stated_interval"] = all(
-            low <= measured["recall"][step] <= high for step, (low, high) in info["recall_interval"].items()
-        )
     if timings:
         for batch in (1, MAX_SERVING_BATCH):
             mine, theirs = search_p50_ms(index, fresh, K, batch=batch), search_p50_ms(exact, fresh, K, batch=batch)
@@ -132,15 +132,23 @@ def measure_build(table, samples, fresh, fresh_exact, exact, args, timings: bool
 
 
 def summarise(builds: list[dict]) -> dict:
-    """How many builds were refused, kept their promise on the fresh queries, and fell inside their interval."""
+    """How many builds were refused and, of the published ones, how many kept their promise on the fresh
+    queries: the target, and the low end of the interval they stated (each step); how many fell inside it."""
     kept = [b for b in builds if "refused" not in b]
-    worst = [min(b["fresh_recall"].values()) for b in kept]
+
+    def against_interval(build: dict, inside: bool) -> bool:
+        stated = build.get("export_reported_recall_interval") or {}
+        fresh = build["fresh_recall"]
+        return bool(stated) and all(low <= fresh[step] and (not inside or fresh[step] <= high) for step, (low, high) in stated.items())
+
     return {
         "builds": len(builds),
         "refused": len(builds) - len(kept),
         "fresh_recall_meets_target": sum(b["fresh_recall_meets_target"] for b in kept),
-        "fresh_recall_within_stated_interval": sum(b.get("fresh_recall_within_stated_interval", False) for b in kept),
-        "fresh_recall_worst_step": [round(value, 4) for value in worst],
+        "fresh_recall_at_or_above_stated_low": sum(against_interval(b, inside=False) for b in kept),
+        "fresh_recall_within_stated_interval": sum(against_interval(b, inside=True) for b in kept),
+        "fresh_recall_worst_step": [round(min(b["fresh_recall"].values()), 4) for b in kept],
+        "stated_low_worst_step": [round(min(low for low, _ in b["export_reported_recall_interval"].values()), 4) for b in kept],
     }
 
 

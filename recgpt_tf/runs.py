@@ -82,6 +82,11 @@ _NEUTRAL_NEW_FIELDS = {"filter_mix": 0.0, "filter_frequencies": 3}
 _NEUTRAL_NEW_TRAIN_FIELDS = {"examples": "sequences", "ema_momentum": 0.0}
 
 
+def _vocabulary_digests(path: Path) -> dict[str, str]:
+    """{items.txt, users.txt: sha256} of the run's vocabularies: the row order of its tables."""
+    return {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in (ITEMS_FILE, USERS_FILE)}
+
+
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
     """The architecture config.json records; a run written before one of today's fields existed is refused
     by name (its layout is not today's default), unless every run before it had one value (`_NEUTRAL_NEW_FIELDS`)."""
@@ -185,7 +190,9 @@ class Run:
         in_memory = dataset.sample if isinstance(dataset, StreamedDataset) else dataset
         write_json(path / SAMPLES_FILE, sample_requests(in_memory, seed=seed))
         # Keep the stages' configurations of a run being resumed; the model and data are this call's.
-        config.update(dataset=dataset.name, statistics=statistics, model=model_config.to_dict())
+        config.update(
+            dataset=dataset.name, statistics=statistics, model=model_config.to_dict(), vocabulary_sha256=_vocabulary_digests(path)
+        )
         write_json(path / CONFIG_FILE, config)
         return cls.open(path)
 
@@ -221,16 +228,19 @@ class Run:
             item_vocab=Vocabulary.load(path / ITEMS_FILE, oov_slot="end"),
             user_vocab=Vocabulary.load(path / USERS_FILE, oov_slot="zero"),
         )
-        model = run.config.get("model") or {}
+        model, recorded = run.config.get("model") or {}, run.config.get("vocabulary_sha256") or {}
+        digests = _vocabulary_digests(path)
         for name, vocab, size in (
             (ITEMS_FILE, run.item_vocab, model.get("num_items")),
             (USERS_FILE, run.user_vocab, model.get("num_users")),
         ):
             if size is not None and vocab.size != size:
-                raise RunDirectoryError(
-                    f"{path / name} holds {vocab.size} ids but the run's tables have {size} rows for them (config.json): the "
-                    "file was changed after training, and its rows would go to the wrong ids; restore it, or train anew"
-                )
+                problem = f"holds {vocab.size} ids but the run's tables have {size} rows for them (config.json)"
+            elif name in recorded and recorded[name] != digests[name]:
+                problem = "is not the file the run was trained with (another sha256 than config.json records)"
+            else:
+                continue
+            raise RunDirectoryError(f"{path / name} {problem}: its rows would go to the wrong ids; restore the file, or train anew")
         return run
 
     # --- files -----------------------------------------------------------------------------
@@ -262,7 +272,7 @@ class Run:
         (self.stage_dir(stage) / SUMMARY_FILE).unlink(missing_ok=True)
         interrupted = self.config.get(stage)
         backup = self.stage_dir(stage) / "backup"
-        if backup.exists() and interrupted is not None and interrupted != json.loads(json.dumps(payload)):
+        if any(backup.rglob("*.index")) and interrupted is not None and interrupted != json.loads(json.dumps(payload)):
             changed = sorted(key for key in {*interrupted, *payload} if interrupted.get(key) != payload.get(key))
             print(
                 f"{self.path}: the interrupted {stage} was started with other settings ({', '.join(changed)}); training it anew",
@@ -465,7 +475,11 @@ class Run:
         planned = {
             PRETRAIN_STAGE: {
                 **train_config.for_catalogue(dataset.num_items).to_dict(),
-                **({"warm_start": str(Path(warm_start).resolve())} if warm_start is not None else {}),
+                **(
+                    {"warm_start": str(Path(warm_start).resolve()), "warm_start_fingerprint": Run.open(warm_start).fingerprint()}
+                    if warm_start is not None
+                    else {}
+                ),
             },
             PROMPT_STAGE: prompt_config.to_dict(),
             FINETUNE_STAGE: finetune_config.to_dict(),
@@ -500,7 +514,7 @@ class Run:
         old = Run.open(path)
         if old.path.resolve() == self.path.resolve():
             raise ConfigError("warm_start", f"must be another run than {self.path} (yesterday's)")
-        return WarmStartSource(old.load_model(PRETRAIN_STAGE), old.item_vocab, old.user_vocab, str(old.path.resolve()))
+        return WarmStartSource(old.load_model(PRETRAIN_STAGE), old.item_vocab, old.user_vocab, str(old.path.resolve()), old.fingerprint())
 
     def _chief(self) -> "Run | None":
         """The run whose finished stages every worker follows: this one, or on a non-chief worker the
@@ -548,9 +562,15 @@ class Run:
         """A SavedModel version of the run as it is now: the newest version of EXPORT_BASE/NAME when it was
         exported from this very state (its recgpt.json records the run's `fingerprint`), else a new export,
         older versions removed. So answers from a retrained run never come from its old weights."""
+        model_dir = Path(export_base) / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        busy = lambda holder: RunDirectoryError(f"{model_dir} is being exported by {holder}; wait for it to end")  # noqa: E731
+        with exclusive_lock(model_dir / LOCK_FILE, busy):  # two batch jobs on one retrained run export it once
+            return self._current_export_locked(model_dir, export_base, name)
+
+    def _current_export_locked(self, model_dir: Path, export_base: Path | str, name: str) -> Path:
         from recgpt_tf.contract import METADATA_FILE, version_numbers
 
-        model_dir = Path(export_base) / name
         versions = version_numbers(model_dir)
         if versions:
             newest = model_dir / str(versions[-1])

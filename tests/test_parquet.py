@@ -77,6 +77,9 @@ def test_movielens_layout_is_read_by_name_not_by_position(tmp_path):
     csv = tmp_path / "ratings.csv"
     csv.write_text("userId,movieId,rating,timestamp\n1,10,5.0,300\n1,20,1.0,100\n1,30,3.0,200\n")
     assert load_interactions(csv) == {"1": ["20", "30", "10"]}
+    digits = tmp_path / "features.csv"  # a header whose names hold digits is still a header
+    digits.write_text("user_id,item_id,timestamp,feature_1\nu,a,2,0.5\nu,b,1,0.7\n")
+    assert load_interactions(digits) == {"u": ["b", "a"]}
 
 
 @pytest.mark.reliability

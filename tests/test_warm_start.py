@@ -178,6 +178,9 @@ def test_a_vocabulary_that_no_longer_matches_its_tables_is_refused(yesterday, tm
     (damaged / "items.txt").write_text("".join(items[:10] + items[11:]))  # a line lost: every later row shifts
     with pytest.raises(RunDirectoryError, match=rf"items\.txt holds {len(items) - 1} ids but the run's tables have {len(items)} rows"):
         Run.open(damaged)
+    (damaged / "items.txt").write_text("".join([items[1], items[0], *items[2:]]))  # as many lines, two swapped
+    with pytest.raises(RunDirectoryError, match=r"items\.txt is not the file the run was trained with"):
+        Run.open(damaged)
 
 
 @pytest.mark.reliability

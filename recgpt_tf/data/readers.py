@@ -200,7 +200,7 @@ def _read_delimited(path: Path, delimiter: str, columns: Mapping[str, str]) -> d
             raise DataFormatError(path, reader.line_num, f"is not valid {'CSV' if delimiter == ',' else 'TSV'}: {error}") from None
         if not row or all(not cell.strip() for cell in row):
             continue
-        if first and _is_header(row):
+        if first and _is_header(row, columns):
             positions, first = resolve_columns(path, [cell.strip() for cell in row], columns), False
             continue
         if first and columns:
@@ -217,11 +217,19 @@ def _read_delimited(path: Path, delimiter: str, columns: Mapping[str, str]) -> d
     return _group_by_time(events)
 
 
-def _is_header(row: Sequence[str]) -> bool:
-    """Whether a first row is a header: no cell holds a digit or a word for a number (nan, inf). Every data
-    row has a timestamp, which does, so no data row is ever taken for a header: a malformed one is
-    reported instead."""
-    return not any(any(c.isdigit() for c in cell) or cell.strip().lstrip("+-").lower() in _NUMBER_WORDS for cell in row)
+def _is_header(row: Sequence[str], columns: Mapping[str, str]) -> bool:
+    """Whether a first row is a header: it holds every column name `columns` gives, or its third cell (a
+    headerless file's timestamp) or every cell holds no digit and no word for a number (nan, inf). Every
+    data row's timestamp holds a digit, so no data row is taken for a header: a malformed one is reported."""
+    cells = [cell.strip() for cell in row]
+    if columns and set(columns.values()) <= set(cells):
+        return True
+    return not _numeric(cells[2] if len(cells) > 2 else "") or not any(_numeric(cell) for cell in cells)
+
+
+def _numeric(cell: str) -> bool:
+    """Whether a cell holds a digit or is a word for a number (what no column name is)."""
+    return any(c.isdigit() for c in cell) or cell.lstrip("+-").lower() in _NUMBER_WORDS
 
 
 _NUMBER_WORDS = ("nan", "inf", "infinity")
@@ -236,6 +244,7 @@ COLUMN_ALIASES = {
 
 
 def _folded(name: str) -> str:
+    """A column name compared case-folded, without blanks, "_" or "-"."""
     return re.sub(r"[\s_-]", "", name).casefold()
 
 
@@ -368,26 +377,25 @@ def _read_parquet(parts: list[Path], given: Mapping[str, str]) -> dict[str, list
     import pyarrow.parquet as pq
 
     events: list[tuple[str, Timestamp, int, str]] = []
-    for number, path in enumerate(parts):
+    for part_index, part in enumerate(parts):
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(part)
         except (pa.ArrowInvalid, OSError) as error:
-            raise DataFormatError(path, None, f"is not a readable Parquet file ({error})") from None
+            raise DataFormatError(part, None, f"is not a readable Parquet file ({error})") from None
         columns = []
-        for position in resolve_columns(path, table.column_names, given):
+        for position in resolve_columns(part, table.column_names, given):
             column = table.column(position)
-            if pa.types.is_date32(column.type):
-                column = column.cast(pa.int32()).cast(pa.int64())  # days since the epoch: ordered as the dates
-            elif pa.types.is_timestamp(column.type) or pa.types.is_date64(column.type):
-                column = column.cast(pa.int64())  # the unit's integer count: exact, and ordered as the times
+            if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+                # Nanoseconds since the epoch, whatever the part's unit: exact, and ordered as the times across parts.
+                column = column.cast(pa.timestamp("ns", getattr(column.type, "tz", None))).cast(pa.int64())
             columns.append(column.to_pylist())
         for row, (user, item, stamp) in enumerate(zip(*columns), start=1):
             events.append(
                 (
-                    _check_id(path, row, "user", _parquet_id(path, row, "user", user)),
-                    _parquet_timestamp(path, row, stamp),
-                    (number << 40) + row,  # file order across parts
-                    _check_id(path, row, "item", _parquet_id(path, row, "item", item)),
+                    _check_id(part, row, "user", _parquet_id(part, row, "user", user)),
+                    _parquet_timestamp(part, row, stamp),
+                    (part_index << 40) + row,  # file order across parts
+                    _check_id(part, row, "item", _parquet_id(part, row, "item", item)),
                 )
             )
     return _group_by_time(events)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.errors import ConfigError, check_choice
+from recgpt_tf.files import atomic_siblings
 
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -93,7 +94,8 @@ class Vocabulary:
         bad = [(t, storable_problem(t)) for t in self.tokens if storable_problem(t)]
         if bad:
             raise ConfigError("tokens", f"cannot be stored: {bad[0][0]!r} {bad[0][1]}")
-        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8", newline="")
+        with atomic_siblings(path) as (tmp,):  # a reader (another worker opening the run) never sees half of it
+            tmp.write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8", newline="")
 
     @classmethod
     def load(cls, path: Path | str, oov_slot: str = "end") -> "Vocabulary":

@@ -44,7 +44,7 @@ from recgpt_tf.contract import (
 from recgpt_tf.errors import ConfigError, ExportError, IndexRecallError
 from recgpt_tf.export.serving_module import RecGPTServingModule
 from recgpt_tf.files import write_text_atomic
-from recgpt_tf.retrieval import build_index, resolve_index_kind
+from recgpt_tf.retrieval import build_index, pad_exclusions, resolve_index_kind
 from recgpt_tf.retrieval.tuning import MAX_SERVING_BATCH
 
 
@@ -164,14 +164,9 @@ def recall_queries(module: RecGPTServingModule, users: Sequence[str], histories:
             sets[f"step_{step + 1}"] = (vectors[:, step].numpy(), np.concatenate([exclusions, ids[:, :listed].numpy()], axis=1))
             listed += size
         parts.append(sets)
-    return {name: (np.concatenate([p[name][0] for p in parts]), pad_exclusions_to(p[name][1] for p in parts)) for name in parts[0]}
-
-
-def pad_exclusions_to(blocks) -> np.ndarray:
-    """[sum of rows, widest] int32: exclusion blocks of different widths stacked, each right-padded with 0."""
-    blocks = list(blocks)
-    width = max(block.shape[1] for block in blocks)
-    return np.concatenate([np.pad(block, [(0, 0), (0, width - block.shape[1])]) for block in blocks]).astype(np.int32)
+    return {
+        name: (np.concatenate([p[name][0] for p in parts]), pad_exclusions([row for p in parts for row in p[name][1]])) for name in parts[0]
+    }
 
 
 def tuned_index(

@@ -35,7 +35,7 @@ from recgpt_tf.contract import (
     version_numbers,
     without_empty_slots,
 )
-from recgpt_tf.errors import ConfigError, DataFormatError, RunDirectoryError
+from recgpt_tf.errors import ConfigError, DataFormatError, RecGPTError, RunDirectoryError
 from recgpt_tf.inference.batch_output import BatchJob, BatchOutput, model_identity, requests_identity
 
 
@@ -60,6 +60,8 @@ def read_requests(path: Path | str, data_format: str | None = None, columns: Map
         for user, items in load_interactions(path, data_format, columns).items():
             yield {"user_id": user, "history": items, "exclude": None}
         return
+    if columns:
+        raise ConfigError("columns", "applies to interaction tables, not to JSON-lines requests (their keys are user_id, history, exclude)")
     if not path.is_file():
         raise DataFormatError(path, None, "no such file")
     for number, line in enumerate(text_lines(path), start=1):
@@ -163,5 +165,8 @@ def _answer(signatures, batch: list[dict]) -> list[str]:
                 OUTPUT_SCORES: [round(float(score), 6) for score in scores[row]],
                 OUTPUT_RECALL_STEP: steps[row].tolist(),
             }
-            rows[i] = json.dumps(without_empty_slots(answer), ensure_ascii=False, allow_nan=False)
+            try:
+                rows[i] = json.dumps(without_empty_slots(answer), ensure_ascii=False, allow_nan=False)
+            except ValueError:  # a NaN score: the model's weights hold one; no answer is written for it
+                raise RecGPTError(f"the model answered user {batch[i]['user_id']!r} with a non-finite score; check its weights") from None
     return rows

@@ -38,7 +38,7 @@ def model_identity(version: Path) -> dict:
     version = Path(version).resolve()
     try:
         fingerprint = tf.saved_model.experimental.read_fingerprint(str(version)).singleprint()
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, ValueError, RuntimeError):  # none, or unreadable
         digest = hashlib.sha256()
         for name in ("saved_model.pb", "variables/variables.index"):
             if (version / name).is_file():
@@ -237,5 +237,6 @@ def _sha256(path: Path) -> str:
 
 
 def _count_lines(path: Path) -> int:
+    """Lines (newlines) in `path`, read in blocks."""
     with path.open("rb") as handle:
         return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))

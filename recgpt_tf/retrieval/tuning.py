@@ -69,6 +69,7 @@ def split_query_sets(query_sets: QuerySets, held_out_share: float = 0.5, seed: i
 
 
 def _standard_error(per_query: np.ndarray) -> float:
+    """The standard error of a mean recall from its per-query values (0 for fewer than 2)."""
     return float(np.std(per_query, ddof=1) / np.sqrt(len(per_query))) if len(per_query) > 1 else 0.0
 
 
@@ -329,13 +330,15 @@ def tune_leaves(
         raise IndexRecallError(
             f"the chosen setting ({chosen['label']}, {chosen['leaves_to_search']} leaves) reached recall@{k} {_rounded(held)} "
             f"(probability-weighted {_rounded(held_probability)}) on {report['queries']['held_out']} held-out queries, whose lower 95% "
-            f"bound {min(lows):.4f} is below the target {target}. Export with more sample requests, a lower recall target, or the "
+            f"bound {min(lows):.4f} is below the target {target}. Export with more sample requests (a run trained before 2026-12-06 keeps "
+            "256: rerun its recgpt train command, which keeps its finished stages and draws 1,024), a lower recall target, or the "
             "brute-force index"
         )
     return index, report
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
+    """Recalls for a message."""
     return {name: round(value, 4) for name, value in values.items()}
 
 

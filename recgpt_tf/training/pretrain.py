@@ -69,7 +69,8 @@ def pretrain(
     if warm_start_from is not None and train_config.strategy == "parameter-server":
         raise ConfigError("warm_start", "is not supported under the parameter-server strategy, whose tables are sharded")
     keras.utils.set_random_seed(train_config.seed)
-    run.begin_stage(PRETRAIN_STAGE, {**train_config.to_dict(), **({"warm_start": warm_start_from.path} if warm_start_from else {})})
+    source = {"warm_start": warm_start_from.path, "warm_start_fingerprint": warm_start_from.fingerprint} if warm_start_from else {}
+    run.begin_stage(PRETRAIN_STAGE, {**train_config.to_dict(), **source})
     strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config, run.vocabulary_files)
     with strategy.scope():
         model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)

@@ -35,6 +35,7 @@ class WarmStartSource:
     item_vocab: Vocabulary
     user_vocab: Vocabulary
     path: str
+    fingerprint: str = ""  # of the run at `path` (`Run.fingerprint`): a run retrained in place is another source
 
 
 def _item_rows(vocab: Vocabulary) -> list[str]:
