@@ -15,8 +15,14 @@ INSTALL_REQUIRES = [
     "pyarrow>=14",  # Parquet interaction logs
 ]
 
+# Apache Beam runs the data path (recgpt convert) and batch recommendations beyond one machine, as TFX runs
+# its own steps; its [tfrecord] extra brings the CRC its TFRecord sink needs.
+BEAM = ["apache-beam[tfrecord]==2.77.*"]
+
 EXTRAS_REQUIRE = {
+    "beam": BEAM,
     "test": [
+        *BEAM,  # the Beam pipelines are tested on the DirectRunner
         "pytest>=8",
         "pytest-xdist>=3.5",  # the suite runs its files in parallel (pytest.ini)
         "hypothesis>=6.100",
@@ -46,6 +52,7 @@ setup(
         "recgpt_tf.retrieval",
         "recgpt_tf.export",
         "recgpt_tf.serving",
+        "recgpt_tf.beam",
     ],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

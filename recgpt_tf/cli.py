@@ -69,6 +69,11 @@ def _add_data_flags(
     )
 
 
+def _add_runner_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """--runner; the Beam pipeline options after it (--direct_num_workers=2, --project=...) pass through."""
+    parser.add_argument("--runner", default=None, metavar="RUNNER", help=help + "; further --options go to Beam's PipelineOptions")
+
+
 def _configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
     """The model flags given (changes to the run's architecture) and the training configuration."""
     pick = lambda cls: {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}  # noqa: E731
@@ -260,12 +265,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from recgpt_tf.data.examples import shard_paths, write_examples
+    from recgpt_tf.data.examples import shard_paths, vocabulary_paths, write_examples, write_vocabularies
     from recgpt_tf.data.readers import load_interactions
 
-    count = write_examples(load_interactions(args.data, args.format, args.columns), args.out, args.shards)
+    if args.runner:
+        from recgpt_tf.beam.convert import convert
+
+        count = convert(args.data, args.out, args.shards, args.format, args.columns, ["--runner", args.runner, *args.beam_args])
+    else:
+        interactions = load_interactions(args.data, args.format, args.columns)
+        count = write_examples(interactions, args.out, args.shards)
+        write_vocabularies(interactions, args.out)
     where = args.out if args.shards == 1 else f"{args.shards} shards ({shard_paths(args.out, args.shards)[0].name}, …)"
-    print(f"wrote {count} examples (user_id, item_ids) to {where}")
+    on = f" on Beam's {args.runner}" if args.runner else ""
+    print(f"wrote {count} examples (user_id, item_ids) to {where}{on}; vocabularies {vocabulary_paths(args.out)['items.txt'].name}, …")
     return 0
 
 
@@ -463,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out", type=Path)
     _add_data_flags(convert)
     convert.add_argument("--shards", type=int, default=1, help="write N files NAME-0000i-of-0000N (users round-robin)")
+    _add_runner_flag(convert, "run the conversion as an Apache Beam pipeline on RUNNER (DirectRunner, FlinkRunner, ...)")
     convert.set_defaults(func=cmd_convert)
 
     batch = sub.add_parser(
@@ -530,7 +544,10 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    args.beam_args = unknown
+    if unknown and not getattr(args, "runner", None):  # Beam's options only follow --runner
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     import grpc
 
     # Only what the library raises on purpose, and a server's answer, become one line; anything

@@ -3,6 +3,7 @@ in memory and through `recgpt convert`."""
 
 import datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -147,3 +148,38 @@ def test_a_folder_or_glob_of_parts_is_one_dataset(tmp_path):
         load_interactions(folder)
     with pytest.raises(DataFormatError, match=r"nothing-\*\.parquet: matches no files"):
         load_interactions(str(tmp_path / "nothing-*.parquet"))
+
+
+# --- grouped on columns (issue 34) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_columnar_reader_groups_exactly_as_the_row_reader(tmp_path, seed):
+    """Random parts with heavy ties, string and integer ids, integer, float, timestamp and date times: the
+    same users in the same order, the same sequences."""
+    from recgpt_tf.data.readers import _read_parquet, _read_parquet_rows, parquet_parts
+
+    rng = np.random.default_rng(seed)
+    folder = tmp_path / "log.parquet"
+    folder.mkdir()
+    kind = ["int", "float", "timestamp", "date"][seed]
+    for part in range(3):
+        rows = int(rng.integers(1, 400))
+        users = rng.integers(0, 30, rows)
+        stamps = rng.integers(0, 5, rows)  # many ties: file order decides
+        time = {
+            "int": pa.array(stamps, pa.int64()),
+            "float": pa.array(stamps / 4.0),
+            "timestamp": pa.array(stamps * 1000, pa.timestamp("ms" if part else "us")),
+            "date": pa.array(stamps.astype(np.int32), pa.date32()),
+        }[kind]
+        user = pa.array(users) if part % 2 else pa.array([f"u{u}" if u % 3 else str(u) for u in users])  # 7 and "7" alike
+        pq.write_table(
+            pa.table({"user_id": user, "item_id": pa.array([f"i{i}" for i in rng.integers(0, 50, rows)]), "ts": time}),
+            folder / f"part-{part}.parquet",
+            row_group_size=64,
+        )
+    parts = parquet_parts(folder)
+    columnar = _read_parquet(parts, {})
+    rows = _read_parquet_rows(parts, {})
+    assert list(columnar) == list(rows) and columnar == rows

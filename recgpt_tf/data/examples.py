@@ -73,6 +73,46 @@ def write_examples(interactions: dict[str, list[str]], path: Path | str, shards:
     return len(interactions)
 
 
+def vocabulary_paths(path: Path | str) -> dict[str, Path]:
+    """The vocabulary files written beside TFRecords at `path` (NAME.SUFFIXES or its shards): NAME.items.txt and
+    NAME.users.txt, a run's vocabulary format (line i is id i + 1), and NAME.items.counts / NAME.users.counts,
+    the interactions of each, line for line."""
+    path = Path(path)
+    stem = path.name.partition(".")[0]
+    return {f"{kind}{suffix}": path.with_name(f"{stem}.{kind}{suffix}") for kind in ("items", "users") for suffix in (".txt", ".counts")}
+
+
+def vocabulary_texts(users: list[tuple[str, int]], items: list[tuple[str, int]]) -> dict[str, str]:
+    """The vocabulary files' texts (`vocabulary_paths` keys) from (id, interactions) pairs in first-seen order:
+    the ids ordered as `Vocabulary.build` orders them (numeric order when all are integers)."""
+    from recgpt_tf.data.vocab import Vocabulary
+
+    texts = {}
+    for kind, pairs in (("items", items), ("users", users)):
+        counts = dict(pairs)
+        tokens = Vocabulary.build(token for token, _ in pairs).tokens
+        texts[f"{kind}.txt"] = "".join(f"{token}\n" for token in tokens)
+        texts[f"{kind}.counts"] = "".join(f"{counts[token]}\n" for token in tokens)
+    return texts
+
+
+def interaction_counts(interactions: dict[str, list[str]]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(users, items) as (id, interactions) pairs in first-seen order (`vocabulary_texts`)."""
+    items: dict[str, int] = {}
+    for sequence in interactions.values():
+        for item in sequence:
+            items[item] = items.get(item, 0) + 1
+    return [(user, len(sequence)) for user, sequence in interactions.items()], list(items.items())
+
+
+def write_vocabularies(interactions: dict[str, list[str]], path: Path | str) -> None:
+    """Writes the vocabulary files of `interactions` beside TFRecords at `path` (`vocabulary_paths`), each whole."""
+    paths, texts = vocabulary_paths(path), vocabulary_texts(*interaction_counts(interactions))
+    with atomic_siblings(*paths.values()) as temporary:
+        for tmp, key in zip(temporary, paths):
+            tmp.write_text(texts[key], encoding="utf-8", newline="")
+
+
 def read_examples(patterns: Iterable[str]) -> dict[str, list[str]]:
     """Reads `{user: items}` from TFRecord files or globs.
 

@@ -187,7 +187,15 @@ def _group_by_time(events: list[tuple[str, Timestamp, int, str]]) -> dict[str, l
 def _read_delimited(path: Path, delimiter: str, columns: Mapping[str, str]) -> dict[str, list[str]]:
     """Interaction rows: `user, item, timestamp` by position (further columns ignored), or the columns a
     header names (`resolve_columns`); line numbers are the file's, also after a quoted field that spans lines."""
-    events: list[tuple[str, Timestamp, int, str]] = []
+    return _group_by_time(list(delimited_events(path, delimiter, columns)))
+
+
+def delimited_events(
+    path: Path | str, delimiter: str, columns: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, Timestamp, int, str]]:
+    """(user, timestamp, line, item) of each interaction row of a CSV/TSV file, in file order, checked as
+    `load_interactions` checks them (the per-file step a Beam pipeline runs)."""
+    path, columns = Path(path), columns or {}
     reader = csv.reader(text_lines(path), delimiter=delimiter)
     positions, first = (0, 1, 2), True
     while True:
@@ -211,10 +219,7 @@ def _read_delimited(path: Path, delimiter: str, columns: Mapping[str, str]) -> d
         user, item, stamp = (row[i] for i in positions)
         if not user or not item:
             raise DataFormatError(path, number, "empty user or item id")
-        events.append(
-            (_check_id(path, number, "user", user), _parse_timestamp(path, number, stamp), number, _check_id(path, number, "item", item))
-        )
-    return _group_by_time(events)
+        yield _check_id(path, number, "user", user), _parse_timestamp(path, number, stamp), number, _check_id(path, number, "item", item)
 
 
 def _is_header(row: Sequence[str], columns: Mapping[str, str]) -> bool:
@@ -371,6 +376,15 @@ def parquet_parts(path: Path | str) -> list[Path]:
 
 
 def _read_parquet(parts: list[Path], given: Mapping[str, str]) -> dict[str, list[str]]:
+    """user, item, timestamp rows of Parquet part files, grouped on columns (`columnar`), or row by row where
+    only exact decimals order the times (integer and float times mixed, decimal columns)."""
+    from recgpt_tf.data.columnar import read_parquet_grouped
+
+    grouped = read_parquet_grouped(parts, lambda part, names: resolve_columns(part, names, given))
+    return grouped.to_dict() if grouped is not None else _read_parquet_rows(parts, given)
+
+
+def _read_parquet_rows(parts: list[Path], given: Mapping[str, str]) -> dict[str, list[str]]:
     """user, item, timestamp rows of Parquet part files, in part then row order: ids as exact strings (integer
     ids in decimal), integer, timestamp and date columns as exact integers, float timestamps only when finite."""
     import pyarrow as pa
@@ -399,6 +413,44 @@ def _read_parquet(parts: list[Path], given: Mapping[str, str]) -> dict[str, list
                 )
             )
     return _group_by_time(events)
+
+
+def parquet_row_group_events(
+    part: Path | str, row_group: int, columns: Mapping[str, str] | None = None, opener=open
+) -> Iterator[tuple[str, Timestamp, int, str]]:
+    """(user, timestamp, row, item) of each interaction of one row group of a Parquet part, in file order,
+    checked as `load_interactions` checks them (row: 1-based within the part; the step a Beam pipeline runs
+    on each row group). `opener(path, mode)` opens the file (Beam's FileSystems.open for remote storage)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with opener(str(part), "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        names = parquet.schema_arrow.names
+        chosen = [names[i] for i in resolve_columns(part, names, columns)]
+        first = sum(parquet.metadata.row_group(g).num_rows for g in range(row_group))
+        table = parquet.read_row_group(row_group, columns=chosen)
+    values = []
+    for position in range(3):
+        column = table.column(position)
+        if _is_time_type(column.type):
+            column = column.cast(pa.timestamp("ns", getattr(column.type, "tz", None))).cast(pa.int64())
+        values.append(column.to_pylist())
+    for offset, (user, item, stamp) in enumerate(zip(*values)):
+        row = first + offset + 1
+        yield (
+            _check_id(part, row, "user", _parquet_id(part, row, "user", user)),
+            _parquet_timestamp(part, row, stamp),
+            row,
+            _check_id(part, row, "item", _parquet_id(part, row, "item", item)),
+        )
+
+
+def _is_time_type(kind) -> bool:
+    """Whether an Arrow type is a timestamp or a date (ordered through nanoseconds since the epoch)."""
+    import pyarrow as pa
+
+    return pa.types.is_timestamp(kind) or pa.types.is_date(kind)
 
 
 def _parquet_id(path: Path, row: int, kind: str, value) -> str:
