@@ -40,7 +40,9 @@ def _log(folder, seed=0):
 def test_beam_conversion_equals_the_in_process_one(tmp_path, kind, capsys):
     data = _log(tmp_path / "log.parquet")
     if kind == "csv":  # the same log as one CSV file with a header
-        table = pa.concat_tables([pq.read_table(p).cast(pq.read_table(data / "part-00000.parquet").schema) for p in sorted(data.glob("part-*"))])
+        table = pa.concat_tables(
+            [pq.read_table(p).cast(pq.read_table(data / "part-00000.parquet").schema) for p in sorted(data.glob("part-*"))]
+        )
         lines = ["userId,movieId,rating,timestamp"] + [",".join(map(str, row.values())) for row in table.to_pylist()]
         data = tmp_path / "log.csv"
         data.write_text("\n".join(lines) + "\n")
