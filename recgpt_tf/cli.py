@@ -293,6 +293,18 @@ def cmd_recommend_batch(args: argparse.Namespace) -> int:
 
         with native_log_to(model / "logs" / "export" / "export.log"):
             model = Run.open(model).current_export(model / "batch_export")
+    if args.runner:
+        from recgpt_tf.beam.inference import recommend_batch as recommend_on_beam
+
+        beam_args = ["--runner", args.runner, *args.beam_args]
+        manifest = recommend_on_beam(
+            model, args.users, args.out, args.shards, args.batch_size, args.format, args.columns, args.overwrite, beam_args
+        )
+        done = "already held this job's answers" if manifest.get("complete") else "wrote"
+        print(
+            f"{done} {manifest['lines']} users' recommendations in {len(manifest['shards'])} shards beside {args.out} on Beam's {args.runner}, with {manifest['model']['path']}"
+        )
+        return 0
     requests = list(read_requests(args.users, args.format, args.columns))
     stats = recommend_batch(
         model, requests, args.out, args.batch_size, progress=not args.quiet, overwrite=args.overwrite, source=str(args.users)
@@ -490,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--overwrite", action="store_true", help="discard what --out holds from another job (finished or not)")
     _add_data_flags(batch)
     batch.add_argument("--batch-size", type=int, default=256)
+    _add_runner_flag(batch, "answer on an Apache Beam pipeline (RunInference) on RUNNER, into --shards JSON-lines files")
+    batch.add_argument("--shards", type=int, default=1, help="with --runner: OUT-0000i-of-0000N files, written whole")
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=cmd_recommend_batch)
 

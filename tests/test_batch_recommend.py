@@ -52,7 +52,7 @@ def test_offline_answers_are_the_online_signature_and_a_killed_run_resumes(publi
     # Killed after two batches, in the middle of writing the third: nothing under the final name, and the
     # rerun continues after the last complete line.
     killed = tmp_path / "killed.jsonl"
-    real, calls = batch_module._answer, []
+    real, calls = batch_module.answer_lines, []
 
     def dies_on_the_third_batch(signatures, batch):
         calls.append(len(batch))
@@ -62,11 +62,11 @@ def test_offline_answers_are_the_online_signature_and_a_killed_run_resumes(publi
         return real(signatures, batch)
 
     partial = BatchOutput(killed).partial_path
-    monkeypatch.setattr(batch_module, "_answer", dies_on_the_third_batch)
+    monkeypatch.setattr(batch_module, "answer_lines", dies_on_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         main(["recommend-batch", str(version.parent), str(users), "--out", str(killed), "--batch-size", "64", "--quiet"])
     assert not killed.exists() and not BatchOutput(killed).manifest_path.exists() and partial.read_text().count("\n") == 128
-    monkeypatch.setattr(batch_module, "_answer", real)
+    monkeypatch.setattr(batch_module, "answer_lines", real)
     assert main(["recommend-batch", str(version.parent), str(users), "--out", str(killed), "--quiet"]) == 0
     assert _lines(killed) == full and "resumed after 128 already answered" in capsys.readouterr().out
     assert not partial.exists()

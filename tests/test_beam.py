@@ -1,6 +1,10 @@
 """The data path on Apache Beam (DirectRunner): the same users, sequences and vocabularies as the in-process
 `recgpt convert` on the same log, whatever the runner splits."""
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,3 +65,73 @@ def test_a_bad_row_stops_the_pipeline_with_its_file_and_row(tmp_path, capsys):
     pq.write_table(pa.table({"user_id": ["u", "u"], "item_id": ["a", None], "timestamp": [1, 2]}), data)
     assert main(["convert", str(data), str(tmp_path / "out.tfrecord.gz"), "--runner", "DirectRunner"]) == 1
     assert "bad.parquet:2: item id None" in capsys.readouterr().err
+
+
+# --- batch recommendations on Beam ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def published(tiny_dataset, tmp_path_factory):
+    from helpers import export_from_run, tiny_run, tiny_train_config
+    from recgpt_tf.training import pretrain
+
+    folder = tmp_path_factory.mktemp("beam_batch")
+    model, _ = pretrain(tiny_run(tiny_dataset, folder / "run"), tiny_dataset, tiny_train_config(epochs=1), verbose=0)
+    return folder, export_from_run(folder / "run", model, folder / "export", (9, 1), index_kind="brute-force")
+
+
+def _by_user(paths):
+    lines = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
+    return {line["user_id"]: line for line in lines}
+
+
+def _same_answers(left, right) -> bool:
+    """The same users, lists and steps; scores within float32 noise (other batch sizes sum in another order)."""
+    assert left.keys() == right.keys()
+    for user, answer in left.items():
+        assert answer["item_ids"] == right[user]["item_ids"] and answer["recall_step"] == right[user]["recall_step"]
+        np.testing.assert_allclose(answer["scores"], right[user]["scores"], atol=1e-5)
+    return True
+
+
+def test_beam_batch_recommendations_equal_the_in_process_ones(published, tiny_dataset, tmp_path, capsys):
+    folder, version = published
+    users = tiny_dataset.user_vocab.decode(tiny_dataset.users[:150])
+    histories = [tiny_dataset.item_vocab.decode(s) for s in tiny_dataset.sequences[:150]]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        "".join(
+            json.dumps({"user_id": u, "history": h, **({"exclude": h[-3:] + ["nope"]} if i % 2 else {})}) + "\n"
+            for i, (u, h) in enumerate(zip(users, histories))
+        )
+    )
+    local, beam = tmp_path / "local.jsonl", tmp_path / "beam" / "recs.jsonl"
+    assert main(["recommend-batch", str(version), str(requests), "--out", str(local), "--quiet"]) == 0
+    argv = ["recommend-batch", str(version), str(requests), "--out", str(beam), "--shards", "2", "--batch-size", "32"]
+    assert main([*argv, "--runner", "DirectRunner", "--direct_num_workers=2"]) == 0
+    shards = sorted(beam.parent.glob("recs-*-of-00002.jsonl"))
+    assert len(shards) == 2 and _same_answers(_by_user(shards), _by_user([local]))  # offline on Beam = in process = online
+    manifest = json.loads((beam.parent / "recs.jsonl.manifest.json").read_text())
+    assert manifest["lines"] == manifest["requests"]["count"] == 150 and manifest["model"]["version"] == version.name
+    assert [s["sha256"] for s in manifest["shards"]] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in shards]
+    capsys.readouterr()
+    assert main([*argv, "--runner", "DirectRunner"]) == 0 and "already held this job's answers" in capsys.readouterr().out
+    other = tmp_path / "other.jsonl"
+    other.write_text(requests.read_text().splitlines()[0] + "\n")
+    assert main(["recommend-batch", str(version), str(other), "--out", str(beam), "--runner", "DirectRunner"]) == 1
+    assert "holds another job's finished answers" in capsys.readouterr().err
+
+
+def test_beam_batch_from_an_interaction_log(published, tiny_dataset, tmp_path):
+    folder, version = published
+    log = tmp_path / "log.csv"
+    rows = [
+        f"{u},{i},{t}"
+        for u, s in zip(tiny_dataset.user_vocab.decode(tiny_dataset.users[:40]), tiny_dataset.sequences[:40])
+        for t, i in enumerate(tiny_dataset.item_vocab.decode(s))
+    ]
+    log.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    local, beam = tmp_path / "local.jsonl", tmp_path / "beam.jsonl"
+    assert main(["recommend-batch", str(version), str(log), "--out", str(local), "--quiet"]) == 0
+    assert main(["recommend-batch", str(version), str(log), "--out", str(beam), "--runner", "DirectRunner"]) == 0
+    assert _same_answers(_by_user(sorted(tmp_path.glob("beam-*.jsonl"))), _by_user([local]))

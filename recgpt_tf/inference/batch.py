@@ -122,7 +122,7 @@ def recommend_batch(
             bar = keras.utils.Progbar(len(requests), unit_name="user") if progress else None
             for begin in range(skip, len(requests), batch_size):
                 batch = requests[begin : begin + batch_size]
-                writer.write_lines(_answer(signatures, batch))
+                writer.write_lines(answer_lines(signatures, batch))
                 answered += len(batch)
                 if bar is not None:
                     bar.update(begin + len(batch))
@@ -141,7 +141,7 @@ def recommend_batch(
     }
 
 
-def _answer(signatures, batch: list[dict]) -> list[str]:
+def answer_lines(signatures, batch: list[dict]) -> list[str]:
     """One signature call per kind of request in `batch` (with and without exclusions); a JSON line per
     request, in order. A slot the signature filled because fewer than k items were allowed (item "" with
     score -inf, `contract.EMPTY_SLOT`) is left out of the line, so every line is strict JSON and lists real items only."""

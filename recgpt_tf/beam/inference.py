@@ -1,0 +1,183 @@
+"""Batch recommendations on Apache Beam: `RunInference` with a model handler that calls the exported
+SavedModel's own signature (`serving_default`, or `recommend_excluding` for requests with exclusions), so
+offline lists equal online answers, on as many workers as the runner gives.
+
+    requests (JSON lines files, or an interaction log grouped as `beam.convert` groups it)
+        ──RunInference(SignatureModelHandler)──▶ JSON lines (the lines `recommend-batch` writes)
+        ──WriteToText──▶ OUT-0000i-of-0000N.jsonl (each shard written whole)  ──▶ OUT.manifest.json, last
+
+The output holds one job's answers from one model version, as the in-process batch does: the manifest
+(`OUT.manifest.json`: the model version's path and fingerprint, the requests' count and an order-free digest,
+the shards with their lines and sha256, when) is written after every shard is in place; the same job again
+is "nothing to do", another job on the same OUT is refused unless `overwrite`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+from recgpt_tf.beam.convert import GroupSequences, ReadInteractions, input_files, worker_errors
+from recgpt_tf.errors import OutputConflictError
+from recgpt_tf.inference.batch_output import MANIFEST_SUFFIX, BatchJob, model_identity
+
+
+class SignatureModelHandler(ModelHandler[dict, str, Any]):
+    """Loads the SavedModel version once per worker and answers batches of requests ({"user_id",
+    "history", "exclude"}) with its own signatures; each answer is `recommend-batch`'s JSON line."""
+
+    def __init__(self, version: Path | str, min_batch_size: int = 1, max_batch_size: int = 256) -> None:
+        self.version = str(version)
+        self.batch_sizes = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+
+    def load_model(self):
+        import tensorflow as tf
+
+        return tf.saved_model.load(self.version).signatures
+
+    def run_inference(self, batch: Sequence[dict], model, inference_args: dict | None = None) -> Iterable[str]:
+        from recgpt_tf.inference.batch import answer_lines
+
+        return answer_lines(model, list(batch))
+
+    def batch_elements_kwargs(self) -> dict:
+        return self.batch_sizes
+
+    def get_metrics_namespace(self) -> str:
+        return "recgpt"
+
+
+class ReadRequests(beam.PTransform):
+    """PBegin → requests: the lines of JSON-lines files (each file read by one worker, errors naming
+    FILE:LINE), or every user of an interaction log with their whole history."""
+
+    def __init__(self, users: Path | str, data_format: str | None = None, columns=None) -> None:
+        super().__init__()
+        self.users, self.data_format, self.columns = str(users), data_format, columns
+
+    def expand(self, pbegin):
+        if self.users.endswith(".jsonl"):
+            from recgpt_tf.inference.batch import read_requests
+
+            return pbegin | "Files" >> beam.Create([self.users]) | "Parse" >> beam.FlatMap(read_requests)
+        data_format, files = input_files(self.users, self.data_format)
+        return (
+            pbegin
+            | "Read" >> ReadInteractions(files, data_format, self.columns)
+            | "Group" >> GroupSequences()
+            | "AsRequests" >> beam.Map(lambda s: {"user_id": s[0], "history": s[2], "exclude": None})
+        )
+
+
+def _request_digest(request: dict) -> int:
+    row = [request["user_id"], list(request["history"]), request.get("exclude")]
+    return int.from_bytes(hashlib.sha256(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()).digest(), "big")
+
+
+def recommend_batch(
+    version: Path | str,
+    users: Path | str,
+    out: Path | str,
+    shards: int = 1,
+    batch_size: int = 256,
+    data_format: str | None = None,
+    columns=None,
+    overwrite: bool = False,
+    beam_args: Sequence[str] = (),
+) -> dict:
+    """Answers every request of `users` into JSON-lines shards at `out` on the runner `beam_args` names.
+
+    Returns:
+        The manifest written (or found: {"complete": True, ...} when `out` already holds this job's answers).
+
+    Raises:
+        OutputConflictError: `out` holds another job's answers (and `overwrite` is off).
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from recgpt_tf.inference.batch import resolve_version
+
+    version = resolve_version(version)
+    out = Path(out)
+    manifest_path = out.with_name(out.name + MANIFEST_SUFFIX)
+    model = model_identity(version)
+    stem, _, suffixes = out.name.partition(".")
+    if overwrite:
+        for old in [manifest_path, *out.parent.glob(f"{stem}-*-of-*")]:
+            old.unlink(missing_ok=True)
+    elif manifest_path.exists():
+        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if recorded.get("model", {}).get("fingerprint") == model["fingerprint"] and recorded.get("requests", {}).get("source") == str(
+            users
+        ):
+            return {**recorded, "complete": True}
+        raise OutputConflictError(
+            f"{out} holds another job's finished answers ({recorded.get('model', {}).get('path')}, {recorded.get('requests', {}).get('source')}); "
+            "pass overwrite (--overwrite) to replace them, or write another file"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with worker_errors():
+        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+            requests = pipeline | "Requests" >> ReadRequests(users, data_format, columns)
+            digest = (
+                requests
+                | "Digest" >> beam.Map(_request_digest)
+                | "Together" >> beam.CombineGlobally(lambda digests: sum(digests) % (1 << 256))
+            )
+            count = requests | "Count" >> beam.combiners.Count.Globally()
+            shards_written = (
+                requests
+                | "Recommend" >> RunInference(SignatureModelHandler(version, max_batch_size=batch_size))
+                | "Write"
+                >> beam.io.WriteToText(
+                    str(out.with_name(stem)),
+                    file_name_suffix=f".{suffixes}" if suffixes else "",
+                    num_shards=shards,
+                    shard_name_template="-SSSSS-of-NNNNN",
+                )
+            )
+            _ = (
+                shards_written
+                | "AllShards" >> beam.combiners.ToList()
+                | "Manifest"
+                >> beam.Map(
+                    _write_manifest,
+                    str(manifest_path),
+                    model,
+                    str(users),
+                    beam.pvalue.AsSingleton(count),
+                    beam.pvalue.AsSingleton(digest),
+                )
+            )
+    return json.loads(manifest_path.read_text(encoding="utf-8"))
+
+
+def _write_manifest(shards: list[str], path: str, model: dict, source: str, count: int, digest: int) -> str:
+    """The completion record, written whole (a temporary name, then a rename) after every shard is in place."""
+    described = []
+    for shard in sorted(shards):
+        sha, lines = hashlib.sha256(), 0
+        with FileSystems.open(shard) as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+                lines += block.count(b"\n")
+        described.append({"path": shard, "lines": lines, "sha256": sha.hexdigest()})
+    manifest = {
+        **BatchJob(model=model, requests={"count": count, "unordered_sha256_sum": f"{digest:064x}", "source": source}).to_dict(),
+        "runner": "beam",
+        "shards": described,
+        "lines": sum(shard["lines"] for shard in described),
+        "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    temporary = f"{path}.tmp-beam"
+    with FileSystems.create(temporary) as handle:
+        handle.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    FileSystems.rename([temporary], [path])
+    return path
