@@ -10,6 +10,7 @@ maximum resident set).
 
     python benchmarks/data_path.py --rows 1000000 5000000 --json benchmarks/results/data_path.json
     python benchmarks/data_path.py --rows 5000000 --runner DirectRunner --workers 1 2 --json ...
+    python benchmarks/data_path.py --plot benchmarks/results/data_path.png --json benchmarks/results/data_path.json
 """
 
 from __future__ import annotations
@@ -80,6 +81,30 @@ def child(command: list[str]) -> None:
     print(json.dumps(summary))
 
 
+def plot(report: dict, path: Path) -> None:
+    """Wall time and peak memory against interactions, one line per path (one process, Beam's workers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (seconds, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    names = sorted({name for runs in report["runs"].values() for name in runs})
+    for name in names:
+        points = sorted((int(rows), runs[name]) for rows, runs in report["runs"].items() if name in runs and "wall_seconds" in runs[name])
+        label = "one process" if name == "local" else name.replace("beam_DirectRunner_", "Beam DirectRunner, workers: ")
+        seconds.plot([r / 1e6 for r, _ in points], [e["wall_seconds"] for _, e in points], marker="o", label=label)
+        memory.plot([r / 1e6 for r, _ in points], [e["peak_mb"] / 1024 for _, e in points], marker="o", label=label)
+    for axis, title in ((seconds, "wall time (s)"), (memory, "peak memory (GB)")):
+        axis.set_xlabel("interactions (millions)")
+        axis.set_title(f"recgpt convert: {title}")
+        axis.grid(alpha=0.3)
+    seconds.legend()
+    figure.suptitle(f"{report.get('machine', '')}, {report.get('updated', '')}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         return child(sys.argv[2:])
@@ -90,7 +115,10 @@ def main() -> None:
     parser.add_argument("--no-local", action="store_true", help="skip the one-machine path")
     parser.add_argument("--work", type=Path, default=Path("/tmp/recgpt-data-path"))
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--plot", type=Path, help="draw the curve of --json into this PNG, and measure nothing")
     args = parser.parse_args()
+    if args.plot:
+        return plot(json.loads(args.json.read_text()), args.plot)
     from recgpt_tf.benchmarking import machine, utc_now
     from recgpt_tf.files import write_json
 
@@ -102,7 +130,13 @@ def main() -> None:
         log = make_log(args.work / f"log_{rows}.parquet", rows)
         paths = [] if args.no_local else [("local", [])]
         if args.runner:
-            paths += [(f"beam_{args.runner}_{w}", ["--runner", args.runner, f"--direct_num_workers={w}"]) for w in args.workers]
+            paths += [
+                (
+                    f"beam_{args.runner}_{w}",
+                    ["--runner", args.runner, f"--direct_num_workers={w}"] + (["--direct_running_mode=multi_processing"] if w > 1 else []),
+                )
+                for w in args.workers
+            ]
         for name, flags in paths:
             out = args.work / f"out_{rows}_{name}" / "train.tfrecord.gz"
             entry = measure([recgpt, "convert", str(log), str(out), "--shards", "4", *flags])

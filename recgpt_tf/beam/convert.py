@@ -28,6 +28,14 @@ from recgpt_tf.data.readers import delimited_events, detect_format, parquet_part
 from recgpt_tf.errors import RecGPTError
 
 
+def split_path(path: Path | str) -> tuple[str, str]:
+    """(folder with its trailing separator, file name) of a local path or a URL (gs://bucket/dir/name), which
+    `pathlib` would mangle."""
+    text = str(path)
+    folder, _, name = text.rpartition("/")
+    return (folder + "/" if folder or text.startswith("/") else ""), name
+
+
 def input_files(data: Path | str, data_format: str | None = None) -> tuple[str, list[str]]:
     """(format, files) of a log: a Parquet file, folder or glob (`readers.parquet_parts`), or CSV/TSV files
     (a path or a glob); on remote storage, the files Beam's FileSystems match."""
@@ -98,21 +106,22 @@ class WriteSequences(beam.PTransform):
 
     def __init__(self, path: Path | str, shards: int = 1) -> None:
         super().__init__()
-        self.path, self.shards = Path(path), shards
+        self.path, self.shards = str(path), shards
 
     def expand(self, sequences):
-        stem, _, suffixes = self.path.name.partition(".")
+        folder, name = split_path(self.path)
+        stem, _, suffixes = name.partition(".")
         written = (
             sequences
             | "ToExample" >> beam.Map(_serialized_example)
             | "WriteShards"
             >> beam.io.WriteToTFRecord(
-                str(self.path.with_name(stem)),
+                folder + stem,
                 file_name_suffix=f".{suffixes}" if suffixes else "",
                 num_shards=self.shards,
                 shard_name_template="" if self.shards == 1 else "-SSSSS-of-NNNNN",
                 compression_type=beam.io.filesystem.CompressionTypes.GZIP
-                if self.path.name.endswith(".gz")
+                if name.endswith(".gz")
                 else beam.io.filesystem.CompressionTypes.UNCOMPRESSED,
             )
         )
@@ -123,7 +132,7 @@ class WriteSequences(beam.PTransform):
             | "FirstSeenAndCount" >> beam.CombinePerKey(_FirstSeenAndCount())
             | "ItemCounts" >> beam.Map(lambda kv: (kv[1][0], kv[0], kv[1][1]))
         )
-        paths = {key: str(path) for key, path in vocabulary_paths(self.path).items()}
+        paths = {key: folder + path.name for key, path in vocabulary_paths(name).items()}
         all_items = items | "AllItems" >> beam.combiners.ToList()
         vocabularies = (
             users
@@ -214,9 +223,11 @@ def convert(data: Path | str, out: Path | str, shards: int = 1, data_format: str
     """Runs `LogsToTFRecords` on the runner `beam_args` name (`--runner DirectRunner` ...); returns the users written."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    folder, name = split_path(out)
+    if "://" not in folder:
+        Path(folder or ".").mkdir(parents=True, exist_ok=True)
     with worker_errors():
         with beam.Pipeline(options=PipelineOptions(list(beam_args or []))) as pipeline:
             _ = pipeline | "Convert" >> LogsToTFRecords(data, out, shards, data_format, columns)
-    counts = vocabulary_paths(out)["users.counts"]
-    return sum(1 for _ in Path(counts).open()) if Path(counts).exists() else 0
+    with FileSystems.open(folder + vocabulary_paths(name)["users.counts"].name, compression_type="uncompressed") as handle:
+        return handle.read().count(b"\n")

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from recgpt_tf.beam.convert import GroupSequences, ReadInteractions, input_files, worker_errors
+from recgpt_tf.beam.convert import GroupSequences, ReadInteractions, input_files, split_path, worker_errors
 from recgpt_tf.errors import OutputConflictError
 from recgpt_tf.inference.batch_output import MANIFEST_SUFFIX, BatchJob, model_identity
 
@@ -104,25 +104,26 @@ def recommend_batch(
 
     from recgpt_tf.inference.batch import resolve_version
 
-    version = resolve_version(version)
-    out = Path(out)
-    manifest_path = out.with_name(out.name + MANIFEST_SUFFIX)
+    version = version if "://" in str(version) else resolve_version(version)  # a URL: the version directory itself
+    folder, name = split_path(out)
+    manifest_path = folder + name + MANIFEST_SUFFIX
     model = model_identity(version)
-    stem, _, suffixes = out.name.partition(".")
+    stem, _, suffixes = name.partition(".")
     if overwrite:
-        for old in [manifest_path, *out.parent.glob(f"{stem}-*-of-*")]:
-            old.unlink(missing_ok=True)
-    elif manifest_path.exists():
-        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if recorded.get("model", {}).get("fingerprint") == model["fingerprint"] and recorded.get("requests", {}).get("source") == str(
-            users
-        ):
+        old = [m.path for m in FileSystems.match([f"{folder}{stem}-*-of-*"])[0].metadata_list]
+        FileSystems.delete([path for path in [manifest_path, *old] if FileSystems.exists(path)])
+    elif FileSystems.exists(manifest_path):
+        with FileSystems.open(manifest_path, compression_type="uncompressed") as handle:
+            recorded = json.loads(handle.read().decode("utf-8"))
+        same_source = recorded.get("requests", {}).get("source") == str(users)
+        if recorded.get("model", {}).get("fingerprint") == model["fingerprint"] and same_source:
             return {**recorded, "complete": True}
         raise OutputConflictError(
             f"{out} holds another job's finished answers ({recorded.get('model', {}).get('path')}, {recorded.get('requests', {}).get('source')}); "
             "pass overwrite (--overwrite) to replace them, or write another file"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in folder:
+        Path(folder or ".").mkdir(parents=True, exist_ok=True)
     with worker_errors():
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
             requests = pipeline | "Requests" >> ReadRequests(users, data_format, columns)
@@ -137,7 +138,7 @@ def recommend_batch(
                 | "Recommend" >> RunInference(SignatureModelHandler(version, max_batch_size=batch_size))
                 | "Write"
                 >> beam.io.WriteToText(
-                    str(out.with_name(stem)),
+                    folder + stem,
                     file_name_suffix=f".{suffixes}" if suffixes else "",
                     num_shards=shards,
                     shard_name_template="-SSSSS-of-NNNNN",
@@ -149,14 +150,15 @@ def recommend_batch(
                 | "Manifest"
                 >> beam.Map(
                     _write_manifest,
-                    str(manifest_path),
+                    manifest_path,
                     model,
                     str(users),
                     beam.pvalue.AsSingleton(count),
                     beam.pvalue.AsSingleton(digest),
                 )
             )
-    return json.loads(manifest_path.read_text(encoding="utf-8"))
+    with FileSystems.open(manifest_path, compression_type="uncompressed") as handle:
+        return json.loads(handle.read().decode("utf-8"))
 
 
 def _write_manifest(shards: list[str], path: str, model: dict, source: str, count: int, digest: int) -> str:

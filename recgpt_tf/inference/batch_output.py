@@ -35,16 +35,17 @@ def model_identity(version: Path) -> dict:
     """What a batch output records of the SavedModel version answering it: its path, version number and
     fingerprint (TensorFlow's fingerprint.pb, which covers the graph and the variables; for a SavedModel
     written without one, the sha256 of saved_model.pb and the variables index)."""
-    version = Path(version).resolve()
+    path = str(version) if "://" in str(version) else str(Path(version).resolve())  # a URL (gs://...) as given
     try:
-        fingerprint = tf.saved_model.experimental.read_fingerprint(str(version)).singleprint()
+        fingerprint = tf.saved_model.experimental.read_fingerprint(path).singleprint()
     except (FileNotFoundError, ValueError, RuntimeError):  # none, or unreadable
         digest = hashlib.sha256()
         for name in ("saved_model.pb", "variables/variables.index"):
-            if (version / name).is_file():
-                digest.update((version / name).read_bytes())
+            if tf.io.gfile.exists(f"{path}/{name}"):
+                with tf.io.gfile.GFile(f"{path}/{name}", "rb") as handle:
+                    digest.update(handle.read())
         fingerprint = f"sha256:{digest.hexdigest()}"
-    return {"path": str(version), "version": version.name, "fingerprint": fingerprint}
+    return {"path": path, "version": path.rstrip("/").rpartition("/")[2], "fingerprint": fingerprint}
 
 
 def requests_identity(requests: list[dict], source: str | None = None) -> dict:
