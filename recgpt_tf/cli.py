@@ -69,6 +69,18 @@ def _add_data_flags(
     )
 
 
+def _beam(module: str):
+    """recgpt_tf.beam.MODULE, or a usage error that says how to install Apache Beam."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"recgpt_tf.beam.{module}")
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("apache_beam"):
+            raise
+        raise ConfigError("runner", 'needs Apache Beam: pip install "recgpt-tf[beam]" (".[beam]" in a checkout)') from None
+
+
 def _add_runner_flag(parser: argparse.ArgumentParser, help: str) -> None:
     """--runner; the Beam pipeline options after it (--direct_num_workers=2, --project=...) pass through."""
     parser.add_argument("--runner", default=None, metavar="RUNNER", help=help + "; further --options go to Beam's PipelineOptions")
@@ -269,8 +281,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from recgpt_tf.data.readers import load_interactions
 
     if args.runner:
-        from recgpt_tf.beam.convert import convert
-
+        convert = _beam("convert").convert
         count = convert(args.data, args.out, args.shards, args.format, args.columns, ["--runner", args.runner, *args.beam_args])
     else:
         interactions = load_interactions(args.data, args.format, args.columns)
@@ -287,6 +298,8 @@ def cmd_recommend_batch(args: argparse.Namespace) -> int:
     from recgpt_tf.inference.batch_output import BatchOutput
 
     BatchOutput(args.out)  # a bad --out is refused before the requests are read or a run exported
+    if args.shards != 1 and not args.runner:
+        raise ConfigError("shards", "applies to a Beam job (--runner); one process writes one file")
     model = Path(args.model)
     if (model / "config.json").is_file():  # a run directory: answer through an export of its current weights
         from recgpt_tf.runs import Run
@@ -294,8 +307,7 @@ def cmd_recommend_batch(args: argparse.Namespace) -> int:
         with native_log_to(model / "logs" / "export" / "export.log"):
             model = Run.open(model).current_export(model / "batch_export")
     if args.runner:
-        from recgpt_tf.beam.inference import recommend_batch as recommend_on_beam
-
+        recommend_on_beam = _beam("inference").recommend_batch
         beam_args = ["--runner", args.runner, *args.beam_args]
         manifest = recommend_on_beam(
             model, args.users, args.out, args.shards, args.batch_size, args.format, args.columns, args.overwrite, beam_args

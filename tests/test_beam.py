@@ -135,3 +135,16 @@ def test_beam_batch_from_an_interaction_log(published, tiny_dataset, tmp_path):
     assert main(["recommend-batch", str(version), str(log), "--out", str(local), "--quiet"]) == 0
     assert main(["recommend-batch", str(version), str(log), "--out", str(beam), "--runner", "DirectRunner"]) == 0
     assert _same_answers(_by_user(sorted(tmp_path.glob("beam-*.jsonl"))), _by_user([local]))
+
+
+def test_beam_mistakes_are_one_line_errors(published, tmp_path, capsys):
+    _, version = published
+    assert main(["convert", str(tmp_path / "none-*.csv"), str(tmp_path / "o.tfrecord.gz"), "--runner", "DirectRunner"]) == 1
+    assert "none-*.csv: no such file, or no file matches" in capsys.readouterr().err
+    (tmp_path / "d.txt").write_text("1 2 3\n")
+    assert main(["convert", str(tmp_path / "d.txt"), str(tmp_path / "o.tfrecord.gz"), "--runner", "DirectRunner"]) == 2
+    assert "--format must be parquet, csv or tsv for the Beam pipeline" in capsys.readouterr().err
+    requests = tmp_path / "r.jsonl"
+    requests.write_text('{"user_id": "1", "history": []}\n')
+    assert main(["recommend-batch", str(version), str(requests), "--out", str(tmp_path / "r-out.jsonl"), "--shards", "2"]) == 2
+    assert "--shards applies to a Beam job (--runner)" in capsys.readouterr().err

@@ -183,3 +183,33 @@ def test_the_columnar_reader_groups_exactly_as_the_row_reader(tmp_path, seed):
     columnar = _read_parquet(parts, {})
     rows = _read_parquet_rows(parts, {})
     assert list(columnar) == list(rows) and columnar == rows
+
+
+@pytest.mark.reliability
+def test_edge_columns_read_as_the_row_reader_reads_them(tmp_path):
+    from recgpt_tf.data.readers import _read_parquet_rows, parquet_parts
+
+    folder = tmp_path / "edge.parquet"
+    folder.mkdir()
+    big = 2**63 + 5  # a hashed id no int64 holds
+    stamps = pa.array([3, 1, 2], pa.timestamp("s", tz="Europe/Berlin"))
+    pq.write_table(
+        pa.table({"user_id": pa.array([big, big, 7], pa.uint64()), "item_id": pa.array([1, 2, 3], pa.int16()), "ts": stamps}),
+        folder / "a.parquet",
+    )
+    pq.write_table(
+        pa.table({"user_id": pa.array([], pa.uint64()), "item_id": pa.array([], pa.int16()), "ts": pa.array([], stamps.type)}),
+        folder / "b.parquet",
+    )
+    assert load_interactions(folder) == _read_parquet_rows(parquet_parts(folder), {}) == {str(big): ["2", "1"], "7": ["3"]}
+
+
+@pytest.mark.reliability
+def test_the_first_bad_row_is_the_one_named_and_far_dates_are_an_error(tmp_path):
+    users = ["u"] * 9 + [None]
+    items = ["a", None] + ["b"] * 8  # a bad item on row 2 comes before a missing user on row 10
+    with pytest.raises(DataFormatError, match=r"first\.parquet:2: item id None"):
+        load_interactions(_write(tmp_path / "first.parquet", user_id=users, item_id=items, ts=list(range(10))))
+    far = pa.array([datetime.date(2024, 1, 1), datetime.date(9999, 12, 31)], pa.date32())
+    with pytest.raises(DataFormatError, match=r"far\.parquet: has a time outside 1677\.\.2262"):
+        load_interactions(_write(tmp_path / "far.parquet", user_id=["u", "u"], item_id=["a", "b"], date=far))

@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from recgpt_tf.data.examples import vocabulary_paths, vocabulary_texts
 from recgpt_tf.data.readers import delimited_events, detect_format, parquet_parts, parquet_row_group_events
-from recgpt_tf.errors import RecGPTError
+from recgpt_tf.errors import ConfigError, DataFormatError, RecGPTError
 
 
 def split_path(path: Path | str) -> tuple[str, str]:
@@ -36,20 +36,31 @@ def split_path(path: Path | str) -> tuple[str, str]:
     return (folder + "/" if folder or text.startswith("/") else ""), name
 
 
+def replace(temporary: str, path: str) -> None:
+    """Renames `temporary` over `path` on any of Beam's file systems (HDFS refuses a rename onto a file)."""
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+
+
 def input_files(data: Path | str, data_format: str | None = None) -> tuple[str, list[str]]:
     """(format, files) of a log: a Parquet file, folder or glob (`readers.parquet_parts`), or CSV/TSV files
     (a path or a glob); on remote storage, the files Beam's FileSystems match."""
     data = str(data)
     data_format = data_format or detect_format(data)
     if data_format not in ("parquet", "csv", "tsv"):
-        raise ValueError(f"{data}: the Beam pipeline reads parquet, csv or tsv logs, not {data_format}")
+        raise ConfigError("data_format", f"must be parquet, csv or tsv for the Beam pipeline; got {data_format} ({data})")
     if "://" in data:
-        return data_format, sorted(m.path for m in FileSystems.match([data])[0].metadata_list)
-    if data_format == "parquet":
-        return data_format, [str(p) for p in parquet_parts(data)]
-    import glob
+        listed = sorted(m.path for m in FileSystems.match([data])[0].metadata_list if not m.path.rpartition("/")[2].startswith((".", "_")))
+    elif data_format == "parquet":
+        listed = [str(p) for p in parquet_parts(data)]
+    else:
+        import glob
 
-    return data_format, sorted(glob.glob(data)) if any(c in data for c in "*?[") else [data]
+        listed = sorted(glob.glob(data)) if any(c in data for c in "*?[") else ([data] if Path(data).is_file() else [])
+    if not listed:
+        raise DataFormatError(data, None, "no such file, or no file matches")
+    return data_format, listed
 
 
 class ReadInteractions(beam.PTransform):
@@ -74,6 +85,7 @@ class ReadInteractions(beam.PTransform):
 
 
 def _row_groups(indexed: tuple[int, str]) -> Iterable[tuple[int, str, int]]:
+    """(file index, path, row group) for each row group of one Parquet part: the pipeline's unit of work."""
     import pyarrow.parquet as pq
 
     index, path = indexed
@@ -83,6 +95,7 @@ def _row_groups(indexed: tuple[int, str]) -> Iterable[tuple[int, str, int]]:
 
 
 def _keyed(file_index: int, events) -> Iterable[tuple[str, tuple]]:
+    """(user, (time, file index, row, item)): the key and the order of the in-process reader."""
     for user, stamp, row, item in events:
         yield user, (stamp, file_index, row, item)
 
@@ -95,6 +108,7 @@ class GroupSequences(beam.PTransform):
 
 
 def _ordered(grouped: tuple[str, Iterable[tuple]]) -> tuple[str, tuple, list[str]]:
+    """One user's interactions in (time, file, row) order: (user, first key, items)."""
     user, events = grouped
     events = sorted(events, key=lambda e: e[:3])
     return user, events[0][:3], [event[3] for event in events]
@@ -153,6 +167,7 @@ class _FirstSeenAndCount(beam.CombineFn):
         return (value[0] if key is None or value[0] < key else key), count + value[1]
 
     def merge_accumulators(self, accumulators):
+        accumulators = list(accumulators)  # Beam promises an iterable, which may be read once
         keys = [key for key, _ in accumulators if key is not None]
         return (min(keys) if keys else None), sum(count for _, count in accumulators)
 
@@ -161,6 +176,7 @@ class _FirstSeenAndCount(beam.CombineFn):
 
 
 def _serialized_example(sequence: tuple[str, tuple, list[str]]) -> bytes:
+    """The user's tf.Example, as `recgpt convert` writes it in one process."""
     from recgpt_tf.data.examples import to_example
 
     user, _, items = sequence
@@ -174,7 +190,7 @@ def _write_vocabularies(users: list[tuple], items: list[tuple], paths: dict[str,
         temporary = f"{path}.tmp-beam"
         with FileSystems.create(temporary) as handle:
             handle.write(texts[key].encode("utf-8"))
-        FileSystems.rename([temporary], [path])
+        replace(temporary, path)
     return list(paths.values())
 
 
@@ -223,6 +239,8 @@ def convert(data: Path | str, out: Path | str, shards: int = 1, data_format: str
     """Runs `LogsToTFRecords` on the runner `beam_args` name (`--runner DirectRunner` ...); returns the users written."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    if shards < 1:
+        raise ConfigError("shards", f"must be >= 1; got {shards}")
     folder, name = split_path(out)
     if "://" not in folder:
         Path(folder or ".").mkdir(parents=True, exist_ok=True)
@@ -230,4 +248,7 @@ def convert(data: Path | str, out: Path | str, shards: int = 1, data_format: str
         with beam.Pipeline(options=PipelineOptions(list(beam_args or []))) as pipeline:
             _ = pipeline | "Convert" >> LogsToTFRecords(data, out, shards, data_format, columns)
     with FileSystems.open(folder + vocabulary_paths(name)["users.counts"].name, compression_type="uncompressed") as handle:
-        return handle.read().count(b"\n")
+        users = handle.read().count(b"\n")
+    if not users:
+        raise DataFormatError(data, None, "the log holds no interactions")
+    return users

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from recgpt_tf.beam.convert import GroupSequences, ReadInteractions, input_files, split_path, worker_errors
+from recgpt_tf.beam.convert import GroupSequences, ReadInteractions, input_files, replace, split_path, worker_errors
 from recgpt_tf.errors import OutputConflictError
 from recgpt_tf.inference.batch_output import MANIFEST_SUFFIX, BatchJob, model_identity
 
@@ -66,7 +66,8 @@ class ReadRequests(beam.PTransform):
         if self.users.endswith(".jsonl"):
             from recgpt_tf.inference.batch import read_requests
 
-            return pbegin | "Files" >> beam.Create([self.users]) | "Parse" >> beam.FlatMap(read_requests)
+            parsed = pbegin | "Files" >> beam.Create([self.users]) | "Parse" >> beam.FlatMap(read_requests)
+            return parsed | "Spread" >> beam.Reshuffle()  # one file is read by one worker; its requests go to all
         data_format, files = input_files(self.users, self.data_format)
         return (
             pbegin
@@ -76,7 +77,32 @@ class ReadRequests(beam.PTransform):
         )
 
 
+def _is_the_same_job(recorded: dict, model: dict, source: str) -> bool:
+    """Whether a Beam manifest records this model and requests file, and its shards are still as written."""
+    if recorded.get("model", {}).get("fingerprint") != model["fingerprint"] or recorded.get("requests", {}).get("source") != source:
+        return False
+    modified = recorded.get("completed_at", "")
+    for shard in recorded.get("shards", []):
+        if not FileSystems.exists(shard["path"]) or _sha256_and_lines(shard["path"])[0] != shard["sha256"]:
+            return False
+    if "://" not in source and Path(source).exists():  # a requests file rewritten since is another job
+        changed = datetime.datetime.fromtimestamp(Path(source).stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")
+        return changed <= modified
+    return True
+
+
+def _sha256_and_lines(path: str) -> tuple[str, int]:
+    """The sha256 of a file's bytes as stored (no decompression) and its lines."""
+    sha, lines = hashlib.sha256(), 0
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+            lines += block.count(b"\n")
+    return sha.hexdigest(), lines
+
+
 def _request_digest(request: dict) -> int:
+    """A request's sha256 as an integer; their sum (mod 2**256) is a digest of the requests in any order."""
     row = [request["user_id"], list(request["history"]), request.get("exclude")]
     return int.from_bytes(hashlib.sha256(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()).digest(), "big")
 
@@ -110,13 +136,12 @@ def recommend_batch(
     model = model_identity(version)
     stem, _, suffixes = name.partition(".")
     if overwrite:
-        old = [m.path for m in FileSystems.match([f"{folder}{stem}-*-of-*"])[0].metadata_list]
+        old = [m.path for m in FileSystems.match([f"{folder}{stem}-?????-of-?????{'.' + suffixes if suffixes else ''}"])[0].metadata_list]
         FileSystems.delete([path for path in [manifest_path, *old] if FileSystems.exists(path)])
     elif FileSystems.exists(manifest_path):
         with FileSystems.open(manifest_path, compression_type="uncompressed") as handle:
             recorded = json.loads(handle.read().decode("utf-8"))
-        same_source = recorded.get("requests", {}).get("source") == str(users)
-        if recorded.get("model", {}).get("fingerprint") == model["fingerprint"] and same_source:
+        if recorded.get("runner") == "beam" and _is_the_same_job(recorded, model, str(users)):
             return {**recorded, "complete": True}
         raise OutputConflictError(
             f"{out} holds another job's finished answers ({recorded.get('model', {}).get('path')}, {recorded.get('requests', {}).get('source')}); "
@@ -165,12 +190,8 @@ def _write_manifest(shards: list[str], path: str, model: dict, source: str, coun
     """The completion record, written whole (a temporary name, then a rename) after every shard is in place."""
     described = []
     for shard in sorted(shards):
-        sha, lines = hashlib.sha256(), 0
-        with FileSystems.open(shard) as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
-                lines += block.count(b"\n")
-        described.append({"path": shard, "lines": lines, "sha256": sha.hexdigest()})
+        sha, lines = _sha256_and_lines(shard)
+        described.append({"path": shard, "lines": lines, "sha256": sha})
     manifest = {
         **BatchJob(model=model, requests={"count": count, "unordered_sha256_sum": f"{digest:064x}", "source": source}).to_dict(),
         "runner": "beam",
@@ -181,5 +202,5 @@ def _write_manifest(shards: list[str], path: str, model: dict, source: str, coun
     temporary = f"{path}.tmp-beam"
     with FileSystems.create(temporary) as handle:
         handle.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
-    FileSystems.rename([temporary], [path])
+    replace(temporary, path)
     return path

@@ -64,11 +64,14 @@ def read_parquet_grouped(parts: list[Path], positions_of, batch_rows: int = 1 <<
         names = handle.schema_arrow.names
         chosen = [names[i] for i in positions_of(part, names)]
         row = 0
-        for batch in handle.iter_batches(batch_size=batch_rows, columns=chosen):
+        for batch in _batches(part, handle, chosen, batch_rows):
             user, item, stamp = (_plain(batch.column(i)) for i in range(3))
-            for kind, column in (("user", user), ("item", item)):
-                _check_id_column(part, row, kind, column)
-            time, kind = _time_column(part, row, stamp)
+            problems = [_id_problem(user, "user"), _time_problem(stamp), _id_problem(item, "item")]  # the row reader's order in a row
+            found = [(offset, order, message) for order, (offset, message) in enumerate(p for p in problems if p)]
+            if found:
+                offset, _, message = min(found)
+                raise DataFormatError(part, row + offset + 1, message)
+            time, kind = _time_column(part, stamp)
             if kind is None:
                 return None
             kinds.add(kind)
@@ -85,6 +88,21 @@ def read_parquet_grouped(parts: list[Path], positions_of, batch_rows: int = 1 <<
     return grouped
 
 
+def _batches(part: Path, handle, columns: list[str], rows: int):
+    """The part's record batches, one at a time; a corrupt page is an error naming the part."""
+    import pyarrow as pa
+
+    batches = handle.iter_batches(batch_size=rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataFormatError(part, None, f"is not a readable Parquet file ({error})") from None
+        yield batch
+
+
 def _plain(column):
     """A column with any dictionary encoding undone (Parquet's categorical columns)."""
     import pyarrow as pa
@@ -92,51 +110,63 @@ def _plain(column):
     return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
 
 
-def _check_id_column(part: Path, row: int, kind: str, column) -> None:
-    """An id column must hold strings or integers, no nulls; each distinct string id must be storable."""
+def _id_problem(column, kind: str) -> tuple[int, str] | None:
+    """(row offset, message) of an id column's first bad value: a null, a type other than string or integer,
+    an id a run directory cannot store; None when every id is fine (each distinct one checked once)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if column.null_count:
-        first = pc.index(column.is_null(), True).as_py()
-        raise DataFormatError(part, row + first + 1, f"{kind} id None is not a string or an integer")
+        return pc.index(column.is_null(), True).as_py(), f"{kind} id None is not a string or an integer"
     if pa.types.is_integer(column.type):
-        return
+        return None
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        first = column[0].as_py() if len(column) else None
-        raise DataFormatError(part, row + 1, f"{kind} id {first!r} is not a string or an integer")
-    for token in pc.unique(column).to_pylist():
-        problem = storable_problem(token)
-        if problem:
-            first = pc.index(column, token).as_py()
-            raise DataFormatError(part, row + first + 1, f"{kind} id {token!r} {problem}")
+        return 0, f"{kind} id {column[0].as_py() if len(column) else None!r} is not a string or an integer"
+    bad = [
+        (pc.index(column, token).as_py(), f"{kind} id {token!r} {storable_problem(token)}")
+        for token in pc.unique(column).to_pylist()
+        if storable_problem(token)
+    ]
+    return min(bad) if bad else None
 
 
-def _time_column(part: Path, row: int, column) -> tuple[np.ndarray | None, str | None]:
-    """(times, "int" or "float") of one batch; (None, None) when only the row reader orders them exactly."""
+def _time_problem(column) -> tuple[int, str] | None:
+    """(row offset, message) of a time column's first bad value (a null, a non-finite float, a type that is
+    no time), or None."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if column.null_count:
-        first = pc.index(column.is_null(), True).as_py()
-        raise DataFormatError(part, row + first + 1, "timestamp None is not a finite number")
+        return pc.index(column.is_null(), True).as_py(), "timestamp None is not a finite number"
     kind = column.type
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        # Nanoseconds since the epoch, whatever the unit: exact, and ordered as the times across parts.
-        return column.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64()).to_numpy(), "int"
-    if pa.types.is_integer(kind) and not pa.types.is_uint64(kind):
-        return column.cast(pa.int64()).to_numpy(), "int"
     if pa.types.is_floating(kind):
         values = column.cast(pa.float64()).to_numpy()
         bad = ~np.isfinite(values)
         if bad.any():
             first = int(np.argmax(bad))
-            raise DataFormatError(part, row + first + 1, f"timestamp {float(values[first])!r} is not a finite number")
-        return values, "float"
-    if pa.types.is_decimal(kind) or pa.types.is_uint64(kind):
-        return None, None
-    first = column[0].as_py() if len(column) else None
-    raise DataFormatError(part, row + 1, f"timestamp {first!r} is not a finite number")
+            return first, f"timestamp {float(values[first])!r} is not a finite number"
+        return None
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_integer(kind) or pa.types.is_decimal(kind):
+        return None
+    return 0, f"timestamp {column[0].as_py() if len(column) else None!r} is not a finite number"
+
+
+def _time_column(part: Path, column) -> tuple[np.ndarray | None, str | None]:
+    """(times, "int" or "float") of one checked batch; (None, None) when only the row reader orders them exactly."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        # Nanoseconds since the epoch, whatever the unit: exact, and ordered as the times across parts.
+        try:
+            return column.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64()).to_numpy(), "int"
+        except pa.ArrowInvalid as error:  # before 1677 or after 2262 (a 9999-12-31 placeholder)
+            raise DataFormatError(part, None, f"has a time outside 1677..2262, which nanoseconds cannot hold ({error})") from None
+    if pa.types.is_integer(kind) and not pa.types.is_uint64(kind):
+        return column.cast(pa.int64()).to_numpy(), "int"
+    if pa.types.is_floating(kind):
+        return column.cast(pa.float64()).to_numpy(), "float"
+    return None, None  # decimals, uint64: exact only row by row
 
 
 def _codes(chunks) -> tuple[np.ndarray, list[str]]:
@@ -145,7 +175,8 @@ def _codes(chunks) -> tuple[np.ndarray, list[str]]:
     as strings (an integer in decimal, so 7 and "7" are one id)."""
     import pyarrow as pa
 
-    numeric = all(pa.types.is_integer(chunk.type) for chunk in chunks)
+    # uint64 ids above 2**63 - 1 fit no int64: such columns are read as their decimal strings.
+    numeric = all(pa.types.is_integer(chunk.type) and not pa.types.is_uint64(chunk.type) for chunk in chunks)
     encoded = pa.chunked_array([chunk.cast(pa.int64() if numeric else pa.string()) for chunk in chunks]).dictionary_encode()
     tokens = encoded.chunks[-1].dictionary.to_pylist()  # every chunk carries the whole dictionary
     codes = np.concatenate([chunk.indices.to_numpy() for chunk in encoded.chunks]).astype(np.int32, copy=False)
