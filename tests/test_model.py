@@ -3,10 +3,11 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from harness import run_layer_test, run_model_saving_test
 from helpers import TINY_MODEL, random_batch
 from recgpt_tf.config import FILTER_MIX, ModelConfig
 from recgpt_tf.layers.low_pass import low_pass_weights
-from recgpt_tf.models import RecGPT, RecGPTBackbone, make_task, retrieval_loss
+from recgpt_tf.models import RecGPT, make_task, retrieval_loss
 from recgpt_tf.training import build_model
 
 N, U = 30, 10
@@ -100,16 +101,13 @@ def test_prompt_tuning_freezes_the_embedding_norm_of_post_ln():
     "layout", [dict(layer_norm="post"), dict(layer_norm="sasrec"), dict(layer_norm="post", filter_mix=0.6, filter_frequencies=2)]
 )
 def test_config_round_trip_and_weights_give_identical_scores(tmp_path, layout):
-    model = make_model(objective="bce", activation="gelu", attention_dropout=0.2, **layout)
-    clone = RecGPT.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    backbone = RecGPTBackbone.from_config(model.backbone.get_config())
-    assert backbone.get_config()["num_layers"] == TINY_MODEL["num_layers"]
-    model.save_weights(str(tmp_path / "w"))
-    clone(random_batch(N, U))
-    clone.load_weights(str(tmp_path / "w"))
-    batch = random_batch(N, U, seed=5)
-    np.testing.assert_array_equal(model(batch).numpy(), clone(batch).numpy())
+    batch = {key: tf.constant(value) for key, value in random_batch(N, U, seed=5).items()}
+    run_layer_test(
+        lambda: RecGPT(
+            num_items=N, num_users=U, **{**TINY_MODEL, "objective": "bce", "activation": "gelu", "attention_dropout": 0.2, **layout}
+        ),
+        batch,
+    )
 
 
 def test_rejects_bad_arguments():
@@ -312,13 +310,4 @@ def test_sasrec_layout_and_the_filter_branch_train_and_survive_a_saved_model_rou
     model = make_model(attention_dropout=0.6, dropout=0.6, **layout)
     batch = random_batch(N, U, batch=4, length=6, seed=4)
     assert np.isfinite(model(batch, training=True).numpy()).all()
-    module = tf.Module()
-    module.model = model
-    module.hidden = tf.function(
-        lambda user_id, item_ids: model({"user_id": user_id, "item_ids": item_ids}),
-        input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.int32)],
-    )
-    tf.saved_model.save(module, str(tmp_path / "sasrec"))
-    loaded = tf.saved_model.load(str(tmp_path / "sasrec"))
-    expected = model(batch).numpy()
-    np.testing.assert_allclose(loaded.hidden(tf.constant(batch["user_id"]), tf.constant(batch["item_ids"])).numpy(), expected, atol=1e-5)
+    run_model_saving_test(model, {key: tf.constant(value) for key, value in batch.items()}, tmp_path / "saved", atol=1e-5)

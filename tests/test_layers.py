@@ -1,0 +1,54 @@
+"""Each layer of the model through the shared harness (tests/harness.py): called in both modes, its config
+round trip, a clone with its weights, and a SavedModel of it."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from harness import run_layer_test, run_model_saving_test
+from helpers import TINY_MODEL, random_batch
+from recgpt_tf.layers.decoder import CausalDecoderBlock
+from recgpt_tf.layers.embeddings import RecGPTEmbedding
+from recgpt_tf.layers.low_pass import CausalLowPassFilter
+from recgpt_tf.models import RecGPT, RecGPTBackbone
+
+N, U, B, T, D = 30, 10, 3, 6, TINY_MODEL["hidden_size"]
+HIDDEN = np.random.default_rng(0).normal(size=(B, T, D)).astype(np.float32)
+
+
+def test_the_low_pass_filter(tmp_path):
+    layer = run_layer_test(lambda: CausalLowPassFilter(max_length=20, frequencies=3, dropout=0.1), tf.constant(HIDDEN), (B, T, D))
+    run_model_saving_test(layer, tf.constant(HIDDEN), tmp_path / "saved")
+
+
+@pytest.mark.parametrize("layer_norm, filter_mix", [("post", 0.7), ("post", 0.0), ("pre", 0.0)])
+def test_the_decoder_block(tmp_path, layer_norm, filter_mix):
+    def make():
+        return CausalDecoderBlock(
+            D, 2, 64, dropout=0.1, attention_dropout=0.1, activation="relu", layer_norm=layer_norm, init_stddev=0.02,
+            max_length=20, filter_mix=filter_mix, filter_frequencies=3,
+        )  # fmt: skip
+
+    layer = run_layer_test(make, tf.constant(HIDDEN), (B, T, D))
+    run_model_saving_test(layer, tf.constant(HIDDEN), tmp_path / "saved", atol=1e-5)
+
+
+def test_the_embedding(tmp_path):
+    batch = random_batch(N, U, batch=B, length=T)
+    inputs = (tf.constant(batch["user_id"]), tf.constant(batch["item_ids"]), tf.zeros([B, T], tf.int32))
+
+    def make():
+        return RecGPTEmbedding(
+            N, U, 20, D, num_segments=2, dropout=0.1, use_user_embedding=True, user_dropout=0.1, position_mode="from_start",
+            normalize=True, scale_items=False,
+        )  # fmt: skip
+
+    layer = run_layer_test(make, inputs, (B, T, D))
+    run_model_saving_test(layer, inputs, tmp_path / "saved")
+
+
+@pytest.mark.parametrize("make", [lambda: RecGPTBackbone(N, U, **TINY_MODEL), lambda: RecGPT(num_items=N, num_users=U, **TINY_MODEL)])
+def test_the_backbone_and_the_model(tmp_path, make):
+    batch = {key: tf.constant(value) for key, value in random_batch(N, U, batch=B, length=T).items()}
+    layer = run_layer_test(make, batch, (B, T, D))
+    run_model_saving_test(layer, batch, tmp_path / "saved", atol=1e-5)
