@@ -173,3 +173,18 @@ def test_an_epoch_declares_its_batches_so_the_progress_bar_knows_them(tiny_datas
         data = training_dataset(tiny_dataset.users, tiny_dataset.train_sequences(), 20, batch_size, batching=batching)
         declared = int(data.cardinality())
         assert declared > 0 and [sum(1 for _ in data) for _ in range(2)] == [declared, declared]
+
+
+def test_one_window_rule_for_every_stage():
+    """The training window's inputs are the history a prediction of its last target sees: the most recent
+    max_length items, for a list, an array, a tensor and each row of a ragged batch."""
+    import tensorflow as tf
+
+    from recgpt_tf.data.features import recent, recent_rows, training_window
+
+    sequence = list(range(1, 13))
+    window = training_window(sequence, 5)
+    assert window[:-1] == recent(sequence[:-1], 5) == [7, 8, 9, 10, 11] and window[1:] == recent(sequence, 5)
+    assert recent(np.array(sequence), 5).tolist() == tf.constant(sequence)[-5:].numpy().tolist() == recent(sequence, 5)
+    rows = tf.ragged.constant([sequence, [3], []])
+    assert recent_rows(rows, 5).to_list() == [recent(sequence, 5), [3], []]

@@ -16,13 +16,8 @@ import tensorflow as tf
 
 from recgpt_tf.config import BATCHINGS, ModelConfig, TrainConfig
 from recgpt_tf.contract import right_pad
+from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID, recent, training_window
 from recgpt_tf.errors import DataFormatError, check_choice
-
-# Feature keys shared by the pipeline, the model and the evaluator.
-USER_ID = "user_id"
-ITEM_IDS = "item_ids"
-SEGMENT_IDS = "segment_ids"
-TARGETS = "targets"
 
 _BUCKET_BOUNDARIES = (4, 8, 12, 16, 24, 32, 40)
 
@@ -36,7 +31,7 @@ def next_item_examples(
     for user, seq in zip(users, sequences):
         if len(seq) < 2:
             continue
-        window = seq[-(max_length + 1) :]
+        window = training_window(seq, max_length)
         keep_users.append(user)
         inputs.append(window[:-1])
         targets.append(window[1:])
@@ -194,7 +189,7 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
         ids: [B, T] int32, T = min(max_length, longest row) (at least 1).
         lengths: [B] int32 kept lengths (0 for an empty history).
     """
-    kept = [r[-max_length:] if len(r) else r for r in rows]
+    kept = [recent(r, max_length) for r in rows]
     lengths = np.fromiter((len(r) for r in kept), dtype=np.int32, count=len(kept))
     return right_pad(kept), lengths
 
@@ -215,7 +210,7 @@ def prefix_examples(
     out_users, out_sequences, out_targets = [], [], []
     for user, seq in zip(users, sequences):
         for end in range(2, len(seq) + 1):
-            window = seq[max(0, end - max_length - 1) : end]
+            window = training_window(seq[:end], max_length)
             targets = np.zeros(len(window), dtype=np.int32)
             targets[-2] = window[-1]
             out_users.append(user)

@@ -23,7 +23,8 @@ import tensorflow as tf
 from recgpt_tf.config import TrainConfig
 from recgpt_tf.data.dataset import Dataset, EvalSplit, train_length
 from recgpt_tf.data.examples import EXAMPLE_SPEC, ITEMS_FEATURE, USER_FEATURE, compression_type, match_files
-from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID, batch_examples
+from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID, training_window
+from recgpt_tf.data.pipeline import batch_examples
 from recgpt_tf.data.vocab import Vocabulary, VocabularyTable
 from recgpt_tf.errors import ConfigError, DataFormatError
 
@@ -171,14 +172,13 @@ class StreamedDataset:
         item_table, user_table = (
             VocabularyTable(path, oov) for path, oov in zip(vocabulary_files, (self.item_vocab.oov, self.user_vocab.oov))
         )
-        window = max_length + 1
 
         def encode(record: tf.Tensor) -> dict[str, tf.Tensor]:
             parsed = tf.io.parse_single_example(record, EXAMPLE_SPEC)
             sequence = parsed[ITEMS_FEATURE].values
             length = tf.size(sequence)
             train = sequence[: train_length(length)]
-            ids = tf.cast(item_table.lookup(train[-window:]), tf.int32)
+            ids = tf.cast(item_table.lookup(training_window(train, max_length)), tf.int32)
             return {
                 USER_ID: tf.cast(user_table.lookup(parsed[USER_FEATURE]), tf.int32),
                 ITEM_IDS: ids[:-1],

@@ -8,7 +8,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID, pad_batch
+from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
+from recgpt_tf.data.pipeline import pad_batch
 
 
 def length_sorted_batches(histories: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
+from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.files import atomic_siblings
 from recgpt_tf.inference.encode import length_sorted_batches

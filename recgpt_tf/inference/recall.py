@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.contract import right_pad
-from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
+from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID, recent_rows
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.inference.prompts import PROMPT
 from recgpt_tf.retrieval import BruteForceIndex, ItemIndex
@@ -76,7 +76,7 @@ class GenerativeRecall(tf.Module):
 
     def decode_last(self, users: tf.Tensor, tokens: tf.RaggedTensor, segments: tf.RaggedTensor) -> tf.Tensor:
         """h at the last token of each row's most recent `max_length` tokens. [B, d]."""
-        tokens, segments = tokens[:, -self.max_length :], segments[:, -self.max_length :]
+        tokens, segments = recent_rows(tokens, self.max_length), recent_rows(segments, self.max_length)
         lengths = tokens.row_lengths()
         if self.jit_compile:
             width = tf.constant(self.max_length, tf.int64)

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig, resolve_filter_mix
-from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, USER_ID
+from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding, left_padding
 
 

@@ -8,7 +8,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from recgpt_tf.config import TrainConfig, resolve_objective
-from recgpt_tf.data.pipeline import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
+from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.models.backbone import RecGPTBackbone, gather_last
 from recgpt_tf.models.objectives import make_task, retrieval_loss

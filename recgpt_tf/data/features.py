@@ -1,0 +1,31 @@
+"""What every stage feeds the model, in one place: the feature keys, and the window of a sequence each stage
+keeps (training, evaluation, streaming and the serving graph alike).
+
+A model sees at most `max_length` tokens, the most recent: `recent` cuts a history (a 1-D array or tensor)
+and `recent_rows` a batch of them (a [B, None] ragged tensor); `training_window` keeps the most recent
+`max_length + 1` items of a training sequence, so that its inputs (all but the last) and its next-item targets
+(all but the first) are each `max_length` long.
+"""
+
+from __future__ import annotations
+
+# The model's input and target features (a dict batch for `model.fit`, the backbone's inputs).
+USER_ID = "user_id"  # [B] int32, 0 = an unknown (cold-start) user
+ITEM_IDS = "item_ids"  # [B, T] int32, oldest first, right-padded with 0
+SEGMENT_IDS = "segment_ids"  # [B, T] int32: 0 a real item, 1 a generated prompt token
+TARGETS = "targets"  # [B, T] int32: the next item at each position, 0 where none is trained
+
+
+def recent(sequence, max_length: int):
+    """The most recent `max_length` items of one sequence (a list, a numpy array or a 1-D tensor)."""
+    return sequence[-max_length:] if len(sequence) else sequence
+
+
+def recent_rows(rows, max_length: int):
+    """The most recent `max_length` items of each row of a [B, None] ragged tensor."""
+    return rows[:, -max_length:]
+
+
+def training_window(sequence, max_length: int):
+    """The most recent `max_length + 1` items of a training sequence: its inputs and shifted targets."""
+    return sequence[-(max_length + 1) :]
