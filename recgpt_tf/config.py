@@ -28,6 +28,10 @@ STRATEGIES = ("single", "mirrored", "multi-worker", "parameter-server")  # tf.di
 LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
 # TrainConfig fields that take one of a few values (the CLI lists them in --help).
+ACTIVATIONS = ("relu", "gelu")  # the feed-forward layer's
+LAYER_NORMS = ("pre", "post", "sasrec")  # the block's layout (ModelConfig.layer_norm)
+POSITION_MODES = ("from_start", "from_end")  # how positions are numbered (RecGPTEmbedding)
+
 TRAIN_CHOICES = {
     "objective": OBJECTIVES,
     "learning_rate_decay": LEARNING_RATE_DECAYS,
@@ -151,10 +155,24 @@ class ModelConfig:
     filter_frequencies: int = 3
 
     def __post_init__(self) -> None:
+        """Checks the settings and resolves the defaults that depend on others, once (every layer takes the
+        config as it is)."""
+        if self.hidden_size % self.num_heads:
+            raise ConfigError("hidden_size", f"({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("layer_norm", self.layer_norm, LAYER_NORMS)
+        check_choice("position_mode", self.position_mode, POSITION_MODES)
         self.filter_mix = resolve_filter_mix(self.filter_mix, self.layer_norm)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_layer_config(cls, config: dict) -> tuple["ModelConfig", dict]:
+        """(the ModelConfig, the rest: Keras' own name, trainable, dtype) of a layer's `get_config()`, which
+        is the config's dict beside Keras' keys."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in fields}), {k: v for k, v in config.items() if k not in fields}
 
 
 @dataclasses.dataclass

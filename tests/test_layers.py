@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from harness import run_layer_test, run_model_saving_test
 from helpers import TINY_MODEL, random_batch
+from recgpt_tf.config import ModelConfig
 from recgpt_tf.layers.decoder import CausalDecoderBlock
 from recgpt_tf.layers.embeddings import RecGPTEmbedding
 from recgpt_tf.layers.low_pass import CausalLowPassFilter
@@ -21,34 +22,33 @@ def test_the_low_pass_filter(tmp_path):
     run_model_saving_test(layer, tf.constant(HIDDEN), tmp_path / "saved")
 
 
+def _config(**changes) -> ModelConfig:
+    return ModelConfig(num_items=N, num_users=U, **{**TINY_MODEL, **changes})
+
+
 @pytest.mark.parametrize("layer_norm, filter_mix", [("post", 0.7), ("post", 0.0), ("pre", 0.0)])
 def test_the_decoder_block(tmp_path, layer_norm, filter_mix):
-    def make():
-        return CausalDecoderBlock(
-            D, 2, 64, dropout=0.1, attention_dropout=0.1, activation="relu", layer_norm=layer_norm, init_stddev=0.02,
-            max_length=20, filter_mix=filter_mix, filter_frequencies=3,
-        )  # fmt: skip
-
-    layer = run_layer_test(make, tf.constant(HIDDEN), (B, T, D))
+    config = _config(layer_norm=layer_norm, filter_mix=filter_mix, filter_frequencies=3, dropout=0.1, attention_dropout=0.1)
+    layer = run_layer_test(lambda: CausalDecoderBlock(config), tf.constant(HIDDEN), (B, T, D))
     run_model_saving_test(layer, tf.constant(HIDDEN), tmp_path / "saved", atol=1e-5)
 
 
 def test_the_embedding(tmp_path):
     batch = random_batch(N, U, batch=B, length=T)
     inputs = (tf.constant(batch["user_id"]), tf.constant(batch["item_ids"]), tf.zeros([B, T], tf.int32))
-
-    def make():
-        return RecGPTEmbedding(
-            N, U, 20, D, num_segments=2, dropout=0.1, use_user_embedding=True, user_dropout=0.1, position_mode="from_start",
-            normalize=True, scale_items=False,
-        )  # fmt: skip
-
-    layer = run_layer_test(make, inputs, (B, T, D))
+    layer = run_layer_test(lambda: RecGPTEmbedding(_config(dropout=0.1, user_dropout=0.1)), inputs, (B, T, D))
     run_model_saving_test(layer, inputs, tmp_path / "saved")
 
 
-@pytest.mark.parametrize("make", [lambda: RecGPTBackbone(N, U, **TINY_MODEL), lambda: RecGPT(num_items=N, num_users=U, **TINY_MODEL)])
+@pytest.mark.parametrize("make", [lambda: RecGPTBackbone(_config()), lambda: RecGPT(num_items=N, num_users=U, **TINY_MODEL)])
 def test_the_backbone_and_the_model(tmp_path, make):
     batch = {key: tf.constant(value) for key, value in random_batch(N, U, batch=B, length=T).items()}
     layer = run_layer_test(make, batch, (B, T, D))
     run_model_saving_test(layer, batch, tmp_path / "saved", atol=1e-5)
+
+
+def test_a_setting_reaches_every_layer_from_the_one_config():
+    """The backbone hands its config whole to the embedding and each block: no layer keeps a copy of its own."""
+    backbone = RecGPTBackbone(_config(num_layers=2, dropout=0.3))
+    assert backbone.embedding.config is backbone.config and all(block.config is backbone.config for block in backbone.blocks)
+    assert backbone.get_config()["dropout"] == 0.3 and RecGPTBackbone.from_config(backbone.get_config()).config == backbone.config

@@ -78,7 +78,7 @@ def test_input_embedding_is_item_times_scale_plus_position(scale_items):
     embedding = model.backbone.embedding
     items = np.array([[3, 7, 9]], np.int32)
     out = embedding(np.array([1], np.int32), items, np.zeros_like(items)).numpy()
-    scale = np.sqrt(embedding.hidden_size) if scale_items else 1.0
+    scale = np.sqrt(embedding.config.hidden_size) if scale_items else 1.0
     expected = embedding.item_embedding.embeddings.numpy()[items[0]] * scale + embedding.position_embedding.embeddings.numpy()[:3]
     np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-6)
 

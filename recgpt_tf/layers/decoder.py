@@ -7,8 +7,8 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
-from recgpt_tf.config import resolve_filter_mix
-from recgpt_tf.errors import ConfigError, check_choice
+from recgpt_tf.config import ModelConfig
+from recgpt_tf.errors import ConfigError
 from recgpt_tf.layers.low_pass import CausalLowPassFilter
 
 
@@ -96,8 +96,6 @@ class PaddingSinkAttention(keras.layers.MultiHeadAttention):
 class CausalDecoderBlock(keras.layers.Layer):
     """A causal self-attention block; position t attends to positions 1..t only.
 
-    Every argument is required: the block is built by `RecGPTBackbone`, whose defaults are `ModelConfig`'s.
-
     "pre" layer norm (GPT-2): x + Attn(LN(x)), then x + FFN(LN(x)).
     "post" layer norm (the original Transformer, SASRec as RecBole builds it):
     LN(x + Attn(x)), then LN(x + FFN(x)).
@@ -113,88 +111,58 @@ class CausalDecoderBlock(keras.layers.Layer):
     real position: padding only ever follows the tokens that matter.
 
     Args:
-        hidden_size: Width d.
-        num_heads: Attention heads; d must divide evenly.
-        intermediate_size: FFN inner width.
-        dropout: Dropout on both residual branches ("sasrec": on the FFN's inner and outer activations).
-        attention_dropout: Dropout on the attention weights.
-        activation: FFN activation, "relu" (the paper) or "gelu".
-        layer_norm: "pre", "post" or "sasrec".
-        max_length: Positions the filter branch is defined over (the model's `max_length`).
-        filter_mix: Weight α of the low-pass filter branch; 0 builds none (plain attention), None is the
-            layout's own (`config.resolve_filter_mix`).
-        filter_frequencies: Frequency bins the filter keeps (`CausalLowPassFilter`).
-        init_stddev: 0 initialises the projections Glorot-uniform (Keras' default);
-            > 0 draws them from a truncated normal with this deviation (BERT, SASRec).
+        config: The architecture (`ModelConfig`, checked and resolved there): hidden_size, num_heads,
+            intermediate_size, dropout ("sasrec": on the FFN's inner and outer activations),
+            attention_dropout, activation, layer_norm, init_stddev (0: Glorot-uniform projections, > 0 a
+            truncated normal of this deviation), max_length, filter_mix and filter_frequencies.
     """
 
-    ACTIVATIONS = ("relu", "gelu")
-    LAYER_NORMS = ("pre", "post", "sasrec")
-
-    def __init__(
-        self,
-        hidden_size: int,
-        num_heads: int,
-        intermediate_size: int,
-        *,
-        dropout: float,
-        attention_dropout: float,
-        activation: str,
-        layer_norm: str,
-        init_stddev: float,
-        max_length: int,
-        filter_mix: float | None,
-        filter_frequencies: int,
-        **kwargs,
-    ) -> None:
+    def __init__(self, config: ModelConfig, **kwargs) -> None:
         super().__init__(**kwargs)
-        if hidden_size % num_heads:
-            raise ConfigError("hidden_size", f"({hidden_size}) must be divisible by num_heads ({num_heads})")
-        check_choice("activation", activation, self.ACTIVATIONS)
-        check_choice("layer_norm", layer_norm, self.LAYER_NORMS)
-        filter_mix = resolve_filter_mix(filter_mix, layer_norm)
-        self.hidden_size = hidden_size
-        self.num_heads = num_heads
-        self.intermediate_size = intermediate_size
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation = activation
-        self.layer_norm = layer_norm
-        self.init_stddev = init_stddev
-        self.max_length = max_length
-        self.filter_mix = filter_mix
-        self.filter_frequencies = filter_frequencies
-        init = lambda: keras.initializers.TruncatedNormal(stddev=init_stddev) if init_stddev else "glorot_uniform"  # noqa: E731
+        self.config = config
+        d, stddev = config.hidden_size, config.init_stddev
+        init = lambda: keras.initializers.TruncatedNormal(stddev=stddev) if stddev else "glorot_uniform"  # noqa: E731
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.attention = (PaddingSinkAttention if layer_norm == "sasrec" else keras.layers.MultiHeadAttention)(
-            num_heads=num_heads,
-            key_dim=hidden_size // num_heads,
-            dropout=attention_dropout,
+        self.attention = (PaddingSinkAttention if config.layer_norm == "sasrec" else keras.layers.MultiHeadAttention)(
+            num_heads=config.num_heads,
+            key_dim=d // config.num_heads,
+            dropout=config.attention_dropout,
             kernel_initializer=init(),
             name="attention",
         )
         # SASRec's block drops no attention output (its FFN dropouts stand in).
-        self.attention_output_dropout = None if layer_norm == "sasrec" else keras.layers.Dropout(dropout, name="attention_output_dropout")
+        sasrec = config.layer_norm == "sasrec"
+        self.attention_output_dropout = None if sasrec else keras.layers.Dropout(config.dropout, name="attention_output_dropout")
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
-        self.ffn_inner = keras.layers.Dense(intermediate_size, activation=activation, kernel_initializer=init(), name="ffn_inner")
-        self.ffn_outer = keras.layers.Dense(hidden_size, kernel_initializer=init(), name="ffn_outer")
-        self.ffn_dropout = keras.layers.Dropout(dropout, name="ffn_dropout")
-        self.low_pass = CausalLowPassFilter(max_length, filter_frequencies, dropout, name="low_pass") if filter_mix else None
+        self.ffn_inner = keras.layers.Dense(
+            config.intermediate_size, activation=config.activation, kernel_initializer=init(), name="ffn_inner"
+        )
+        self.ffn_outer = keras.layers.Dense(d, kernel_initializer=init(), name="ffn_outer")
+        self.ffn_dropout = keras.layers.Dropout(config.dropout, name="ffn_dropout")
+        self.low_pass = (
+            CausalLowPassFilter(config.max_length, config.filter_frequencies, config.dropout, name="low_pass")
+            if config.filter_mix
+            else None
+        )
 
     def call(self, x: tf.Tensor, empty_slots: tf.Tensor | None = None, training: bool | None = None) -> tf.Tensor:
         """Args: x: [B, T, d]; empty_slots: [B] int, "sasrec" only: the left padding each row would have
         at `max_length` (`PaddingSinkAttention`). Returns: [B, T, d]."""
-        if self.layer_norm == "sasrec":
+        if self.config.layer_norm == "sasrec":
             if empty_slots is None:
                 raise ConfigError("empty_slots", 'a layer_norm="sasrec" block needs each row\'s empty slots (RecGPTBackbone passes them)')
             y = self.attention(self.attention_norm(x), x, x, empty_slots=empty_slots, use_causal_mask=True, training=training)
             x = self.ffn_norm(x + y)  # (B, T, d)
             y = self.ffn_outer(self.ffn_dropout(self.ffn_inner(x), training=training))  # (B, T, d)
             return x + self.ffn_dropout(y, training=training)
-        if self.layer_norm == "post":
+        if self.config.layer_norm == "post":
             y = self.attention(x, x, use_causal_mask=True, training=training)  # (B, T, d)
             y = self.attention_norm(x + self.attention_output_dropout(y, training=training))
-            x = y if self.low_pass is None else self.filter_mix * self.low_pass(x, training=training) + (1.0 - self.filter_mix) * y
+            x = (
+                y
+                if self.low_pass is None
+                else self.config.filter_mix * self.low_pass(x, training=training) + (1.0 - self.config.filter_mix) * y
+            )
             y = self.ffn_outer(self.ffn_inner(x))  # (B, T, d)
             return self.ffn_norm(x + self.ffn_dropout(y, training=training))
         y = self.attention_norm(x)
@@ -204,18 +172,9 @@ class CausalDecoderBlock(keras.layers.Layer):
         return x + self.ffn_dropout(y, training=training)
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            hidden_size=self.hidden_size,
-            num_heads=self.num_heads,
-            intermediate_size=self.intermediate_size,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            activation=self.activation,
-            layer_norm=self.layer_norm,
-            init_stddev=self.init_stddev,
-            max_length=self.max_length,
-            filter_mix=self.filter_mix,
-            filter_frequencies=self.filter_frequencies,
-        )
-        return config
+        return {**super().get_config(), **self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CausalDecoderBlock":
+        model_config, keras_config = ModelConfig.from_layer_config(config)
+        return cls(model_config, **keras_config)

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from recgpt_tf.config import TrainConfig, resolve_objective
+from recgpt_tf.config import ModelConfig, TrainConfig, resolve_objective
 from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.models.backbone import RecGPTBackbone, gather_last
@@ -35,10 +35,8 @@ class RecGPT(tfrs.Model):
             the (tied) item embeddings.
         label_smoothing: Softmax objective only (see `CatalogueRetrieval`); None (the default) is the
             objective's own (`resolve_objective`).
-        **backbone_kwargs: Passed to `RecGPTBackbone`, whose defaults are `ModelConfig`'s (max_length,
-            hidden_size, num_layers, num_heads, intermediate_size, dropout, attention_dropout,
-            activation, layer_norm, use_user_embedding, user_dropout, num_segments, position_mode, filter_mix,
-            filter_frequencies).
+        **backbone_kwargs: The other `ModelConfig` fields (max_length, hidden_size, ...; its defaults), made
+            into the one config the backbone passes whole to its layers.
         With no arguments beyond the catalogue, this is the model `recgpt train` trains.
     """
 
@@ -61,7 +59,7 @@ class RecGPT(tfrs.Model):
         self.objective = objective
         self.prompt_tuned = prompt_tuned
         self.label_smoothing = label_smoothing
-        self.backbone = RecGPTBackbone(num_items, num_users, name="backbone", **backbone_kwargs)
+        self.backbone = RecGPTBackbone(ModelConfig(num_items=num_items, num_users=num_users, **backbone_kwargs), name="backbone")
         self.task = make_task(objective, label_smoothing)
         # Log unigram probability per item id for the log-Q correction of
         # sampled softmax; uniform until `set_item_frequencies` is called.
