@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from recgpt_tf.data.examples import vocabulary_paths, vocabulary_texts
-from recgpt_tf.data.readers import delimited_events, detect_format, parquet_parts, parquet_row_group_events
+from recgpt_tf.data.readers import delimited_events, detect_format, parquet_parts, parquet_row_group_events, parquet_row_groups
 from recgpt_tf.errors import ConfigError, DataFormatError, RecGPTError
 
 
@@ -86,12 +86,8 @@ class ReadInteractions(beam.PTransform):
 
 def _row_groups(indexed: tuple[int, str]) -> Iterable[tuple[int, str, int]]:
     """(file index, path, row group) for each row group of one Parquet part: the pipeline's unit of work."""
-    import pyarrow.parquet as pq
-
     index, path = indexed
-    with FileSystems.open(path) as handle:
-        count = pq.ParquetFile(handle).metadata.num_row_groups
-    return [(index, path, group) for group in range(count)]
+    return [(index, path, group) for group in range(parquet_row_groups(path, FileSystems.open))]
 
 
 def _keyed(file_index: int, events) -> Iterable[tuple[str, tuple]]:

@@ -156,17 +156,31 @@ def _time_column(part: Path, column) -> tuple[np.ndarray | None, str | None]:
     import pyarrow as pa
 
     kind = column.type
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        # Nanoseconds since the epoch, whatever the unit: exact, and ordered as the times across parts.
-        try:
-            return column.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64()).to_numpy(), "int"
-        except pa.ArrowInvalid as error:  # before 1677 or after 2262 (a 9999-12-31 placeholder)
-            raise DataFormatError(part, None, f"has a time outside 1677..2262, which nanoseconds cannot hold ({error})") from None
+    if is_time_type(kind):
+        return nanoseconds(part, column).to_numpy(), "int"
     if pa.types.is_integer(kind) and not pa.types.is_uint64(kind):
         return column.cast(pa.int64()).to_numpy(), "int"
     if pa.types.is_floating(kind):
         return column.cast(pa.float64()).to_numpy(), "float"
     return None, None  # decimals, uint64: exact only row by row
+
+
+def is_time_type(kind) -> bool:
+    """Whether an Arrow type is a timestamp or a date (ordered through `nanoseconds`)."""
+    import pyarrow as pa
+
+    return pa.types.is_timestamp(kind) or pa.types.is_date(kind)
+
+
+def nanoseconds(part: Path | str, column):
+    """A timestamp or date column as int64 nanoseconds since the epoch, whatever its unit: exact, and ordered as
+    the times across parts of other units. A time outside 1677..2262 (a 9999-12-31 placeholder) is an error."""
+    import pyarrow as pa
+
+    try:
+        return column.cast(pa.timestamp("ns", getattr(column.type, "tz", None))).cast(pa.int64())
+    except pa.ArrowInvalid as error:
+        raise DataFormatError(part, None, f"has a time outside 1677..2262, which nanoseconds cannot hold ({error})") from None
 
 
 def _codes(chunks) -> tuple[np.ndarray, list[str]]:

@@ -385,57 +385,58 @@ def _read_parquet(parts: list[Path], given: Mapping[str, str]) -> dict[str, list
 
 
 def _read_parquet_rows(parts: list[Path], given: Mapping[str, str]) -> dict[str, list[str]]:
-    """user, item, timestamp rows of Parquet part files, in part then row order: ids as exact strings (integer
-    ids in decimal), integer, timestamp and date columns as exact integers, float timestamps only when finite."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    events: list[tuple[str, Timestamp, int, str]] = []
-    for part_index, part in enumerate(parts):
-        try:
-            table = pq.read_table(part)
-        except (pa.ArrowInvalid, OSError) as error:
-            raise DataFormatError(part, None, f"is not a readable Parquet file ({error})") from None
-        columns = []
-        for position in resolve_columns(part, table.column_names, given):
-            column = table.column(position)
-            if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-                # Nanoseconds since the epoch, whatever the part's unit: exact, and ordered as the times across parts.
-                column = column.cast(pa.timestamp("ns", getattr(column.type, "tz", None))).cast(pa.int64())
-            columns.append(column.to_pylist())
-        for row, (user, item, stamp) in enumerate(zip(*columns), start=1):
-            events.append(
-                (
-                    _check_id(part, row, "user", _parquet_id(part, row, "user", user)),
-                    _parquet_timestamp(part, row, stamp),
-                    (part_index << 40) + row,  # file order across parts
-                    _check_id(part, row, "item", _parquet_id(part, row, "item", item)),
-                )
-            )
+    """user, item, timestamp rows of Parquet part files, in part then row order, row group by row group
+    (`parquet_row_group_events`): what only exact decimals order."""
+    events = [
+        (user, stamp, (part_index << 40) + row, item)  # file order across parts
+        for part_index, part in enumerate(parts)
+        for group in range(parquet_row_groups(part))
+        for user, stamp, row, item in parquet_row_group_events(part, group, given)
+    ]
     return _group_by_time(events)
 
 
-def parquet_row_group_events(
-    part: Path | str, row_group: int, columns: Mapping[str, str] | None = None, opener=open
-) -> Iterator[tuple[str, Timestamp, int, str]]:
-    """(user, timestamp, row, item) of each interaction of one row group of a Parquet part, in file order,
-    checked as `load_interactions` checks them (row: 1-based within the part; the step a Beam pipeline runs
-    on each row group). `opener(path, mode)` opens the file (Beam's FileSystems.open for remote storage)."""
+def _open_binary(path: str):
+    return open(path, "rb")
+
+
+def parquet_row_groups(part: Path | str, opener=_open_binary) -> int:
+    """The row groups of a Parquet part (`opener(path)` opens it: Beam's FileSystems.open for remote storage)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with opener(str(part), "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        names = parquet.schema_arrow.names
-        chosen = [names[i] for i in resolve_columns(part, names, columns)]
-        first = sum(parquet.metadata.row_group(g).num_rows for g in range(row_group))
-        table = parquet.read_row_group(row_group, columns=chosen)
+    try:
+        with opener(str(part)) as handle:
+            return pq.ParquetFile(handle).metadata.num_row_groups
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataFormatError(part, None, f"is not a readable Parquet file ({error})") from None
+
+
+def parquet_row_group_events(
+    part: Path | str, row_group: int, columns: Mapping[str, str] | None = None, opener=_open_binary
+) -> Iterator[tuple[str, Timestamp, int, str]]:
+    """(user, timestamp, row, item) of each interaction of one row group of a Parquet part, in file order,
+    checked as `load_interactions` checks them: ids as exact strings (integer ids in decimal), integer,
+    timestamp and date columns as exact integers, float timestamps only when finite (row: 1-based within the
+    part; the step a Beam pipeline runs on each row group). `opener` as `parquet_row_groups`'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recgpt_tf.data.columnar import is_time_type, nanoseconds
+
+    try:
+        with opener(str(part)) as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            chosen = [names[i] for i in resolve_columns(part, names, columns)]
+            first = sum(parquet.metadata.row_group(g).num_rows for g in range(row_group))
+            table = parquet.read_row_group(row_group, columns=chosen)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataFormatError(part, None, f"is not a readable Parquet file ({error})") from None
     values = []
     for position in range(3):
         column = table.column(position)
-        if _is_time_type(column.type):
-            column = column.cast(pa.timestamp("ns", getattr(column.type, "tz", None))).cast(pa.int64())
-        values.append(column.to_pylist())
+        values.append((nanoseconds(part, column) if is_time_type(column.type) else column).to_pylist())
     for offset, (user, item, stamp) in enumerate(zip(*values)):
         row = first + offset + 1
         yield (
@@ -444,13 +445,6 @@ def parquet_row_group_events(
             row,
             _check_id(part, row, "item", _parquet_id(part, row, "item", item)),
         )
-
-
-def _is_time_type(kind) -> bool:
-    """Whether an Arrow type is a timestamp or a date (ordered through nanoseconds since the epoch)."""
-    import pyarrow as pa
-
-    return pa.types.is_timestamp(kind) or pa.types.is_date(kind)
 
 
 def _parquet_id(path: Path, row: int, kind: str, value) -> str:
