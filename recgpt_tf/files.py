@@ -43,6 +43,12 @@ def write_json(path: Path | str, payload: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
+def open_binary(path: str):
+    """`open(path, "rb")`: the local default of the readers that take an `opener` (Beam's FileSystems.open
+    for remote storage)."""
+    return open(path, "rb")
+
+
 @contextlib.contextmanager
 def exclusive_lock(lock_file: Path | str, refusal: Callable[[str], Exception]) -> Iterator[None]:
     """Holds `lock_file` (an flock, naming this process inside it) while the block runs; a second holder is

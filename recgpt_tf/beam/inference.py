@@ -26,7 +26,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from recgpt_tf.beam.convert import GroupSequences, ReadInteractions, input_files, replace, split_path, worker_errors
 from recgpt_tf.errors import OutputConflictError
-from recgpt_tf.inference.batch_output import MANIFEST_SUFFIX, BatchJob, model_identity
+from recgpt_tf.inference.batch_output import MANIFEST_SUFFIX, BatchJob, file_digest, model_identity
 
 
 class SignatureModelHandler(ModelHandler[dict, str, Any]):
@@ -92,13 +92,8 @@ def _is_the_same_job(recorded: dict, model: dict, source: str) -> bool:
 
 
 def _sha256_and_lines(path: str) -> tuple[str, int]:
-    """The sha256 of a file's bytes as stored (no decompression) and its lines."""
-    sha, lines = hashlib.sha256(), 0
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-            lines += block.count(b"\n")
-    return sha.hexdigest(), lines
+    """`file_digest` of a shard on any of Beam's file systems, its bytes as stored (no decompression)."""
+    return file_digest(path, lambda p: FileSystems.open(p, compression_type="uncompressed"))
 
 
 def _request_digest(request: dict) -> int:

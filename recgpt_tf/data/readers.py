@@ -40,7 +40,7 @@ from typing import Iterator, Mapping, Sequence
 
 from recgpt_tf.data.vocab import storable_problem
 from recgpt_tf.errors import ConfigError, DataFormatError
-from recgpt_tf.files import write_text_atomic
+from recgpt_tf.files import open_binary, write_text_atomic
 
 FORMATS = ("sequence", "csv", "tsv", "inter", "parquet")
 _SUFFIX_FORMATS = {".txt": "sequence", ".seq": "sequence", ".csv": "csv", ".tsv": "tsv", ".inter": "inter", ".parquet": "parquet"}
@@ -396,11 +396,7 @@ def _read_parquet_rows(parts: list[Path], given: Mapping[str, str]) -> dict[str,
     return _group_by_time(events)
 
 
-def _open_binary(path: str):
-    return open(path, "rb")
-
-
-def parquet_row_groups(part: Path | str, opener=_open_binary) -> int:
+def parquet_row_groups(part: Path | str, opener=open_binary) -> int:
     """The row groups of a Parquet part (`opener(path)` opens it: Beam's FileSystems.open for remote storage)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -413,7 +409,7 @@ def parquet_row_groups(part: Path | str, opener=_open_binary) -> int:
 
 
 def parquet_row_group_events(
-    part: Path | str, row_group: int, columns: Mapping[str, str] | None = None, opener=_open_binary
+    part: Path | str, row_group: int, columns: Mapping[str, str] | None = None, opener=open_binary
 ) -> Iterator[tuple[str, Timestamp, int, str]]:
     """(user, timestamp, row, item) of each interaction of one row group of a Parquet part, in file order,
     checked as `load_interactions` checks them: ids as exact strings (integer ids in decimal), integer,

@@ -26,7 +26,7 @@ from typing import Iterator
 import tensorflow as tf
 
 from recgpt_tf.errors import ConfigError, OutputConflictError
-from recgpt_tf.files import exclusive_lock, write_json
+from recgpt_tf.files import exclusive_lock, open_binary, write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -155,7 +155,7 @@ class BatchOutput:
             with self.partial_path.open("ab") as binary:
                 binary.truncate(_complete_length(self.partial_path))  # a line cut by a kill is answered again
             with self.partial_path.open("a", encoding="utf-8") as handle:
-                writer = BatchWriter(handle, answered=_count_lines(self.partial_path))
+                writer = BatchWriter(handle, answered=file_digest(self.partial_path)[1])
                 yield writer
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -168,7 +168,7 @@ class BatchOutput:
                 f"{self.path} already exists and no {self.manifest_path.name} says which job wrote it; pass overwrite "
                 "(--overwrite) to replace it, or write another file"
             )
-        if _sha256(self.path) != manifest.get("sha256"):
+        if file_digest(self.path)[0] != manifest.get("sha256"):
             raise OutputConflictError(
                 f"{self.path} does not match its manifest {self.manifest_path.name} (changed since it was written); pass "
                 "overwrite (--overwrite) to answer the job again, or write another file"
@@ -189,23 +189,19 @@ class BatchOutput:
             recorded = None
         differences = ["no record says which job wrote them"] if recorded is None else job.differences(recorded)
         if differences:
-            answered = _count_lines(self.partial_path)
+            answered = file_digest(self.partial_path)[1]
             raise OutputConflictError(
                 f"{self.path} has {answered} unfinished answers of another job ({'; '.join(differences)}); pass overwrite "
                 "(--overwrite) to start again, or rerun the job that wrote them"
             )
 
     def _commit(self, job: BatchJob, answered: int) -> None:
-        digest = hashlib.sha256()
-        with self.partial_path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
         write_json(
             self.manifest_path,
             {
                 **job.to_dict(),
                 "lines": answered,
-                "sha256": digest.hexdigest(),
+                "sha256": file_digest(self.partial_path)[0],
                 "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
@@ -229,15 +225,12 @@ def _complete_length(path: Path) -> int:
     return 0
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
+def file_digest(path: Path | str, opener=open_binary) -> tuple[str, int]:
+    """(sha256, lines) of a file's bytes as stored, read in blocks; `opener(path)` opens it (Beam's
+    FileSystems for a shard on remote storage)."""
+    digest, lines = hashlib.sha256(), 0
+    with opener(str(path)) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def _count_lines(path: Path) -> int:
-    """Lines (newlines) in `path`, read in blocks."""
-    with path.open("rb") as handle:
-        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+            lines += block.count(b"\n")
+    return digest.hexdigest(), lines
