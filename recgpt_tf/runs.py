@@ -222,21 +222,21 @@ class Run:
         for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE):
             if not (path / name).is_file():
                 raise RunDirectoryError(f"{path}: not a trained run directory (no {name}); train a run into it first")
+        files = {name: (path / name).read_bytes() for name in (ITEMS_FILE, USERS_FILE)}  # read once: parsed and checked
         run = cls(
             path=path,
             config=json.loads((path / CONFIG_FILE).read_text()),
-            item_vocab=Vocabulary.load(path / ITEMS_FILE, oov_slot="end"),
-            user_vocab=Vocabulary.load(path / USERS_FILE, oov_slot="zero"),
+            item_vocab=Vocabulary.from_bytes(files[ITEMS_FILE], oov_slot="end"),
+            user_vocab=Vocabulary.from_bytes(files[USERS_FILE], oov_slot="zero"),
         )
         model, recorded = run.config.get("model") or {}, run.config.get("vocabulary_sha256") or {}
-        digests = _vocabulary_digests(path)
         for name, vocab, size in (
             (ITEMS_FILE, run.item_vocab, model.get("num_items")),
             (USERS_FILE, run.user_vocab, model.get("num_users")),
         ):
             if size is not None and vocab.size != size:
                 problem = f"holds {vocab.size} ids but the run's tables have {size} rows for them (config.json)"
-            elif name in recorded and recorded[name] != digests[name]:
+            elif name in recorded and recorded[name] != hashlib.sha256(files[name]).hexdigest():
                 problem = "is not the file the run was trained with (another sha256 than config.json records)"
             else:
                 continue

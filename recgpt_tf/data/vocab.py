@@ -101,7 +101,12 @@ class Vocabulary:
     def load(cls, path: Path | str, oov_slot: str = "end") -> "Vocabulary":
         """Reads a file written by `save`: lines end at "\n" only (not at the other characters
         `str.splitlines` breaks on, which ids may hold)."""
-        text = Path(path).read_bytes().decode("utf-8")
+        return cls.from_bytes(Path(path).read_bytes(), oov_slot)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, oov_slot: str = "end") -> "Vocabulary":
+        """A vocabulary file's contents, read as `load` reads the file."""
+        text = data.decode("utf-8")
         return cls(text.split("\n")[:-1] if text else [], oov_slot=oov_slot)
 
     def __len__(self) -> int:
