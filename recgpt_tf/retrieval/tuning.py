@@ -81,8 +81,9 @@ def recall_lower_bound(per_query: np.ndarray, held_out: int | None = None) -> fl
     half again (`_CHECK_MARGIN`) for the luck of the first setting to pass: a setting that passes is one
     whose held-out bound is expected to pass too, rather than one at the edge that the check refuses.
     """
-    check = _CHECK_MARGIN * np.std(per_query, ddof=1) / np.sqrt(held_out) if held_out and len(per_query) > 1 else 0.0
-    return float(np.mean(per_query) - _Z95 * (_standard_error(per_query) + check))
+    spread = np.std(per_query, ddof=1) if len(per_query) > 1 else 0.0  # s; 0 for a single query
+    check = _CHECK_MARGIN / np.sqrt(held_out) if held_out else 0.0
+    return float(np.mean(per_query) - _Z95 * spread * (1 / np.sqrt(len(per_query)) + check))
 
 
 def recall_interval(per_query: np.ndarray) -> list[float]:
