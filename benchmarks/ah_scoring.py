@@ -26,7 +26,7 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.benchmarking import utc_now
+from lab import utc_now
 from recgpt_tf.files import write_json
 
 

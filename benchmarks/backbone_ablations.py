@@ -20,12 +20,10 @@ import json
 import shutil
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine, utc_now  # noqa: E402
-from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
+from lab import configs, machine, utc_now  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
-from recgpt_tf.training import pretrain  # noqa: E402
 
 # The configuration the variants change: the defaults before issue 10.
 REFERENCE_MODEL = dict(
@@ -149,12 +147,16 @@ for _name, (_model, _train, _description) in CURRENT_VARIANTS.items():
 def run_variant(dataset: Dataset, name: str, runs: Path, seed: int | None = None) -> dict:
     """Pre-trains variant `name` (with `seed` instead of the reference's, when given) and returns its row."""
     model_changes, train_changes, description = VARIANTS[name]
-    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **{**REFERENCE_MODEL, **model_changes})
-    train_config = TrainConfig(**{**REFERENCE_TRAIN, **train_changes, **({"seed": seed} if seed is not None else {})})
+    model_config, train_config = configs(
+        dataset.num_items,
+        dataset.num_users,
+        {**REFERENCE_MODEL, **model_changes},
+        {**REFERENCE_TRAIN, **train_changes, **({"seed": seed} if seed is not None else {})},
+    )
     run_dir = runs / dataset.name / (name if seed is None else f"{name}@seed{seed}")
     if (run_dir / "pretrain" / "summary.json").exists():
         shutil.rmtree(run_dir)  # a finished run missing from the JSON: redo it rather than trust a stale one
-    _, summary = pretrain(Run.create(run_dir, dataset, model_config, seed=train_config.seed), dataset, train_config, verbose=0)
+    _, summary = Run.create(run_dir, dataset, model_config, seed=train_config.seed).pretrain(dataset, train_config, verbose=0)
     return {
         "description": description,
         "model_changes": model_changes,

@@ -2,7 +2,7 @@
 signature, at Beauty's catalogue size and at a million items, on this machine.
 
 The model has random weights (the cost does not depend on what it learned) and the export is the real
-one (`recgpt_tf.benchmarking.export_synthetic`); requests are random histories of 3..29 items, answered
+one (`lab.export_synthetic`); requests are random histories of 3..29 items, answered
 by `recgpt_tf.inference.batch.recommend_batch` exactly as the CLI does, into a JSON-lines file; with
 `--beam-workers`, also by the Beam pipeline (`recgpt_tf.beam.inference`, RunInference on the DirectRunner,
 multi-processing with 2 or more workers), from the same requests as a JSON-lines file. Each Beam time is the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recgpt_tf.benchmarking import export_synthetic, random_requests, stamp, synthetic_model, write_report
+from lab import export_synthetic, random_requests, stamp, synthetic_model, write_report
 from recgpt_tf.inference.batch import recommend_batch
 
 

@@ -119,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.plot:
         return plot(json.loads(args.json.read_text()), args.plot)
-    from recgpt_tf.benchmarking import machine, utc_now
+    from lab import machine, utc_now
     from recgpt_tf.files import write_json
 
     args.work.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recgpt_tf.benchmarking import stamp, write_report
+from lab import stamp, write_report
 from recgpt_tf.data import Dataset
 
 

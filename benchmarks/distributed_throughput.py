@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import recgpt_tf  # noqa: F401, E402  (first: it selects Keras 2, which TFRS needs)
-from recgpt_tf.benchmarking import (  # noqa: E402
+from lab import (  # noqa: E402
     add_catalogue_arguments,
     make_dataset,
     utc_now,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tf_keras as keras  # noqa: E402
 
-from recgpt_tf.benchmarking import machine, utc_now  # noqa: E402
+from lab import machine, utc_now  # noqa: E402
 from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import recgpt_tf
-from recgpt_tf.benchmarking import export_synthetic, machine, synthetic_model, utc_now
+from lab import export_synthetic, machine, synthetic_model, utc_now
 from recgpt_tf.contract import EXCLUDING_SIGNATURE, METADATA_FILE
 from recgpt_tf.files import write_json
 
@@ -119,7 +119,7 @@ def main() -> None:
     }
     model = synthetic_model(args.items)
     for kind in args.kinds.split(","):
-        version = export_synthetic(model, kind, prebuilt_index=partitioned(model, args.leaves_to_search) if kind == "partitioned" else None)
+        version = export_synthetic(model, kind, index=partitioned(model, args.leaves_to_search) if kind == "partitioned" else None)
         index = json.loads((version / "assets.extra" / METADATA_FILE).read_text())["index"]
         command = [
             sys.executable,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recgpt_tf.benchmarking import stamp, write_report
+from lab import stamp, write_report
 from recgpt_tf.config import ExportConfig
 from recgpt_tf.errors import IndexRecallError
 from recgpt_tf.retrieval import BruteForceIndex, build_index

@@ -38,7 +38,7 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import (  # noqa: E402
+from lab import (  # noqa: E402
     make_dataset,
     time_calls,
     utc_now,
@@ -49,7 +49,7 @@ from recgpt_tf.contract import (  # noqa: E402
     RECOMMEND_SIGNATURE,
     pad_histories,  # noqa: E402
 )
-from recgpt_tf.export import RecGPTServingModule, export_model, recall_queries, tuned_index  # noqa: E402
+from recgpt_tf.export import RecGPTServingModule, publish_with_index, recall_queries, tuned_index  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.inference import split_k  # noqa: E402
 from recgpt_tf.retrieval import BruteForceIndex  # noqa: E402
@@ -158,17 +158,16 @@ def main() -> None:
             rows = [(tf.constant(q1[i : i + batch]), tf.constant(e1[i : i + batch])) for i in range(0, len(q1) - batch + 1, batch)]
             entry[f"search_batch_{batch}"] = time_calls(lambda i: search(*rows[i % len(rows)]), args.calls if batch == 1 else 40)
         start = time.perf_counter()
-        path = export_model(
+        path = publish_with_index(
             model,
             items,
             users,
             base,
             kind.replace("-", "_"),
             steps,
-            index_kind=kind,
+            (None if kind == "brute-force" else index, info),
             sample_users=samples["users"],
             sample_histories=samples["histories"],
-            prebuilt_index=(None if kind == "brute-force" else index, info),
         ).path
         entry["save_seconds"] = time.perf_counter() - start
         entry["export_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

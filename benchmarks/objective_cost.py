@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from recgpt_tf.benchmarking import utc_now
+from lab import utc_now
 from recgpt_tf.files import write_json
 from recgpt_tf.models.objectives import CatalogueRetrieval
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recgpt_tf.benchmarking import machine, utc_now  # noqa: E402
+from lab import machine, utc_now  # noqa: E402
 from recgpt_tf.evaluation.evaluate import model_ranks  # noqa: E402
 from recgpt_tf.evaluation.metrics import per_user_metrics  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402

@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import (  # noqa: E402
+from lab import (  # noqa: E402
     machine,
     pretraining_markdown,
     pretraining_report,
@@ -24,13 +24,12 @@ from recgpt_tf.benchmarking import (  # noqa: E402
 )
 from recgpt_tf.config import ModelConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
-from recgpt_tf.training import pretrain  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DATA = [SHARED / "Beauty.txt", SHARED / "Sports_and_Outdoors.txt"]
 from recgpt_tf.config import TrainConfig  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
-from recgpt_tf.training import PromptConfig, fine_tune, prompt_tune  # noqa: E402
+from recgpt_tf.training import PromptConfig  # noqa: E402
 
 # Table 2 (HR@5, NDCG@5, HR@10, NDCG@10) and Table 3 rows of the paper.
 PAPER_T2 = {
@@ -65,7 +64,7 @@ def one_dataset(path: Path, runs: Path) -> dict:
     if run is None:
         dataset = Dataset.from_file(path)
         model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users)
-        pretrain(Run.create(run_dir, dataset, model_config), dataset, TrainConfig(), verbose=2)
+        Run.create(run_dir, dataset, model_config).pretrain(dataset, TrainConfig(), verbose=2)
         pre = pretraining_report(run_dir, path)
         run = Run.open(run_dir)
     elif quality_file.exists():
@@ -76,9 +75,9 @@ def one_dataset(path: Path, runs: Path) -> dict:
     dataset = run.dataset(path)
     stages = {}
     if not run.has_stage("finetune"):
-        _, stages["finetune"] = fine_tune(run.load_model("pretrain"), dataset, run, verbose=2)
+        _, stages["finetune"] = run.fine_tune(run.load_model("pretrain"), dataset, verbose=2)
     if not run.has_stage("prompt"):
-        _, stages["prompt"] = prompt_tune(run.load_model("pretrain"), dataset, run, PromptConfig(1), verbose=2)
+        _, stages["prompt"] = run.prompt_tune(run.load_model("pretrain"), dataset, PromptConfig(1), verbose=2)
     for stage in ("finetune", "prompt"):
         stages[stage] = run.summary(stage)
     start = time.perf_counter()

@@ -20,11 +20,11 @@ import json
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine, seed_summary, utc_now  # noqa: E402
+from lab import machine, seed_summary, utc_now  # noqa: E402
 from recgpt_tf.config import PromptConfig, TrainConfig  # noqa: E402
+from recgpt_tf.experimental import LabPromptConfig  # noqa: E402
 from recgpt_tf.files import write_json, write_text_atomic  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
-from recgpt_tf.training import prompt_tune  # noqa: E402
 
 REFERENCE = "reference"
 # name -> (changes to the run's PromptConfig, changes to its training settings, what it tests)
@@ -44,8 +44,11 @@ def variant_config(recorded: dict, name: str) -> PromptConfig:
     """The prompt stage `recorded` (a run's `stage_config("prompt")`) with variant `name`'s changes."""
     prompt_changes, train_changes, _ = VARIANTS[name]
     train = TrainConfig.from_recorded(recorded, **train_changes)
-    prompt = {"prompt_window": recorded["prompt_window"], "loss_positions": recorded["loss_positions"], **prompt_changes}
-    return PromptConfig(**prompt, train=train)
+    prompt = {"prompt_window": recorded["prompt_window"], "loss_positions": recorded.get("loss_positions", "all"), **prompt_changes}
+    if prompt["loss_positions"] == "all":  # the product's loss; another is the lab's (recgpt_tf.experimental)
+        del prompt["loss_positions"]
+        return PromptConfig(**prompt, train=train)
+    return LabPromptConfig(**prompt, train=train)
 
 
 def run_variant(run: Run, data: Path, name: str, with_test: bool) -> dict:
@@ -58,7 +61,7 @@ def run_variant(run: Run, data: Path, name: str, with_test: bool) -> dict:
         fork = run.fork(run.path.parent / f"{run.path.name}_prompt" / name)
         config = variant_config(run.stage_config("prompt"), name)
         if fork.stage_config("prompt") != json.loads(json.dumps(config.to_dict())):  # untuned, or tuned otherwise
-            prompt_tune(fork.load_model("pretrain"), dataset, fork, config, verbose=2)
+            fork.prompt_tune(fork.load_model("pretrain"), dataset, config, verbose=2)
     summary = fork.summary("prompt")
     row = {
         "seed": summary["config"]["seed"],

@@ -16,11 +16,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from recgpt_tf.benchmarking import machine, pretraining_markdown, pretraining_report, utc_now
+from lab import machine, pretraining_markdown, pretraining_report, utc_now
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.runs import Run
-from recgpt_tf.training import pretrain
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DATA = [SHARED / "Beauty.txt", SHARED / "Sports_and_Outdoors.txt"]
@@ -29,7 +28,7 @@ DEFAULT_DATA = [SHARED / "Beauty.txt", SHARED / "Sports_and_Outdoors.txt"]
 def run_one(path: Path, model_overrides: dict, train_config: TrainConfig, run_root: Path) -> dict:
     dataset = Dataset.from_file(path)
     model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_overrides)
-    pretrain(Run.create(run_root / dataset.name, dataset, model_config, seed=train_config.seed), dataset, train_config, verbose=2)
+    Run.create(run_root / dataset.name, dataset, model_config, seed=train_config.seed).pretrain(dataset, train_config, verbose=2)
     return pretraining_report(run_root / dataset.name, path)
 
 

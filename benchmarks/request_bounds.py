@@ -36,7 +36,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import (  # noqa: E402
+from lab import (  # noqa: E402
     drip_predict_body,
     export_synthetic,
     free_port,

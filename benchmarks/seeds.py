@@ -29,8 +29,8 @@ import os
 import time
 from pathlib import Path
 
-from recgpt_tf.benchmarking import SEED_METRICS, machine, seed_summary, utc_now  # noqa: E402
-from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
+from lab import SEED_METRICS, configs, machine, seed_summary, utc_now  # noqa: E402
+from recgpt_tf.config import PromptConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402
 from recgpt_tf.files import write_json, write_text_atomic  # noqa: E402
@@ -126,6 +126,13 @@ RECIPES: dict[str, tuple[dict, dict, str]] = {
     # Keeping a moving average of the weights (about 200 steps, two Beauty epochs) and validating and keeping it,
     # rather than the last step's weights: averaging out the optimizer's noise at lr 1e-3 and dropout 0.5.
     "ema_0.995": ({}, {"ema_momentum": 0.995}, "the defaults, validating and keeping a moving average of the weights (momentum 0.995)"),
+    # Not a candidate: every lab option the other recipes leave out (the GELU activation, weight decay, target
+    # copies), so that a short run (--epochs) checks they still train after a refactor.
+    "lab_options": (
+        {"activation": "gelu"},
+        {"weight_decay": 0.01, "target_copies": 2},
+        "the defaults with a GELU feed-forward, weight decay 0.01 and two copies of each sequence's targets",
+    ),
     "defaults_long": (
         {"filter_mix": 0.0},
         dict(learning_rate=5e-4, epochs=200, eval_every=5, patience=25),
@@ -147,15 +154,19 @@ def run_dir(runs: Path, dataset: Dataset, name: str, seed: int | str) -> Path:
     return runs / dataset.name / f"{name}@seed{seed}"
 
 
-def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool, stages: str) -> dict:
-    """Trains `recipe` at `seed` (resuming an interrupted run, keeping finished stages) and returns its row."""
+def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool, stages: str, epochs: int | None = None) -> dict:
+    """Trains `recipe` at `seed` (resuming an interrupted run, keeping finished stages) and returns its row;
+    `epochs` caps every stage (a short check that the recipe trains, not a result)."""
     model_changes, train_changes, _ = RECIPES[recipe]
-    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_changes)
-    train_config = TrainConfig(**{**train_changes, "seed": seed})
+    if epochs is not None:
+        every = min(epochs, train_changes.get("eval_every", TrainConfig.eval_every))
+        train_changes = {**train_changes, "epochs": min(epochs, train_changes.get("epochs", TrainConfig.epochs)), "eval_every": every}
+    model_config, train_config = configs(dataset.num_items, dataset.num_users, model_changes, {**train_changes, "seed": seed})
+    prompt_config = PromptConfig.from_options(epochs=epochs)
     suffix = "" if stages == "pretrain" else f"+{stages}"
     run = Run.create(run_dir(runs, dataset, f"{recipe}{suffix}", seed), dataset, model_config, seed=seed)
     start = time.perf_counter()
-    summaries = run.train(dataset, stages=stages, train_config=train_config, verbose=2)
+    summaries = run.train(dataset, stages=stages, train_config=train_config, prompt_config=prompt_config, verbose=2)
     summary = summaries["pretrain"]
     row = {
         "seed": seed,
@@ -250,6 +261,7 @@ def main() -> None:
     parser.add_argument("--test", action="store_true", help="also score the test split (never used to choose)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/seeds"))
+    parser.add_argument("--epochs", type=int, help="cap every stage at this many epochs: a check that recipes train, not a result")
     parser.add_argument(
         "--record-partial",
         action="store_true",
@@ -264,6 +276,7 @@ def main() -> None:
     report.update(
         dataset=dataset.name,
         machine=machine(),
+        **({"epochs_cap": args.epochs} if args.epochs else {}),
         protocol="leave-one-out, full ranking, history excluded; epoch chosen on validation NDCG@10; mean ± sample std over seeds",
     )
     for recipe in args.recipe:
@@ -292,7 +305,7 @@ def main() -> None:
                     filled = True
                 continue
             earlier = entry["runs"].get(key)  # a row recorded without the test split: its run, now also tested
-            entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages)
+            entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages, args.epochs)
             if earlier:
                 entry["runs"][key].update(
                     run_seconds=round(earlier["run_seconds"] + entry["runs"][key]["run_seconds"], 1), finished=earlier["finished"]

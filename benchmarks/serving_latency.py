@@ -27,13 +27,13 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import (  # noqa: E402
+from lab import (  # noqa: E402
     SYNTHETIC_MAX_HISTORY as MAX_HISTORY,
 )
-from recgpt_tf.benchmarking import (
+from lab import (
     SYNTHETIC_STEPS as STEPS,
 )
-from recgpt_tf.benchmarking import (
+from lab import (
     as_tensors,
     export_synthetic,
     random_requests,

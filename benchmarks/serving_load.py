@@ -27,7 +27,7 @@ import grpc
 import numpy as np
 import tensorflow as tf  # noqa: E402
 
-from recgpt_tf.benchmarking import (  # noqa: E402
+from lab import (  # noqa: E402
     as_tensors,
     export_synthetic,
     free_port,

@@ -31,7 +31,7 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.benchmarking import export_synthetic, random_requests, stamp, synthetic_model, write_report
+from lab import export_synthetic, random_requests, stamp, synthetic_model, write_report
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, EXCLUDING_SIGNATURE, RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.export.stock_ops import saved_model_ops
 from recgpt_tf.retrieval import PartitionedIndex
@@ -84,7 +84,7 @@ def same(pinned: dict, other: dict) -> bool:
 
 def bfloat16_index(model) -> tuple:
     """The partitioned index's other storage flavour, with its exact re-score (the tuning picks float32 or
-    this one by speed, so both must load everywhere), as an (index, metadata) pair for `export_model`."""
+    this one by speed, so both must load everywhere), as an (index, metadata) pair for `publish_with_index`."""
     candidates = model.candidate_embeddings().numpy()
     partition = train_kmeans_partition(candidates, default_num_leaves(len(candidates)))
     index = PartitionedIndex(candidates, partition, leaves_to_search=2, storage_dtype="bfloat16", rescore_depth=20)
@@ -107,7 +107,7 @@ def main() -> None:
     verified_ops: set[str] = set()
     for kind in KINDS:
         flavour, prebuilt = ("partitioned", bfloat16_index(model)) if kind == "partitioned-bfloat16" else (kind, None)
-        path = export_synthetic(model, flavour, work / kind, prebuilt_index=prebuilt)
+        path = export_synthetic(model, flavour, work / kind, index=prebuilt)
         ops = sorted(saved_model_ops(path))
         pinned = answers(sys.executable, path, inputs)  # the pinned interpreter too runs it without recgpt_tf or ScaNN
         entry = report["kinds"][kind] = {"ops": len(ops), "runtimes": {}}

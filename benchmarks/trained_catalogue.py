@@ -38,7 +38,7 @@ import recgpt_tf  # noqa: F401  (first: it selects Keras 2, which TFRS needs, be
 import numpy as np
 import tf_keras as keras
 
-from recgpt_tf.benchmarking import add_catalogue_arguments, make_dataset, utc_now
+from lab import add_catalogue_arguments, make_dataset, utc_now
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.pipeline import training_dataset

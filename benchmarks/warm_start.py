@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recgpt_tf.benchmarking import stamp, write_report
+from lab import stamp, write_report
 from recgpt_tf.config import TrainConfig
 from recgpt_tf.data import Dataset, load_interactions
 from recgpt_tf.evaluation import evaluate_model

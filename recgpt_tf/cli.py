@@ -8,10 +8,11 @@ import errno
 import json
 import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 
-from recgpt_tf.config import LOSS_POSITIONS, STAGE_PLANS, TRAIN_CHOICES, ExportConfig, ModelConfig, PromptConfig, TrainConfig
+from recgpt_tf.config import STAGE_PLANS, TRAIN_CHOICES, ExportConfig, ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.contract import INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.data.readers import FORMATS, parse_columns, write_sequences
 from recgpt_tf.errors import ConfigError, RecGPTError
@@ -27,25 +28,37 @@ _FLAGS = {
     "data_format": "--format",
     "index_kind": "--index",
     "kind": "--index",
-    "loss_positions": "--prompt-loss-positions",
     "num_steps": "--steps",
 }
 
 
+# The ModelConfig/TrainConfig flags `--help` shows; the others (the tuned architecture and schedule details) take
+# flags too, named in the help's last lines and described in docs/cli.md.
+_SHOWN_SETTINGS = ("max_length", "hidden_size", "num_layers", "objective", "epochs", "batch_size", "learning_rate", "seed", "strategy")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ModelConfig/TrainConfig field (except the data-derived sizes)."""
+    """One flag per ModelConfig/TrainConfig field (except the data-derived sizes); `_SHOWN_SETTINGS` in --help."""
     group = parser.add_argument_group("model and training (defaults are the tuned ones)")
+    more = []
     for config in (ModelConfig, TrainConfig):
         for field in dataclasses.fields(config):
             if field.name in ("num_items", "num_users"):
                 continue
             flag = f"--{field.name.replace('_', '-')}"
+            shown = field.name in _SHOWN_SETTINGS
+            if not shown:
+                more.append(flag)
+            help = f"default {'from the other settings' if field.default is None else field.default}" if shown else argparse.SUPPRESS
             if isinstance(field.default, bool):
-                group.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None, metavar="BOOL")
+                group.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None, metavar="BOOL", help=help)
             elif field.name in TRAIN_CHOICES:
-                group.add_argument(flag, choices=TRAIN_CHOICES[field.name], default=None)
+                group.add_argument(flag, choices=TRAIN_CHOICES[field.name], default=None, help=help)
             else:  # a field whose default is None (decided by the other settings) takes a float
-                group.add_argument(flag, type=float if field.default is None else type(field.default), default=None)
+                kind = float if field.default is None else type(field.default)
+                group.add_argument(flag, type=kind, default=None, metavar="N" if kind is int else "X", help=help)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the epilog's lines as written: flags unbroken
+    parser.epilog = textwrap.fill(f"More settings (docs/cli.md): {' '.join(more)}.", 78, break_on_hyphens=False)
 
 
 def _columns(text: str) -> dict[str, str]:
@@ -111,7 +124,7 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     created_from = dataset if stages in ("pretrain", "all") else None  # later stages open the run as it is
     model_config = architecture_for(run_dir, dataset, warm_start, **model_changes) if created_from else None
     run = Run.for_task(run_dir, train_config.strategy, created_from, model_config, seed=train_config.seed)
-    prompt_config = PromptConfig.from_options(args.prompt_window, args.prompt_loss_positions, args.epochs)
+    prompt_config = PromptConfig.from_options(args.prompt_window, args.epochs)
     names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={prompt_config.prompt_window})", "finetune": "fine-tuning"}
     run.train(
         dataset,
@@ -197,7 +210,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     _, train_config = _configs(args)
     run_dir = out / "run"
     print(
-        f"[2/5] pre-training ({train_config.for_catalogue(dataset.num_items).objective}, up to {train_config.epochs} epochs), then prompt-tuning (K={PromptConfig.from_options(args.prompt_window).prompt_window}), into {run_dir}"
+        f"[2/5] pre-training (up to {train_config.epochs} epochs), then prompt-tuning (K={PromptConfig.from_options(args.prompt_window).prompt_window}), into {run_dir}"
     )
     run = _train(args, dataset, run_dir, "all")
 
@@ -434,12 +447,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--prompt-window", type=int, default=None, help=f"K, prompts generated before each real item (0..6; {PromptConfig.prompt_window})"
     )
-    train.add_argument(
-        "--prompt-loss-positions",
-        choices=LOSS_POSITIONS,
-        default=None,
-        help="prompt-tuning loss at every position (all) or only before real items (prompt); see PromptConfig",
-    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
@@ -545,7 +552,6 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", type=Path, default=Path("recgpt-quickstart"))
     quick.add_argument("--quiet", action="store_true")
     quick.add_argument("--prompt-window", type=int, default=None, help=f"K ({PromptConfig.prompt_window})")
-    quick.add_argument("--prompt-loss-positions", choices=LOSS_POSITIONS, default=None)
     _add_config_flags(quick)
     quick.set_defaults(func=cmd_quickstart)
     for name, command in sub.choices.items():  # read from each command's help: argparse keeps its actions private

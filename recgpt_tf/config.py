@@ -1,13 +1,16 @@
 """Configuration records for the CLI, notebooks and run directories.
 
-Layers and models take plain keyword arguments; these dataclasses only gather
-them so a run directory can record exactly what produced it.
+`ModelConfig` is passed whole to the backbone and each of its layers; `TrainConfig` and `PromptConfig` are
+what a stage trains with, and a run directory records all three exactly. They hold only what the product
+supports. `recgpt_tf.experimental` (which nothing here imports) subclasses them with the options the lab
+compared and did not adopt; the methods marked "seam" are the points where such a subclass changes what a
+stage does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from recgpt_tf.contract import AUTO_INDEX
 from recgpt_tf.errors import ConfigError, check_choice
@@ -23,20 +26,13 @@ SAMPLED_SOFTMAX_MIN_ITEMS = 100_000
 SOFTMAX_LABEL_SMOOTHING = 0.1
 LEARNING_RATE_DECAYS = ("none", "cosine")
 BATCHINGS = ("shuffled", "bucketed", "token_budget")
-EXAMPLES = ("sequences", "prefixes")
 STRATEGIES = ("single", "mirrored", "multi-worker", "parameter-server")  # tf.distribute, see training/distribute.py
-LOSS_POSITIONS = ("prompt", "all")  # where prompt-tuning takes its loss (see PromptConfig)
 
 # TrainConfig fields that take one of a few values (the CLI lists them in --help).
-ACTIVATIONS = ("relu", "gelu")  # the feed-forward layer's
-LAYER_NORMS = ("pre", "post", "sasrec")  # the block's layout (ModelConfig.layer_norm)
-POSITION_MODES = ("from_start", "from_end")  # how positions are numbered (RecGPTEmbedding)
-
 TRAIN_CHOICES = {
     "objective": OBJECTIVES,
     "learning_rate_decay": LEARNING_RATE_DECAYS,
     "batching": BATCHINGS,
-    "examples": EXAMPLES,
     "strategy": STRATEGIES,
 }
 
@@ -75,30 +71,30 @@ def resolve_objective(objective: str, label_smoothing: float | None, num_items: 
     return objective, label_smoothing
 
 
-# BSARec's Beauty setting of its low-pass branch, the weight that branch gets beside attention in the
-# post-LN layout when `filter_mix` is left to the layout (None). Beauty, every stage, 3 seeds each: validation
+# BSARec's Beauty setting of its low-pass branch, the weight that branch gets beside attention. Beauty, every stage, 3 seeds each: validation
 # NDCG@10 of the prompt-tuned model 0.0744 ± 0.0001 against 0.0734 ± 0.0005 without it, at about the same
 # cost per epoch (benchmarks/results/seeds_Beauty.json, rows defaults+all and defaults_no_filter+all).
 FILTER_MIX = 0.7
 
 
-def resolve_filter_mix(filter_mix: float | None, layer_norm: str) -> float:
-    """The filter branch's weight α made concrete for `layer_norm`: None is `FILTER_MIX` in the post-LN
-    layout, for which the branch is built (BSARec's block), and 0 (no branch) in the others."""
-    if filter_mix is None:
-        return FILTER_MIX if layer_norm == "post" else 0.0
-    if not 0.0 <= filter_mix < 1.0:
-        raise ConfigError("filter_mix", f"must be in [0, 1) (1 would leave attention untrained); got {filter_mix}")
-    if filter_mix and layer_norm != "post":
-        raise ConfigError(
-            "filter_mix", f'the filter branch is built for layer_norm="post" (BSARec\'s block); got "{layer_norm}": set it to 0'
-        )
-    return filter_mix
+# Model settings earlier versions recorded, with the one value the product has kept: a run recorded with
+# these values opens as a product run; with another, it is a lab run (`ModelConfig.from_dict`).
+RETIRED_MODEL_SETTINGS = {"activation": "relu", "layer_norm": "post", "position_mode": "from_start"}
+# Stage settings earlier versions recorded, with the one value the product has kept (`without_retired`).
+RETIRED_STAGE_SETTINGS = {"weight_decay": 0.0, "ema_momentum": 0.0, "examples": "sequences", "target_copies": 1, "loss_positions": "all"}
+
+
+def without_retired(settings: dict[str, Any]) -> dict[str, Any]:
+    """A stage's recorded `settings` without the retired ones at the product's values, so that the record of
+    an earlier version, or of a lab schedule that left them as the product has them, compares equal to
+    today's."""
+    return {key: value for key, value in settings.items() if key not in RETIRED_STAGE_SETTINGS or value != RETIRED_STAGE_SETTINGS[key]}
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Architecture of the decoder (paper section 1).
+    """Architecture of the decoder (paper section 1): BSARec's post-LN block (attention beside a low-pass
+    filter branch) in a GPT decoder with a user module.
 
     Attributes:
         num_items: Catalogue size N; item ids are 1..N, 0 is padding, N+1 is OOV.
@@ -110,12 +106,6 @@ class ModelConfig:
         intermediate_size: Width of the position-wise feed-forward layer.
         dropout: Dropout rate on embeddings and on the attention and feed-forward outputs.
         attention_dropout: Dropout rate on the attention weights.
-        activation: Feed-forward activation, "relu" (the paper) or "gelu".
-        layer_norm: "pre" (GPT-2: normalise each block's input, then a final norm),
-            "post" (SASRec as RecBole builds it: normalise the embeddings and
-            each block's output) or "sasrec" (SASRec as Xu et al.'s PyTorch code builds it:
-            normalise the attention's query only, and the stream before the FFN; a final norm;
-            its dropouts, and attention to its left padding's empty slots).
         init_stddev: 0 initialises the attention and FFN projections Glorot-uniform;
             > 0 from a truncated normal with this deviation (BERT, SASRec: 0.02).
         scale_items: Multiply input item embeddings by √d.
@@ -123,12 +113,15 @@ class ModelConfig:
         user_dropout: Probability, in training, of replacing a user by the OOV user, so
             the OOV embedding learns a population prior for cold-start users.
         num_segments: Segment vocabulary (0 = real item, 1 = generated prompt).
-        position_mode: "from_start" or "from_end" (see `RecGPTEmbedding`).
         filter_mix: Weight α of a low-pass filter branch beside each block's attention (BSARec's block,
-            `layers.CausalLowPassFilter`; layer_norm "post" only); 0 builds none; None (the default) is
-            the layout's own (`resolve_filter_mix`), and is recorded resolved.
+            `layers.CausalLowPassFilter`); 0 builds none; None (the default) is `FILTER_MIX`, recorded resolved.
         filter_frequencies: Frequency bins the filter branch keeps (BSARec's c = 5 keeps 3).
     """
+
+    # The name a run records for a subclass's architecture (a lab's), so that it opens as the same class;
+    # the product's is recorded as no name at all.
+    ARCHITECTURE: ClassVar[str] = "recgpt"
+    _ARCHITECTURES: ClassVar[dict[str, type]] = {}
 
     num_items: int
     num_users: int
@@ -143,36 +136,66 @@ class ModelConfig:
     intermediate_size: int = 512
     dropout: float = 0.5
     attention_dropout: float = 0.5
-    activation: str = "relu"
-    layer_norm: str = "post"  # validation NDCG@10 +2.8% over pre-LN on Beauty (benchmarks/results/backbone_ablations_Beauty.json)
     init_stddev: float = 0.0
     scale_items: bool = True
     use_user_embedding: bool = True
     user_dropout: float = 0.1
     num_segments: int = 2
-    position_mode: str = "from_start"
-    filter_mix: float | None = None  # FILTER_MIX in the post-LN layout
+    filter_mix: float | None = None  # FILTER_MIX
     filter_frequencies: int = 3
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        ModelConfig._ARCHITECTURES[cls.ARCHITECTURE] = cls
 
     def __post_init__(self) -> None:
         """Checks the settings and resolves the defaults that depend on others, once (every layer takes the
         config as it is)."""
         if self.hidden_size % self.num_heads:
             raise ConfigError("hidden_size", f"({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_choice("layer_norm", self.layer_norm, LAYER_NORMS)
-        check_choice("position_mode", self.position_mode, POSITION_MODES)
-        self.filter_mix = resolve_filter_mix(self.filter_mix, self.layer_norm)
+        if self.filter_mix is None:
+            self.filter_mix = FILTER_MIX
+        if not 0.0 <= self.filter_mix < 1.0:
+            raise ConfigError("filter_mix", f"must be in [0, 1) (1 would leave attention untrained); got {self.filter_mix}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, and a subclass's `architecture` name."""
+        named = {} if type(self) is ModelConfig else {"architecture": self.ARCHITECTURE}
+        return {**dataclasses.asdict(self), **named}
 
-    @classmethod
-    def from_layer_config(cls, config: dict) -> tuple["ModelConfig", dict]:
+    @staticmethod
+    def from_dict(values: dict[str, Any]) -> "ModelConfig":
+        """The config `to_dict` wrote, of the class its `architecture` names (a lab's, once its module is
+        imported). A record of an earlier version that holds `RETIRED_MODEL_SETTINGS` at the product's values
+        is the product's; at others, it is the lab's ("lab")."""
+        values = dict(values)
+        name = values.pop("architecture", None)
+        retired = {key: values[key] for key in RETIRED_MODEL_SETTINGS if key in values}
+        if name is None and any(value != RETIRED_MODEL_SETTINGS[key] for key, value in retired.items()):
+            name = "lab"
+        if name in (None, ModelConfig.ARCHITECTURE):
+            for key in retired:
+                del values[key]
+            name = ModelConfig.ARCHITECTURE
+        if name not in ModelConfig._ARCHITECTURES:
+            raise ConfigError(
+                "architecture",
+                f"{name!r} is not the product's; it is the lab's: import recgpt_tf.experimental to build it ({retired or values})",
+            )
+        return ModelConfig._ARCHITECTURES[name](**values)
+
+    @staticmethod
+    def from_layer_config(config: dict) -> tuple["ModelConfig", dict]:
         """(the ModelConfig, the rest: Keras' own name, trainable, dtype) of a layer's `get_config()`, which
         is the config's dict beside Keras' keys."""
-        fields = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in fields}), {k: v for k, v in config.items() if k not in fields}
+        keras_keys = ("name", "trainable", "dtype", "dynamic", "batch_input_shape")
+        return (
+            ModelConfig.from_dict({k: v for k, v in config.items() if k not in keras_keys}),
+            {k: v for k, v in config.items() if k in keras_keys},
+        )
+
+
+ModelConfig._ARCHITECTURES[ModelConfig.ARCHITECTURE] = ModelConfig
 
 
 @dataclasses.dataclass
@@ -190,14 +213,6 @@ class TrainConfig:
         learning_rate: Adam learning rate (the peak one when it warms up or decays).
         warmup_steps: Steps of linear learning-rate warm-up from 0.
         learning_rate_decay: "none" or "cosine" (to 0 at the last step of `epochs`).
-        weight_decay: Decoupled weight decay (AdamW) when > 0.
-        ema_momentum: m; when > 0, the optimizer keeps an exponential moving average of the weights
-            (after t steps: average = m_t * average + (1 - m_t) * weights, m_t = min(m, (1 + t) / (10 + t)),
-            starting from the initial weights: `training.fit._WarmingUpAverage`), and each epoch validates, selects and
-            keeps that average rather than the weights it trains (`callbacks.seeing_averaged_weights`). It
-            spans about 1 / (1 - m) steps once t passes about 9 / (1 - m), where m_t reaches m; before
-            that, about the last tenth of the t steps. A run's later stages (prompt-tuning, fine-tuning)
-            average with the same m, each from its own starting weights.
         label_smoothing: Softmax objective only: weight of the uniform target; None (the default)
             is `SOFTMAX_LABEL_SMOOTHING` for the softmax and 0 for the others (`for_catalogue`).
         batching: "shuffled" (uniformly random batches, padded to their longest),
@@ -207,15 +222,6 @@ class TrainConfig:
             long ones; on Beauty this cost 8% validation NDCG@10) or "token_budget"
             (length buckets sized to hold equal numbers of targets: bucketed's cost,
             shuffled's weighting; `data.pipeline.training_dataset`).
-        examples: Plain-sequence stages (pre-training, fine-tuning): "sequences" (each training
-            sequence is one example that predicts every next item) or "prefixes" (every prefix of it is
-            an example that predicts only its own next item, as BSARec, FMLP-Rec and RecBole train: each
-            target gets its own forward pass and dropout noise and is predicted from the last position,
-            as at serving time, for about (length + 1) / 2 times the compute). A prefix holds one target,
-            so "token_budget" batches them as "bucketed" does (`data.pipeline.prefix_examples`).
-        target_copies: Plain-sequence stages (pre-training, fine-tuning): each sequence
-            appears this many times per epoch, copy r training every target_copies-th target from r, so a sequence's
-            targets get independent dropout noise (`data.pipeline.split_targets`).
         patience: Epochs without validation NDCG@10 improvement before stopping.
         eval_every: Run the validation ranking every this many epochs.
         seed: Seed for weights, shuffling and negative sampling.
@@ -230,14 +236,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     warmup_steps: int = 0
     learning_rate_decay: str = "none"
-    weight_decay: float = 0.0
-    ema_momentum: float = 0.0
     label_smoothing: float | None = None
     # Beauty validation NDCG@10: bucketed 0.0635, shuffled 0.0699, token_budget 0.0706 at 62% of
     # shuffled's time per epoch (benchmarks/results/backbone_ablations_Beauty.json).
     batching: str = "token_budget"
-    examples: str = "sequences"
-    target_copies: int = 1
     patience: int = 5
     eval_every: int = 1
     seed: int = 42
@@ -246,25 +248,43 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_objective(self.objective, self.label_smoothing)
         check_choice("strategy", self.strategy, STRATEGIES)
-        for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS), ("examples", EXAMPLES)):
+        for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("batching", BATCHINGS)):
             check_choice(name, getattr(self, name), allowed)
-        if not 0.0 <= self.ema_momentum < 1.0:
-            raise ConfigError("ema_momentum", f"must be in [0, 1) (0 keeps no average); got {self.ema_momentum}")
-        if self.target_copies < 1:
-            raise ConfigError("target_copies", f"must be >= 1; got {self.target_copies}")
-        if self.target_copies > 1 and self.examples == "prefixes":
-            raise ConfigError("target_copies", "must be 1 with examples 'prefixes' (each prefix trains one target already)")
 
     def for_catalogue(self, num_items: int) -> "TrainConfig":
         """This configuration with objective "auto" and label smoothing None made concrete for a catalogue of
-        `num_items` (`resolve_objective`)."""
+        `num_items` (`resolve_objective`): the one place a stage's objective is resolved."""
         objective, smoothing = resolve_objective(self.objective, self.label_smoothing, num_items)
         return dataclasses.replace(self, objective=objective, label_smoothing=smoothing)
+
+    def for_stage(self, schedule: "TrainConfig") -> "TrainConfig":
+        """A later stage's `schedule` (prompt-tuning's, fine-tuning's) with what it takes from this, the run's
+        pre-training: the seed and the batch size. (Seam.)"""
+        return dataclasses.replace(schedule, seed=self.seed, batch_size=self.batch_size)
+
+    def optimizer(self, learning_rate):
+        """The stage's Keras optimizer at `learning_rate` (a float or a schedule): Adam. (Seam.)"""
+        import tf_keras as keras  # here, not at the top: the records are read without TensorFlow (the CLI's --help)
+
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+
+    def selecting(self, callbacks: list) -> list:
+        """The callbacks that validate, keep and stop epochs, as the stage runs them: as given. (Seam.)"""
+        return callbacks
+
+    def training_examples(self, users, sequences: list, max_length: int) -> tuple:
+        """(users, sequences, targets, batching) of a plain-sequence stage's training data: each sequence one
+        example that predicts every next item (targets None), batched as `batching` says. (Seam.)"""
+        return users, sequences, None, self.batching
+
+    def check_streamed(self) -> None:
+        """Raises `ConfigError` if this schedule cannot train on streamed TFRecord input: each sequence once an
+        epoch, as read (every product schedule can). (Seam.)"""
 
     @classmethod
     def from_recorded(cls, recorded: dict, **changes) -> "TrainConfig":
         """The training settings a stage recorded (`runs.Run.stage_config`), with `changes`; the record's other
-        keys (a prompt stage's window, a pre-training's warm start) are left out."""
+        keys (a prompt stage's window, a pre-training's warm start, a lab's settings) are left out."""
         fields = {field.name for field in dataclasses.fields(cls)}
         return cls(**{**{key: value for key, value in recorded.items() if key in fields}, **changes})
 
@@ -285,12 +305,6 @@ class PromptConfig:
     Attributes:
         prompt_window: K, generated prompts before each real item (paper: 0..6).
         train: Schedule for θ_LP (the authors used lr 5e-4 for this stage).
-        loss_positions: Where the next-real-item loss is taken on s*. "prompt":
-            only where the next token is a real item (with K >= 1, the last prompt
-            before it), the literal reading of the paper. "all": every position
-            predicts the next real item, real items included (v_t and its prompts
-            all target v_{t+1}), so h at a real item, which one-step recall and
-            step 1 of two-step recall read, is tuned too.
     """
 
     prompt_window: int = 1
@@ -299,23 +313,28 @@ class PromptConfig:
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(learning_rate=5e-4, epochs=20, patience=3, batching="bucketed")
     )
-    loss_positions: str = "all"  # chosen on Beauty's validation split (README, "How it is built")
 
-    def __post_init__(self) -> None:
-        check_choice("loss_positions", self.loss_positions, LOSS_POSITIONS)
+    def loss_targets(self, tokens: list, segments: list) -> dict[str, list]:
+        """`training_dataset`'s targets for the prompt-enhanced sequences (`tokens`, `segments`: each user's):
+        every position predicts the next real item, so v_t and its prompts all target v_{t+1} and the hidden
+        state at a real item, which the two-step recall reads, is tuned too. Prompts are context, never
+        targets. (Seam: chosen on Beauty's validation split over a loss only before real items, which
+        `recgpt_tf.experimental` keeps.)"""
+        from recgpt_tf.data.features import next_real_targets  # here: the data package imports this module
+
+        return {"targets": [next_real_targets(t, s) for t, s in zip(tokens, segments)]}
 
     @classmethod
-    def from_options(cls, prompt_window: int | None = None, loss_positions: str | None = None, epochs: int | None = None) -> "PromptConfig":
+    def from_options(cls, prompt_window: int | None = None, epochs: int | None = None) -> "PromptConfig":
         """From CLI flags or TFX `custom_config` keys, where an unset option (None) keeps the default; `epochs`
         (the run's --epochs, a cap for every stage) bounds prompt-tuning too."""
-        given = {"prompt_window": prompt_window, "loss_positions": loss_positions}
-        config = cls(**{key: value for key, value in given.items() if value is not None})
+        config = cls() if prompt_window is None else cls(prompt_window=prompt_window)
         if epochs is not None:
             config.train = dataclasses.replace(config.train, epochs=min(epochs, config.train.epochs))
         return config
 
     def to_dict(self) -> dict:
-        return {"prompt_window": self.prompt_window, "loss_positions": self.loss_positions, **self.train.to_dict()}
+        return {"prompt_window": self.prompt_window, **self.train.to_dict()}
 
 
 @dataclasses.dataclass

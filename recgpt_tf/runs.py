@@ -34,7 +34,17 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.config import FINETUNE_STAGE, PRETRAIN_STAGE, PROMPT_STAGE, STAGE_PLANS, ExportConfig, ModelConfig, PromptConfig, TrainConfig
+from recgpt_tf.config import (
+    FINETUNE_STAGE,
+    PRETRAIN_STAGE,
+    PROMPT_STAGE,
+    STAGE_PLANS,
+    ExportConfig,
+    ModelConfig,
+    PromptConfig,
+    TrainConfig,
+    without_retired,
+)
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.data.vocab import Vocabulary
@@ -43,7 +53,7 @@ from recgpt_tf.files import exclusive_lock, write_json
 from recgpt_tf.inference.recall import split_k
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import worker_run_dir
-from recgpt_tf.training.fit import build_model
+from recgpt_tf.training.fit import StageFiles, build_model
 from recgpt_tf.training.pretrain import pretrain
 from recgpt_tf.training.prompt_tuning import fine_tune, prompt_tune
 from recgpt_tf.training.warm_start import WarmStartSource
@@ -74,14 +84,6 @@ def sample_requests(dataset: Dataset, count: int = 1024, seed: int = 0) -> dict:
     }
 
 
-# Fields added since runs were first written, with the values every run written before them trained with
-# (no filter branch), so a run that records none of them reads as it was.
-_NEUTRAL_NEW_FIELDS = {"filter_mix": 0.0, "filter_frequencies": 3}
-# Training settings added since runs were first written, with the value every run before them trained with: a
-# stage recorded without one trained with it, so resuming that run keeps the stage rather than training it anew.
-_NEUTRAL_NEW_TRAIN_FIELDS = {"examples": "sequences", "ema_momentum": 0.0}
-
-
 def _vocabulary_digests(path: Path) -> dict[str, str]:
     """{items.txt, users.txt: sha256} of the run's vocabularies: the row order of its tables."""
     return {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in (ITEMS_FILE, USERS_FILE)}
@@ -89,12 +91,11 @@ def _vocabulary_digests(path: Path) -> dict[str, str]:
 
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
     """The architecture config.json records; a run written before one of today's fields existed is refused
-    by name (its layout is not today's default), unless every run before it had one value (`_NEUTRAL_NEW_FIELDS`)."""
-    model = {**_NEUTRAL_NEW_FIELDS, **model}
+    by name (its layout is not today's default)."""
     missing = sorted({f.name for f in dataclasses.fields(ModelConfig)} - set(model))
     if missing:
         raise RunDirectoryError(f"{path} was written by an older recgpt-tf (its model records no {', '.join(missing)}); train it anew")
-    return ModelConfig(**model)
+    return ModelConfig.from_dict(model)
 
 
 def _recorded_architecture(path: Path | str) -> ModelConfig | None:
@@ -117,16 +118,14 @@ def architecture_for(
         dataset: The training data, which sizes the catalogue and user tables.
         warm_start: Yesterday's run: its architecture is the base for a new `path`.
         **changes: ModelConfig fields to change (the model flags given). On a trained run, `Run.create`
-            refuses a change; a warm start refuses one too. A new `layer_norm` resolves `filter_mix` anew.
+            refuses a change; a warm start refuses one too.
 
     Returns:
         The base (or the defaults, where neither run exists) with `changes` applied.
     """
     recorded = _recorded_architecture(path) or (_recorded_architecture(warm_start) if warm_start else None)
     base = recorded.to_dict() if recorded else {}
-    if "layer_norm" in changes and "filter_mix" not in changes:
-        base.pop("filter_mix", None)  # the branch depends on the layout (`resolve_filter_mix`)
-    return ModelConfig(**{**base, **changes, "num_items": dataset.num_items, "num_users": dataset.num_users})
+    return ModelConfig.from_dict({**base, **changes, "num_items": dataset.num_items, "num_users": dataset.num_users})
 
 
 @dataclasses.dataclass
@@ -179,7 +178,8 @@ class Run:
             )
         recorded = _recorded_architecture(path)
         if recorded:  # its weights (and an interrupted stage's backup) have the recorded shapes and layout
-            changed = [f"{k} {v!r} -> {getattr(model_config, k)!r}" for k, v in recorded.to_dict().items() if getattr(model_config, k) != v]
+            before, now = recorded.to_dict(), model_config.to_dict()
+            changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted({*before, *now}) if before.get(k) != now.get(k)]
             if changed:
                 raise RunDirectoryError(
                     f"{path} holds a run of another architecture ({', '.join(changed)}); leave those model settings "
@@ -264,6 +264,49 @@ class Run:
     def log_dir(self, stage: str) -> Path:
         return self.path / "logs" / stage
 
+    def stage_files(self, stage: str) -> StageFiles:
+        """Where `stage` keeps its files."""
+        return StageFiles(self.stage_dir(stage), self.log_dir(stage), self.resume_dir(stage))
+
+    def pretrain(
+        self,
+        dataset: Dataset | StreamedDataset,
+        train_config: TrainConfig | None = None,
+        verbose: int = 1,
+        extra_callbacks: list | None = None,
+        warm_start_from: WarmStartSource | None = None,
+    ) -> tuple[RecGPT, dict]:
+        """Pre-trains this run's architecture into its pretrain stage (`training.pretrain`), begun and committed
+        here; `train_config` (default `TrainConfig()`) is recorded as given (`train` resolves it first)."""
+        train_config = train_config or TrainConfig()
+        source = {"warm_start": warm_start_from.path, "warm_start_fingerprint": warm_start_from.fingerprint} if warm_start_from else {}
+        return self._stage(
+            PRETRAIN_STAGE,
+            {**train_config.to_dict(), **source},
+            lambda files: pretrain(
+                self.model_config, dataset, train_config, files, self.vocabulary_files, verbose, extra_callbacks, warm_start_from
+            ),
+        )
+
+    def prompt_tune(self, model: RecGPT, dataset: Dataset, config: PromptConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
+        """Prompt-tunes the pre-trained `model` in place into the prompt stage (`training.prompt_tune`; default
+        `PromptConfig()`), begun and committed here."""
+        config = config or PromptConfig()
+        return self._stage(PROMPT_STAGE, config.to_dict(), lambda files: prompt_tune(model, dataset, files, config, verbose))
+
+    def fine_tune(self, model: RecGPT, dataset: Dataset, train_config: TrainConfig | None = None, verbose: int = 1) -> tuple[RecGPT, dict]:
+        """The paper's fine-tuning baseline from the pre-trained `model` into the finetune stage
+        (`training.fine_tune`; default `TrainConfig.finetuning()`), begun and committed here."""
+        train_config = train_config or TrainConfig.finetuning()
+        return self._stage(FINETUNE_STAGE, train_config.to_dict(), lambda files: fine_tune(model, dataset, files, train_config, verbose))
+
+    def _stage(self, stage: str, payload: dict, train: Callable[[StageFiles], tuple[RecGPT, dict]]) -> tuple[RecGPT, dict]:
+        """Begins `stage` with the settings `payload` records, trains it in its files, commits its summary."""
+        self.begin_stage(stage, payload)
+        model, summary = train(self.stage_files(stage))
+        self.finish_stage(stage, summary)
+        return model, summary
+
     def begin_stage(self, stage: str, payload: dict) -> None:
         """Marks `stage` unfinished, then records the training configuration it is about to train with in
         config.json (before anything of the new training is written). An interrupted training of the stage
@@ -297,11 +340,11 @@ class Run:
         return json.loads(path.read_text())
 
     def stage_config(self, stage: str) -> dict | None:
-        """The training configuration of the finished `stage` (None if unfinished), settings added since it
-        trained filled in with the value it trained with. Runs written before the summary carried it recorded
+        """The training configuration of the finished `stage` (None if unfinished), without the retired settings
+        at the product's values (`config.without_retired`). Runs written before the summary carried it recorded
         it in config.json only."""
         summary = self.summary(stage)
-        return None if summary is None else {**_NEUTRAL_NEW_TRAIN_FIELDS, **summary.get("config", self.config.get(stage))}
+        return None if summary is None else without_retired(summary.get("config", self.config.get(stage)))
 
     def unfinished_stages(self) -> list[str]:
         """Stages that began (a configuration is recorded) but were not committed: interrupted, or failed."""
@@ -466,15 +509,15 @@ class Run:
         if train_config is None:
             recorded = self.stage_config(PRETRAIN_STAGE)
             train_config = TrainConfig.from_recorded(recorded) if recorded and PRETRAIN_STAGE not in plan else TrainConfig()
-        # Later stages keep their own schedule (learning rate, epochs, patience) but take the run's seed, batch
-        # size and moving-average momentum, so every stage validates and keeps the same kind of weights.
-        inherited = {key: getattr(train_config, key) for key in ("seed", "batch_size", "ema_momentum")}
+        # Later stages keep their own schedule (learning rate, epochs, patience) but take the run's seed and batch
+        # size (`TrainConfig.for_stage`).
         prompt_config = prompt_config or PromptConfig()
-        prompt_config = dataclasses.replace(prompt_config, train=dataclasses.replace(prompt_config.train, **inherited))
-        finetune_config = TrainConfig.finetuning(**inherited)
+        prompt_config = dataclasses.replace(prompt_config, train=train_config.for_stage(prompt_config.train))
+        finetune_config = train_config.for_stage(TrainConfig.finetuning())
+        train_config = train_config.for_catalogue(dataset.num_items)  # "auto" made concrete, once, and recorded so
         planned = {
             PRETRAIN_STAGE: {
-                **train_config.for_catalogue(dataset.num_items).to_dict(),
+                **train_config.to_dict(),
                 **(
                     {"warm_start": str(Path(warm_start).resolve()), "warm_start_fingerprint": Run.open(warm_start).fingerprint()}
                     if warm_start is not None
@@ -488,7 +531,7 @@ class Run:
         chief = self._chief()
         for stage in plan:
             finished = chief.summary(stage) if chief else None
-            if finished is not None and chief.stage_config(stage) == json.loads(json.dumps(planned[stage])):
+            if finished is not None and chief.stage_config(stage) == without_retired(json.loads(json.dumps(planned[stage]))):
                 # Finished with these very settings (a rerun after an interruption in a later stage): keep it.
                 summaries[stage] = {**finished, "already_trained": True}
                 if on_stage_end:
@@ -498,11 +541,11 @@ class Run:
             if stage == PRETRAIN_STAGE:
                 self._drop_stages_after_pretraining()
                 source = self.warm_start_source(warm_start) if warm_start is not None else None
-                _, summary = pretrain(self, dataset, train_config, verbose, warm_start_from=source)
+                _, summary = self.pretrain(dataset, train_config, verbose, warm_start_from=source)
             elif stage == PROMPT_STAGE:
-                _, summary = prompt_tune(self.load_model(PRETRAIN_STAGE), dataset, self, prompt_config, verbose)
+                _, summary = self.prompt_tune(self.load_model(PRETRAIN_STAGE), dataset, prompt_config, verbose)
             else:
-                _, summary = fine_tune(self.load_model(PRETRAIN_STAGE), dataset, self, finetune_config, verbose)
+                _, summary = self.fine_tune(self.load_model(PRETRAIN_STAGE), dataset, finetune_config, verbose)
             summaries[stage] = summary
             if on_stage_end:
                 on_stage_end(stage, summary)

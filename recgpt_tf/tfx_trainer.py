@@ -32,7 +32,7 @@ from recgpt_tf.errors import ConfigError
 from recgpt_tf.runs import Run, architecture_for
 from recgpt_tf.training.distribute import make_strategy
 
-_RUN_KEYS = {"prompt_window", "prompt_loss_positions", "stages", "index", "top_k", "first_step_size", "recall_threshold", "warm_start"}
+_RUN_KEYS = {"prompt_window", "stages", "index", "top_k", "first_step_size", "recall_threshold", "warm_start"}
 
 
 def _split_config(custom_config: dict | None) -> tuple[dict, dict, dict]:
@@ -53,9 +53,7 @@ def run_fn(fn_args) -> None:
     dataset = Dataset.from_interactions(read_examples(fn_args.train_files), name="tfx_train")
     model_config = architecture_for(run_dir, dataset, run_kwargs.get("warm_start"), **model_kwargs)
     train_config = TrainConfig(**train_kwargs)
-    prompt_config = PromptConfig.from_options(
-        run_kwargs.get("prompt_window"), run_kwargs.get("prompt_loss_positions"), train_kwargs.get("epochs")
-    )
+    prompt_config = PromptConfig.from_options(run_kwargs.get("prompt_window"), train_kwargs.get("epochs"))
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
     run = Run.for_task(run_dir, train_config.strategy, dataset, model_config, seed=train_config.seed)
     run.train(dataset, run_kwargs.get("stages", "all"), train_config, prompt_config, verbose=2, warm_start=run_kwargs.get("warm_start"))

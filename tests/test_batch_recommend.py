@@ -16,13 +16,12 @@ from recgpt_tf.inference import batch as batch_module
 from recgpt_tf.inference import batch_output
 from recgpt_tf.inference.batch_output import BatchJob, BatchOutput
 from recgpt_tf.runs import Run
-from recgpt_tf.training import pretrain
 
 
 @pytest.fixture(scope="module")
 def published(tiny_dataset, tmp_path_factory):
     folder = tmp_path_factory.mktemp("batch")
-    model, _ = pretrain(tiny_run(tiny_dataset, folder / "run"), tiny_dataset, tiny_train_config(epochs=1), verbose=0)
+    model, _ = tiny_run(tiny_dataset, folder / "run").pretrain(tiny_dataset, tiny_train_config(epochs=1), verbose=0)
     version = export_from_run(folder / "run", model, folder / "export", (9, 1), index_kind="brute-force")
     users = folder / "users.txt"  # the sequence format: each user's whole history
     interactions = {
@@ -153,7 +152,7 @@ def test_a_retrained_run_is_exported_anew(published, tiny_dataset, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(folder / "run", run, ignore=shutil.ignore_patterns("batch_export"))
     assert _batch(run, users, tmp_path / "before.jsonl") == 0
-    pretrain(Run.open(run), tiny_dataset, tiny_train_config(epochs=1, seed=99), verbose=0)  # retrained: new weights
+    Run.open(run).pretrain(tiny_dataset, tiny_train_config(epochs=1, seed=99), verbose=0)  # retrained: new weights
     assert _batch(run, users, tmp_path / "after.jsonl") == 0
     assert version_numbers(run / "batch_export" / "recgpt") == [2]
     signature = tf.saved_model.load(str(run / "batch_export" / "recgpt" / "2")).signatures[RECOMMEND_SIGNATURE]

@@ -73,10 +73,9 @@ def test_a_bad_row_stops_the_pipeline_with_its_file_and_row(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def published(tiny_dataset, tmp_path_factory):
     from helpers import export_from_run, tiny_run, tiny_train_config
-    from recgpt_tf.training import pretrain
 
     folder = tmp_path_factory.mktemp("beam_batch")
-    model, _ = pretrain(tiny_run(tiny_dataset, folder / "run"), tiny_dataset, tiny_train_config(epochs=1), verbose=0)
+    model, _ = tiny_run(tiny_dataset, folder / "run").pretrain(tiny_dataset, tiny_train_config(epochs=1), verbose=0)
     return folder, export_from_run(folder / "run", model, folder / "export", (9, 1), index_kind="brute-force")
 
 

@@ -86,9 +86,9 @@ def test_rerunning_train_resumes_the_recorded_architecture_not_todays_defaults(t
 def test_library_errors_name_the_flag_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data.txt"
     data.write_text("1 2 3 4\n2 3 4 5\n")
-    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--target-copies", "0", *TINY_FLAGS]) == 2
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--filter-mix", "1", *TINY_FLAGS]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("recgpt train: error: --target-copies must be >= 1; got 0"), err
+    assert err.startswith("recgpt train: error: --filter-mix must be in [0, 1)"), err
     assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "base"), "--name", "m"]) == 1
     assert "not a trained run directory" in capsys.readouterr().err
     # A usage error (2) is told from a failed run (1) and a failed server call (3).
@@ -107,3 +107,15 @@ def test_library_errors_name_the_flag_and_bugs_keep_their_traceback(tmp_path, ca
     monkeypatch.setattr(recgpt_tf.runs.Run, "open", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["evaluate", str(tmp_path / "run"), str(data)])
+
+
+def test_train_help_shows_the_products_settings_on_one_screen(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = capsys.readouterr().out
+    assert len(shown.splitlines()) <= 60
+    for lab in ("--layer-norm", "--activation", "--position-mode", "--ema-momentum", "--weight-decay", "--examples", "--target-copies"):
+        assert lab not in shown  # the lab's switches are the lab's (recgpt_tf.experimental), not the product's flags
+    assert "--epochs" in shown and "More settings (docs/cli.md): --num-heads" in shown and "--filter-mix" in shown
+    with pytest.raises(SystemExit):
+        main(["train", "data.txt", "--out", "run", "--layer-norm", "pre"])

@@ -1,10 +1,8 @@
 import numpy as np
 import pytest
 
-from recgpt_tf.config import TrainConfig
 from recgpt_tf.data import Dataset, Vocabulary, pad_batch, synthetic_sequences, training_dataset
 from recgpt_tf.data.pipeline import token_budget_batch_sizes
-from recgpt_tf.errors import ConfigError
 
 
 def test_vocabulary_ids_oov_and_round_trip(tmp_path):
@@ -89,14 +87,16 @@ def test_token_budget_batches_hold_equal_targets_and_cover_every_sequence_once()
     assert all(b["item_ids"].shape[1] in (3, 30) for b in batches), "a batch is padded only to its bucket"
 
 
-def test_target_mask_and_segments_flow_through():
+def test_segments_and_the_prompt_stages_targets_flow_through():
+    from recgpt_tf.config import PromptConfig
+
     users = np.array([1], np.int32)
     seqs = [np.array([3, 8, 4, 9, 5], np.int32)]
     segments = [np.array([0, 1, 0, 1, 0], np.int32)]
-    mask = [np.array([1, 0, 1, 0, 1], np.int32)]
-    batch = next(training_dataset(users, seqs, segments=segments, target_mask=mask, shuffle=False).as_numpy_iterator())
+    targets = PromptConfig().loss_targets(seqs, segments)
+    batch = next(training_dataset(users, seqs, segments=segments, shuffle=False, **targets).as_numpy_iterator())
     assert batch["segment_ids"].tolist() == [[0, 1, 0, 1]]
-    assert batch["targets"].tolist() == [[0, 4, 0, 5]]  # prompts are never targets
+    assert batch["targets"].tolist() == [[4, 4, 5, 5]]  # prompts are never targets: each position predicts the next real item
 
 
 def test_explicit_targets_belong_to_input_positions():
@@ -115,54 +115,6 @@ def test_explicit_targets_belong_to_input_positions():
 def test_pad_batch_keeps_most_recent():
     ids, lengths = pad_batch([np.arange(1, 8), np.array([], np.int32)], max_length=5)
     assert ids.tolist() == [[3, 4, 5, 6, 7], [0, 0, 0, 0, 0]] and lengths.tolist() == [5, 0]
-
-
-def test_split_targets_trains_every_target_exactly_once_across_copies():
-    from recgpt_tf.data.pipeline import split_targets
-
-    users = np.array([7, 8], np.int32)
-    seqs = [np.array([1, 2, 3, 4, 5], np.int32), np.array([9, 10], np.int32)]
-    out_users, out_seqs, targets = split_targets(users, seqs, copies=2)
-    assert out_users.tolist() == [7, 7, 8, 8]
-    assert targets[0].tolist() == [2, 0, 4, 0, 0] and targets[1].tolist() == [0, 3, 0, 5, 0]
-    assert targets[2].tolist() == [10, 0] and targets[3].tolist() == [0, 0]
-    batch = next(
-        training_dataset(out_users, out_seqs, targets=targets, shuffle=False, batching="shuffled", batch_size=4).as_numpy_iterator()
-    )
-    trained = sorted(int(t) for t in batch["targets"][batch["targets"] > 0])
-    assert trained == [2, 3, 4, 5, 10]  # the same targets as one plain copy, each once
-
-
-def test_prefix_examples_train_each_target_once_from_the_end_of_its_own_prefix():
-    from recgpt_tf.data.pipeline import prefix_examples
-
-    users = np.array([7, 8, 9], np.int32)
-    seqs = [np.array([1, 2, 3, 4], np.int32), np.array([9, 10], np.int32), np.array([5], np.int32)]
-    out_users, out_seqs, targets = prefix_examples(users, seqs, max_length=5)
-    assert out_users.tolist() == [7, 7, 7, 8]  # n - 1 prefixes each; a one-item sequence trains nothing
-    assert [s.tolist() for s in out_seqs] == [[1, 2], [1, 2, 3], [1, 2, 3, 4], [9, 10]]
-    assert [t.tolist() for t in targets] == [[2, 0], [0, 3, 0], [0, 0, 4, 0], [10, 0]]
-    rows = list(
-        training_dataset(out_users, out_seqs, targets=targets, shuffle=False, batching="shuffled", batch_size=8).as_numpy_iterator()
-    )[0]
-    # Each example's one target sits at its last input position, and the inputs are the prefix before it.
-    assert rows["item_ids"].tolist() == [[1, 0, 0], [1, 2, 0], [1, 2, 3], [9, 0, 0]]
-    assert rows["targets"].tolist() == [[2, 0, 0], [0, 3, 0], [0, 0, 4], [10, 0, 0]]
-    # A prefix longer than the window keeps its most recent items; the target stays at the last input.
-    _, cut, cut_targets = prefix_examples(users[:1], seqs[:1], max_length=2)
-    assert [s.tolist() for s in cut] == [[1, 2], [1, 2, 3], [2, 3, 4]] and cut_targets[-1].tolist() == [0, 4, 0]
-
-
-def test_prefix_training_batches_hold_batch_size_targets_even_under_token_budget(tiny_dataset):
-    config = TrainConfig(examples="prefixes", batching="token_budget", batch_size=16)
-    expected = sum(max(len(s) - 1, 0) for s in tiny_dataset.train_sequences())
-    counts = [int((batch["targets"] > 0).sum()) for batch in tiny_dataset.training_batches(20, config).as_numpy_iterator()]
-    assert sum(counts) == expected  # every target once an epoch, one per example
-    assert max(counts) == 16  # batches of 16 prefixes, not sized up for short ones as token_budget sizes sequences
-    with pytest.raises(ConfigError, match="target_copies"):
-        TrainConfig(examples="prefixes", target_copies=2)
-    with pytest.raises(ConfigError, match="examples"):
-        TrainConfig(examples="windows")
 
 
 @pytest.mark.parametrize("batching", ["shuffled", "bucketed", "token_budget"])

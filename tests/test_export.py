@@ -19,7 +19,7 @@ from recgpt_tf.export import export_model, publish
 from recgpt_tf.export.stock_ops import saved_model_ops, unregistered_ops
 from recgpt_tf.inference import AutoRegressiveRecall
 from recgpt_tf.runs import Run
-from recgpt_tf.training import PromptConfig, pretrain, prompt_tune
+from recgpt_tf.training import PromptConfig
 
 STEPS = (9, 1)
 
@@ -28,8 +28,8 @@ STEPS = (9, 1)
 def run(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("export_run")
     run = tiny_run(tiny_dataset, run_dir)
-    model, _ = pretrain(run, tiny_dataset, tiny_train_config(epochs=4), verbose=0)
-    model, _ = prompt_tune(model, tiny_dataset, run, PromptConfig(1, tiny_train_config(epochs=1)), verbose=0)
+    model, _ = run.pretrain(tiny_dataset, tiny_train_config(epochs=4), verbose=0)
+    model, _ = run.prompt_tune(model, tiny_dataset, PromptConfig(1, tiny_train_config(epochs=1)), verbose=0)
     return run_dir, model
 
 

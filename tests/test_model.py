@@ -19,19 +19,9 @@ def make_model(**overrides) -> RecGPT:
     return model
 
 
-@pytest.mark.parametrize(
-    "position_mode, layer_norm, filter_mix",
-    [
-        ("from_start", "pre", 0.0),
-        ("from_end", "pre", 0.0),
-        ("from_start", "post", 0.0),
-        ("from_end", "post", 0.0),
-        ("from_end", "sasrec", 0.0),
-        ("from_start", "post", 0.7),  # the low-pass filter branch
-    ],
-)
-def test_no_future_leakage(position_mode, layer_norm, filter_mix):
-    model = make_model(num_layers=2, position_mode=position_mode, layer_norm=layer_norm, filter_mix=filter_mix)
+@pytest.mark.parametrize("filter_mix", [0.0, 0.7])  # plain attention, and beside the low-pass filter branch
+def test_no_future_leakage(filter_mix):
+    model = make_model(num_layers=2, filter_mix=filter_mix)
     batch = random_batch(N, U, batch=2, length=8, seed=1)
     base = model(batch).numpy()
     changed = {**batch, "item_ids": batch["item_ids"].copy()}
@@ -42,14 +32,17 @@ def test_no_future_leakage(position_mode, layer_norm, filter_mix):
     assert np.abs(after[:, t + 1 :] - base[:, t + 1 :]).max() > 1e-4  # and the change is seen later
 
 
-def test_from_end_positions_align_the_last_item():
-    model = make_model(position_mode="from_end")
-    short = {"user_id": np.array([1], np.int32), "item_ids": np.array([[5, 6, 0, 0]], np.int32)}
-    padded_less = {"user_id": np.array([1], np.int32), "item_ids": np.array([[5, 6]], np.int32)}
-    # Padding after the sequence changes nothing: positions count back from the last real token.
-    np.testing.assert_allclose(model(short).numpy()[:, :2], model(padded_less).numpy(), atol=1e-6)
-    with pytest.raises(ValueError, match="position_mode"):
-        make_model(position_mode="sideways")
+def test_every_block_output_is_normalised():
+    hidden = make_model().call(random_batch(N, U, batch=3, length=6, seed=2)).numpy()
+    np.testing.assert_allclose(hidden.mean(-1), 0.0, atol=1e-5)  # the last block's output norm, gamma 1 and beta 0 at initialisation
+    np.testing.assert_allclose(hidden.std(-1), 1.0, atol=1e-2)
+
+
+def test_the_filter_branch_trains_and_survives_a_saved_model_round_trip(tmp_path):
+    model = make_model(attention_dropout=0.6, dropout=0.6, filter_mix=0.7)
+    batch = random_batch(N, U, batch=4, length=6, seed=4)
+    assert np.isfinite(model(batch, training=True).numpy()).all()
+    run_model_saving_test(model, {key: tf.constant(value) for key, value in batch.items()}, tmp_path / "saved", atol=1e-5)
 
 
 def test_user_module_personalises_every_position():
@@ -59,28 +52,16 @@ def test_user_module_personalises_every_position():
     assert np.abs(model(batch).numpy() - model(other).numpy()).min(axis=-1).max() > 0
 
 
-def test_post_ln_normalises_every_block_output_and_pre_ln_ends_in_a_norm():
-    batch = random_batch(N, U, batch=3, length=6, seed=2)
-    post = make_model(layer_norm="post", activation="gelu")
-    assert post.backbone.final_norm is None and post.backbone.embedding.embedding_norm is not None
-    hidden = post(batch).numpy()  # the last block's output norm, gamma 1 and beta 0 at initialisation
-    np.testing.assert_allclose(hidden.mean(-1), 0.0, atol=1e-5)
-    np.testing.assert_allclose(hidden.std(-1), 1.0, atol=1e-2)
-    pre = make_model(layer_norm="pre")
-    assert pre.backbone.final_norm is not None and pre.backbone.embedding.embedding_norm is None
-    assert post.backbone.blocks[0].ffn_inner.activation.__name__ == "gelu"
-    assert pre.backbone.blocks[0].ffn_inner.activation.__name__ == "relu"
-
-
 @pytest.mark.parametrize("scale_items", [True, False])
 def test_input_embedding_is_item_times_scale_plus_position(scale_items):
-    model = make_model(scale_items=scale_items, use_user_embedding=False, layer_norm="pre")  # pre-LN: no embedding norm
+    model = make_model(scale_items=scale_items, use_user_embedding=False)
     embedding = model.backbone.embedding
     items = np.array([[3, 7, 9]], np.int32)
     out = embedding(np.array([1], np.int32), items, np.zeros_like(items)).numpy()
     scale = np.sqrt(embedding.config.hidden_size) if scale_items else 1.0
-    expected = embedding.item_embedding.embeddings.numpy()[items[0]] * scale + embedding.position_embedding.embeddings.numpy()[:3]
-    np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-6)
+    summed = embedding.item_embedding.embeddings.numpy()[items[0]] * scale + embedding.position_embedding.embeddings.numpy()[:3]
+    expected = (summed - summed.mean(-1, keepdims=True)) / np.sqrt(summed.var(-1, keepdims=True) + 1e-6)  # the norm, at gamma 1, beta 0
+    np.testing.assert_allclose(out[0], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_init_stddev_draws_projections_from_a_narrow_normal():
@@ -90,23 +71,18 @@ def test_init_stddev_draws_projections_from_a_narrow_normal():
     assert np.std(default.ffn_inner.kernel.numpy()) > 0.05  # Glorot on these tiny widths is far wider
 
 
-def test_prompt_tuning_freezes_the_embedding_norm_of_post_ln():
-    model = make_model(layer_norm="post")
+def test_prompt_tuning_freezes_every_backbone_weight_but_the_segment_table():
+    model = make_model()
     model.start_prompt_tuning()
     expected = [model.backbone.embedding.segment_embedding.embeddings, model.prompt_output.embeddings]
     assert {id(v) for v in model.trainable_variables} == {id(v) for v in expected}, [v.name for v in model.trainable_variables]
 
 
-@pytest.mark.parametrize(
-    "layout", [dict(layer_norm="post"), dict(layer_norm="sasrec"), dict(layer_norm="post", filter_mix=0.6, filter_frequencies=2)]
-)
+@pytest.mark.parametrize("layout", [dict(filter_mix=0.0), dict(filter_mix=0.6, filter_frequencies=2)])
 def test_config_round_trip_and_weights_give_identical_scores(tmp_path, layout):
     batch = {key: tf.constant(value) for key, value in random_batch(N, U, seed=5).items()}
     run_layer_test(
-        lambda: RecGPT(
-            num_items=N, num_users=U, **{**TINY_MODEL, "objective": "bce", "activation": "gelu", "attention_dropout": 0.2, **layout}
-        ),
-        batch,
+        lambda: RecGPT(num_items=N, num_users=U, **{**TINY_MODEL, "objective": "bce", "attention_dropout": 0.2, **layout}), batch
     )
 
 
@@ -115,26 +91,18 @@ def test_rejects_bad_arguments():
         RecGPT(num_items=N, num_users=U, objective="hinge")
     with pytest.raises(ValueError, match="divisible by num_heads"):
         RecGPT(num_items=N, num_users=U, hidden_size=30, num_heads=4)
-    with pytest.raises(ValueError, match="activation must be one of"):
-        RecGPT(num_items=N, num_users=U, activation="swish")
-    with pytest.raises(ValueError, match="layer_norm must be one of"):
-        RecGPT(num_items=N, num_users=U, layer_norm="sandwich")
     with pytest.raises(ValueError, match="softmax objective only"):
         RecGPT(num_items=N, num_users=U, objective="bce", label_smoothing=0.1)
-    with pytest.raises(ValueError, match='filter_mix the filter branch is built for layer_norm="post"'):
-        RecGPT(num_items=N, num_users=U, layer_norm="pre", filter_mix=0.5)
     with pytest.raises(ValueError, match=r"filter_frequencies must be in 1\.\.26"):
         RecGPT(num_items=N, num_users=U, filter_mix=0.5, filter_frequencies=27)
     with pytest.raises(ValueError, match=r"filter_mix must be in \[0, 1\)"):
         ModelConfig(num_items=N, num_users=U, filter_mix=1.0)
 
 
-def test_the_filter_branch_is_the_post_ln_layouts_default_and_is_recorded_resolved():
+def test_the_filter_branch_is_the_default_and_is_recorded_resolved():
     assert ModelConfig(num_items=N, num_users=U).filter_mix == FILTER_MIX > 0
-    assert ModelConfig(num_items=N, num_users=U, layer_norm="pre").filter_mix == 0.0
     assert ModelConfig(num_items=N, num_users=U, filter_mix=0.0).filter_mix == 0.0
     assert make_model().backbone.blocks[0].low_pass is not None
-    assert make_model(layer_norm="sasrec").backbone.blocks[0].low_pass is None
     assert make_model(filter_mix=0.0).backbone.blocks[0].low_pass is None
 
 
@@ -253,61 +221,3 @@ def test_unknown_users_and_items_use_their_oov_slots():
 
     vocab = Vocabulary.build([str(i) for i in range(1, N + 1)])
     assert vocab.encode(["never-seen"]).tolist() == [N + 1]
-
-
-def test_sasrec_layout_normalises_only_the_query_and_the_stream_before_the_ffn():
-    """SASRec's own block: y = LN(x + Attn(q=LN(x), k=x, v=x)), then y + FFN(y); a final norm closes the stack."""
-    import tensorflow as tf
-
-    model = make_model(num_layers=1, layer_norm="sasrec")
-    block = model.backbone.blocks[0]
-    x = tf.random.normal([2, 5, 32], seed=1)
-    slots = tf.constant([15, 17])
-    attention = block.attention(block.attention_norm(x), x, x, empty_slots=slots, use_causal_mask=True)
-    expected = block.ffn_norm(x + attention)
-    expected = expected + block.ffn_outer(block.ffn_inner(expected))
-    np.testing.assert_allclose(block(x, empty_slots=slots, training=False).numpy(), expected.numpy(), atol=1e-5)
-    assert model.backbone.final_norm is not None and model.backbone.embedding.embedding_norm is None
-
-
-def test_sasrec_attention_on_right_padded_rows_equals_sasrecs_attention_on_left_padded_ones():
-    """SASRec's code left-pads to max_length, zeroes the padding and masks only the future, so real positions
-    also attend to the padding; PaddingSinkAttention gives the same output at every real position."""
-    length, width = 8, 32
-    block = make_model(num_layers=1, layer_norm="sasrec", max_length=length).backbone.blocks[0]
-    rng = np.random.default_rng(3)
-    block.attention.set_weights([rng.normal(0, 0.3, w.shape) for w in block.attention.get_weights()])  # biases too
-    plain = keras.layers.MultiHeadAttention(num_heads=2, key_dim=width // 2)
-    lengths = np.array([3, 8, 1, 5])
-    x = rng.normal(size=(len(lengths), length, width)).astype(np.float32)
-    x[np.arange(length)[None, :] >= lengths[:, None]] = 0.0  # right-padded rows
-    query = block.attention_norm(x)
-    ours = block.attention(query, x, x, empty_slots=length - lengths, use_causal_mask=True).numpy()
-    plain(query, x, x)  # build, then share the weights
-    plain.set_weights(block.attention.get_weights())
-    for row, real in enumerate(lengths):
-        left = np.concatenate([np.zeros((length - real, width), np.float32), x[row, :real]])[None]  # SASRec's input
-        theirs = plain(block.attention_norm(left), left, left, use_causal_mask=True).numpy()[0, length - real :]
-        np.testing.assert_allclose(ours[row, :real], theirs, atol=1e-4)
-    unpadded = plain(query, x, x, use_causal_mask=True).numpy()
-    assert np.abs(unpadded[0, :3] - ours[0, :3]).max() > 1e-2  # the empty slots change what a short row sees
-
-
-def test_slot_dropout_drops_each_empty_slot_on_its_own():
-    """SASRec's padded slots are dropped one by one: the sink's kept share is Binomial(slots, 1 - p) / (slots (1 - p)),
-    mean 1 with a relative spread of sqrt(p / ((1 - p) slots)), not all-or-nothing (spread sqrt(p / (1 - p)))."""
-    from recgpt_tf.layers.decoder import slot_dropout_scale
-
-    tf.random.set_seed(0)
-    scale = slot_dropout_scale(tf.constant([40, 0, 1]), tf.constant([3, 20000]), 0.6).numpy()
-    assert abs(scale[0].mean() - 1.0) < 0.01 and abs(scale[0].std() - np.sqrt(0.6 / (0.4 * 40))) < 0.01
-    assert (scale[1] == 0).all()  # no slots, nothing kept
-    assert set(np.unique(scale[2]).round(6)) == {0.0, 2.5}  # one slot: plain dropout, kept ones scaled by 1 / (1 - p)
-
-
-@pytest.mark.parametrize("layout", [dict(layer_norm="sasrec"), dict(layer_norm="post", filter_mix=0.7)])
-def test_sasrec_layout_and_the_filter_branch_train_and_survive_a_saved_model_round_trip(tmp_path, layout):
-    model = make_model(attention_dropout=0.6, dropout=0.6, **layout)
-    batch = random_batch(N, U, batch=4, length=6, seed=4)
-    assert np.isfinite(model(batch, training=True).numpy()).all()
-    run_model_saving_test(model, {key: tf.constant(value) for key, value in batch.items()}, tmp_path / "saved", atol=1e-5)

@@ -3,11 +3,11 @@ import pytest
 import tensorflow as tf
 
 from helpers import tiny_run, tiny_train_config
+from recgpt_tf.data.features import next_real_targets
 from recgpt_tf.evaluation import evaluate_model, two_step_sweep
 from recgpt_tf.evaluation.variants import list_gain
 from recgpt_tf.inference import AutoRegressiveRecall, PromptGenerator, prompt_layout, split_k
-from recgpt_tf.inference.prompts import next_real_targets
-from recgpt_tf.training import PromptConfig, pretrain, prompt_tune
+from recgpt_tf.training import PromptConfig
 
 
 class _ScriptedModel:
@@ -75,19 +75,14 @@ def test_next_real_targets_skip_prompts():
     assert next_real_targets(np.array([4, 2]), np.array([0, 0])).tolist() == [2, 0]  # K = 0: plain next item
 
 
-def test_loss_positions_is_checked():
-    with pytest.raises(ValueError, match="loss_positions must be one of"):
-        PromptConfig(1, loss_positions="everywhere")
-
-
 @pytest.fixture(scope="module")
 def tuned(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("prompt_run")
     run = tiny_run(tiny_dataset, run_dir)
-    model, _ = pretrain(run, tiny_dataset, tiny_train_config(epochs=4), verbose=0)
+    model, _ = run.pretrain(tiny_dataset, tiny_train_config(epochs=4), verbose=0)
     frozen_before = {v.name: v.numpy().copy() for v in model.backbone.weights}
     table_before = model.backbone.item_table.numpy().copy()
-    model, summary = prompt_tune(model, tiny_dataset, run, PromptConfig(1, tiny_train_config(epochs=2)), verbose=0)
+    model, summary = run.prompt_tune(model, tiny_dataset, PromptConfig(1, tiny_train_config(epochs=2)), verbose=0)
     return run_dir, model, summary, frozen_before, table_before
 
 

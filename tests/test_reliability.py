@@ -29,7 +29,6 @@ from recgpt_tf.export.publish import remove_abandoned_staging, write_monitoring_
 from recgpt_tf.runs import Run
 from recgpt_tf.serving import GrpcClient, LocalServer
 from recgpt_tf.serving.client import history_proto, user_proto
-from recgpt_tf.training import pretrain
 
 pytestmark = pytest.mark.reliability
 DEPLOY = Path(__file__).resolve().parents[1] / "serving" / "deploy"
@@ -38,7 +37,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "serving" / "deploy"
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("reliability_run")
-    model, _ = pretrain(tiny_run(tiny_dataset, run_dir), tiny_dataset, tiny_train_config(epochs=2), verbose=0)
+    model, _ = tiny_run(tiny_dataset, run_dir).pretrain(tiny_dataset, tiny_train_config(epochs=2), verbose=0)
     return run_dir, model
 
 

@@ -21,13 +21,12 @@ from recgpt_tf.cli import main
 from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.serving import GrpcClient, LocalServer, RestClient, RestError
 from recgpt_tf.serving.client import history_proto, user_proto
-from recgpt_tf.training import pretrain
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("serve_run")
-    model, _ = pretrain(tiny_run(tiny_dataset, run_dir), tiny_dataset, tiny_train_config(epochs=3), verbose=0)
+    model, _ = tiny_run(tiny_dataset, run_dir).pretrain(tiny_dataset, tiny_train_config(epochs=3), verbose=0)
     return run_dir, model
 
 

@@ -8,6 +8,7 @@ import errno
 import json
 import socket
 import string
+import sys
 import threading
 import time
 import urllib.error
@@ -22,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import export_from_run, tiny_run, tiny_train_config, write_lines
-from recgpt_tf.benchmarking import drip_predict_body
 from recgpt_tf.cli import main
 from recgpt_tf.contract import RECOMMEND_SIGNATURE
 from recgpt_tf.data import Dataset, load_interactions
@@ -30,7 +30,10 @@ from recgpt_tf.data.vocab import Vocabulary, storable_problem
 from recgpt_tf.errors import ConfigError, DataFormatError, RunDirectoryError
 from recgpt_tf.runs import Run
 from recgpt_tf.serving.servable import failure_line
-from recgpt_tf.training import PromptConfig, pretrain
+from recgpt_tf.training import PromptConfig
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))  # the benchmarks' helpers (benchmarks/lab.py)
+from lab import drip_predict_body  # noqa: E402
 
 pytestmark = pytest.mark.reliability
 
@@ -134,7 +137,7 @@ def test_nasty_ids_train_export_and_serve_unchanged(tiny_dataset, tmp_path):
         for user, sequence in zip(tiny_dataset.user_vocab.decode(tiny_dataset.users), tiny_dataset.sequences)
     }
     dataset = Dataset.from_interactions(interactions)
-    model, _ = pretrain(tiny_run(dataset, tmp_path / "run"), dataset, tiny_train_config(epochs=1), verbose=0)
+    model, _ = tiny_run(dataset, tmp_path / "run").pretrain(dataset, tiny_train_config(epochs=1), verbose=0)
     version = export_from_run(tmp_path / "run", model, tmp_path / "export", (10,), index_kind="brute-force")
     recommend = tf.saved_model.load(str(version)).signatures[RECOMMEND_SIGNATURE]
     catalogue = set(Run.open(tmp_path / "run").item_vocab.tokens)
@@ -199,7 +202,7 @@ def server(tiny_dataset, tmp_path_factory):
     from recgpt_tf.serving import LocalServer
 
     folder = tmp_path_factory.mktemp("rest")
-    model, _ = pretrain(tiny_run(tiny_dataset, folder / "run"), tiny_dataset, tiny_train_config(epochs=1), verbose=0)
+    model, _ = tiny_run(tiny_dataset, folder / "run").pretrain(tiny_dataset, tiny_train_config(epochs=1), verbose=0)
     export_from_run(folder / "run", model, folder / "export", (10,), index_kind="brute-force")
     server = LocalServer(folder / "export", grpc_port=0, rest_port=0, workers=2, poll_seconds=0.2).start()
     yield server

@@ -11,14 +11,14 @@ from recgpt_tf.config import SAMPLED_SOFTMAX_MIN_ITEMS, SOFTMAX_LABEL_SMOOTHING,
 from recgpt_tf.errors import ConfigError, RunDirectoryError
 from recgpt_tf.evaluation import evaluate_model, evaluate_popularity
 from recgpt_tf.runs import Run
-from recgpt_tf.training import pretrain
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    model, summary = pretrain(tiny_run(tiny_dataset, run_dir), tiny_dataset, tiny_train_config(), verbose=0)
-    return run_dir, model, summary
+    run = tiny_run(tiny_dataset, run_dir)
+    summary = run.train(tiny_dataset, "pretrain", tiny_train_config(), verbose=0)["pretrain"]
+    return run_dir, run.load_model("pretrain"), summary
 
 
 def test_short_fit_lowers_loss_and_beats_popularity(trained, tiny_dataset):
@@ -58,8 +58,8 @@ def test_a_later_stage_trains_with_its_own_optimizer(trained, tiny_dataset):
 
 
 def test_seeded_runs_are_deterministic(tiny_dataset, tmp_path):
-    a, _ = pretrain(tiny_run(tiny_dataset, tmp_path / "a"), tiny_dataset, tiny_train_config(epochs=2), verbose=0)
-    b, _ = pretrain(tiny_run(tiny_dataset, tmp_path / "b"), tiny_dataset, tiny_train_config(epochs=2), verbose=0)
+    a, _ = tiny_run(tiny_dataset, tmp_path / "a").pretrain(tiny_dataset, tiny_train_config(epochs=2), verbose=0)
+    b, _ = tiny_run(tiny_dataset, tmp_path / "b").pretrain(tiny_dataset, tiny_train_config(epochs=2), verbose=0)
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
 
@@ -73,91 +73,15 @@ class _Interrupt(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=4), verbose=0, extra_callbacks=[_Interrupt()])
+        tiny_run(tiny_dataset, tmp_path).pretrain(tiny_dataset, tiny_train_config(epochs=4), verbose=0, extra_callbacks=[_Interrupt()])
     assert (tmp_path / "pretrain" / "backup").exists()
-    _, summary = pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=4), verbose=0)
+    _, summary = tiny_run(tiny_dataset, tmp_path).pretrain(tiny_dataset, tiny_train_config(epochs=4), verbose=0)
     with (tmp_path / "pretrain" / "history.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
     # Epochs 0 and 1 ran before the interruption and are not run again.
     assert epochs == [0, 1, 2, 3], epochs
     assert summary["epochs"] == 4
     assert not any((tmp_path / "pretrain" / "backup").rglob("*.index"))  # backup deleted once training completes
-
-
-class _Trained(keras.callbacks.Callback):
-    """At each epoch's end (listed after the stage's own callbacks), the weights training left and their moving
-    average at `momentum`, computed here step by step from the initial weights, warming up as
-    tf.train.ExponentialMovingAverage(num_updates=steps) does."""
-
-    def __init__(self, momentum=0.0):
-        super().__init__()
-        self.momentum, self.weights, self.averages = momentum, [], []
-
-    def on_train_begin(self, logs=None):
-        self._average, self._steps = [w.astype(np.float64) for w in self.model.get_weights()], 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        m = min(self.momentum, (1 + self._steps) / (10 + self._steps))
-        self._average = [m * a + (1 - m) * w for a, w in zip(self._average, self.model.get_weights())]
-        self._steps += 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.weights.append(self.model.get_weights())
-        self.averages.append(list(self._average))
-
-
-def test_the_stage_validates_and_keeps_the_weights_moving_average_and_trains_as_without_it(tiny_dataset, tmp_path):
-    plain = _Trained()
-    pretrain(tiny_run(tiny_dataset, tmp_path / "plain"), tiny_dataset, tiny_train_config(epochs=3), verbose=0, extra_callbacks=[plain])
-    averaged = _Trained(momentum=0.9)
-    config = tiny_train_config(epochs=3, ema_momentum=0.9)
-    model, summary = pretrain(tiny_run(tiny_dataset, tmp_path / "averaged"), tiny_dataset, config, verbose=0, extra_callbacks=[averaged])
-    for epoch in range(3):  # the trained weights are back before each next epoch
-        for with_average, without in zip(averaged.weights[epoch], plain.weights[epoch]):
-            np.testing.assert_allclose(with_average, without, rtol=1e-5, atol=1e-6)
-    best = summary["best_epoch"] - 1
-    kept = model.get_weights()
-    for average, kept_weights in zip(averaged.averages[best], kept):
-        np.testing.assert_allclose(kept_weights, average, rtol=1e-4, atol=1e-6)
-    assert max(np.abs(k - t).max() for k, t in zip(kept, averaged.weights[best])) > 1e-3  # not the trained weights
-    assert summary["valid"]["NDCG@10"] == pytest.approx(evaluate_model(model, tiny_dataset.split("valid"))["NDCG@10"], abs=1e-6)
-
-
-class _Averages(keras.callbacks.Callback):
-    """The optimizer's moving average of the weights when the first epoch this run trains begins, and at each
-    epoch's end."""
-
-    def __init__(self):
-        super().__init__()
-        self.at_start, self.at_end = None, []
-
-    def _averages(self):
-        return [v.numpy() for v in self.model.optimizer.variables if v.name.startswith("average/")]
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.at_start is None:
-            self.at_start = self._averages()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.at_end.append(self._averages())
-
-
-@pytest.mark.slow
-def test_an_interrupted_stage_resumes_with_its_moving_average(tiny_dataset, tmp_path):
-    config = tiny_train_config(epochs=3, ema_momentum=0.9)
-    before = _Averages()
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, config, verbose=0, extra_callbacks=[before, _Interrupt()])
-    after = _Averages()
-    pretrain(tiny_run(tiny_dataset, tmp_path), tiny_dataset, config, verbose=0, extra_callbacks=[after])
-    assert len(after.at_start) == len(before.at_end[-1]) > 0
-    for resumed, backed_up in zip(after.at_start, before.at_end[-1]):
-        np.testing.assert_array_equal(resumed, backed_up)  # the average the backup kept, not a fresh copy
-
-
-def test_a_moving_average_momentum_outside_0_to_1_is_refused_by_name():
-    with pytest.raises(ConfigError, match="ema_momentum"):
-        TrainConfig(ema_momentum=1.0)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
@@ -167,9 +91,9 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
     def data():  # 5 batches an epoch
         return 5
 
-    config = TrainConfig(epochs=4, learning_rate=2e-3, warmup_steps=5, learning_rate_decay="cosine", weight_decay=0.01)
+    config = TrainConfig(epochs=4, learning_rate=2e-3, warmup_steps=5, learning_rate_decay="cosine")
     optimizer = make_optimizer(config, data)
-    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == pytest.approx(0.01)
+    assert type(optimizer) is keras.optimizers.Adam
     schedule = optimizer._learning_rate
     lr = [float(schedule(step)) for step in (0, 5, 20)]
     assert lr == pytest.approx([0.0, 2e-3, 0.0], abs=1e-9)  # 0 -> peak after 5 warm-up steps -> 0 at 4 epochs x 5
@@ -182,19 +106,17 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
         TrainConfig(objective="bce", label_smoothing=0.1)
 
 
-def test_later_stages_take_pretrainings_seed_batch_size_and_moving_average(trained, tiny_dataset, tmp_path):
-    from recgpt_tf.config import TrainConfig
+def test_later_stages_take_pretrainings_seed_and_batch_size(trained, tiny_dataset, tmp_path):
     from recgpt_tf.training import PromptConfig
 
     run_dir, _, _ = trained
     fork = Run.open(run_dir).fork(tmp_path / "fork")
     (fork.path / "evaluation.json").write_text("{}")  # an evaluation of the weights before this call
-    prompt = PromptConfig(1, TrainConfig(epochs=1, learning_rate=5e-4, seed=3, batch_size=32, ema_momentum=0.5))
+    prompt = PromptConfig(1, TrainConfig(epochs=1, learning_rate=5e-4, seed=3, batch_size=32))
     summaries = fork.train(tiny_dataset, "prompt", prompt_config=prompt, verbose=0)
     recorded = Run.open(fork.path).config
     assert list(summaries) == ["prompt"] and summaries["prompt"]["epochs"] == 1
-    prompt_settings = [recorded["prompt"][key] for key in ("seed", "batch_size", "ema_momentum")]
-    assert prompt_settings == [7, 64, 0.0]  # pre-training's, not 3 / 32 / 0.5
+    assert [recorded["prompt"][key] for key in ("seed", "batch_size")] == [7, 64]  # pre-training's, not 3 / 32
     assert recorded["prompt"]["learning_rate"] == 5e-4 and recorded["pretrain"]["seed"] == 7
     assert not (fork.path / "evaluation.json").exists(), "a retrained run drops its stale evaluation"
 
@@ -250,8 +172,6 @@ def test_architecture_for_resumes_the_recorded_run_then_the_warm_start_then_the_
     assert untrained.model_config == defaults and architecture_for(untrained.path, tiny_dataset, warm_start=run_dir) == recorded
     assert architecture_for(run_dir, tiny_dataset, warm_start=untrained.path) == recorded  # the run itself comes first
     assert architecture_for(run_dir, tiny_dataset, hidden_size=64).hidden_size == 64
-    # The filter branch depends on the layout: a new layout resolves it anew instead of refusing the recorded mix.
-    assert recorded.filter_mix > 0 and architecture_for(run_dir, tiny_dataset, layer_norm="pre").filter_mix == 0.0
 
 
 def test_a_worker_trains_what_its_chief_has_not_finished_even_before_the_chief_wrote_its_run(trained, tiny_dataset, tmp_path):
@@ -267,8 +187,8 @@ def test_a_worker_trains_what_its_chief_has_not_finished_even_before_the_chief_w
 @pytest.mark.parametrize("objective", ["sampled_softmax", "bce"])
 def test_every_objective_trains_under_a_distribution_strategy(tiny_dataset, tmp_path, objective):
     # Keras refuses a loss that averages over the batch itself inside a strategy; the tasks reduce per query.
-    _, summary = pretrain(
-        tiny_run(tiny_dataset, tmp_path), tiny_dataset, tiny_train_config(epochs=1, objective=objective, strategy="mirrored"), verbose=0
+    _, summary = tiny_run(tiny_dataset, tmp_path).pretrain(
+        tiny_dataset, tiny_train_config(epochs=1, objective=objective, strategy="mirrored"), verbose=0
     )
     assert summary["epochs"] == 1 and summary["strategy"]["name"] == "mirrored" and summary["valid"]["NDCG@10"] > 0
 
@@ -288,22 +208,10 @@ def test_objective_auto_trains_the_full_softmax_below_the_threshold_and_the_samp
 
 
 def test_a_log_that_is_not_a_terminal_gets_one_line_per_epoch(tiny_dataset, tmp_path, capfd):
-    pretrain(tiny_run(tiny_dataset, tmp_path / "run"), tiny_dataset, tiny_train_config(epochs=2), verbose=1)
+    tiny_run(tiny_dataset, tmp_path / "run").pretrain(tiny_dataset, tiny_train_config(epochs=2), verbose=1)
     out = capfd.readouterr().out
     assert "\r" not in out and "\x08" not in out  # no progress-bar redraws in a log file
     assert len([line for line in out.splitlines() if " - loss: " in line]) == 2  # one Keras summary line per epoch
-
-
-def test_a_stage_recorded_before_a_training_setting_existed_is_kept_on_resume(trained, tiny_dataset, tmp_path):
-    # A run trained before `examples` existed trained on whole sequences: rerunning its command keeps the stage.
-    run_dir = shutil.copytree(trained[0], tmp_path / "old")
-    summary_file = run_dir / "pretrain" / "summary.json"
-    summary = json.loads(summary_file.read_text())
-    del summary["config"]["examples"]
-    summary_file.write_text(json.dumps(summary))
-    assert Run.open(run_dir).train(tiny_dataset, "pretrain", tiny_train_config(), verbose=0)["pretrain"]["already_trained"]
-    changed = Run.open(run_dir).train(tiny_dataset, "pretrain", tiny_train_config(epochs=1, examples="prefixes"), verbose=0)
-    assert "already_trained" not in changed["pretrain"]  # a setting that differs still trains anew
 
 
 def test_a_recorded_stage_gives_back_its_training_settings_without_its_other_keys():
@@ -312,13 +220,32 @@ def test_a_recorded_stage_gives_back_its_training_settings_without_its_other_key
     assert config == TrainConfig(learning_rate=1e-4, seed=3, epochs=4)
 
 
-def test_a_run_written_before_the_filter_fields_reads_as_it_trained_and_an_older_one_is_refused(tiny_dataset, tmp_path):
-    run = tiny_run(tiny_dataset, tmp_path / "old", filter_mix=0.0)
+def test_a_run_an_earlier_version_recorded_with_the_retired_settings_reads_as_the_products(trained, tiny_dataset, tmp_path):
+    """Earlier versions recorded activation, layer_norm and position_mode with every model, and the lab's training
+    settings with every stage: at the product's values the run opens, and resumes keeping its stages."""
+    run_dir = shutil.copytree(trained[0], tmp_path / "old")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"].update(activation="relu", layer_norm="post", position_mode="from_start")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    summary_file = run_dir / "pretrain" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary["config"].update(weight_decay=0.0, ema_momentum=0.0, examples="sequences", target_copies=1)
+    summary_file.write_text(json.dumps(summary))
+    assert Run.open(run_dir).model_config == Run.open(trained[0]).model_config
+    assert Run.open(run_dir).train(tiny_dataset, "pretrain", tiny_train_config(), verbose=0)["pretrain"]["already_trained"]
+    summary["config"].update(examples="prefixes")  # a lab's stage: not the product's schedule, trained anew
+    summary_file.write_text(json.dumps(summary))
+    assert "already_trained" not in Run.open(run_dir).train(tiny_dataset, "pretrain", tiny_train_config(epochs=1), verbose=0)["pretrain"]
+
+
+def test_a_run_older_than_a_model_field_is_refused_by_name_and_an_unknown_architecture_too(tiny_dataset, tmp_path):
+    from recgpt_tf.config import ModelConfig
+
+    run = tiny_run(tiny_dataset, tmp_path / "old")
     config = json.loads((run.path / "config.json").read_text())
-    del config["model"]["filter_mix"], config["model"]["filter_frequencies"]
+    del config["model"]["filter_mix"]
     (run.path / "config.json").write_text(json.dumps(config))
-    assert Run.open(run.path).model_config.filter_mix == 0.0  # no run before the fields had the branch
-    del config["model"]["position_mode"]
-    (run.path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(RunDirectoryError, match="records no position_mode"):
+    with pytest.raises(RunDirectoryError, match="records no filter_mix"):
         Run.open(run.path).model_config
+    with pytest.raises(ConfigError, match="'tomorrow' is not the product's.*import recgpt_tf.experimental"):
+        ModelConfig.from_dict({"num_items": 3, "num_users": 2, "architecture": "tomorrow"})

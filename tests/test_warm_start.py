@@ -15,7 +15,6 @@ from recgpt_tf.config import ModelConfig
 from recgpt_tf.data import Dataset, synthetic_sequences
 from recgpt_tf.errors import ConfigError, RunDirectoryError
 from recgpt_tf.runs import Run, architecture_for
-from recgpt_tf.training import pretrain
 from recgpt_tf.training.fit import build_model
 from recgpt_tf.training.warm_start import describe, neighbour_rows, warm_start
 
@@ -160,8 +159,8 @@ def test_an_interrupted_warm_start_resumes_only_from_its_own_source(yesterday, t
             raise _KilledAfterFirstEpoch  # after BackupAndRestore saved epoch 0
 
     with pytest.raises(_KilledAfterFirstEpoch):
-        pretrain(
-            run, day2, tiny_train_config(epochs=3), verbose=0, extra_callbacks=[Kill()], warm_start_from=run.warm_start_source(folder / "a")
+        run.pretrain(
+            day2, tiny_train_config(epochs=3), verbose=0, extra_callbacks=[Kill()], warm_start_from=run.warm_start_source(folder / "a")
         )
     assert any((tmp_path / "day2" / "pretrain" / "backup").rglob("*.index"))
     summary = run.train(day2, "pretrain", tiny_train_config(epochs=3), verbose=0, warm_start=folder / "b")["pretrain"]

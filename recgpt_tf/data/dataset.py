@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.data.pipeline import prefix_examples, split_targets, training_dataset
+from recgpt_tf.data.pipeline import training_dataset
 from recgpt_tf.data.readers import load_interactions
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import check_choice
@@ -137,18 +137,12 @@ class Dataset:
         batch_size: int | None = None,
         vocabulary_files: tuple[Path, Path] | None = None,
     ) -> "tf.data.Dataset":
-        """One epoch of next-item batches of the training sequences (pre-training, fine-tuning), batched and,
-        as `train_config.examples` says (whole sequences, or every prefix), with `target_copies` > 1 repeated,
-        at `batch_size` (default the configured one); shard `shard` of `num_shards` (every num_shards-th user) for one worker of a distributed run.
+        """One epoch of next-item batches of the training sequences (pre-training, fine-tuning): the examples
+        `train_config.training_examples` makes of them, at `batch_size` (default the configured one); shard
+        `shard` of `num_shards` (every num_shards-th user) for one worker of a distributed run.
         `vocabulary_files` is not needed: the sequences are encoded already (see `StreamedDataset`)."""
-        users, sequences, targets = self.users[shard::num_shards], self.train_sequences()[shard::num_shards], None
-        batching = train_config.batching
-        if train_config.examples == "prefixes":
-            users, sequences, targets = prefix_examples(users, sequences, max_length)
-            # One target per example: buckets of equal size already hold equal numbers of targets.
-            batching = "bucketed" if batching == "token_budget" else batching
-        elif train_config.target_copies > 1:
-            users, sequences, targets = split_targets(users, sequences, train_config.target_copies)
+        users, sequences = self.users[shard::num_shards], self.train_sequences()[shard::num_shards]
+        users, sequences, targets, batching = train_config.training_examples(users, sequences, max_length)
         return training_dataset(
             users,
             sequences,

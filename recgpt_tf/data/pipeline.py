@@ -46,7 +46,6 @@ def training_dataset(
     shuffle: bool = True,
     seed: int = 0,
     segments: Sequence[np.ndarray] | None = None,
-    target_mask: Sequence[np.ndarray] | None = None,
     targets: Sequence[np.ndarray] | None = None,
     batching: str = TrainConfig.batching,
 ) -> tf.data.Dataset:
@@ -61,8 +60,6 @@ def training_dataset(
         seed: Shuffle seed.
         segments: Optional per-token segment ids aligned with `sequences`
             (prompt-enhanced sequences: 0 real item, 1 prompt).
-        target_mask: Optional per-token 0/1 flags aligned with `sequences`; a
-            position is trained only where the flag of its *target* token is 1.
         targets: Optional per-token targets aligned with `sequences` (the item token
             i must predict, 0 = untrained), replacing the next token as target.
         batching: One of `config.BATCHINGS`:
@@ -78,7 +75,7 @@ def training_dataset(
     Returns:
         Batches of `{user_id: [B], item_ids: [B, T], segment_ids: [B, T],
         targets: [B, T]}`, T = longest sequence in the batch, targets 0 where
-        padded or masked out.
+        padded or untrained.
     """
     if segments is None:
         segments = [np.zeros_like(s) for s in sequences]
@@ -86,9 +83,6 @@ def training_dataset(
     _, seg_inputs, _ = next_item_examples(users, segments, max_length)
     if targets is not None:  # explicit targets belong to the input positions, not to the next token
         _, targets, _ = next_item_examples(users, targets, max_length)
-    elif target_mask is not None:
-        _, _, mask_targets = next_item_examples(users, target_mask, max_length)
-        targets = [t * m for t, m in zip(shifted, mask_targets)]
     else:
         targets = shifted
     if len(keep_users) == 0:
@@ -192,51 +186,3 @@ def pad_batch(rows: Sequence[np.ndarray], max_length: int) -> tuple[np.ndarray, 
     kept = [recent(r, max_length) for r in rows]
     lengths = np.fromiter((len(r) for r in kept), dtype=np.int32, count=len(kept))
     return right_pad(kept), lengths
-
-
-def prefix_examples(
-    users: np.ndarray, sequences: Sequence[np.ndarray], max_length: int
-) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Every prefix of each sequence that has a next item, as its own example training only that item.
-
-    A sequence of n items gives n - 1 examples: s[:2] trains s[1] from s[0], …, s trains s[n-1] from
-    s[:n-1] (the target always at the prefix's last input position). Each prefix is cut to its most
-    recent `max_length + 1` items, the window `training_dataset` keeps, as BSARec and RecBole cut theirs.
-
-    Returns:
-        (users, sequences, targets) for `training_dataset(..., targets=...)`: targets[i] is the item
-        token i must predict, 0 everywhere but the prefix's last input.
-    """
-    out_users, out_sequences, out_targets = [], [], []
-    for user, seq in zip(users, sequences):
-        for end in range(2, len(seq) + 1):
-            window = training_window(seq[:end], max_length)
-            targets = np.zeros(len(window), dtype=np.int32)
-            targets[-2] = window[-1]
-            out_users.append(user)
-            out_sequences.append(window)
-            out_targets.append(targets)
-    return np.asarray(out_users, dtype=np.int32), out_sequences, out_targets
-
-
-def split_targets(users: np.ndarray, sequences: Sequence[np.ndarray], copies: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Each sequence `copies` times, copy r training only the targets at positions r, r + copies, ….
-
-    Every target is still trained once per epoch, but the targets of one sequence are spread over
-    `copies` forward passes, so they no longer share one dropout mask (what per-prefix training, as
-    in RecBole, gives every target), for `copies` times the compute. `training_dataset` then keeps
-    the most recent window and drops sequences too short to train, as for plain sequences.
-
-    Returns:
-        (users, sequences, targets) for `training_dataset(..., targets=...)`: targets[i] is the item
-        token i must predict, 0 where that copy does not train it.
-    """
-    out_users, out_sequences, out_targets = [], [], []
-    for user, seq in zip(users, sequences):
-        following = np.append(seq[1:], 0).astype(np.int32)
-        positions = np.arange(len(seq))
-        for r in range(copies):
-            out_users.append(user)
-            out_sequences.append(seq)
-            out_targets.append(np.where(positions % copies == r, following, 0).astype(np.int32))
-    return np.asarray(out_users, dtype=np.int32), out_sequences, out_targets

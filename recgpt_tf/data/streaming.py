@@ -157,10 +157,7 @@ class StreamedDataset:
         from `shard`), encoded in the graph with `vocabulary_files` (items, users: the run's, written from
         this dataset's vocabularies), batched as `train_config.batching` says at `batch_size`
         (default the configured one). Same examples as `Dataset` builds from the same records."""
-        if train_config.target_copies != 1:
-            raise ConfigError("target_copies", "must be 1 for streamed TFRecord input (each sequence once an epoch)")
-        if train_config.examples != "sequences":
-            raise ConfigError("examples", "must be 'sequences' for streamed TFRecord input (each sequence once an epoch)")
+        train_config.check_streamed()
         if vocabulary_files is None:
             raise ConfigError("vocabulary_files", "streamed input encodes items and users with the run's vocabulary files; give them")
         files = self.files[shard::num_shards]

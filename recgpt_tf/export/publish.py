@@ -330,13 +330,11 @@ def export_model(
     version: int | None = None,
     metadata: dict | None = None,
     jit_compile: bool = False,
-    prebuilt_index: tuple | None = None,
 ) -> PublishedVersion:
     """Builds, checks and atomically publishes one SavedModel version.
 
-    The steps, each its own function: `allocate_version`, `tuned_index` (build the
-    index and check its recall on real requests), the serving module,
-    `write_version`, `update_export_base`.
+    The steps, each its own function: `tuned_index` (build the index and check its recall on real requests),
+    then `publish_with_index` (`allocate_version`, the serving module, `write_version`, `update_export_base`).
 
     Args:
         model: A trained `RecGPT`.
@@ -354,19 +352,38 @@ def export_model(
         version: Version number (default: the next free one).
         metadata: Extra entries for assets.extra/recgpt.json (run, config, eval metrics).
         jit_compile: XLA-compile the decoder passes (see `RecGPTServingModule`).
-        prebuilt_index: An (ItemIndex, metadata) pair from `tuned_index` (reused
-            instead of building one from `index_kind`, e.g. by a benchmark that
-            measures the index itself).
 
     Returns:
         The published version's path and the recgpt.json written with it.
     """
-    requested = version
-    model_dir, version = allocate_version(export_base, name, version)
-    index, index_info = prebuilt_index or tuned_index(
+    index = tuned_index(
         model, item_vocab, user_vocab, step_sizes, index_kind, sample_users, sample_histories, recall_threshold, tuning_seconds
     )
-    module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=index, jit_compile=jit_compile)
+    return publish_with_index(
+        model, item_vocab, user_vocab, export_base, name, step_sizes, index, sample_users, sample_histories, version, metadata, jit_compile
+    )
+
+
+def publish_with_index(
+    model,
+    item_vocab: Path,
+    user_vocab: Path,
+    export_base: Path | str,
+    name: str,
+    step_sizes: Sequence[int],
+    index: tuple,
+    sample_users: Sequence[str] = (),
+    sample_histories: Sequence[Sequence[str]] = (),
+    version: int | None = None,
+    metadata: dict | None = None,
+    jit_compile: bool = False,
+) -> PublishedVersion:
+    """Publishes one SavedModel version around `index`, an (ItemIndex or None for brute force, its recgpt.json
+    entry) pair as `tuned_index` returns it; the other arguments are `export_model`'s."""
+    requested = version
+    model_dir, version = allocate_version(export_base, name, version)
+    item_index, index_info = index
+    module = RecGPTServingModule(model, item_vocab, user_vocab, step_sizes, index=item_index, jit_compile=jit_compile)
     model_metadata = {
         "num_items": model.num_items,
         "num_users": model.num_users,

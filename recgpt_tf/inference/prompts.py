@@ -18,12 +18,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
+from recgpt_tf.data.features import ITEM_IDS, PROMPT, REAL, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.files import atomic_siblings
 from recgpt_tf.inference.encode import length_sorted_batches
-
-REAL, PROMPT = 0, 1
 
 
 def prompt_layout(length: int, prompt_window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,17 +31,6 @@ def prompt_layout(length: int, prompt_window: int) -> tuple[np.ndarray, np.ndarr
     segments = np.full(total, PROMPT, dtype=np.int32)
     segments[real_slots] = REAL
     return real_slots, segments
-
-
-def next_real_targets(tokens: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """For each slot of a prompt-enhanced sequence, the next *real* item after it
-    (0 after the last real item): v_t and its prompts p_{t+1}^1..K all target v_{t+1}."""
-    real = np.flatnonzero(segments == REAL)
-    following = np.searchsorted(real, np.arange(len(tokens)), side="right")  # index into `real` of the next real slot
-    out = np.zeros(len(tokens), dtype=np.int32)
-    has_next = following < len(real)
-    out[has_next] = tokens[real[following[has_next]]]
-    return out
 
 
 class PromptGenerator:

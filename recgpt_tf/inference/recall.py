@@ -20,9 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.contract import right_pad
-from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID, recent_rows
+from recgpt_tf.data.features import ITEM_IDS, PROMPT, SEGMENT_IDS, USER_ID, recent_rows
 from recgpt_tf.errors import ConfigError
-from recgpt_tf.inference.prompts import PROMPT
 from recgpt_tf.retrieval import BruteForceIndex, ItemIndex
 
 

@@ -7,29 +7,30 @@ import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig
 from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
-from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding, left_padding
+from recgpt_tf.errors import ConfigError
+from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class RecGPTBackbone(keras.layers.Layer):
-    """Embeddings, `num_layers` causal decoder blocks and, in the pre-LN and SASRec layouts, a final layer norm.
+    """Embeddings and `num_layers` causal decoder blocks.
 
     Hidden state h_t (position t) summarises items 1..t and is trained to predict item t+1. One
     `ModelConfig` (checked and resolved there) is passed whole to the embedding and every block; its dict
     is this layer's config.
 
     Args:
-        config: The architecture.
+        config: The architecture: a `ModelConfig` of exactly `config_class` (`backbone_for` picks the
+            backbone of a subclass's).
     """
+
+    config_class = ModelConfig
 
     def __init__(self, config: ModelConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
         self.embedding = RecGPTEmbedding(config, name="embedding")
         self.blocks = [CausalDecoderBlock(config, name=f"decoder_block_{i}") for i in range(config.num_layers)]
-        # Pre-LN and SASRec's layout leave the stream unnormalised after the last block: a final norm closes it.
-        closed = config.layer_norm in ("pre", "sasrec")
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm") if closed else None
 
     @property
     def hidden_size(self) -> int:
@@ -56,11 +57,9 @@ class RecGPTBackbone(keras.layers.Layer):
         segment_ids = inputs.get(SEGMENT_IDS)
         segment_ids = tf.zeros_like(item_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
         x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training)
-        # SASRec's layout also attends to the left padding a row would have at max_length (PaddingSinkAttention).
-        empty_slots = left_padding(item_ids, self.config.max_length) if self.config.layer_norm == "sasrec" else None
         for block in self.blocks:
-            x = block(x, empty_slots=empty_slots, training=training)
-        return x if self.final_norm is None else self.final_norm(x)
+            x = block(x, training=training)
+        return x
 
     def get_config(self) -> dict:
         return {**super().get_config(), **self.config.to_dict()}
@@ -69,6 +68,18 @@ class RecGPTBackbone(keras.layers.Layer):
     def from_config(cls, config: dict) -> "RecGPTBackbone":
         model_config, keras_config = ModelConfig.from_layer_config(config)
         return cls(model_config, **keras_config)
+
+
+def backbone_for(config: ModelConfig, **kwargs) -> RecGPTBackbone:
+    """The backbone of `config`'s class: `RecGPTBackbone`, or the subclass whose `config_class` it is (a lab's,
+    defined where its config is)."""
+    pending = [RecGPTBackbone]
+    while pending:
+        backbone = pending.pop()
+        if backbone.config_class is type(config):
+            return backbone(config, **kwargs)
+        pending.extend(backbone.__subclasses__())
+    raise ConfigError("config", f"no backbone is defined for {type(config).__name__}")
 
 
 def gather_last(hidden: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:

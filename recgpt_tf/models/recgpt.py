@@ -10,7 +10,7 @@ import tf_keras as keras
 from recgpt_tf.config import ModelConfig, TrainConfig, resolve_objective
 from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
 from recgpt_tf.errors import ConfigError
-from recgpt_tf.models.backbone import RecGPTBackbone, gather_last
+from recgpt_tf.models.backbone import backbone_for, gather_last
 from recgpt_tf.models.objectives import make_task, retrieval_loss
 
 
@@ -35,7 +35,8 @@ class RecGPT(tfrs.Model):
             the (tied) item embeddings.
         label_smoothing: Softmax objective only (see `CatalogueRetrieval`); None (the default) is the
             objective's own (`resolve_objective`).
-        **backbone_kwargs: The other `ModelConfig` fields (max_length, hidden_size, ...; its defaults), made
+        **backbone_kwargs: The other `ModelConfig` fields (max_length, hidden_size, ...; its defaults; an
+            `architecture` names a subclass of it, a lab's: `ModelConfig.from_dict`), made
             into the one config the backbone passes whole to its layers.
         With no arguments beyond the catalogue, this is the model `recgpt train` trains.
     """
@@ -59,7 +60,8 @@ class RecGPT(tfrs.Model):
         self.objective = objective
         self.prompt_tuned = prompt_tuned
         self.label_smoothing = label_smoothing
-        self.backbone = RecGPTBackbone(ModelConfig(num_items=num_items, num_users=num_users, **backbone_kwargs), name="backbone")
+        config = ModelConfig.from_dict({"num_items": num_items, "num_users": num_users, **backbone_kwargs})
+        self.backbone = backbone_for(config, name="backbone")
         self.task = make_task(objective, label_smoothing)
         # Log unigram probability per item id for the log-Q correction of
         # sampled softmax; uniform until `set_item_frequencies` is called.
@@ -106,16 +108,8 @@ class RecGPT(tfrs.Model):
 
     def _set_prompt_trainability(self) -> None:
         embedding = self.backbone.embedding
-        frozen = [
-            embedding.item_embedding,
-            embedding.position_embedding,
-            embedding.user_embedding,
-            embedding.embedding_norm,
-            *self.backbone.blocks,
-            self.backbone.final_norm,
-        ]
-        for layer in frozen:
-            if layer is not None:  # the user table and either norm are optional
+        for layer in self.backbone.submodules:  # every layer of the backbone but the segment table and its holder
+            if isinstance(layer, keras.layers.Layer) and layer is not embedding:
                 layer.trainable = False
         embedding.segment_embedding.trainable = True
         self.prompt_output.trainable = True

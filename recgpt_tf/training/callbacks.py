@@ -62,44 +62,6 @@ class RankingValidation(keras.callbacks.Callback):
             )
 
 
-class _PutAverage(keras.callbacks.Callback):
-    """At each epoch's end, keeps the trained weights and puts the optimizer's moving average in their place."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trained: list = []
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        variables = self.model.trainable_variables
-        self.trained = [variable.numpy() for variable in variables]
-        self.model.optimizer.finalize_variable_values(variables)
-
-
-class _PutTrainedBack(keras.callbacks.Callback):
-    """At each epoch's end, puts back the trained weights `average` kept."""
-
-    def __init__(self, average: _PutAverage) -> None:
-        super().__init__()
-        self.average = average
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for variable, value in zip(self.model.trainable_variables, self.average.trained):
-            variable.assign(value)
-        self.average.trained = []
-
-
-def seeing_averaged_weights(callbacks: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
-    """`callbacks` between two that, at each epoch's end, put the optimizer's moving average of the weights
-    (Adam's `use_ema`) into the model before them and the trained weights back after them: they validate,
-    select and checkpoint the averaged model, while the backup and the next epoch get the trained one.
-
-    The average is optimizer state, so BackupAndRestore keeps it across an interruption. (At the end of `fit`,
-    tf_keras puts the last average into the model itself.)
-    """
-    average = _PutAverage()
-    return [average, *callbacks, _PutTrainedBack(average)]
-
-
 class EpochLog(keras.callbacks.Callback):
     """STAGE/history.csv: a row per epoch (`epoch`, then the logs in sorted key order, as Keras' CSVLogger
     writes them), appended and flushed as each epoch ends.

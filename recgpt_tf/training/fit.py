@@ -1,6 +1,6 @@
 """The Keras fit every stage runs (`fit_stage`: early stopping on validation NDCG@10, the selected epoch's
-weights, resumption after an interruption), the model and optimizer it starts from, and `StageRun`, what
-a stage needs of the run directory it trains into.
+weights, resumption after an interruption), the model and optimizer it starts from, and `StageFiles`,
+where a stage keeps its files.
 
 A stage writes only inside the directories its run names: STAGE/weights* (the selected epoch),
 STAGE/best/, STAGE/history.csv, STAGE/backup/ and logs/STAGE/.
@@ -9,11 +9,12 @@ STAGE/best/, STAGE/history.csv, STAGE/backup/ and logs/STAGE/.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -22,28 +23,23 @@ import tf_keras as keras
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.models.recgpt import RecGPT
-from recgpt_tf.training.callbacks import MONITOR, EpochLog, RankingValidation, seeing_averaged_weights
+from recgpt_tf.training.callbacks import MONITOR, EpochLog, RankingValidation
 
 
-class StageRun(Protocol):
-    """What a training stage needs of the run it trains into (`runs.Run` is one): its architecture and
-    vocabularies, where each stage keeps its files, and the stage commit (`begin_stage` / `finish_stage`)."""
+@dataclasses.dataclass(frozen=True)
+class StageFiles:
+    """Where a stage keeps its files (a run names them: `runs.Run.stage_files`).
 
-    @property
-    def model_config(self) -> ModelConfig: ...
+    Attributes:
+        stage_dir: The selected epoch's weights (weights*, best/) and the epoch log (history.csv).
+        log_dir: TensorBoard's logs.
+        resume_dir: The backup and epoch log an interrupted training resumes from: `stage_dir`, or on the
+            other workers of a multi-worker run, the chief's.
+    """
 
-    @property
-    def vocabulary_files(self) -> tuple[Path, Path]: ...
-
-    def stage_dir(self, stage: str) -> Path: ...
-
-    def resume_dir(self, stage: str) -> Path: ...
-
-    def log_dir(self, stage: str) -> Path: ...
-
-    def begin_stage(self, stage: str, payload: dict) -> None: ...
-
-    def finish_stage(self, stage: str, summary: dict) -> None: ...
+    stage_dir: Path
+    log_dir: Path
+    resume_dir: Path
 
 
 def build_model(
@@ -61,38 +57,9 @@ def build_model(
     return model
 
 
-class _WarmingUpAverage:
-    """Optimizer mixin: the moving average of the weights (`use_ema`) at momentum min(m, (1 + t) / (10 + t)),
-    m = `ema_momentum`, on the step after t steps (tf.train.ExponentialMovingAverage's rule with
-    `num_updates`). tf-keras applies m from the first step, so a run of a few hundred steps (the
-    quickstart's) would keep much of the initial weights in its average; warmed up, the average spans about
-    the last tenth of the steps so far until it reaches 1 / (1 - m) steps."""
-
-    # tf-keras's private hook: after each step's updates, before `iterations` counts the step.
-    def _update_model_variables_moving_average(self, var_list):
-        steps = tf.cast(self.iterations, tf.float32)
-        momentum = tf.minimum(tf.cast(self.ema_momentum, tf.float32), (1.0 + steps) / (10.0 + steps))
-
-        def update(average, value):
-            m = tf.cast(momentum, average.dtype)
-            average.assign(m * average + (1 - m) * value)
-
-        for var in var_list:
-            average = self._model_variables_moving_average[self._index_dict[self._var_key(var)]]
-            self._distribution_strategy.extended.update(average, update, args=(var,), group=False)
-
-
-class _AveragingAdam(_WarmingUpAverage, keras.optimizers.Adam):
-    pass
-
-
-class _AveragingAdamW(_WarmingUpAverage, keras.optimizers.AdamW):
-    pass
-
-
 def make_optimizer(train_config: TrainConfig, steps_per_epoch: Callable[[], int]) -> keras.optimizers.Optimizer:
-    """Adam (AdamW with weight decay) on `train_config`'s learning-rate schedule (`steps_per_epoch` is
-    asked only when the schedule needs the number of steps)."""
+    """`train_config.optimizer` on its learning-rate schedule (`steps_per_epoch` is asked only when the
+    schedule needs the number of steps)."""
     learning_rate = train_config.learning_rate
     warmup = train_config.warmup_steps
     if warmup or train_config.learning_rate_decay != "none":
@@ -104,14 +71,7 @@ def make_optimizer(train_config: TrainConfig, steps_per_epoch: Callable[[], int]
             warmup_target=train_config.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
-    if train_config.ema_momentum:
-        adam, adamw = _AveragingAdam, _AveragingAdamW
-        moving_average = {"use_ema": True, "ema_momentum": train_config.ema_momentum}
-    else:
-        adam, adamw, moving_average = keras.optimizers.Adam, keras.optimizers.AdamW, {}
-    if train_config.weight_decay:
-        return adamw(learning_rate=learning_rate, weight_decay=train_config.weight_decay, **moving_average)
-    return adam(learning_rate=learning_rate, **moving_average)
+    return train_config.optimizer(learning_rate)
 
 
 def _previous_best(history_csv: Path, epochs: int) -> tuple[float, int]:
@@ -129,27 +89,24 @@ def _previous_best(history_csv: Path, epochs: int) -> tuple[float, int]:
 def fit_stage(
     model: RecGPT,
     dataset: Dataset,
-    stage_dir: Path,
-    log_dir: Path,
+    files: StageFiles,
     train_config: TrainConfig,
     train_data,
     verbose: int = 1,
     extra_callbacks: list | None = None,
     steps_per_epoch: int | None = None,
     strategy: tf.distribute.Strategy | None = None,
-    resume_dir: Path | None = None,
 ) -> dict:
     """Fits `model` with early stopping on validation NDCG@10; resumes if interrupted.
 
     `train_data` is a `tf.data.Dataset` of one epoch, or, under a distribution `strategy`
     (whose scope built `model`), a `DatasetCreator` with its `steps_per_epoch`.
     The weights with the best validation NDCG@10 are left in the model and in
-    `stage_dir/weights`. Returns a summary (epochs, seconds, best metrics).
-    `resume_dir` (default `stage_dir`) holds the backup and epoch log a resumed run starts
-    from: the chief's stage directory on the other workers of a multi-worker run.
+    `files.stage_dir/weights`. Returns a summary (epochs, seconds, best metrics). An interrupted fit
+    resumes from `files.resume_dir`.
     """
+    stage_dir, log_dir, resume_dir = files.stage_dir, files.log_dir, files.resume_dir
     stage_dir.mkdir(parents=True, exist_ok=True)
-    resume_dir = resume_dir or stage_dir
     history_csv = stage_dir / "history.csv"
     resuming = any((resume_dir / "backup").rglob("*.index"))
     if not resuming and history_csv.exists():
@@ -162,8 +119,7 @@ def fit_stage(
     validation = RankingValidation(dataset.split("valid"), every=train_config.eval_every, verbose=verbose > 0)
     checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
     stopping = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=train_config.patience)
-    # What scores and keeps an epoch; with ema_momentum these see the weights' moving average, and the backup and
-    # the next epoch the trained weights.
+    # What scores and keeps an epoch (a lab's schedule may have them see other weights than the trained ones).
     selecting = [
         validation,  # first: the callbacks below read the metrics it logs
         checkpoint,
@@ -171,7 +127,7 @@ def fit_stage(
         EpochLog(history_csv),
     ]
     callbacks = [
-        *(seeing_averaged_weights(selecting) if train_config.ema_momentum else selecting),
+        *train_config.selecting(selecting),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
         keras.callbacks.BackupAndRestore(str(resume_dir / "backup")),
         *(extra_callbacks or []),

@@ -7,14 +7,14 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
-from recgpt_tf.config import PRETRAIN_STAGE, TrainConfig
+from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.evaluation import evaluate_model
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.distribute import distributed_batches, make_strategy, num_input_pipelines, table_placement
-from recgpt_tf.training.fit import StageRun, build_model, fit_stage
+from recgpt_tf.training.fit import StageFiles, build_model, fit_stage
 from recgpt_tf.training.warm_start import WarmStartSource, warm_start
 from recgpt_tf.training.warm_start import describe as describe_warm_start
 
@@ -41,22 +41,25 @@ def pretraining_data(
 
 
 def pretrain(
-    run: StageRun,
+    model_config: ModelConfig,
     dataset: Dataset | StreamedDataset,
-    train_config: TrainConfig | None = None,
+    train_config: TrainConfig,
+    files: StageFiles,
+    vocabulary_files: tuple[Path, Path] | None = None,
     verbose: int = 1,
     extra_callbacks: list | None = None,
     warm_start_from: WarmStartSource | None = None,
 ) -> tuple[RecGPT, dict]:
-    """Pre-trains a new model of `run`'s architecture on `dataset`'s training split.
+    """Pre-trains a new model of `model_config`'s architecture on `dataset`'s training split.
 
     Args:
-        run: The run to train into (a `runs.Run`) (its model configuration, its stage directory);
-            an interrupted pre-training in it resumes.
-        dataset: Encoded with the run's vocabularies (in memory, or streamed from TFRecord files); its
-            validation items select the epoch.
-        train_config: Objective and schedule (default `TrainConfig()`; objective "auto" is resolved for the
-            catalogue, and recorded resolved).
+        model_config: The architecture.
+        dataset: Encoded with the vocabularies of `vocabulary_files` (in memory, or streamed from TFRecord
+            files); its validation items select the epoch.
+        train_config: Objective and schedule; `runs.Run` gives it resolved for the catalogue
+            (`TrainConfig.for_catalogue`), and the model resolves an "auto" left in it.
+        files: Where the stage keeps its files; an interrupted pre-training there resumes.
+        vocabulary_files: (items, users) files, which encode streamed data in the graph.
         verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
         extra_callbacks: More Keras callbacks, run after the built-in ones.
         warm_start_from: Start from an earlier run's model instead of random weights (`warm_start`).
@@ -64,14 +67,10 @@ def pretrain(
     Returns:
         (model with the selected weights, stage summary).
     """
-    model_config = run.model_config
-    train_config = (train_config or TrainConfig()).for_catalogue(dataset.num_items)
     if warm_start_from is not None and train_config.strategy == "parameter-server":
         raise ConfigError("warm_start", "is not supported under the parameter-server strategy, whose tables are sharded")
     keras.utils.set_random_seed(train_config.seed)
-    source = {"warm_start": warm_start_from.path, "warm_start_fingerprint": warm_start_from.fingerprint} if warm_start_from else {}
-    run.begin_stage(PRETRAIN_STAGE, {**train_config.to_dict(), **source})
-    strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config, run.vocabulary_files)
+    strategy, train_data, steps = pretraining_data(dataset, model_config.max_length, train_config, vocabulary_files)
     with strategy.scope():
         model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)
         model.set_item_frequencies(dataset.item_counts())
@@ -90,24 +89,11 @@ def pretrain(
         rows["valid_before_training"] = evaluate_model(model, dataset.split("valid"))
         if verbose:
             print("\n".join(describe_warm_start({"from": warm_start_from.path, **rows})), flush=True)
-    summary = fit_stage(
-        model,
-        dataset,
-        run.stage_dir(PRETRAIN_STAGE),
-        run.log_dir(PRETRAIN_STAGE),
-        train_config,
-        train_data,
-        verbose,
-        extra_callbacks,
-        steps_per_epoch=steps,
-        strategy=strategy,
-        resume_dir=run.resume_dir(PRETRAIN_STAGE),
-    )
+    summary = fit_stage(model, dataset, files, train_config, train_data, verbose, extra_callbacks, steps_per_epoch=steps, strategy=strategy)
     if warm_start_from is not None:
         summary["warm_start"] = {"from": warm_start_from.path, **rows}
-    summary["objective"] = train_config.objective
+    summary["objective"] = model.objective
     if train_config.strategy != "single":
         summary["strategy"] = {"name": train_config.strategy, "table_placement": table_placement(model)}
     summary["sequences_per_second"] = dataset.num_users / summary["seconds_per_epoch"] if summary["seconds_per_epoch"] else None
-    run.finish_stage(PRETRAIN_STAGE, summary)
     return model, summary

@@ -15,15 +15,14 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import tf_keras as keras
 
-from recgpt_tf.config import FINETUNE_STAGE, PROMPT_STAGE, PromptConfig, TrainConfig
+from recgpt_tf.config import PromptConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
 from recgpt_tf.data.pipeline import training_dataset
-from recgpt_tf.inference.prompts import REAL, PromptGenerator, load_prompted, next_real_targets, save_prompted
+from recgpt_tf.inference.prompts import PromptGenerator, load_prompted, save_prompted
 from recgpt_tf.models.recgpt import RecGPT
-from recgpt_tf.training.fit import StageRun, fit_stage
+from recgpt_tf.training.fit import StageFiles, fit_stage
 
 
 def generate_prompted_sequences(
@@ -50,32 +49,23 @@ def generate_prompted_sequences(
     return tokens, segments, {"cached": False, "seconds": seconds, "sequences_per_second": len(sequences) / max(seconds, 1e-9)}
 
 
-def prompt_tune(
-    model: RecGPT, dataset: Dataset, run: StageRun, config: PromptConfig | None = None, verbose: int = 1
-) -> tuple[RecGPT, dict]:
-    """Prompt-tunes a pre-trained `model` in place, into `run`'s prompt stage.
+def prompt_tune(model: RecGPT, dataset: Dataset, files: StageFiles, config: PromptConfig, verbose: int = 1) -> tuple[RecGPT, dict]:
+    """Prompt-tunes a pre-trained `model` in place.
 
     Args:
         model: Pre-trained (e.g. `run.load_model("pretrain")`); it generates the prompts.
-        dataset: Encoded with the run's vocabularies.
-        run: The run to write the stage into (a `runs.Run`); an interrupted stage resumes.
-        config: K, the schedule and the loss positions (default `PromptConfig()`).
+        dataset: Encoded with the model's vocabularies.
+        files: Where the stage keeps its files (the generated sequences' cache among them); an interrupted
+            stage there resumes.
+        config: K and the schedule.
         verbose: Keras verbosity.
 
     Returns:
         (the prompt-tuned model, stage summary).
     """
-    config = config or PromptConfig()
-    run.begin_stage(PROMPT_STAGE, config.to_dict())
     keras.utils.set_random_seed(config.train.seed)
-    stage_dir = run.stage_dir(PROMPT_STAGE)
-    tokens, segments, generation = generate_prompted_sequences(model, dataset, config.prompt_window, stage_dir, verbose)
+    tokens, segments, generation = generate_prompted_sequences(model, dataset, config.prompt_window, files.stage_dir, verbose)
     model.start_prompt_tuning()
-    # Prompts are context, never targets: the loss is on the real next items only.
-    if config.loss_positions == "all":
-        targets = {"targets": [next_real_targets(t, s) for t, s in zip(tokens, segments)]}
-    else:
-        targets = {"target_mask": [(s == REAL).astype(np.int32) for s in segments]}
     data = training_dataset(
         dataset.users,
         tokens,
@@ -84,23 +74,16 @@ def prompt_tune(
         seed=config.train.seed,
         segments=segments,
         batching=config.train.batching,
-        **targets,
+        **config.loss_targets(tokens, segments),
     )
-    summary = fit_stage(model, dataset, stage_dir, run.log_dir(PROMPT_STAGE), config.train, data, verbose)
-    summary.update(prompt_window=config.prompt_window, loss_positions=config.loss_positions, generation=generation)
-    run.finish_stage(PROMPT_STAGE, summary)
+    summary = fit_stage(model, dataset, files, config.train, data, verbose)
+    summary.update(prompt_window=config.prompt_window, generation=generation)
     return model, summary
 
 
-def fine_tune(
-    model: RecGPT, dataset: Dataset, run: StageRun, train_config: TrainConfig | None = None, verbose: int = 1
-) -> tuple[RecGPT, dict]:
-    """The paper's Fine-tuning baseline: every parameter of a pre-trained `model`, plain sequences,
-    into `run`'s finetune stage (default schedule `TrainConfig.finetuning()`)."""
-    train_config = train_config or TrainConfig.finetuning()
+def fine_tune(model: RecGPT, dataset: Dataset, files: StageFiles, train_config: TrainConfig, verbose: int = 1) -> tuple[RecGPT, dict]:
+    """The paper's Fine-tuning baseline: every parameter of a pre-trained `model`, plain sequences (its
+    schedule: `TrainConfig.finetuning()`)."""
     keras.utils.set_random_seed(train_config.seed)
     data = dataset.training_batches(model.max_length, train_config)
-    run.begin_stage(FINETUNE_STAGE, train_config.to_dict())
-    summary = fit_stage(model, dataset, run.stage_dir(FINETUNE_STAGE), run.log_dir(FINETUNE_STAGE), train_config, data, verbose)
-    run.finish_stage(FINETUNE_STAGE, summary)
-    return model, summary
+    return model, fit_stage(model, dataset, files, train_config, data, verbose)

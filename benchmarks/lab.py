@@ -6,6 +6,7 @@ export for the speed benchmarks. Benchmarks import this module, never each other
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -20,6 +21,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.contract import pad_histories
 from recgpt_tf.data import Dataset
 from recgpt_tf.data.synthetic import structured_sequences
@@ -169,12 +171,10 @@ def as_tensors(users: list[str], histories: list[list[str]]) -> tuple[tf.Tensor,
     return tf.constant(users), tf.constant(pad_histories(histories))
 
 
-def export_synthetic(
-    model, flavour: str, work: Path | None = None, name: str = "recgpt", jit_compile: bool = False, prebuilt_index=None
-) -> Path:
+def export_synthetic(model, flavour: str, work: Path | None = None, name: str = "recgpt", jit_compile: bool = False, index=None) -> Path:
     """Exports `model` with the real exporter (vocabularies "1".."N", "1".."USERS"); returns the version path.
-    `prebuilt_index`: an (index, metadata) pair to embed instead of tuning one (`export_model`)."""
-    from recgpt_tf.export import export_model
+    `index`: an (index, metadata) pair to embed instead of tuning one (`publish_with_index`)."""
+    from recgpt_tf.export import export_model, publish_with_index
 
     work = Path(work or tempfile.mkdtemp(prefix="recgpt-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -183,19 +183,11 @@ def export_synthetic(
         items.write_text("".join(f"{i}\n" for i in range(1, model.num_items + 1)))
         users.write_text("".join(f"{u}\n" for u in range(1, SYNTHETIC_USERS + 1)))
     sample_users, sample_histories = random_requests(np.random.default_rng(1), model.num_items, 64)
+    requests = {"sample_users": sample_users, "sample_histories": sample_histories, "jit_compile": jit_compile}
+    if index is not None:
+        return publish_with_index(model, items, users, work / "base", name, SYNTHETIC_STEPS, index, **requests).path
     return export_model(
-        model,
-        items,
-        users,
-        work / "base",
-        name,
-        SYNTHETIC_STEPS,
-        index_kind=flavour,
-        recall_threshold=0.0,
-        sample_users=sample_users,
-        sample_histories=sample_histories,
-        jit_compile=jit_compile,
-        prebuilt_index=prebuilt_index,
+        model, items, users, work / "base", name, SYNTHETIC_STEPS, index_kind=flavour, recall_threshold=0.0, **requests
     ).path
 
 
@@ -277,3 +269,17 @@ def make_dataset(args) -> Dataset:
         users=np.arange(1, args.users + 1, dtype=np.int32),
         sequences=sequences,
     )
+
+
+def configs(num_items: int, num_users: int, model_changes: dict, train_changes: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The product's `ModelConfig` and `TrainConfig` with the changes, or where a change names a setting only the lab
+    has (`recgpt_tf.experimental`: another layout, positions or activation; weight decay, a moving average,
+    prefixes, target copies), the lab's config: a recipe of the product's settings trains the product itself."""
+    from recgpt_tf.experimental import LabModelConfig, LabTrainConfig
+
+    def pick(product, lab, changes: dict):
+        return product if set(changes) <= {field.name for field in dataclasses.fields(product)} else lab
+
+    model_class = pick(ModelConfig, LabModelConfig, model_changes)
+    train_class = pick(TrainConfig, LabTrainConfig, train_changes)
+    return model_class(num_items=num_items, num_users=num_users, **model_changes), train_class(**train_changes)
