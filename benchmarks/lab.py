@@ -5,6 +5,10 @@ export for the speed benchmarks. Benchmarks import this module, never each other
 
 from __future__ import annotations
 
+import recgpt_tf  # noqa: F401 (first: it selects Keras 2 and quiets TensorFlow's C++ log before TensorFlow loads)
+
+# isort: split
+
 import argparse
 import dataclasses
 import datetime

@@ -15,6 +15,7 @@ its name, with a manifest beside it, only once complete.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -119,7 +120,7 @@ def recommend_batch(
         if writer is not None:
             signatures = tf.saved_model.load(str(version)).signatures
             skip = min(writer.answered, len(requests))
-            bar = keras.utils.Progbar(len(requests), unit_name="user") if progress else None
+            bar = keras.utils.Progbar(len(requests), unit_name="user") if progress and sys.stdout.isatty() else None
             for begin in range(skip, len(requests), batch_size):
                 batch = requests[begin : begin + batch_size]
                 writer.write_lines(answer_lines(signatures, batch))

@@ -53,10 +53,11 @@ class RankingValidation(keras.callbacks.Callback):
             eval_seconds = 0.0
         logs.update({f"val_{k}": v for k, v in self.last.items()})
         logs["epoch_seconds"] = train_seconds
-        if self.verbose:
+        if self.verbose:  # the stage's one line an epoch (Keras prints its own only as a terminal's progress bar)
+            of = f"/{self.params['epochs']}" if self.params.get("epochs") else ""
             print(
-                f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  "
-                f"val HR@10 {self.last['HR@10']:.4f}  val NDCG@10 {self.last['NDCG@10']:.4f}  "
+                f"epoch {epoch + 1}{of}: loss {logs.get('loss', float('nan')):.4f}  "
+                f"valid HR@10 {self.last['HR@10']:.4f}  NDCG@10 {self.last['NDCG@10']:.4f}  "
                 f"({train_seconds:.1f}s train, {eval_seconds:.1f}s eval)",
                 flush=True,
             )

@@ -151,10 +151,10 @@ def fit_stage(
                 stopping.best, stopping.wait = best, wait
 
     callbacks.insert(callbacks.index(stopping) + 1, _ResumeFromLog())
-    if verbose == 1 and not sys.stdout.isatty():
-        verbose = 2  # a log file gets one line per epoch, not a carriage-return stream of progress bars
+    # One line an epoch, RankingValidation's; a terminal also gets Keras's progress bar within the epoch.
+    progress_bar = 1 if verbose == 1 and sys.stdout.isatty() else 0
     start = time.perf_counter()
-    history = model.fit(train_data, epochs=train_config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    history = model.fit(train_data, epochs=train_config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=progress_bar)
     seconds = time.perf_counter() - start
 
     if Path(best_path + ".index").exists():

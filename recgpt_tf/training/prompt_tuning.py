@@ -11,6 +11,7 @@ pre-trained weights.
 
 from __future__ import annotations
 
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -41,10 +42,12 @@ def generate_prompted_sequences(
     cache_dir.mkdir(parents=True, exist_ok=True)
     sequences = dataset.train_sequences()
     start = time.perf_counter()
-    if verbose:
-        print(f"generating prompts (K={prompt_window}) for {len(sequences)} sequences")
-    tokens, segments = PromptGenerator(model, prompt_window).generate(dataset.users, sequences, progress=verbose > 0)
+    # A terminal sees the generation's progress bar; a log, its one line once done.
+    progress = verbose == 1 and sys.stdout.isatty()
+    tokens, segments = PromptGenerator(model, prompt_window).generate(dataset.users, sequences, progress=progress)
     seconds = time.perf_counter() - start
+    if verbose:
+        print(f"prompts generated (K={prompt_window}) for {len(sequences)} sequences in {seconds:.1f}s", flush=True)
     save_prompted(cache, tokens, segments, prompt_window)
     return tokens, segments, {"cached": False, "seconds": seconds, "sequences_per_second": len(sequences) / max(seconds, 1e-9)}
 
