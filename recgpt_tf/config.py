@@ -157,6 +157,9 @@ class ModelConfig:
             self.filter_mix = FILTER_MIX
         if not 0.0 <= self.filter_mix < 1.0:
             raise ConfigError("filter_mix", f"must be in [0, 1) (1 would leave attention untrained); got {self.filter_mix}")
+        most = self.max_length // 2 + 1  # the real FFT's bins over max_length positions
+        if self.filter_mix and not 1 <= self.filter_frequencies <= most:
+            raise ConfigError("filter_frequencies", f"must be in 1..{most} (max_length // 2 + 1); got {self.filter_frequencies}")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, and a subclass's `architecture` name."""

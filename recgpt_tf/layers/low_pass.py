@@ -45,7 +45,7 @@ class CausalLowPassFilter(keras.layers.Layer):
     def __init__(self, max_length: int, frequencies: int, dropout: float, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 1 <= frequencies <= max_length // 2 + 1:
-            raise ConfigError("filter_frequencies", f"must be in 1..{max_length // 2 + 1} (max_length // 2 + 1); got {frequencies}")
+            raise ConfigError("frequencies", f"must be in 1..{max_length // 2 + 1} (max_length // 2 + 1); got {frequencies}")
         self.max_length = max_length
         self.frequencies = frequencies
         self.dropout = dropout
