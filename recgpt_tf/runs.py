@@ -107,6 +107,15 @@ def _recorded_architecture(path: Path | str) -> ModelConfig | None:
     return _recorded_model_config(model, path) if model else None
 
 
+def _pretraining_record(train_config: TrainConfig, dataset: Dataset | StreamedDataset, source: dict | None) -> tuple[TrainConfig, dict]:
+    """(the schedule pre-training trains with, what its stage records): `train_config` with the objective "auto"
+    made concrete for the catalogue (the one place a run resolves it: `TrainConfig.for_catalogue`), and a warm
+    start's source, {"path", "fingerprint"}, beside it."""
+    train_config = train_config.for_catalogue(dataset.num_items)
+    warm = {"warm_start": source["path"], "warm_start_fingerprint": source["fingerprint"]} if source else {}
+    return train_config, {**train_config.to_dict(), **warm}
+
+
 def architecture_for(
     path: Path | str, dataset: Dataset | StreamedDataset, warm_start: Path | str | None = None, **changes: Any
 ) -> ModelConfig:
@@ -277,12 +286,12 @@ class Run:
         warm_start_from: WarmStartSource | None = None,
     ) -> tuple[RecGPT, dict]:
         """Pre-trains this run's architecture into its pretrain stage (`training.pretrain`), begun and committed
-        here; `train_config` (default `TrainConfig()`) is recorded as given (`train` resolves it first)."""
-        train_config = train_config or TrainConfig()
-        source = {"warm_start": warm_start_from.path, "warm_start_fingerprint": warm_start_from.fingerprint} if warm_start_from else {}
+        here, with `train_config` (default `TrainConfig()`) resolved for the catalogue and recorded so."""
+        source = {"path": warm_start_from.path, "fingerprint": warm_start_from.fingerprint} if warm_start_from else None
+        train_config, payload = _pretraining_record(train_config or TrainConfig(), dataset, source)
         return self._stage(
             PRETRAIN_STAGE,
-            {**train_config.to_dict(), **source},
+            payload,
             lambda files: pretrain(
                 self.model_config, dataset, train_config, files, self.vocabulary_files, verbose, extra_callbacks, warm_start_from
             ),
@@ -514,16 +523,9 @@ class Run:
         prompt_config = prompt_config or PromptConfig()
         prompt_config = dataclasses.replace(prompt_config, train=train_config.for_stage(prompt_config.train))
         finetune_config = train_config.for_stage(TrainConfig.finetuning())
-        train_config = train_config.for_catalogue(dataset.num_items)  # "auto" made concrete, once, and recorded so
+        source = {"path": str(Path(warm_start).resolve()), "fingerprint": Run.open(warm_start).fingerprint()} if warm_start else None
         planned = {
-            PRETRAIN_STAGE: {
-                **train_config.to_dict(),
-                **(
-                    {"warm_start": str(Path(warm_start).resolve()), "warm_start_fingerprint": Run.open(warm_start).fingerprint()}
-                    if warm_start is not None
-                    else {}
-                ),
-            },
+            PRETRAIN_STAGE: _pretraining_record(train_config, dataset, source)[1],
             PROMPT_STAGE: prompt_config.to_dict(),
             FINETUNE_STAGE: finetune_config.to_dict(),
         }
@@ -581,7 +583,8 @@ class Run:
         evaluation.json, where the export reads the two-step split chosen on validation."""
         from recgpt_tf.evaluation.report import evaluate_dataset
 
-        report = evaluate_dataset(self, dataset)
+        models = {stage: self.load_model(stage) for stage in TRAINED_STAGES if self.has_stage(stage)}
+        report = evaluate_dataset(models, dataset, self.train_seconds())
         write_json(self.path / EVALUATION_FILE, report)
         return report
 

@@ -50,3 +50,15 @@ def random_batch(num_items: int, num_users: int, batch: int = 3, length: int = 6
         "user_id": rng.integers(1, num_users + 1, size=batch).astype(np.int32),
         "item_ids": rng.integers(1, num_items + 1, size=(batch, length)).astype(np.int32),
     }
+
+
+def assert_causal(model, t: int = 4) -> None:
+    """Changing item t+1 of a batch leaves the hidden states h_0..h_t of `model` (items 1..30, users 1..10) as
+    they were, and changes a later one."""
+    batch = random_batch(30, 10, batch=2, length=8, seed=1)
+    base = model(batch).numpy()
+    changed = {**batch, "item_ids": batch["item_ids"].copy()}
+    changed["item_ids"][:, t + 1] = (changed["item_ids"][:, t + 1] % 30) + 1
+    after = model(changed).numpy()
+    np.testing.assert_allclose(after[:, : t + 1], base[:, : t + 1], atol=1e-6)
+    assert np.abs(after[:, t + 1 :] - base[:, t + 1 :]).max() > 1e-4

@@ -7,8 +7,13 @@ recgpt (prompt-tuned, two-step). Two-step m is chosen per k on validation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Mapping
+
 from recgpt_tf.evaluation.evaluate import PROTOCOL, evaluate_model
 from recgpt_tf.evaluation.variants import choose_first_step_sizes, metrics_for_sizes, two_step_sweep
+
+if TYPE_CHECKING:
+    from recgpt_tf.models.recgpt import RecGPT
 
 
 def _two_step(model, valid, test) -> tuple[dict, dict[int, int], dict]:
@@ -17,20 +22,26 @@ def _two_step(model, valid, test) -> tuple[dict, dict[int, int], dict]:
     return metrics_for_sizes(two_step_sweep(model, test), sizes), sizes, valid_sweep
 
 
-def evaluate_dataset(run, dataset) -> dict:
-    """The `evaluate --json` document: every trained variant of a `runs.Run` on `dataset`
-    (encoded with the run's vocabularies). `Run.evaluate` calls it and keeps the result."""
+def evaluate_dataset(models: Mapping[str, RecGPT], dataset, train_seconds: float) -> dict:
+    """The `evaluate --json` document: every variant of a run's trained stages on `dataset` (encoded with the
+    run's vocabularies). `Run.evaluate` loads the stages, calls it and keeps the result.
+
+    Args:
+        models: The trained stages' models by stage: "pretrain", and "finetune" and "prompt" where trained.
+        dataset: Its validation split chooses the two-step split, its test split is scored.
+        train_seconds: The run's training time, recorded beside the figures.
+    """
     valid, test = dataset.split("valid"), dataset.split("test")
     results, per_k, valid_sweeps = {}, {}, {}
 
-    pretrained = run.load_model("pretrain")
+    pretrained = models["pretrain"]
     results["pretrain"] = evaluate_model(pretrained, test)
     results["pretrain_two_step"], per_k["pretrain_two_step"], valid_sweeps["pretrain_two_step"] = _two_step(pretrained, valid, test)
-    if run.has_stage("finetune"):
-        results["fine_tuning"] = evaluate_model(run.load_model("finetune"), test)
+    if "finetune" in models:
+        results["fine_tuning"] = evaluate_model(models["finetune"], test)
     chosen = per_k["pretrain_two_step"]
-    if run.has_stage("prompt"):
-        tuned = run.load_model("prompt")
+    if "prompt" in models:
+        tuned = models["prompt"]
         results["recgpt_1"] = evaluate_model(tuned, test)
         results["recgpt"], per_k["recgpt"], valid_sweeps["recgpt"] = _two_step(tuned, valid, test)
         chosen = per_k["recgpt"]
@@ -46,5 +57,5 @@ def evaluate_dataset(run, dataset) -> dict:
         "valid_m_sweep_k10": {
             name: {f"{m}_{10 - m}": {"HR@10": v[0], "NDCG@10": v[1]} for m, v in sweep[10].items()} for name, sweep in valid_sweeps.items()
         },
-        "train_seconds": run.train_seconds(),
+        "train_seconds": train_seconds,
     }
