@@ -17,19 +17,20 @@ from pathlib import Path
 
 import tf_keras as keras  # noqa: E402
 
-from lab import machine, utc_now  # noqa: E402
-from recgpt_tf.config import ModelConfig, TrainConfig  # noqa: E402
+from lab import configs, machine, utc_now  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
+from recgpt_tf.experimental import LabModelConfig  # noqa: E402
 from recgpt_tf.files import write_json  # noqa: E402
 from recgpt_tf.training.fit import build_model, make_optimizer  # noqa: E402
 from recgpt_tf.training.pretrain import pretraining_data  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:
-    """`NAME:field=value,…` → (name, ModelConfig changes, TrainConfig changes); a value is an int, a float
-    or else a string (`objective=bce`)."""
+    """`NAME:field=value,…` → (name, model changes, training changes): fields of `ModelConfig` or of the lab's
+    `LabModelConfig` are the model's, the others the schedule's; a value is an int, a float or else a string
+    (`objective=bce`)."""
     name, _, assignments = text.partition(":")
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_fields = {f.name for f in dataclasses.fields(LabModelConfig)}
     model_changes, train_changes = {}, {}
     for assignment in filter(None, assignments.split(",")):
         field, _, value = assignment.partition("=")
@@ -48,8 +49,8 @@ def _value(text: str) -> int | float | str:
 
 def epoch_seconds(dataset: Dataset, model_changes: dict, train_changes: dict) -> float:
     """Seconds of one epoch of `model.fit` on `dataset`'s training split, after five traced warm-up steps."""
-    model_config = ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **model_changes)
-    train_config = TrainConfig(**train_changes).for_catalogue(dataset.num_items)
+    model_config, train_config = configs(dataset.num_items, dataset.num_users, model_changes, train_changes)
+    train_config = train_config.for_catalogue(dataset.num_items)
     keras.utils.set_random_seed(train_config.seed)
     _, batches, _ = pretraining_data(dataset, model_config.max_length, train_config, None)
     model = build_model(model_config, train_config.objective, label_smoothing=train_config.label_smoothing)

@@ -6,6 +6,7 @@ export for the speed benchmarks. Benchmarks import this module, never each other
 from __future__ import annotations
 
 import recgpt_tf  # noqa: F401 (first: it selects Keras 2 and quiets TensorFlow's C++ log before TensorFlow loads)
+import recgpt_tf.experimental  # noqa: F401 (the lab's configs known, so that every benchmark opens the lab's runs)
 
 # isort: split
 

@@ -49,14 +49,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             shown = field.name in _SHOWN_SETTINGS
             if not shown:
                 more.append(flag)
-            help = f"default {'from the other settings' if field.default is None else field.default}" if shown else argparse.SUPPRESS
+            described = f"default {'from the other settings' if field.default is None else field.default}" if shown else argparse.SUPPRESS
             if isinstance(field.default, bool):
-                group.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None, metavar="BOOL", help=help)
+                group.add_argument(
+                    flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None, metavar="BOOL", help=described
+                )
             elif field.name in TRAIN_CHOICES:
-                group.add_argument(flag, choices=TRAIN_CHOICES[field.name], default=None, help=help)
+                group.add_argument(flag, choices=TRAIN_CHOICES[field.name], default=None, help=described)
             else:  # a field whose default is None (decided by the other settings) takes a float
                 kind = float if field.default is None else type(field.default)
-                group.add_argument(flag, type=kind, default=None, metavar="N" if kind is int else "X", help=help)
+                group.add_argument(flag, type=kind, default=None, metavar="N" if kind is int else "X", help=described)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the epilog's lines as written: flags unbroken
     parser.epilog = textwrap.fill(f"More settings (docs/cli.md): {' '.join(more)}.", 78, break_on_hyphens=False)
 

@@ -84,6 +84,16 @@ RETIRED_MODEL_SETTINGS = {"activation": "relu", "layer_norm": "post", "position_
 RETIRED_STAGE_SETTINGS = {"weight_decay": 0.0, "ema_momentum": 0.0, "examples": "sequences", "target_copies": 1, "loss_positions": "all"}
 
 
+def _register(registry: dict[str, type], cls: type, attribute: str) -> None:
+    """Registers a config subclass under the name its own class attribute `attribute` gives (a subclass that
+    names none is no new kind and is not registered); a name taken already is refused."""
+    if attribute in cls.__dict__:
+        name = getattr(cls, attribute)
+        if name in registry:
+            raise TypeError(f"{attribute.lower()} {name!r} is {registry[name].__name__}'s already")
+        registry[name] = cls
+
+
 def without_retired(settings: dict[str, Any]) -> dict[str, Any]:
     """A stage's recorded `settings` without the retired ones at the product's values, so that the record of
     an earlier version, or of a lab schedule that left them as the product has them, compares equal to
@@ -146,7 +156,7 @@ class ModelConfig:
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        ModelConfig._ARCHITECTURES[cls.ARCHITECTURE] = cls
+        _register(ModelConfig._ARCHITECTURES, cls, "ARCHITECTURE")
 
     def __post_init__(self) -> None:
         """Checks the settings and resolves the defaults that depend on others, once (every layer takes the
@@ -183,19 +193,10 @@ class ModelConfig:
         if name not in ModelConfig._ARCHITECTURES:
             raise ConfigError(
                 "architecture",
-                f"{name!r} is not the product's; it is the lab's: import recgpt_tf.experimental to build it ({retired or values})",
+                f"{name!r} is not one this process knows ({', '.join(sorted(ModelConfig._ARCHITECTURES))}); the lab's, 'lab', "
+                "is known once recgpt_tf.experimental is imported",
             )
         return ModelConfig._ARCHITECTURES[name](**values)
-
-    @staticmethod
-    def from_layer_config(config: dict) -> tuple["ModelConfig", dict]:
-        """(the ModelConfig, the rest: Keras' own name, trainable, dtype) of a layer's `get_config()`, which
-        is the config's dict beside Keras' keys."""
-        keras_keys = ("name", "trainable", "dtype", "dynamic", "batch_input_shape")
-        return (
-            ModelConfig.from_dict({k: v for k, v in config.items() if k not in keras_keys}),
-            {k: v for k, v in config.items() if k in keras_keys},
-        )
 
 
 ModelConfig._ARCHITECTURES[ModelConfig.ARCHITECTURE] = ModelConfig
@@ -233,6 +234,11 @@ class TrainConfig:
             parameter servers TF_CONFIG lists); pre-training runs under it (`training.distribute`).
     """
 
+    # The name a stage records for a subclass's schedule (a lab's), so that a run resuming without one given
+    # trains on with the same class (`from_recorded`); the product's is recorded as no name at all.
+    SCHEDULE: ClassVar[str] = "recgpt"
+    _SCHEDULES: ClassVar[dict[str, type]] = {}
+
     objective: str = "auto"
     epochs: int = 30
     batch_size: int = 256
@@ -247,6 +253,10 @@ class TrainConfig:
     eval_every: int = 1
     seed: int = 42
     strategy: str = "single"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        _register(TrainConfig._SCHEDULES, cls, "SCHEDULE")
 
     def __post_init__(self) -> None:
         check_objective(self.objective, self.label_smoothing)
@@ -284,12 +294,21 @@ class TrainConfig:
         """Raises `ConfigError` if this schedule cannot train on streamed TFRecord input: each sequence once an
         epoch, as read (every product schedule can). (Seam.)"""
 
-    @classmethod
-    def from_recorded(cls, recorded: dict, **changes) -> "TrainConfig":
-        """The training settings a stage recorded (`runs.Run.stage_config`), with `changes`; the record's other
-        keys (a prompt stage's window, a pre-training's warm start, a lab's settings) are left out."""
-        fields = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{**{key: value for key, value in recorded.items() if key in fields}, **changes})
+    @staticmethod
+    def from_recorded(recorded: dict, **changes) -> "TrainConfig":
+        """The training settings a stage recorded (`runs.Run.stage_config`), with `changes`, of the class its
+        `schedule` names (a lab's, once its module is imported); the record's other keys (a prompt stage's
+        window, a pre-training's warm start) are left out."""
+        name = recorded.get("schedule", TrainConfig.SCHEDULE)
+        if name not in TrainConfig._SCHEDULES:
+            raise ConfigError(
+                "schedule",
+                f"{name!r} is not one this process knows ({', '.join(sorted(TrainConfig._SCHEDULES))}); the lab's, 'lab', "
+                "is known once recgpt_tf.experimental is imported",
+            )
+        schedule = TrainConfig._SCHEDULES[name]
+        fields = {field.name for field in dataclasses.fields(schedule)}
+        return schedule(**{**{key: value for key, value in recorded.items() if key in fields}, **changes})
 
     @classmethod
     def finetuning(cls, **changes) -> "TrainConfig":
@@ -298,7 +317,12 @@ class TrainConfig:
         return cls(**{"learning_rate": 5e-4, "epochs": 10, "patience": 3, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, and a subclass's `schedule` name."""
+        named = {} if type(self) is TrainConfig else {"schedule": self.SCHEDULE}
+        return {**dataclasses.asdict(self), **named}
+
+
+TrainConfig._SCHEDULES[TrainConfig.SCHEDULE] = TrainConfig
 
 
 @dataclasses.dataclass

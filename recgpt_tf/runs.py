@@ -322,10 +322,11 @@ class Run:
         resumes only with the configuration it was started with (its warm-start source included): with any
         other, its backup and epoch log are removed and the stage trains anew."""
         (self.stage_dir(stage) / SUMMARY_FILE).unlink(missing_ok=True)
-        interrupted = self.config.get(stage)
+        interrupted = without_retired(self.config[stage]) if stage in self.config else None
+        planned = without_retired(json.loads(json.dumps(payload)))
         backup = self.stage_dir(stage) / "backup"
-        if any(backup.rglob("*.index")) and interrupted is not None and interrupted != json.loads(json.dumps(payload)):
-            changed = sorted(key for key in {*interrupted, *payload} if interrupted.get(key) != payload.get(key))
+        if any(backup.rglob("*.index")) and interrupted is not None and interrupted != planned:
+            changed = sorted(key for key in {*interrupted, *planned} if interrupted.get(key) != planned.get(key))
             print(
                 f"{self.path}: the interrupted {stage} was started with other settings ({', '.join(changed)}); training it anew",
                 file=sys.stderr,
@@ -468,7 +469,7 @@ class Run:
             train_config: Pre-training schedule (default: the recorded one, else `TrainConfig()`).
             prompt_config: Prompt-tuning settings (default `PromptConfig()`, with the seed and
                 batch size above).
-            verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
+            verbose: 1 one line an epoch (and a progress bar on a terminal), 2 one line an epoch, 0 silent.
             on_stage_end: Optional callable(stage, summary), e.g. to print progress.
             warm_start: An earlier run directory (yesterday's) whose pre-trained model pre-training starts
                 from: known items and users keep their rows, new ones start beside them (`training.warm_start`).

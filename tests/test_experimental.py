@@ -310,3 +310,46 @@ def test_the_prompt_loss_before_real_items_only():
     assert LabPromptConfig(1).loss_targets(tokens, segments)["targets"][0].tolist() == [9, 9, 7, 7, 0]
     assert PromptConfig(1).loss_targets(tokens, segments)["targets"][0].tolist() == [9, 9, 7, 7, 0]
     assert LabPromptConfig(1, loss_positions="prompt").to_dict()["loss_positions"] == "prompt"
+
+
+def test_the_labs_schedules_that_cannot_stream_are_refused_on_streamed_input(tiny_dataset, tmp_path):
+    from recgpt_tf.data import synthetic_sequences, write_examples
+    from recgpt_tf.data.streaming import StreamedDataset
+
+    records = tmp_path / "train.tfrecord.gz"
+    write_examples(synthetic_sequences(num_users=60, num_items=30, seed=2), records)
+    streamed = StreamedDataset.scan([str(records)])
+    run = Run.create(tmp_path / "run", streamed)
+    with pytest.raises(ConfigError, match="target_copies"):
+        streamed.training_batches(12, LabTrainConfig(target_copies=2), vocabulary_files=run.vocabulary_files)
+    with pytest.raises(ConfigError, match="examples"):
+        streamed.training_batches(12, LabTrainConfig(examples="prefixes"), vocabulary_files=run.vocabulary_files)
+    streamed.training_batches(12, LabTrainConfig(weight_decay=0.01), vocabulary_files=run.vocabulary_files)  # the others stream
+
+
+def test_a_lab_schedule_is_recorded_and_resumed_as_the_labs(tiny_dataset, tmp_path):
+    run = tiny_run(tiny_dataset, tmp_path / "run")
+    run.train(tiny_dataset, "pretrain", lab_train_config(epochs=1, ema_momentum=0.5), verbose=0)
+    recorded = Run.open(run.path).stage_config("pretrain")
+    assert recorded["schedule"] == "lab" and recorded["ema_momentum"] == 0.5
+    assert TrainConfig.from_recorded(recorded) == lab_train_config(epochs=1, ema_momentum=0.5).for_catalogue(tiny_dataset.num_items)
+    # Prompt-tuning without a schedule given takes pre-training's recorded one: the moving average carries on.
+    Run.open(run.path).train(tiny_dataset, "prompt", prompt_config=PromptConfig(1, TrainConfig(epochs=1)), verbose=0)
+    assert Run.open(run.path).stage_config("prompt")["ema_momentum"] == 0.5
+
+
+def test_an_architecture_or_schedule_name_is_registered_once():
+    with pytest.raises(TypeError, match="architecture 'lab' is LabModelConfig's already"):
+
+        class Another(ModelConfig):
+            ARCHITECTURE = "lab"
+
+    with pytest.raises(TypeError, match="schedule 'recgpt' is TrainConfig's already"):
+
+        class Mine(TrainConfig):
+            SCHEDULE = "recgpt"
+
+    class Tweaked(LabModelConfig):  # names no architecture of its own: not registered, nothing replaced
+        pass
+
+    assert type(ModelConfig.from_dict(LabModelConfig(num_items=N, num_users=U).to_dict())) is LabModelConfig

@@ -9,7 +9,6 @@ from recgpt_tf.config import TrainConfig
 from recgpt_tf.data import Dataset, read_examples, synthetic_sequences, write_examples
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.errors import ConfigError, DataFormatError
-from recgpt_tf.experimental import LabTrainConfig
 from recgpt_tf.runs import Run
 
 
@@ -79,10 +78,6 @@ def test_streamed_input_is_refused_where_it_cannot_work(records, tmp_path):
     run = Run.create(tmp_path / "run", streamed)
     with pytest.raises(ConfigError, match="at least 4 shards"):
         streamed.training_batches(12, TrainConfig(), 3, 4, vocabulary_files=run.vocabulary_files)
-    with pytest.raises(ConfigError, match="target_copies"):  # the lab's schedules that do not stream
-        streamed.training_batches(12, LabTrainConfig(target_copies=2), vocabulary_files=run.vocabulary_files)
-    with pytest.raises(ConfigError, match="examples"):
-        streamed.training_batches(12, LabTrainConfig(examples="prefixes"), vocabulary_files=run.vocabulary_files)
     with pytest.raises(ConfigError, match="stages"):
         run.train(streamed, stages="all")
 

@@ -84,6 +84,21 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_dataset, tmp_path):
     assert not any((tmp_path / "pretrain" / "backup").rglob("*.index"))  # backup deleted once training completes
 
 
+@pytest.mark.slow
+def test_a_stage_an_earlier_version_began_resumes_when_its_retired_settings_are_the_products(tiny_dataset, tmp_path, capsys):
+    run = tiny_run(tiny_dataset, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run.pretrain(tiny_dataset, tiny_train_config(epochs=4), verbose=0, extra_callbacks=[_Interrupt()])
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["pretrain"].update(weight_decay=0.0, ema_momentum=0.0, examples="sequences", target_copies=1)  # as it recorded them
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    _, summary = Run.open(tmp_path).pretrain(tiny_dataset, tiny_train_config(epochs=4), verbose=0)
+    assert "training it anew" not in capsys.readouterr().err
+    with (tmp_path / "pretrain" / "history.csv").open() as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [0, 1, 2, 3]  # epochs 0 and 1 not run again
+    assert summary["epochs"] == 4
+
+
 def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
     from recgpt_tf.config import TrainConfig
     from recgpt_tf.training.fit import make_optimizer
@@ -248,5 +263,5 @@ def test_a_run_older_than_a_model_field_is_refused_by_name_and_an_unknown_archit
     (run.path / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunDirectoryError, match="records no filter_mix"):
         Run.open(run.path).model_config
-    with pytest.raises(ConfigError, match="'tomorrow' is not the product's.*import recgpt_tf.experimental"):
+    with pytest.raises(ConfigError, match="'tomorrow' is not one this process knows .*once recgpt_tf.experimental is imported"):
         ModelConfig.from_dict({"num_items": 3, "num_users": 2, "architecture": "tomorrow"})

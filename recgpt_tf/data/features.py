@@ -1,7 +1,7 @@
 """What every stage feeds the model, in one place: the feature keys, and the window of a sequence each stage
 keeps (training, evaluation, streaming and the serving graph alike).
 
-A model sees at most `max_length` tokens, the most recent: `recent` cuts a history (a 1-D array or tensor)
+A model sees at most `max_length` tokens, the most recent: `recent` cuts a history held in memory (a list or an array)
 and `recent_rows` a batch of them (a [B, None] ragged tensor); `training_window` keeps the most recent
 `max_length + 1` items of a training sequence, so that its inputs (all but the last) and its next-item targets
 (all but the first) are each `max_length` long.
@@ -20,7 +20,8 @@ REAL, PROMPT = 0, 1  # the segment ids of a real item and of a generated prompt 
 
 
 def recent(sequence, max_length: int):
-    """The most recent `max_length` items of one sequence (a list, a numpy array or a 1-D tensor)."""
+    """The most recent `max_length` items of one sequence held in memory (a list or a numpy array; in a graph,
+    `recent_rows`)."""
     return sequence[-max_length:] if len(sequence) else sequence
 
 

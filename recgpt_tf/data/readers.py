@@ -116,7 +116,7 @@ def _check_integer(path: Path, line: int, kind: str, token: str) -> str:
     return token
 
 
-def _check_id(path: Path, line: int, kind: str, token: str) -> str:
+def check_id(path: Path, line: int, kind: str, token: str) -> str:
     """`token` unchanged when a run directory can store it exactly, else an error naming the line."""
     problem = storable_problem(token)
     if problem:
@@ -219,7 +219,7 @@ def delimited_events(
         user, item, stamp = (row[i] for i in positions)
         if not user or not item:
             raise DataFormatError(path, number, "empty user or item id")
-        yield _check_id(path, number, "user", user), _parse_timestamp(path, number, stamp), number, _check_id(path, number, "item", item)
+        yield check_id(path, number, "user", user), _parse_timestamp(path, number, stamp), number, check_id(path, number, "item", item)
 
 
 def _is_header(row: Sequence[str], columns: Mapping[str, str]) -> bool:
@@ -248,7 +248,7 @@ COLUMN_ALIASES = {
 }
 
 
-def _folded(name: str) -> str:
+def folded_name(name: str) -> str:
     """A column name compared case-folded, without blanks, "_" or "-"."""
     return re.sub(r"[\s_-]", "", name).casefold()
 
@@ -257,7 +257,7 @@ def _looks_like_a_role(name: str) -> bool:
     """Whether a column name says it holds an id, a time or a date in a way no alias matched (`uid_hash`,
     `OrderDate`, `ts_ms`): reading such columns by position would be a guess."""
     words = [word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", name)]
-    return _folded(name).endswith("id") or any(
+    return folded_name(name).endswith("id") or any(
         word in ("id", "ids", "uid", "iid", "ts") or re.search("time|date|stamp", word) for word in words
     )
 
@@ -297,7 +297,7 @@ def resolve_columns(path: Path | str, names: Sequence[str], given: Mapping[str, 
                 raise DataFormatError(path, None, f"has no column {given[role]!r} (given for the {role}); its columns are {list(names)}")
             chosen[role] = list(names).index(given[role])
             continue
-        matches = [i for i, name in enumerate(names) if _folded(name) in COLUMN_ALIASES[role]]
+        matches = [i for i, name in enumerate(names) if folded_name(name) in COLUMN_ALIASES[role]]
         if len(matches) > 1:
             raise DataFormatError(
                 path, None, f"has {len(matches)} columns that could hold the {role}: {[names[i] for i in matches]}; {advice}"
@@ -346,8 +346,8 @@ def _read_recbole_inter(path: Path) -> dict[str, list[str]]:
         for name, (column, kind) in fields.items():
             if kind == "float" and name != "timestamp" and row[column].strip() and not _NUMBER.fullmatch(row[column].strip()):
                 raise DataFormatError(path, number, f"field {name} is declared float but holds {row[column]!r}")
-        user = _check_id(path, number, "user", row[user_col])
-        events.append((user, stamp, number, _check_id(path, number, "item", row[item_col])))
+        user = check_id(path, number, "user", row[user_col])
+        events.append((user, stamp, number, check_id(path, number, "item", row[item_col])))
     return _group_by_time(events)
 
 
@@ -436,10 +436,10 @@ def parquet_row_group_events(
     for offset, (user, item, stamp) in enumerate(zip(*values)):
         row = first + offset + 1
         yield (
-            _check_id(part, row, "user", _parquet_id(part, row, "user", user)),
+            check_id(part, row, "user", _parquet_id(part, row, "user", user)),
             _parquet_timestamp(part, row, stamp),
             row,
-            _check_id(part, row, "item", _parquet_id(part, row, "item", item)),
+            check_id(part, row, "item", _parquet_id(part, row, "item", item)),
         )
 
 

@@ -99,7 +99,7 @@ class PaddingSinkAttention(keras.layers.MultiHeadAttention):
     which all score alike: one extra logit, q·b_k/√d_k + log(max_length - L), whose weight goes to b_v.
     In training each slot's weight is dropped on its own, as the padded slots' are (`slot_dropout_scale`).
     That is what this layer adds to the causal attention of right-padded rows; without dropout the result
-    equals the left-padded attention at every real position (tests/test_model.py), without the padding's
+    equals the left-padded attention at every real position (tests/test_experimental.py), without the padding's
     cost.
     """
 

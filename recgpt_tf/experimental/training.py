@@ -48,6 +48,8 @@ class LabTrainConfig(TrainConfig):
             noise (`split_targets`).
     """
 
+    SCHEDULE = "lab"
+
     weight_decay: float = 0.0
     ema_momentum: float = 0.0
     examples: str = "sequences"
@@ -65,7 +67,8 @@ class LabTrainConfig(TrainConfig):
 
     def for_stage(self, schedule: TrainConfig) -> "LabTrainConfig":
         """As the product's, and the later stage averages its weights with the same momentum."""
-        return LabTrainConfig(**{**schedule.to_dict(), "seed": self.seed, "batch_size": self.batch_size, "ema_momentum": self.ema_momentum})
+        inherited = {"seed": self.seed, "batch_size": self.batch_size, "ema_momentum": self.ema_momentum}
+        return LabTrainConfig(**{**dataclasses.asdict(schedule), **inherited})
 
     def optimizer(self, learning_rate):
         """Adam (AdamW with weight decay), keeping the weights' moving average with `ema_momentum`."""

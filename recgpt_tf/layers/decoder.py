@@ -7,11 +7,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig
+from recgpt_tf.layers.configured import ConfiguredLayer
 from recgpt_tf.layers.low_pass import CausalLowPassFilter
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
-class CausalDecoderBlock(keras.layers.Layer):
+class CausalDecoderBlock(ConfiguredLayer):
     """A causal self-attention block; position t attends to positions 1..t only.
 
     The post-LN layout (the original Transformer, SASRec as RecBole builds it): y = LN(x + Attn(x)), then
@@ -29,8 +30,7 @@ class CausalDecoderBlock(keras.layers.Layer):
     """
 
     def __init__(self, config: ModelConfig, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config, **kwargs)
         d = config.hidden_size
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
@@ -67,11 +67,3 @@ class CausalDecoderBlock(keras.layers.Layer):
             y = alpha * self.low_pass(x, training=training) + (1.0 - alpha) * y
         z = self.ffn_outer(self.ffn_inner(y))  # (B, T, d)
         return self.ffn_norm(y + self.ffn_dropout(z, training=training))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "CausalDecoderBlock":
-        model_config, keras_config = ModelConfig.from_layer_config(config)
-        return cls(model_config, **keras_config)

@@ -8,10 +8,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig
+from recgpt_tf.layers.configured import ConfiguredLayer
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
-class RecGPTEmbedding(keras.layers.Layer):
+class RecGPTEmbedding(ConfiguredLayer):
     """h0 = LN(item_emb[v_t]·√d + pos_emb[t] + user_emb[u] + seg_emb[segment_t]), then dropout.
 
     The item table doubles as the output table of pre-training (score = h · e_i),
@@ -27,8 +28,7 @@ class RecGPTEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, config: ModelConfig, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config, **kwargs)
         n, d = config.max_length, config.hidden_size
         init = lambda: keras.initializers.TruncatedNormal(stddev=0.02)  # noqa: E731 (one instance per table)
         self.item_embedding = keras.layers.Embedding(config.num_items + 2, d, embeddings_initializer=init(), name="item_embedding")
@@ -75,11 +75,3 @@ class RecGPTEmbedding(keras.layers.Layer):
     def normalize(self, x: tf.Tensor) -> tf.Tensor:
         """The summed embeddings [B, T, d], layer-normalised."""
         return self.embedding_norm(x)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "RecGPTEmbedding":
-        model_config, keras_config = ModelConfig.from_layer_config(config)
-        return cls(model_config, **keras_config)

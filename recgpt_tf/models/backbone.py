@@ -9,10 +9,11 @@ from recgpt_tf.config import ModelConfig
 from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
+from recgpt_tf.layers.configured import ConfiguredLayer
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
-class RecGPTBackbone(keras.layers.Layer):
+class RecGPTBackbone(ConfiguredLayer):
     """Embeddings and `num_layers` causal decoder blocks.
 
     Hidden state h_t (position t) summarises items 1..t and is trained to predict item t+1. One
@@ -27,8 +28,7 @@ class RecGPTBackbone(keras.layers.Layer):
     config_class = ModelConfig
 
     def __init__(self, config: ModelConfig, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config, **kwargs)
         self.embedding = RecGPTEmbedding(config, name="embedding")
         self.blocks = [CausalDecoderBlock(config, name=f"decoder_block_{i}") for i in range(config.num_layers)]
 
@@ -60,14 +60,6 @@ class RecGPTBackbone(keras.layers.Layer):
         for block in self.blocks:
             x = block(x, training=training)
         return x
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "RecGPTBackbone":
-        model_config, keras_config = ModelConfig.from_layer_config(config)
-        return cls(model_config, **keras_config)
 
 
 def backbone_for(config: ModelConfig, **kwargs) -> RecGPTBackbone:

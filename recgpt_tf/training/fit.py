@@ -22,6 +22,7 @@ import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
+from recgpt_tf.data.features import ITEM_IDS, USER_ID
 from recgpt_tf.models.recgpt import RecGPT
 from recgpt_tf.training.callbacks import MONITOR, EpochLog, RankingValidation
 
@@ -53,7 +54,7 @@ def build_model(
     config = model_config.to_dict()
     model = RecGPT(objective=objective, prompt_tuned=prompt_tuned, label_smoothing=label_smoothing, **config)
     # One call creates every variable, so weights can be loaded or counted at once.
-    model({"user_id": tf.zeros([1], tf.int32), "item_ids": tf.zeros([1, 1], tf.int32)})
+    model({USER_ID: tf.zeros([1], tf.int32), ITEM_IDS: tf.zeros([1, 1], tf.int32)})
     return model
 
 

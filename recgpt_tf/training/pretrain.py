@@ -60,7 +60,7 @@ def pretrain(
             (`TrainConfig.for_catalogue`), and the model resolves an "auto" left in it.
         files: Where the stage keeps its files; an interrupted pre-training there resumes.
         vocabulary_files: (items, users) files, which encode streamed data in the graph.
-        verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
+        verbose: 1 one line an epoch (and a progress bar on a terminal), 2 one line an epoch, 0 silent.
         extra_callbacks: More Keras callbacks, run after the built-in ones.
         warm_start_from: Start from an earlier run's model instead of random weights (`warm_start`).
 

@@ -61,7 +61,7 @@ def prompt_tune(model: RecGPT, dataset: Dataset, files: StageFiles, config: Prom
         files: Where the stage keeps its files (the generated sequences' cache among them); an interrupted
             stage there resumes.
         config: K and the schedule.
-        verbose: Keras verbosity.
+        verbose: 1 one line an epoch (and a progress bar on a terminal), 2 one line an epoch, 0 silent.
 
     Returns:
         (the prompt-tuned model, stage summary).

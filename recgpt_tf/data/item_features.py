@@ -1,0 +1,236 @@
+"""Item features: each catalogue item's categorical attributes (categories, brand, price band, tags), read
+from the file a catalogue already has.
+
+Formats (from the suffix, or `data_format`):
+    csv / tsv: a header naming the item column (`item_id` or an alias: `COLUMN_ALIASES["item"]`) and one or
+        more feature columns. A cell holds one value, or several separated by "|" (`VALUE_SEPARATOR`); an
+        empty cell holds none.
+    jsonl: one JSON object a line: the item id under the item key, each feature a string, a number or a
+        list of them (null or [] for none).
+    parquet: a table, a folder or a glob of part files, with the item column and feature columns of
+        scalars or lists.
+    s3rec: the S3Rec release's `{"item": [attribute, ...], ...}`, the JSON file the paper's Amazon data ships
+        with (`.json`): one feature column, "attributes".
+
+Rules, the readers' own:
+    - Every item appears once: an item seen again is an error naming both places.
+    - An item with no value in any column is kept, featureless (the model then knows it by its id alone).
+    - Item ids are exact strings, as the interaction readers read them; feature values are strings ("3" and
+      3 are one value), stripped of nothing.
+    - `columns` picks the feature columns (default: every column but the item's); a column it names that the
+      file lacks is an error listing the file's columns.
+    - Malformed input stops with `DataFormatError` naming FILE:LINE (FILE:ROW for Parquet).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from recgpt_tf.data.readers import COLUMN_ALIASES, check_id, folded_name, parquet_parts, text_lines
+from recgpt_tf.errors import ConfigError, DataFormatError
+
+VALUE_SEPARATOR = "|"  # between the values of one CSV/TSV cell
+FEATURE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "s3rec")
+S3REC_COLUMN = "attributes"  # the one feature column of an S3Rec attribute file
+_SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".json": "s3rec"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemFeatures:
+    """Each item's values of each feature column.
+
+    Attributes:
+        columns: The feature columns, in the file's order.
+        items: {item id: (the values of column 0, of column 1, ...)}, in the file's order; a value tuple may
+            be empty.
+    """
+
+    columns: tuple[str, ...]
+    items: dict[str, tuple[tuple[str, ...], ...]]
+
+    def tokens(self, item: str) -> list[str]:
+        """The item's values as "column=value" tokens, the unit a feature vocabulary counts (one column's value
+        is never another's): [] for an item without features or not in the file."""
+        values = self.items.get(item, ())
+        return [f"{column}={value}" for column, column_values in zip(self.columns, values) for value in column_values]
+
+    def statistics(self) -> dict[str, float]:
+        """Items, columns, featureless items, values an item and distinct tokens, for the CLI and recgpt.json."""
+        counts = [len(self.tokens(item)) for item in self.items]
+        distinct = {token for item in self.items for token in self.tokens(item)}
+        return {
+            "items": len(self.items),
+            "columns": len(self.columns),
+            "featureless_items": sum(count == 0 for count in counts),
+            "values_per_item": sum(counts) / max(len(counts), 1),
+            "distinct_values": len(distinct),
+        }
+
+
+def detect_feature_format(path: Path | str) -> str:
+    """The features format a file's suffix says (a `.gz` is refused by the reader with a hint)."""
+    path = Path(path)
+    data_format = _SUFFIX_FORMATS.get(path.suffix.lower()) or ("parquet" if path.is_dir() else None)
+    if data_format is None:
+        raise ConfigError(
+            "item_features",
+            f"{path}: cannot tell the format from its suffix; name it ({', '.join(FEATURE_FORMATS)}) or use one of {sorted(_SUFFIX_FORMATS)}",
+        )
+    return data_format
+
+
+def read_item_features(path: Path | str, data_format: str | None = None, columns: Sequence[str] | None = None) -> ItemFeatures:
+    """Reads an item features file (see the module) into `ItemFeatures`.
+
+    Args:
+        path: The file (a Parquet folder or glob too).
+        data_format: One of `FEATURE_FORMATS`; default from the suffix.
+        columns: The feature columns to keep, in this order (default: every one the file has but the item's).
+    """
+    path = Path(path)
+    data_format = data_format or detect_feature_format(path)
+    if data_format not in FEATURE_FORMATS:
+        raise ConfigError("item_features", f"format must be one of {', '.join(FEATURE_FORMATS)}; got {data_format!r}")
+    if data_format == "s3rec":
+        return _pick(path, _read_s3rec(path), columns)
+    if data_format == "jsonl":
+        names, rows = _jsonl_rows(path)
+    elif data_format == "parquet":
+        names, rows = _parquet_rows(path)
+    else:
+        names, rows = _delimited_rows(path, "," if data_format == "csv" else "\t")
+    return _pick(path, _collect(path, names, rows), columns)
+
+
+def _item_column(path: Path, names: Sequence[str]) -> str:
+    """The one column of `names` that holds the item id, else an error listing them."""
+    matches = [name for name in names if folded_name(name) in COLUMN_ALIASES["item"]]
+    if len(matches) != 1:
+        problem = "names no item column" if not matches else f"has {len(matches)} columns that could hold the item: {matches}"
+        raise DataFormatError(path, None, f"{problem}; its columns are {list(names)}; name the item column item_id")
+    return matches[0]
+
+
+def _collect(path: Path, names: Sequence[str], rows: Iterable[tuple[int, dict]]) -> ItemFeatures:
+    """ItemFeatures from (line, {column: values}) rows, each item once; `names` are the file's columns."""
+    item_column = _item_column(path, names)
+    feature_columns = tuple(name for name in names if name != item_column)
+    if not feature_columns:
+        raise DataFormatError(path, None, f"has no feature column beside the item column {item_column!r}")
+    items: dict[str, tuple[tuple[str, ...], ...]] = {}
+    first_line: dict[str, int] = {}
+    for line, row in rows:
+        ids = row.get(item_column, ())
+        if len(ids) != 1:
+            raise DataFormatError(path, line, f"must hold exactly one item id in {item_column!r}; got {list(ids)}")
+        item = check_id(path, line, "item", ids[0])
+        if item in items:
+            raise DataFormatError(path, line, f"item {item!r} appears again (first on line {first_line[item]}); give each item one row")
+        items[item] = tuple(tuple(row.get(column, ())) for column in feature_columns)
+        first_line[item] = line
+    return ItemFeatures(feature_columns, items)
+
+
+def _pick(path: Path, features: ItemFeatures, columns: Sequence[str] | None) -> ItemFeatures:
+    """`features` with only `columns`, in that order (all when None)."""
+    if columns is None:
+        return features
+    missing = [column for column in columns if column not in features.columns]
+    if missing or not columns:
+        raise DataFormatError(
+            path, None, f"has no feature column {missing or '(none given)'}; its feature columns are {list(features.columns)}"
+        )
+    index = [features.columns.index(column) for column in columns]
+    return ItemFeatures(tuple(columns), {item: tuple(values[i] for i in index) for item, values in features.items.items()})
+
+
+def _values(path: Path, line: int, column: str, cell) -> tuple[str, ...]:
+    """A JSON or Parquet cell's values as strings: a scalar is one, a list its members, null or [] none."""
+    if cell is None:
+        return ()
+    members = cell if isinstance(cell, (list, tuple)) else [cell]
+    out = []
+    for member in members:
+        if isinstance(member, bool) or not isinstance(member, (str, int, float)) or member is None:
+            raise DataFormatError(path, line, f"column {column!r} holds {member!r}; a feature value is a string or a number")
+        out.append(member if isinstance(member, str) else json.dumps(member))
+    return tuple(out)
+
+
+def _delimited_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    lines = text_lines(path)
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = next(reader, None)
+    if not header:
+        raise DataFormatError(path, 1, "is empty; an item features file starts with a header naming its columns")
+
+    def rows() -> Iterator[tuple[int, dict]]:
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line
+            if len(row) != len(header):
+                raise DataFormatError(path, line, f"has {len(row)} fields where the header has {len(header)}")
+            yield line, {name: tuple(v for v in cell.split(VALUE_SEPARATOR) if v) if cell else () for name, cell in zip(header, row)}
+
+    return header, rows()
+
+
+def _jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    rows, names = [], {}
+    for line, text in enumerate(text_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(path, line, f"is not JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(record, dict):
+            raise DataFormatError(path, line, f"must be a JSON object (an item and its features); got {type(record).__name__}")
+        names.update(dict.fromkeys(record))
+        rows.append((line, {key: _values(path, line, key, value) for key, value in record.items()}))
+    return list(names), rows
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    import pyarrow.parquet as pq
+
+    names: list[str] | None = None
+    rows = []
+    for part in parquet_parts(path):
+        table = pq.read_table(part)
+        if names is None:
+            names = list(table.column_names)
+        elif list(table.column_names) != names:
+            raise DataFormatError(part, None, f"has columns {table.column_names}, not those of the first part {names}")
+        for row_number, record in enumerate(table.to_pylist(), start=1):
+            rows.append((row_number, {key: _values(part, row_number, key, value) for key, value in record.items()}))
+    return names or [], rows
+
+
+def _read_s3rec(path: Path) -> ItemFeatures:
+    text = "".join(text_lines(path))
+    try:
+        mapping = json.loads(text, object_pairs_hook=_refuse_repeated_keys(path))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(path, error.lineno, f"is not JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(mapping, dict):
+        raise DataFormatError(path, 1, 'must be one JSON object {"item": [attribute, ...], ...} (the S3Rec attribute file)')
+    items = {check_id(path, None, "item", item): (_values(path, None, S3REC_COLUMN, values),) for item, values in mapping.items()}
+    return ItemFeatures((S3REC_COLUMN,), items)
+
+
+def _refuse_repeated_keys(path: Path):
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen = {}
+        for key, value in items:
+            if key in seen:
+                raise DataFormatError(path, None, f"item {key!r} appears twice; give each item one entry")
+            seen[key] = value
+        return seen
+
+    return pairs
