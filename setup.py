@@ -1,6 +1,6 @@
 """Install recgpt-tf: `pip install .` (add `[test]` for the test suite)."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # The stack is pinned as a set: ScaNN 1.4.x ships TF ops built against TF 2.20,
 # and TFRS 0.7.7 needs Keras 2 (tf-keras), which must match TF's minor version.
@@ -41,19 +41,7 @@ setup(
     version="0.1.0",
     description=("RecGPT (generative personalised prompts for sequential recommendation) on TensorFlow, TFRS and TF Serving"),
     python_requires=">=3.11,<3.12",
-    packages=[
-        "recgpt_tf",
-        "recgpt_tf.data",
-        "recgpt_tf.layers",
-        "recgpt_tf.models",
-        "recgpt_tf.training",
-        "recgpt_tf.evaluation",
-        "recgpt_tf.inference",
-        "recgpt_tf.retrieval",
-        "recgpt_tf.export",
-        "recgpt_tf.serving",
-        "recgpt_tf.beam",
-    ],
+    packages=find_packages(include=["recgpt_tf", "recgpt_tf.*"]),  # every subpackage, the lab's included
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["recgpt=recgpt_tf.cli:main"]},
