@@ -94,6 +94,16 @@ def _register(registry: dict[str, type], cls: type, attribute: str) -> None:
         registry[name] = cls
 
 
+def _registered(registry: dict[str, type], name: str, kind: str) -> type:
+    """The config class registered under `name`, else an error naming the ones this process knows."""
+    if name not in registry:
+        raise ConfigError(
+            kind,
+            f"{name!r} is not one this process knows ({', '.join(sorted(registry))}); the lab's, 'lab', is known once recgpt_tf.experimental is imported",
+        )
+    return registry[name]
+
+
 def without_retired(settings: dict[str, Any]) -> dict[str, Any]:
     """A stage's recorded `settings` without the retired ones at the product's values, so that the record of
     an earlier version, or of a lab schedule that left them as the product has them, compares equal to
@@ -190,13 +200,7 @@ class ModelConfig:
             for key in retired:
                 del values[key]
             name = ModelConfig.ARCHITECTURE
-        if name not in ModelConfig._ARCHITECTURES:
-            raise ConfigError(
-                "architecture",
-                f"{name!r} is not one this process knows ({', '.join(sorted(ModelConfig._ARCHITECTURES))}); the lab's, 'lab', "
-                "is known once recgpt_tf.experimental is imported",
-            )
-        return ModelConfig._ARCHITECTURES[name](**values)
+        return _registered(ModelConfig._ARCHITECTURES, name, "architecture")(**values)
 
 
 ModelConfig._ARCHITECTURES[ModelConfig.ARCHITECTURE] = ModelConfig
@@ -299,14 +303,7 @@ class TrainConfig:
         """The training settings a stage recorded (`runs.Run.stage_config`), with `changes`, of the class its
         `schedule` names (a lab's, once its module is imported); the record's other keys (a prompt stage's
         window, a pre-training's warm start) are left out."""
-        name = recorded.get("schedule", TrainConfig.SCHEDULE)
-        if name not in TrainConfig._SCHEDULES:
-            raise ConfigError(
-                "schedule",
-                f"{name!r} is not one this process knows ({', '.join(sorted(TrainConfig._SCHEDULES))}); the lab's, 'lab', "
-                "is known once recgpt_tf.experimental is imported",
-            )
-        schedule = TrainConfig._SCHEDULES[name]
+        schedule = _registered(TrainConfig._SCHEDULES, recorded.get("schedule", TrainConfig.SCHEDULE), "schedule")
         fields = {field.name for field in dataclasses.fields(schedule)}
         return schedule(**{**{key: value for key, value in recorded.items() if key in fields}, **changes})
 

@@ -16,7 +16,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig
-from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError, check_choice
 from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
 from recgpt_tf.models.backbone import RecGPTBackbone
@@ -234,13 +233,7 @@ class LabBackbone(RecGPTBackbone):
         closed = config.layer_norm in ("pre", "sasrec")
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm") if closed else None
 
-    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
-        if self.config.layer_norm != "sasrec" and self.final_norm is None:
-            return super().call(inputs, training=training)
-        item_ids = tf.cast(inputs[ITEM_IDS], tf.int32)
-        segment_ids = inputs.get(SEGMENT_IDS)
-        segment_ids = tf.zeros_like(item_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
-        x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training)
+    def decode(self, x: tf.Tensor, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         # SASRec's layout also attends to the left padding a row would have at max_length (PaddingSinkAttention).
         empty_slots = left_padding(item_ids, self.config.max_length) if self.config.layer_norm == "sasrec" else None
         for block in self.blocks:

@@ -57,6 +57,11 @@ class RecGPTBackbone(ConfiguredLayer):
         segment_ids = inputs.get(SEGMENT_IDS)
         segment_ids = tf.zeros_like(item_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
         x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training)
+        return self.decode(x, item_ids, training=training)
+
+    def decode(self, x: tf.Tensor, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """The blocks over the embedded batch `x` [B, T, d]; `item_ids` [B, T] are there for a subclass whose
+        blocks need more of the batch than its embedding (a lab's). Returns: [B, T, d]."""
         for block in self.blocks:
             x = block(x, training=training)
         return x
