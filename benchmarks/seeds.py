@@ -32,6 +32,7 @@ from pathlib import Path
 from lab import SEED_METRICS, configs, machine, seed_summary, utc_now  # noqa: E402
 from recgpt_tf.config import PromptConfig, TrainConfig  # noqa: E402
 from recgpt_tf.data import Dataset  # noqa: E402
+from recgpt_tf.data.item_features import CatalogueFeatures, ItemFeatures, read_item_features  # noqa: E402
 from recgpt_tf.evaluation import evaluate_model  # noqa: E402
 from recgpt_tf.files import write_json, write_text_atomic  # noqa: E402
 from recgpt_tf.runs import Run  # noqa: E402
@@ -149,22 +150,40 @@ def valid_curve(run: Run, every: int) -> dict[str, float]:
     return {str(int(r["epoch"]) + 1): round(float(r[MONITOR]), 5) for r in rows if (int(r["epoch"]) + 1) % every == 0}
 
 
+def row_name(recipe: str, stages: str, features: bool) -> str:
+    """A recipe's row: "+features" when the model has item features, "+all" when every stage runs."""
+    return recipe + ("+features" if features else "") + ("" if stages == "pretrain" else f"+{stages}")
+
+
 def run_dir(runs: Path, dataset: Dataset, name: str, seed: int | str) -> Path:
     """Where recipe row `name` (the recipe, "+all" when every stage runs) trains at `seed`."""
     return runs / dataset.name / f"{name}@seed{seed}"
 
 
-def run_recipe(dataset: Dataset, recipe: str, seed: int, runs: Path, with_test: bool, stages: str, epochs: int | None = None) -> dict:
+def run_recipe(
+    dataset: Dataset,
+    recipe: str,
+    seed: int,
+    runs: Path,
+    with_test: bool,
+    stages: str,
+    epochs: int | None = None,
+    features: ItemFeatures | None = None,
+) -> dict:
     """Trains `recipe` at `seed` (resuming an interrupted run, keeping finished stages) and returns its row;
-    `epochs` caps every stage (a short check that the recipe trains, not a result)."""
+    `epochs` caps every stage (a short check that the recipe trains, not a result); with `features`, the
+    model has item features (`recgpt train --item-features`)."""
     model_changes, train_changes, _ = RECIPES[recipe]
+    encoded = CatalogueFeatures.build(features, dataset.item_vocab.tokens) if features else None
+    if encoded:
+        model_changes = {**model_changes, **encoded.model_settings()}
     if epochs is not None:
         every = min(epochs, train_changes.get("eval_every", TrainConfig.eval_every))
         train_changes = {**train_changes, "epochs": min(epochs, train_changes.get("epochs", TrainConfig.epochs)), "eval_every": every}
     model_config, train_config = configs(dataset.num_items, dataset.num_users, model_changes, {**train_changes, "seed": seed})
     prompt_config = PromptConfig.from_options(epochs=epochs)
-    suffix = "" if stages == "pretrain" else f"+{stages}"
-    run = Run.create(run_dir(runs, dataset, f"{recipe}{suffix}", seed), dataset, model_config, seed=seed)
+    suffix = row_name("", stages, features is not None)
+    run = Run.create(run_dir(runs, dataset, f"{recipe}{suffix}", seed), dataset, model_config, seed=seed, item_features=encoded)
     start = time.perf_counter()
     summaries = run.train(dataset, stages=stages, train_config=train_config, prompt_config=prompt_config, verbose=2)
     summary = summaries["pretrain"]
@@ -262,6 +281,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/seeds"))
     parser.add_argument("--epochs", type=int, help="cap every stage at this many epochs: a check that recipes train, not a result")
+    parser.add_argument("--item-features", type=Path, help="train with these item features (rows named RECIPE+features)")
     parser.add_argument(
         "--record-partial",
         action="store_true",
@@ -270,6 +290,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = Dataset.from_file(args.data)
+    features = read_item_features(args.item_features) if args.item_features else None
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
     filled = False
     names = []  # the recipe rows this process writes
@@ -281,10 +302,12 @@ def main() -> None:
     )
     for recipe in args.recipe:
         model_changes, train_changes, description = RECIPES[recipe]
-        name = recipe if args.stages == "pretrain" else f"{recipe}+{args.stages}"
+        name = row_name(recipe, args.stages, features is not None)
         entry = report.setdefault("recipes", {}).setdefault(name, {"runs": {}})
         names.append(name)
         entry.update(description=description, model_changes=model_changes, train_changes=train_changes)
+        if features:
+            entry.update(item_features=str(args.item_features), item_feature_statistics=features.statistics())
         if entry["runs"]:  # the summary as this version of `seed_summary` writes it
             entry.update(seed_summary(list(entry["runs"].values())))
             filled = True
@@ -305,7 +328,7 @@ def main() -> None:
                     filled = True
                 continue
             earlier = entry["runs"].get(key)  # a row recorded without the test split: its run, now also tested
-            entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages, args.epochs)
+            entry["runs"][key] = run_recipe(dataset, recipe, seed, args.runs, args.test, args.stages, args.epochs, features)
             if earlier:
                 entry["runs"][key].update(
                     run_seconds=round(earlier["run_seconds"] + entry["runs"][key]["run_seconds"], 1), finished=earlier["finished"]

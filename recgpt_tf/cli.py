@@ -37,13 +37,17 @@ _FLAGS = {
 _SHOWN_SETTINGS = ("max_length", "hidden_size", "num_layers", "objective", "epochs", "batch_size", "learning_rate", "seed", "strategy")
 
 
+# ModelConfig fields the data sizes (the catalogue, the users; --item-features the feature fields).
+_DATA_SIZED = ("num_items", "num_users", "num_feature_values", "max_item_features")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per ModelConfig/TrainConfig field (except the data-derived sizes); `_SHOWN_SETTINGS` in --help."""
     group = parser.add_argument_group("model and training (defaults are the tuned ones)")
     more = []
     for config in (ModelConfig, TrainConfig):
         for field in dataclasses.fields(config):
-            if field.name in ("num_items", "num_users"):
+            if field.name in _DATA_SIZED:
                 continue
             flag = f"--{field.name.replace('_', '-')}"
             shown = field.name in _SHOWN_SETTINGS
@@ -81,6 +85,20 @@ def _add_data_flags(
         default=None,
         metavar="user=COL,item=COL,time=COL",
         help="which named columns of a CSV/TSV header or Parquet table hold the user, item and time (default: found by name)",
+    )
+
+
+def _add_item_features_flags(parser: argparse.ArgumentParser, help: str) -> None:
+    """--item-features FILE and its --item-features-format."""
+    from recgpt_tf.data.item_features import FEATURE_FORMATS
+
+    parser.add_argument("--item-features", type=Path, default=None, metavar="FILE", help=help + " (docs/item_features.md)")
+    parser.add_argument(
+        "--item-features-format",
+        choices=FEATURE_FORMATS,
+        default=None,
+        metavar="FORMAT",
+        help=f"{'|'.join(FEATURE_FORMATS)} (default: FILE's suffix)",
     )
 
 
@@ -124,8 +142,14 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
     model_changes, train_config = _configs(args)
     make_strategy(train_config.strategy)  # before any model: a multi-worker strategy must come first
     created_from = dataset if stages in ("pretrain", "all") else None  # later stages open the run as it is
+    features = None
+    if getattr(args, "item_features", None) is not None:
+        if not created_from:
+            raise ConfigError("item_features", f"are read when pre-training; stages {stages!r} train on with the run's own")
+        features = _catalogue_features(args, dataset.item_vocab.tokens)
+        model_changes.update(features.model_settings())
     model_config = architecture_for(run_dir, dataset, warm_start, **model_changes) if created_from else None
-    run = Run.for_task(run_dir, train_config.strategy, created_from, model_config, seed=train_config.seed)
+    run = Run.for_task(run_dir, train_config.strategy, created_from, model_config, seed=train_config.seed, item_features=features)
     prompt_config = PromptConfig.from_options(args.prompt_window, args.epochs)
     names = {"pretrain": "pre-training", "prompt": f"prompt-tuning (K={prompt_config.prompt_window})", "finetune": "fine-tuning"}
     run.train(
@@ -138,6 +162,15 @@ def _train(args: argparse.Namespace, dataset, run_dir: Path, stages: str):
         on_stage_end=lambda stage, summary: print(_stage_line(names[stage], summary, run.stage_dir(stage))),
     )
     return run
+
+
+def _catalogue_features(args: argparse.Namespace, items: list[str]):
+    """--item-features read and encoded for the catalogue `items`, with its console line."""
+    from recgpt_tf.data.item_features import CatalogueFeatures, read_item_features
+
+    features = CatalogueFeatures.build(read_item_features(args.item_features, args.item_features_format), items)
+    print(f"{args.item_features}: {features.describe()}")
+    return features
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -263,6 +296,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     run = Run.open(args.run_dir)
     _note_unfinished(run)
+    catalogue = None
+    if args.item_features is not None:
+        from recgpt_tf.data.item_features import read_item_features
+
+        catalogue = read_item_features(args.item_features, args.item_features_format)
     with native_log_to(run.log_dir("export") / "export.log"):
         published = run.export(
             args.export_base,
@@ -275,6 +313,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             tuning_seconds=args.tuning_seconds,
             version=args.version,
             jit_compile=args.jit_compile,
+            item_features=catalogue,
         )
     meta = published.metadata
     index = meta["index"]
@@ -288,6 +327,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         + (f"; recall@{index['recall_at']} against exact search: {recall}" if recall else "")
         + ")"
     )
+    if "catalogue" in meta:
+        c = meta["catalogue"]
+        print(
+            f"catalogue: {c['items']:,} items served, {c['trained_items']:,} trained, {c['feature_only_items']:,} by their features "
+            f"alone; {c['left_out_without_values']:,} of {args.item_features} left out (no feature value to score them by)"
+        )
     return 0
 
 
@@ -434,7 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
         "streams pre-training from the files",
     )
     train.add_argument(
-        "--validation-users", type=int, default=None, help="tfrecord input: users sampled into memory to validate the epochs (50,000)"
+        "--validation-users",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tfrecord input: users sampled into memory to validate the epochs (50,000)",
     )
     train.add_argument(
         "--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline"
@@ -446,8 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OLD_RUN",
         help="start pre-training from an earlier run (yesterday's): known ids keep their rows",
     )
+    _add_item_features_flags(train, "items' categorical features: item_id, then columns of values")
     train.add_argument(
-        "--prompt-window", type=int, default=None, help=f"K, prompts generated before each real item (0..6; {PromptConfig.prompt_window})"
+        "--prompt-window",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"K, prompts generated before each real item (0..6; {PromptConfig.prompt_window})",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(train)
@@ -480,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tuning-seconds", type=float, default=ExportConfig.tuning_seconds, help="time budget of building and tuning the index"
     )
     export.add_argument("--version", type=int, default=None, help="default: the next free version number")
+    _add_item_features_flags(export, "today's catalogue: every item of FILE is served, an untrained one by its features")
     export.add_argument(
         "--jit-compile",
         action="store_true",

@@ -77,6 +77,8 @@ def resolve_objective(objective: str, label_smoothing: float | None, num_items: 
 FILTER_MIX = 0.7
 
 
+# Model fields later versions added, with the value that builds what a run recorded without them built.
+ADDED_MODEL_SETTINGS = {"num_feature_values": 0, "max_item_features": 0}
 # Model settings earlier versions recorded, with the one value the product has kept: a run recorded with
 # these values opens as a product run; with another, it is a lab run (`ModelConfig.from_dict`).
 RETIRED_MODEL_SETTINGS = {"activation": "relu", "layer_norm": "post", "position_mode": "from_start"}
@@ -136,6 +138,10 @@ class ModelConfig:
         filter_mix: Weight α of a low-pass filter branch beside each block's attention (BSARec's block,
             `layers.CausalLowPassFilter`); 0 builds none; None (the default) is `FILTER_MIX`, recorded resolved.
         filter_frequencies: Frequency bins the filter branch keeps (BSARec's c = 5 keeps 3).
+        num_feature_values: F, the item-feature values the model knows (ids 1..F, F+1 the OOV bucket of rare
+            and unknown values); 0 (the default) builds no feature part: items are known by their id alone.
+        max_item_features: M, the most feature values one item holds (the width of the item → feature matrix
+            the model carries as a non-trainable weight, `RecGPTEmbedding`); 0 without features.
     """
 
     # The name a run records for a subclass's architecture (a lab's), so that it opens as the same class;
@@ -163,6 +169,8 @@ class ModelConfig:
     num_segments: int = 2
     filter_mix: float | None = None  # FILTER_MIX
     filter_frequencies: int = 3
+    num_feature_values: int = 0
+    max_item_features: int = 0
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -180,6 +188,15 @@ class ModelConfig:
         most = self.max_length // 2 + 1  # the real FFT's bins over max_length positions
         if self.filter_mix and not 1 <= self.filter_frequencies <= most:
             raise ConfigError("filter_frequencies", f"must be in 1..{most} (max_length // 2 + 1); got {self.filter_frequencies}")
+        if self.num_feature_values < 0 or self.max_item_features < 0 or bool(self.num_feature_values) != bool(self.max_item_features):
+            raise ConfigError(
+                "num_feature_values",
+                f"and max_item_features must both be 0 (no item features) or both >= 1; got {self.num_feature_values}, {self.max_item_features}",
+            )
+
+    @property
+    def has_item_features(self) -> bool:
+        return self.num_feature_values > 0
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, and a subclass's `architecture` name."""

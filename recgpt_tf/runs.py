@@ -4,6 +4,7 @@ Python API all go through it, so they share one stage policy and one layout:
 
     RUN_DIR/config.json              model, data statistics, each stage's training configuration
     RUN_DIR/items.txt, users.txt     vocabularies (line i is id i + 1)
+    RUN_DIR/item_features.json       with item features: their value vocabulary and each item's value ids
     RUN_DIR/sample_requests.json     real (user, history) pairs: export warmup and index tuning
     RUN_DIR/STAGE/                   weights* (the epoch chosen on validation), best/, history.csv,
                                      backup/ (BackupAndRestore while the stage runs), and
@@ -28,6 +29,7 @@ import hashlib
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -35,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from recgpt_tf.config import (
+    ADDED_MODEL_SETTINGS,
     FINETUNE_STAGE,
     PRETRAIN_STAGE,
     PROMPT_STAGE,
@@ -46,6 +49,7 @@ from recgpt_tf.config import (
     without_retired,
 )
 from recgpt_tf.data.dataset import Dataset
+from recgpt_tf.data.item_features import CatalogueFeatures, ItemFeatures
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.data.vocab import Vocabulary
 from recgpt_tf.errors import ConfigError, RunDirectoryError, check_choice
@@ -63,6 +67,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 ITEMS_FILE, USERS_FILE = "items.txt", "users.txt"
+FEATURES_FILE = "item_features.json"
 SAMPLES_FILE = "sample_requests.json"
 EVALUATION_FILE = "evaluation.json"
 SUMMARY_FILE = "summary.json"
@@ -90,8 +95,10 @@ def _vocabulary_digests(path: Path) -> dict[str, str]:
 
 
 def _recorded_model_config(model: dict, path: Path) -> ModelConfig:
-    """The architecture config.json records; a run written before one of today's fields existed is refused
+    """The architecture config.json records. A field added since the run was written reads as the value that
+    builds what the run built (`ADDED_MODEL_SETTINGS`); a run missing any other of today's fields is refused
     by name (its layout is not today's default)."""
+    model = {**ADDED_MODEL_SETTINGS, **model}
     missing = sorted({f.name for f in dataclasses.fields(ModelConfig)} - set(model))
     if missing:
         raise RunDirectoryError(f"{path} was written by an older recgpt-tf (its model records no {', '.join(missing)}); train it anew")
@@ -105,6 +112,22 @@ def _recorded_architecture(path: Path | str) -> ModelConfig | None:
         return None
     model = json.loads((path / CONFIG_FILE).read_text()).get("model")
     return _recorded_model_config(model, path) if model else None
+
+
+def _checked_features(path: Path, model_config: ModelConfig, given: CatalogueFeatures | None, trained: bool) -> CatalogueFeatures | None:
+    """The item features a run at `path` trains with: `given`, else those it holds; refused when they do not fit
+    `model_config`, or differ from those of a trained run there."""
+    held = CatalogueFeatures.from_dict(json.loads((path / FEATURES_FILE).read_text())) if (path / FEATURES_FILE).is_file() else None
+    if trained and given is not None and held is not None and (given.values, given.rows) != (held.values, held.rows):
+        raise RunDirectoryError(
+            f"{path} was trained with other item features ({FEATURES_FILE}); give the same file to resume it, or train into another directory"
+        )
+    features = given or held
+    settings = features.model_settings() if features else {"num_feature_values": 0, "max_item_features": 0}
+    if {key: getattr(model_config, key) for key in settings} != settings:
+        have = "item features with " + ", ".join(f"{k} {v}" for k, v in settings.items()) if features else "no item features"
+        raise ConfigError("model_config", f"does not fit the run's item features: the run has {have}")
+    return features
 
 
 def _pretraining_record(train_config: TrainConfig, dataset: Dataset | StreamedDataset, source: dict | None) -> tuple[TrainConfig, dict]:
@@ -157,20 +180,30 @@ class Run:
     chief_path: Path | None = None
 
     @classmethod
-    def create(cls, path: Path | str, dataset: Dataset | StreamedDataset, model_config: ModelConfig | None = None, seed: int = 42) -> "Run":
+    def create(
+        cls,
+        path: Path | str,
+        dataset: Dataset | StreamedDataset,
+        model_config: ModelConfig | None = None,
+        seed: int = 42,
+        item_features: CatalogueFeatures | None = None,
+    ) -> "Run":
         """A run directory for `dataset`: vocabularies, sample requests and the model configuration.
 
         An existing run at `path` on the same data is kept (its stages resume); one on other
-        data, or one with trained stages of another architecture, is refused.
+        data, or one with trained stages of another architecture or other item features, is refused.
 
         Args:
             path: Created if missing.
             dataset: The encoded training data (in memory or streamed); its vocabularies become the run's.
             model_config: Architecture (default: the one `path` trained with, else the defaults; `architecture_for`).
             seed: Seed of the sample-request draw.
+            item_features: The catalogue's item features (`CatalogueFeatures.build` over the dataset's item
+                vocabulary); `model_config` must have their settings (`CatalogueFeatures.model_settings`). Default:
+                the ones `path` holds, if any.
         """
         path = Path(path)
-        model_config = model_config or architecture_for(path, dataset)
+        model_config = model_config or architecture_for(path, dataset, **(item_features.model_settings() if item_features else {}))
         if (model_config.num_items, model_config.num_users) != (dataset.num_items, dataset.num_users):
             raise ConfigError(
                 "model_config",
@@ -194,8 +227,11 @@ class Run:
                     f"{path} holds a run of another architecture ({', '.join(changed)}); leave those model settings "
                     "out to resume it, or train into another directory"
                 )
+        item_features = _checked_features(path, model_config, item_features, trained=recorded is not None)
         dataset.item_vocab.save(path / ITEMS_FILE)
         dataset.user_vocab.save(path / USERS_FILE)
+        if item_features is not None:
+            write_json(path / FEATURES_FILE, item_features.to_dict())
         in_memory = dataset.sample if isinstance(dataset, StreamedDataset) else dataset
         write_json(path / SAMPLES_FILE, sample_requests(in_memory, seed=seed))
         # Keep the stages' configurations of a run being resumed; the model and data are this call's.
@@ -213,12 +249,13 @@ class Run:
         dataset: Dataset | StreamedDataset | None = None,
         model_config: ModelConfig | None = None,
         seed: int = 42,
+        item_features: CatalogueFeatures | None = None,
     ) -> "Run":
-        """The run this process of a `strategy` training writes: `create` (with `dataset`) or `open` the run at
-        `path`, or, on a non-chief worker of a multi-worker run, a scratch run of its own that resumes from
-        the chief's state at `path` (`chief_path`)."""
+        """The run this process of a `strategy` training writes: `create` (with `dataset` and `item_features`) or
+        `open` the run at `path`, or, on a non-chief worker of a multi-worker run, a scratch run of its own that
+        resumes from the chief's state at `path` (`chief_path`)."""
         own = worker_run_dir(path, strategy)
-        run = cls.create(own, dataset, model_config, seed) if dataset is not None else cls.open(own)
+        run = cls.create(own, dataset, model_config, seed, item_features) if dataset is not None else cls.open(own)
         if own != Path(path):
             run.chief_path = Path(path)
         return run
@@ -258,6 +295,11 @@ class Run:
     def model_config(self) -> ModelConfig:
         return _recorded_model_config(self.config["model"], self.path)
 
+    def item_features(self) -> CatalogueFeatures | None:
+        """The item features the run trains with, None for an id-only run."""
+        path = self.path / FEATURES_FILE
+        return CatalogueFeatures.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
     @property
     def vocabulary_files(self) -> tuple[Path, Path]:
         """(items.txt, users.txt): an export copies them into the SavedModel's assets."""
@@ -289,11 +331,23 @@ class Run:
         here, with `train_config` (default `TrainConfig()`) resolved for the catalogue and recorded so."""
         source = {"path": warm_start_from.path, "fingerprint": warm_start_from.fingerprint} if warm_start_from else None
         train_config, payload = _pretraining_record(train_config or TrainConfig(), dataset, source)
+        features = self.item_features()
+        matrix = features.matrix(self.model_config.max_item_features) if features else None
+        values = features.values if features else ()
         return self._stage(
             PRETRAIN_STAGE,
             payload,
             lambda files: pretrain(
-                self.model_config, dataset, train_config, files, self.vocabulary_files, verbose, extra_callbacks, warm_start_from
+                self.model_config,
+                dataset,
+                train_config,
+                files,
+                self.vocabulary_files,
+                verbose,
+                extra_callbacks,
+                warm_start_from,
+                matrix,
+                values,
             ),
         )
 
@@ -426,7 +480,7 @@ class Run:
             fork._drop_stages_after_pretraining()
             (path / EVALUATION_FILE).unlink(missing_ok=True)  # it scored the old weights
         (path / PRETRAIN_STAGE).mkdir(parents=True, exist_ok=True)
-        for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE, SAMPLES_FILE):
+        for name in (CONFIG_FILE, ITEMS_FILE, USERS_FILE, FEATURES_FILE, SAMPLES_FILE):
             if (self.path / name).exists():
                 shutil.copy(self.path / name, path / name)
         for file in [*self.stage_dir(PRETRAIN_STAGE).glob("weights*"), self.stage_dir(PRETRAIN_STAGE) / SUMMARY_FILE]:
@@ -560,7 +614,15 @@ class Run:
         old = Run.open(path)
         if old.path.resolve() == self.path.resolve():
             raise ConfigError("warm_start", f"must be another run than {self.path} (yesterday's)")
-        return WarmStartSource(old.load_model(PRETRAIN_STAGE), old.item_vocab, old.user_vocab, str(old.path.resolve()), old.fingerprint())
+        features = old.item_features()
+        return WarmStartSource(
+            old.load_model(PRETRAIN_STAGE),
+            old.item_vocab,
+            old.user_vocab,
+            str(old.path.resolve()),
+            old.fingerprint(),
+            features.values if features else (),
+        )
 
     def _chief(self) -> "Run | None":
         """The run whose finished stages every worker follows: this one, or on a non-chief worker the
@@ -596,13 +658,15 @@ class Run:
         return int(chosen[str(k)]["m"]) if str(k) in chosen else k
 
     def fingerprint(self) -> str:
-        """A digest of what an export of the run is built from: its vocabularies and sample requests, its
+        """A digest of what an export of the run is built from: its vocabularies, item features and sample requests, its
         committed stages (a summary is written once per training, after its weights) and its last evaluation
         (the chosen m). Retraining or re-evaluating the run changes it."""
         digest = hashlib.sha256()
         for name in (ITEMS_FILE, USERS_FILE, SAMPLES_FILE, EVALUATION_FILE, *(f"{stage}/{SUMMARY_FILE}" for stage in TRAINED_STAGES)):
             path = self.path / name
             digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"(none)") + b"\0")
+        if (self.path / FEATURES_FILE).is_file():  # only where there is one: an id-only run's digest is as it was
+            digest.update(FEATURES_FILE.encode() + b"\0" + (self.path / FEATURES_FILE).read_bytes() + b"\0")
         return digest.hexdigest()[:16]
 
     def current_export(self, export_base: Path | str, name: str = "recgpt") -> Path:
@@ -641,15 +705,22 @@ class Run:
         tuning_seconds: float = ExportConfig.tuning_seconds,
         version: int | None = None,
         jit_compile: bool = False,
+        item_features: ItemFeatures | None = None,
     ) -> PublishedVersion:
         """Publishes the run (prompt-tuned weights when present) as a version of `name` under `export_base`.
 
         The recgpt.json written with it holds the run, the stage, the configuration and, when the
         run was evaluated, its test metrics ("eval_metrics").
 
+        Args:
+            item_features: Today's catalogue (`read_item_features`), for a run trained with item features: every
+                item of it is served, those no training sequence held by their features alone
+                (`export.catalogue.extend_catalogue`); recgpt.json's "catalogue" counts them.
+
         Returns:
             `export.PublishedVersion`: the version's path and the metadata written.
         """
+        from recgpt_tf.export.catalogue import extend_catalogue
         from recgpt_tf.export.publish import export_model
 
         stage = PROMPT_STAGE if self.has_stage(PROMPT_STAGE) else PRETRAIN_STAGE
@@ -664,20 +735,26 @@ class Run:
         evaluation = self.evaluation()
         if evaluation:
             metadata["eval_metrics"] = evaluation["results"]
+        model = self.load_model(stage)
         items, users = self.vocabulary_files
-        return export_model(
-            self.load_model(stage),
-            items,
-            users,
-            export_base,
-            name,
-            split_k(top_k, m, steps),
-            index_kind=index_kind,
-            sample_users=samples["users"],
-            sample_histories=samples["histories"],
-            recall_threshold=recall_threshold,
-            tuning_seconds=tuning_seconds,
-            version=version,
-            metadata=metadata,
-            jit_compile=jit_compile,
-        )
+        with tempfile.TemporaryDirectory(prefix="recgpt-catalogue-") as scratch:
+            if item_features is not None:
+                model, vocabulary, metadata["catalogue"] = extend_catalogue(model, self.item_vocab, self.item_features(), item_features)
+                items = Path(scratch) / ITEMS_FILE  # the served vocabulary: the trained items, then the feature-only ones
+                vocabulary.save(items)
+            return export_model(
+                model,
+                items,
+                users,
+                export_base,
+                name,
+                split_k(top_k, m, steps),
+                index_kind=index_kind,
+                sample_users=samples["users"],
+                sample_histories=samples["histories"],
+                recall_threshold=recall_threshold,
+                tuning_seconds=tuning_seconds,
+                version=version,
+                metadata=metadata,
+                jit_compile=jit_compile,
+            )

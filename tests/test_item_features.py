@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recgpt_tf.data.item_features import ItemFeatures, read_item_features
+from recgpt_tf.data.item_features import CatalogueFeatures, ItemFeatures, read_item_features
 from recgpt_tf.errors import ConfigError, DataFormatError
 
 
@@ -83,3 +84,101 @@ def test_bad_json_lines_and_an_unknown_suffix(tmp_path):
         read_item_features(path)
     with pytest.raises(ConfigError, match="cannot tell the format"):
         read_item_features(_csv(tmp_path, "x", "items.xml"))
+
+
+# --- encoding a catalogue's features for the model ------------------------------------------------------------
+
+
+def _catalogue():
+    return ItemFeatures(
+        ("category", "brand"),
+        {
+            "1": (("face",), ("Nivea",)),
+            "2": (("face", "skin"), ("Dove",)),
+            "3": (("skin",), ("Nivea",)),
+            "4": ((), ()),  # a row, no values
+            "9": (("hair",), ("Dove",)),  # not in the data
+        },
+    )
+
+
+def test_values_held_by_one_trained_item_share_the_oov_bucket_and_counts_say_what_the_file_covered():
+    encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
+    # face (2 items), Nivea (2), skin (2), Dove (1 trained item: rare); hair is on an untrained item only.
+    assert encoded.values == ("category=face", "brand=Nivea", "category=skin")
+    assert encoded.oov == 4
+    assert encoded.rows == ((1, 2), (1, 3, 4), (3, 2), (), ())
+    assert encoded.coverage == {
+        "items_with_features": 3,
+        "items_without_row": 1,  # "5"
+        "items_not_in_data": 1,  # "9"
+        "values_known": 3,
+        "values_rare": 1,
+    }
+    matrix = encoded.matrix()
+    assert matrix.shape == (7, 3) and matrix.dtype == np.int32
+    assert matrix[0].tolist() == [0, 0, 0] and matrix[6].tolist() == [0, 0, 0]  # padding and the OOV item hold none
+    assert matrix[2].tolist() == [1, 3, 4] and matrix[1].tolist() == [1, 2, 0]
+    assert encoded.ids(["category=hair", "brand=Nivea", "brand=Nivea"]) == (4, 2)  # unknown → OOV; a repeat counted once
+    assert CatalogueFeatures.from_dict(json.loads(json.dumps(encoded.to_dict()))) == encoded
+    with pytest.raises(ConfigError, match="holds 3 values"):
+        encoded.matrix(width=2)
+
+
+def test_a_file_sharing_no_item_with_the_data_is_refused_by_name():
+    with pytest.raises(ConfigError, match="no item of the data has a feature value.*'1', '2', '3'"):
+        CatalogueFeatures.build(_catalogue(), ["a", "b"])
+
+
+# --- the feature part of the model --------------------------------------------------------------------------
+
+
+def _featured_model(matrix, num_values):
+    from recgpt_tf.config import ModelConfig
+    from recgpt_tf.training.fit import build_model
+
+    config = ModelConfig(num_items=matrix.shape[0] - 2, num_users=3, hidden_size=8, num_heads=2, intermediate_size=16,
+                         num_feature_values=num_values, max_item_features=matrix.shape[1])  # fmt: skip
+    model = build_model(config, "softmax")
+    model.set_item_features(matrix)
+    return model
+
+
+def test_an_item_is_its_id_row_plus_the_mean_of_its_value_rows_in_the_input_and_the_output_table():
+    encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
+    model = _featured_model(encoded.matrix(), encoded.num_values)
+    embedding = model.backbone.embedding
+    ids, values = embedding.item_embedding.embeddings.numpy(), embedding.feature_embedding.embeddings.numpy()
+    expected = ids.copy()
+    expected[1] += values[[1, 2]].mean(axis=0)
+    expected[2] += values[[1, 3, 4]].mean(axis=0)
+    expected[3] += values[[3, 2]].mean(axis=0)  # items 4 and 5, padding and OOV: their id rows alone
+    np.testing.assert_allclose(model.backbone.item_table.numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(model.candidate_embeddings().numpy(), expected[1:6], rtol=1e-6, atol=1e-7)
+    # The input reads the same rows: the first hidden state moves when an item's feature row moves.
+    batch = {"user_id": np.array([1], np.int32), "item_ids": np.array([[2]], np.int32)}
+    before = model(batch).numpy()
+    moved = values.copy()
+    moved[4] += np.linspace(-1.0, 1.0, moved.shape[1])  # the OOV value, one of item 2's (not a constant: layer norm removes one)
+    embedding.feature_embedding.embeddings.assign(moved)
+    assert not np.allclose(model(batch).numpy(), before)
+    # Prompt-tuned, W_l holds the id part; each item's value rows are still added.
+    model.start_prompt_tuning()
+    np.testing.assert_allclose(model.prompt_output.embeddings.numpy(), ids, rtol=1e-6)
+    np.testing.assert_allclose(model.output_item_table().numpy(), model.backbone.item_table.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_the_item_matrix_is_checked_and_an_id_only_model_has_no_feature_weights():
+    from recgpt_tf.models.recgpt import RecGPT
+
+    model = _featured_model(np.zeros((5, 2), np.int32), 3)
+    with pytest.raises(ConfigError, match=r"shape \(5, 2\)"):
+        model.set_item_features(np.zeros((5, 3), np.int32))
+    with pytest.raises(ConfigError, match=r"0\.\.4"):
+        model.set_item_features(np.full((5, 2), 5, np.int32))
+    plain = RecGPT(num_items=3, num_users=3, hidden_size=8, num_heads=2, intermediate_size=16)
+    plain({"user_id": np.zeros([1], np.int32), "item_ids": np.zeros([1, 1], np.int32)})
+    assert not any("feature" in w.name for w in plain.weights)
+    assert plain.backbone.item_table is plain.backbone.embedding.item_embedding.embeddings  # today's variable, as before
+    with pytest.raises(ConfigError, match="without item features"):
+        plain.set_item_features(np.zeros((5, 1), np.int32))

@@ -24,16 +24,24 @@ Rules, the readers' own:
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
+import functools
 import json
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from recgpt_tf.data.readers import COLUMN_ALIASES, check_id, folded_name, parquet_parts, text_lines
 from recgpt_tf.errors import ConfigError, DataFormatError
 
 VALUE_SEPARATOR = "|"  # between the values of one CSV/TSV cell
+# A value held by fewer of the training catalogue's items than this goes to the OOV bucket, which so learns
+# what a rare value means; a value first seen at export time (a new brand) is read as rare too. A value on
+# one item alone tells the model nothing its id row does not.
+MIN_VALUE_ITEMS = 2
 FEATURE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "s3rec")
 S3REC_COLUMN = "attributes"  # the one feature column of an S3Rec attribute file
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".json": "s3rec"}
@@ -234,3 +242,123 @@ def _refuse_repeated_keys(path: Path):
         return seen
 
     return pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogueFeatures:
+    """A catalogue's item features encoded for the model: the value vocabulary and each item's value ids.
+
+    Feature value ids are 1..F (`values[i]` is id i + 1), F + 1 the bucket of rare and unknown values, 0 padding.
+    A run keeps this beside its item vocabulary (`runs.Run.item_features`); the model carries `matrix()` as a
+    weight.
+
+    Attributes:
+        columns: The feature columns, as the file named them.
+        values: The known "column=value" tokens (`ItemFeatures.tokens`), in first-seen order.
+        rows: Item id i + 1's value ids (`rows[i]`), for the items 1..N of the item vocabulary.
+        min_items: The fewest training items a known value is held by (`MIN_VALUE_ITEMS`).
+        coverage: What the file held against the catalogue: "items_with_features", "items_without_row" (the
+            catalogue's items the file has no row for: known by their id alone), "items_not_in_data" (the file's
+            items no training sequence holds: recommendable once exported with the file), "values_known",
+            "values_rare" (mapped to the OOV bucket).
+    """
+
+    columns: tuple[str, ...]
+    values: tuple[str, ...]
+    rows: tuple[tuple[int, ...], ...]
+    min_items: int = MIN_VALUE_ITEMS
+    coverage: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def build(cls, features: ItemFeatures, items: Sequence[str], min_items: int = MIN_VALUE_ITEMS) -> "CatalogueFeatures":
+        """Encodes `features` for the catalogue `items` (the item vocabulary's tokens, ids 1..N); values held by
+        fewer than `min_items` of them go to the OOV bucket.
+
+        Raises:
+            ConfigError: no item of the catalogue has a feature value in the file (ids written another way?).
+        """
+        held = collections.Counter(token for item in items for token in dict.fromkeys(features.tokens(item)))
+        if not held:
+            sample = ", ".join(repr(item) for item in list(features.items)[:3])
+            raise ConfigError(
+                "item_features",
+                f"no item of the data has a feature value in the file (its items: {sample}, ...); are the ids written the same way?",
+            )
+        values = tuple(token for token, count in held.items() if count >= min_items)
+        known = set(items)
+        coverage = {
+            "items_with_features": sum(1 for item in items if features.tokens(item)),
+            "items_without_row": sum(1 for item in items if item not in features.items),
+            "items_not_in_data": sum(1 for item in features.items if item not in known),
+            "values_known": len(values),
+            "values_rare": len(held) - len(values),
+        }
+        encoded = cls(tuple(features.columns), values, (), min_items, coverage)
+        return dataclasses.replace(encoded, rows=tuple(encoded.ids(features.tokens(item)) for item in items))
+
+    @property
+    def num_values(self) -> int:
+        """F, the known values."""
+        return len(self.values)
+
+    @property
+    def oov(self) -> int:
+        return self.num_values + 1
+
+    @property
+    def width(self) -> int:
+        """M, the most values an item holds (at least 1)."""
+        return max(1, max((len(row) for row in self.rows), default=1))
+
+    def model_settings(self) -> dict[str, int]:
+        """The `ModelConfig` fields of a model with these features."""
+        return {"num_feature_values": self.num_values, "max_item_features": self.width}
+
+    def ids(self, tokens: Iterable[str]) -> tuple[int, ...]:
+        """Value ids of "column=value" tokens (rare and unknown ones the OOV bucket's), each value once."""
+        index = self._index
+        return tuple(index.get(token, self.oov) for token in dict.fromkeys(tokens))
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {token: i + 1 for i, token in enumerate(self.values)}
+
+    def matrix(self, width: int | None = None) -> np.ndarray:
+        """[N + 2, M] int32 value ids (0 pads; row 0 and the OOV row N + 1 hold none), `RecGPT.set_item_features`'s
+        input; `width` (default `self.width`) must hold every row."""
+        width = self.width if width is None else width
+        out = np.zeros((len(self.rows) + 2, width), np.int32)
+        for item, row in enumerate(self.rows, start=1):
+            if len(row) > width:
+                raise ConfigError("item_features", f"item id {item} holds {len(row)} values; the model holds {width} an item")
+            out[item, : len(row)] = row
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "values": list(self.values),
+            "min_items": self.min_items,
+            "coverage": self.coverage,
+            "rows": [list(row) for row in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "CatalogueFeatures":
+        return cls(
+            tuple(values["columns"]),
+            tuple(values["values"]),
+            tuple(tuple(row) for row in values["rows"]),
+            int(values["min_items"]),
+            dict(values.get("coverage", {})),
+        )
+
+    def describe(self) -> str:
+        """One console line: what the features cover."""
+        c = self.coverage
+        return (
+            f"item features ({', '.join(self.columns)}): {c['items_with_features']:,} items with features, "
+            f"{c['items_without_row']:,} without a row (known by id alone), {c['items_not_in_data']:,} not in the data "
+            f"(recommendable once exported with the file); {c['values_known']:,} values known, {c['values_rare']:,} rare "
+            f"(held by fewer than {self.min_items} items: the OOV bucket)"
+        )

@@ -52,7 +52,7 @@ def synthetic_sequences(
             "min_length", f"must satisfy 3 <= min_length <= mean_length, max_length; got {min_length}, {mean_length}, {max_length}"
         )
     rng = np.random.default_rng(seed)
-    topic_of_item = rng.permutation(np.arange(num_items) % num_topics)
+    topic_of_item = _topics(rng, num_items, num_topics)
     members = [np.flatnonzero(topic_of_item == t) for t in range(num_topics)]
     # Zipf-like popularity inside each topic.
     weights = [1.0 / np.arange(1, len(m) + 1) ** 0.8 for m in members]
@@ -82,6 +82,18 @@ def synthetic_sequences(
             items.append(item)
         sequences[str(user)] = [str(i + 1) for i in items]
     return sequences
+
+
+def synthetic_item_topics(num_items: int = 500, num_topics: int = 20, seed: int = 0) -> dict[str, str]:
+    """{item: topic} of `synthetic_sequences`' catalogue at the same arguments: the item features file its
+    catalogue would have (one categorical column; topics "t0".."t{num_topics - 1}")."""
+    topics = _topics(np.random.default_rng(seed), num_items, num_topics)
+    return {str(i + 1): f"t{t}" for i, t in enumerate(topics)}
+
+
+def _topics(rng: np.random.Generator, num_items: int, num_topics: int) -> np.ndarray:
+    """Each item's topic, items spread evenly: the first draw of `synthetic_sequences`' generator."""
+    return rng.permutation(np.arange(num_items) % num_topics)
 
 
 def structured_sequences(

@@ -1,4 +1,5 @@
-"""Input embeddings: item + position + user ("user module") + segment (paper section 1)."""
+"""Input embeddings: item + position + user ("user module") + segment (paper section 1); an item is its id row,
+plus the mean of its feature values' rows when the model has item features."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ class RecGPTEmbedding(ConfiguredLayer):
 
     The item table doubles as the output table of pre-training (score = h · e_i),
     as in SASRec; scaling the input by √d (`scale_items`) keeps the two roles balanced.
+
+    With item features (`config.num_feature_values` > 0) an item's row is e_i = id_emb[i] + mean of
+    feature_emb[f] over its values f, in the input and the output table alike: an item no sequence holds (its
+    id row left at zero) is known by its features. The item → feature-value matrix is a non-trainable weight,
+    `item_features` [N + 2, M] (0 pads a row; row 0 and the OOV row hold none), so checkpoints and SavedModels
+    carry it; `RecGPT.set_item_features` fills it.
 
     Args:
         config: The architecture (`ModelConfig`): num_items (the table has N + 2 rows: 0 padding, N+1 OOV),
@@ -39,8 +46,27 @@ class RecGPTEmbedding(ConfiguredLayer):
             if config.use_user_embedding
             else None
         )
+        self.feature_embedding = self.item_features = None  # the matrix is made in `build`
+        if config.has_item_features:
+            # Rows: 0 padding (never read), 1..F the known values, F + 1 the bucket of rare and unknown ones.
+            self.feature_embedding = keras.layers.Embedding(
+                config.num_feature_values + 2, d, embeddings_initializer=init(), name="feature_embedding"
+            )
         self.embedding_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm")
         self.embedding_dropout = keras.layers.Dropout(config.dropout, name="embedding_dropout")
+
+    def build(self, input_shape) -> None:
+        if self.feature_embedding is not None:  # every item's row is read whole, before any lookup builds the tables
+            self.item_features = self.add_weight(
+                name="item_features",
+                shape=(self.config.num_items + 2, self.config.max_item_features),
+                dtype=tf.int32,
+                initializer="zeros",
+                trainable=False,
+            )
+            self.item_embedding.build(None)
+            self.feature_embedding.build(None)
+        super().build(input_shape)
 
     def call(self, user_id: tf.Tensor, item_ids: tf.Tensor, segment_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Embeds a right-padded batch.
@@ -56,7 +82,7 @@ class RecGPTEmbedding(ConfiguredLayer):
         tf.debugging.assert_less_equal(
             tf.shape(item_ids)[1], self.config.max_length, message=f"item_ids longer than max_length={self.config.max_length}"
         )
-        x = self.item_embedding(item_ids)  # (B, T, d)
+        x = self.item_embedding(item_ids) if self.item_features is None else tf.gather(self.items(), item_ids)  # (B, T, d)
         if self.config.scale_items:
             x *= math.sqrt(self.config.hidden_size)
         x += self.positions(item_ids)
@@ -67,6 +93,19 @@ class RecGPTEmbedding(ConfiguredLayer):
                 user_id = tf.where(drop, tf.zeros_like(user_id), user_id)
             x += self.user_embedding(user_id)[:, tf.newaxis, :]  # (B, 1, d)
         return self.embedding_dropout(self.normalize(x), training=training)
+
+    def items(self) -> tf.Tensor:
+        """[N + 2, d] every item's row: the id table, plus each item's mean feature row with features."""
+        if self.item_features is None:
+            return self.item_embedding.embeddings
+        return self.item_embedding.embeddings + self.pooled_features()
+
+    def pooled_features(self) -> tf.Tensor:
+        """[N + 2, d] each item's mean feature-value row (zeros for an item without features)."""
+        matrix = tf.convert_to_tensor(self.item_features)
+        held = tf.where(matrix > 0)  # (P, 2) (item, slot) of every value held
+        rows = self.feature_embedding(tf.gather_nd(matrix, held))  # (P, d)
+        return tf.math.unsorted_segment_mean(rows, held[:, 0], num_segments=self.config.num_items + 2)
 
     def positions(self, item_ids: tf.Tensor) -> tf.Tensor:
         """[1, T, d] embeddings of the positions 0..T-1 of a [B, T] batch."""

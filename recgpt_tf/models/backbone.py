@@ -41,9 +41,10 @@ class RecGPTBackbone(ConfiguredLayer):
         return self.config.max_length
 
     @property
-    def item_table(self) -> tf.Variable:
-        """[N + 2, d] item embeddings (row 0 padding, row N+1 OOV)."""
-        return self.embedding.item_embedding.embeddings
+    def item_table(self) -> tf.Variable | tf.Tensor:
+        """[N + 2, d] item embeddings (row 0 padding, row N+1 OOV): the id table, or with item features each
+        id row plus its item's mean feature row (`RecGPTEmbedding.items`)."""
+        return self.embedding.items()
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
         """Args:

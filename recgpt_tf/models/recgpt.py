@@ -91,18 +91,39 @@ class RecGPT(tfrs.Model):
             raise ConfigError("counts", f"must have shape ({self.num_items + 2},); got {counts.shape}")
         self.item_log_probability.assign(np.log(counts / counts.sum()).astype(np.float32))
 
+    def set_item_features(self, matrix: np.ndarray) -> None:
+        """Sets the item → feature-value matrix, [N + 2, M] ids in 0..F + 1 (0 pads), of a model built with item
+        features (`data.item_features.FeatureVocabulary.matrix` makes it)."""
+        embedding = self.backbone.embedding
+        if embedding.item_features is None:
+            raise ConfigError("item_features", "this model was built without item features (num_feature_values 0)")
+        matrix = np.asarray(matrix)
+        config = self.backbone.config
+        if matrix.shape != tuple(embedding.item_features.shape):
+            raise ConfigError("item_features", f"must have shape {tuple(embedding.item_features.shape)}; got {matrix.shape}")
+        if matrix.size and not 0 <= matrix.min() <= matrix.max() <= config.num_feature_values + 1:
+            raise ConfigError("item_features", f"values must be feature ids in 0..{config.num_feature_values + 1}")
+        embedding.item_features.assign(matrix.astype(np.int32))
+
     def output_item_table(self) -> tf.Tensor:
         """[N + 2, d] table the hidden state is scored against: the item
-        embeddings (score = h · e_i), or W_l once prompt-tuned (h · W_l^T)."""
-        return self.prompt_output.embeddings if self.prompt_tuned else self.backbone.item_table
+        embeddings (score = h · e_i), or W_l once prompt-tuned (h · W_l^T). With item features W_l is the id
+        part only, and each item's mean feature row (frozen with the backbone) is added to it, so an item no
+        sequence trained, its W_l row zero, is still scored by its features."""
+        if not self.prompt_tuned:
+            return self.backbone.item_table
+        embedding = self.backbone.embedding
+        if embedding.item_features is None:
+            return self.prompt_output.embeddings
+        return self.prompt_output.embeddings + embedding.pooled_features()
 
     def start_prompt_tuning(self) -> None:
         """Freezes the backbone except the segment embedding; scores with W_l from now on.
 
-        W_l starts as a copy of the item embeddings. Call `compile` afterwards:
-        Keras fixes the trainable set when it builds the train function.
+        W_l starts as a copy of the item (id) embeddings, so tuning begins from the pre-trained scorer. Call
+        `compile` afterwards: Keras fixes the trainable set when it builds the train function.
         """
-        self.prompt_output.embeddings.assign(self.backbone.item_table)
+        self.prompt_output.embeddings.assign(self.backbone.embedding.item_embedding.embeddings)
         self.prompt_tuned = True
         self._set_prompt_trainability()
 

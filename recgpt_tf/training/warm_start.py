@@ -6,14 +6,15 @@ decoder blocks, the norms) starts from the old model. New rows start where the o
 them rather than at the initialiser's near-zero values, which no trained row resembles: a new user at the
 cold-start user's row (what the old model serves an unknown user; trained when `user_dropout` > 0), a new
 item at the mean of the trained rows of the known items next to it in the new training sequences (the
-mean known row when none is). The optimizer starts afresh, and early stopping on validation decides how
+mean known row when none is). With item features, the feature-value table is mapped by value the same way (a
+value new today starts at zero) and each item's values are today's. The optimizer starts afresh, and early stopping on validation decides how
 long the new run trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import tf_keras as keras
@@ -36,11 +37,17 @@ class WarmStartSource:
     user_vocab: Vocabulary
     path: str
     fingerprint: str = ""  # of the run at `path` (`Run.fingerprint`): a run retrained in place is another source
+    feature_values: Sequence[str] = ()  # its item features' value vocabulary (`CatalogueFeatures.values`), if any
 
 
 def _item_rows(vocab: Vocabulary) -> list[str]:
     """The item table's rows as tokens: 0 padding, 1..N the items, N+1 unknown items."""
     return [_PADDING, *vocab.tokens, _OOV]
+
+
+def _feature_rows(values: Sequence[str]) -> list[str]:
+    """The feature-value table's rows as tokens: 0 padding, 1..F the values, F+1 rare and unknown values."""
+    return [_PADDING, *values, _OOV]
 
 
 def _user_rows(vocab: Vocabulary) -> list[str]:
@@ -100,6 +107,8 @@ def warm_start(
     old_users: Vocabulary,
     new_users: Vocabulary,
     train_sequences: Iterable[np.ndarray] | None = None,
+    old_values: Sequence[str] = (),
+    new_values: Sequence[str] = (),
 ) -> dict:
     """Copies `old`'s weights into `model` (built, same architecture, catalogue and users of its own).
 
@@ -107,6 +116,8 @@ def warm_start(
         train_sequences: The new data's training sequences (item ids of `new_items`), which place each new
             item's row beside its neighbours' (`neighbour_rows`); without them new items start at the
             mean known row.
+        old_values, new_values: With item features, the two models' feature-value vocabularies, by which the
+            value table's rows are mapped; `model` keeps its own item → value matrix (today's catalogue).
 
     Returns:
         {"items_kept", "items_new", "items_new_with_neighbours", "items_dropped", "users_kept", "users_new",
@@ -115,7 +126,7 @@ def warm_start(
     Raises:
         ConfigError: the architectures differ (beyond the catalogue and user counts), or no item is kept.
     """
-    sizes = {"num_items", "num_users", "name", "objective", "label_smoothing", "prompt_tuned"}
+    sizes = {"num_items", "num_users", "num_feature_values", "max_item_features", "name", "objective", "label_smoothing", "prompt_tuned"}
     mine = {k: v for k, v in model.get_config().items() if k not in sizes}
     theirs = {k: v for k, v in old.get_config().items() if k not in sizes}
     changed = sorted(k for k in mine if mine.get(k) != theirs.get(k))
@@ -127,6 +138,13 @@ def warm_start(
             + " (recgpt train takes the old run's when no model flag is given; in Python, `runs.architecture_for`)",
         )
     embedding, old_embedding = model.backbone.embedding, old.backbone.embedding
+    if (embedding.item_features is None) != (old_embedding.item_features is None):
+        have = lambda m: "with" if m.backbone.embedding.item_features is not None else "without"  # noqa: E731
+        raise ConfigError(
+            "warm_start",
+            f"needs item features on both runs or on neither: the old run was trained {have(old)} them, this one {have(model)} "
+            "(give --item-features to both, or to neither)",
+        )
     new_item_ids, new_user_ids = _new_ids(old_items, new_items), _new_ids(old_users, new_users)
     # Each table in the new row order: kept rows copied by token, then the new rows grown in place.
     items = _by_token(old_embedding.item_embedding.embeddings, _item_rows(old_items), _item_rows(new_items))
@@ -136,6 +154,10 @@ def warm_start(
         users = _by_token(old_embedding.user_embedding.embeddings, _user_rows(old_users), _user_rows(new_users))
         users[new_user_ids] = users[0]  # the cold-start user's row: what the old model serves an unknown user
         tables[id(embedding.user_embedding.embeddings)] = users
+    if embedding.item_features is not None:
+        values = _by_token(old_embedding.feature_embedding.embeddings, _feature_rows(old_values), _feature_rows(new_values))
+        tables[id(embedding.feature_embedding.embeddings)] = values
+        tables[id(embedding.item_features)] = embedding.item_features.numpy()
     for new_weight, old_weight in zip(model.backbone.weights, old.backbone.weights):
         if new_weight.name != old_weight.name:
             raise ConfigError("warm_start", f"weights do not line up ({old_weight.name} against {new_weight.name})")
