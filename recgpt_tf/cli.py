@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="tfrecord input: users sampled into memory to validate the epochs (50,000)",
+        help="tfrecord: users sampled to validate on (50,000)",
     )
     train.add_argument(
         "--stages", choices=list(STAGE_PLANS), default="all", help="all = pretrain then prompt; finetune = the paper's baseline"

@@ -78,7 +78,7 @@ FILTER_MIX = 0.7
 
 
 # Model fields later versions added, with the value that builds what a run recorded without them built.
-ADDED_MODEL_SETTINGS = {"num_feature_values": 0, "max_item_features": 0}
+ADDED_MODEL_SETTINGS = {"num_feature_values": 0, "max_item_features": 0, "item_id_dropout": 0.0}
 # Model settings earlier versions recorded, with the one value the product has kept: a run recorded with
 # these values opens as a product run; with another, it is a lab run (`ModelConfig.from_dict`).
 RETIRED_MODEL_SETTINGS = {"activation": "relu", "layer_norm": "post", "position_mode": "from_start"}
@@ -142,6 +142,9 @@ class ModelConfig:
             and unknown values); 0 (the default) builds no feature part: items are known by their id alone.
         max_item_features: M, the most feature values one item holds (the width of the item → feature matrix
             the model carries as a non-trainable weight, `RecGPTEmbedding`); 0 without features.
+        item_id_dropout: With item features, the probability, in training, that an item's id row is left out of
+            its embedding (each step, in the input and the output table), so that the model learns to place and
+            score an item by its features alone, as it must an item no sequence has held yet.
     """
 
     # The name a run records for a subclass's architecture (a lab's), so that it opens as the same class;
@@ -171,6 +174,7 @@ class ModelConfig:
     filter_frequencies: int = 3
     num_feature_values: int = 0
     max_item_features: int = 0
+    item_id_dropout: float = 0.0
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -193,6 +197,9 @@ class ModelConfig:
                 "num_feature_values",
                 f"and max_item_features must both be 0 (no item features) or both >= 1; got {self.num_feature_values}, {self.max_item_features}",
             )
+
+        if not 0.0 <= self.item_id_dropout < 1.0 or (self.item_id_dropout and not self.num_feature_values):
+            raise ConfigError("item_id_dropout", f"must be in [0, 1), and 0 without item features; got {self.item_id_dropout}")
 
     @property
     def has_item_features(self) -> bool:

@@ -133,12 +133,12 @@ def test_a_file_sharing_no_item_with_the_data_is_refused_by_name():
 # --- the feature part of the model --------------------------------------------------------------------------
 
 
-def _featured_model(matrix, num_values):
+def _featured_model(matrix, num_values, **changes):
     from recgpt_tf.config import ModelConfig
     from recgpt_tf.training.fit import build_model
 
     config = ModelConfig(num_items=matrix.shape[0] - 2, num_users=3, hidden_size=8, num_heads=2, intermediate_size=16,
-                         num_feature_values=num_values, max_item_features=matrix.shape[1])  # fmt: skip
+                         num_feature_values=num_values, max_item_features=matrix.shape[1], **changes)  # fmt: skip
     model = build_model(config, "softmax")
     model.set_item_features(matrix)
     return model
@@ -182,3 +182,23 @@ def test_the_item_matrix_is_checked_and_an_id_only_model_has_no_feature_weights(
     assert plain.backbone.item_table is plain.backbone.embedding.item_embedding.embeddings  # today's variable, as before
     with pytest.raises(ConfigError, match="without item features"):
         plain.set_item_features(np.zeros((5, 1), np.int32))
+
+
+def test_id_dropout_leaves_id_rows_out_in_training_only():
+    encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
+    model = _featured_model(encoded.matrix(), encoded.num_values, item_id_dropout=0.5)
+    embedding = model.backbone.embedding
+    whole, pooled = embedding.items().numpy(), embedding.pooled_features().numpy()
+    np.testing.assert_allclose(embedding.items(training=False).numpy(), whole)  # served: every id row
+    dropped = 0
+    for _ in range(20):
+        rows = embedding.items(training=True).numpy()
+        left_out = np.all(np.isclose(rows, pooled, atol=1e-7), axis=1)
+        kept = np.all(np.isclose(rows, whole, atol=1e-7), axis=1)
+        assert np.all(left_out | kept)  # each row whole, or its features alone
+        dropped += left_out.sum()
+    assert 0.3 < dropped / (20 * 7) < 0.7
+    # The loss sees it: pre-training's output table is the training one.
+    np.testing.assert_allclose(model.output_item_table().numpy(), whole)
+    with pytest.raises(ConfigError, match="0 without item features"):
+        _featured_model(np.zeros((5, 0), np.int32), 0, item_id_dropout=0.2)

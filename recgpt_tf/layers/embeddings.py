@@ -82,7 +82,7 @@ class RecGPTEmbedding(ConfiguredLayer):
         tf.debugging.assert_less_equal(
             tf.shape(item_ids)[1], self.config.max_length, message=f"item_ids longer than max_length={self.config.max_length}"
         )
-        x = self.item_embedding(item_ids) if self.item_features is None else tf.gather(self.items(), item_ids)  # (B, T, d)
+        x = self.item_embedding(item_ids) if self.item_features is None else tf.gather(self.items(training), item_ids)  # (B, T, d)
         if self.config.scale_items:
             x *= math.sqrt(self.config.hidden_size)
         x += self.positions(item_ids)
@@ -94,11 +94,16 @@ class RecGPTEmbedding(ConfiguredLayer):
             x += self.user_embedding(user_id)[:, tf.newaxis, :]  # (B, 1, d)
         return self.embedding_dropout(self.normalize(x), training=training)
 
-    def items(self) -> tf.Tensor:
-        """[N + 2, d] every item's row: the id table, plus each item's mean feature row with features."""
+    def items(self, training: bool | None = None) -> tf.Tensor:
+        """[N + 2, d] every item's row: the id table, plus each item's mean feature row with features (in
+        training, each id row left out with probability `item_id_dropout`)."""
         if self.item_features is None:
             return self.item_embedding.embeddings
-        return self.item_embedding.embeddings + self.pooled_features()
+        ids = self.item_embedding.embeddings
+        if training and self.config.item_id_dropout > 0:
+            kept = tf.random.uniform([self.config.num_items + 2, 1]) >= self.config.item_id_dropout
+            ids = ids * tf.cast(kept, ids.dtype)  # not rescaled: a kept row is the row served
+        return ids + self.pooled_features()
 
     def pooled_features(self) -> tf.Tensor:
         """[N + 2, d] each item's mean feature-value row (zeros for an item without features)."""

@@ -105,13 +105,14 @@ class RecGPT(tfrs.Model):
             raise ConfigError("item_features", f"values must be feature ids in 0..{config.num_feature_values + 1}")
         embedding.item_features.assign(matrix.astype(np.int32))
 
-    def output_item_table(self) -> tf.Tensor:
+    def output_item_table(self, training: bool | None = None) -> tf.Tensor:
         """[N + 2, d] table the hidden state is scored against: the item
         embeddings (score = h · e_i), or W_l once prompt-tuned (h · W_l^T). With item features W_l is the id
         part only, and each item's mean feature row (frozen with the backbone) is added to it, so an item no
-        sequence trained, its W_l row zero, is still scored by its features."""
+        sequence trained, its W_l row zero, is still scored by its features. (`training`: pre-training's id-row
+        dropout, `ModelConfig.item_id_dropout`.)"""
         if not self.prompt_tuned:
-            return self.backbone.item_table
+            return self.backbone.embedding.items(training)
         embedding = self.backbone.embedding
         if embedding.item_features is None:
             return self.prompt_output.embeddings
@@ -161,7 +162,7 @@ class RecGPT(tfrs.Model):
             self.objective,
             queries,
             positives,
-            self.output_item_table(),
+            self.output_item_table(training),
             self.num_items,
             self.item_log_probability,
         )
