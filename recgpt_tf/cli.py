@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from recgpt_tf.config import STAGE_PLANS, TRAIN_CHOICES, ExportConfig, ModelConfig, PromptConfig, TrainConfig
+from recgpt_tf.config import DATA_SIZED_FIELDS, STAGE_PLANS, TRAIN_CHOICES, ExportConfig, ModelConfig, PromptConfig, TrainConfig
 from recgpt_tf.contract import INDEX_CHOICES, INDEX_KINDS, PARTITIONED_MIN_ITEMS
 from recgpt_tf.data.readers import FORMATS, parse_columns, write_sequences
 from recgpt_tf.errors import ConfigError, RecGPTError
@@ -37,17 +37,13 @@ _FLAGS = {
 _SHOWN_SETTINGS = ("max_length", "hidden_size", "num_layers", "objective", "epochs", "batch_size", "learning_rate", "seed", "strategy")
 
 
-# ModelConfig fields the data sizes (the catalogue, the users; --item-features the feature fields).
-_DATA_SIZED = ("num_items", "num_users", "num_feature_values", "max_item_features")
-
-
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per ModelConfig/TrainConfig field (except the data-derived sizes); `_SHOWN_SETTINGS` in --help."""
     group = parser.add_argument_group("model and training (defaults are the tuned ones)")
     more = []
     for config in (ModelConfig, TrainConfig):
         for field in dataclasses.fields(config):
-            if field.name in _DATA_SIZED:
+            if field.name in DATA_SIZED_FIELDS:
                 continue
             flag = f"--{field.name.replace('_', '-')}"
             shown = field.name in _SHOWN_SETTINGS

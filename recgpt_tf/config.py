@@ -77,6 +77,8 @@ def resolve_objective(objective: str, label_smoothing: float | None, num_items: 
 FILTER_MIX = 0.7
 
 
+# ModelConfig fields the data sets (the catalogue, the users; an item features file the feature fields), never a flag.
+DATA_SIZED_FIELDS = ("num_items", "num_users", "num_feature_values", "max_item_features")
 # Model fields later versions added, with the value that builds what a run recorded without them built.
 ADDED_MODEL_SETTINGS = {"num_feature_values": 0, "max_item_features": 0, "item_id_dropout": 0.0}
 # Model settings earlier versions recorded, with the one value the product has kept: a run recorded with

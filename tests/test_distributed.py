@@ -16,6 +16,7 @@ from helpers import write_lines
 from recgpt_tf.cli import main
 from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
 from recgpt_tf.data import Dataset, synthetic_sequences, write_examples
+from recgpt_tf.data.synthetic import synthetic_item_topics
 from recgpt_tf.evaluation import evaluate_popularity
 from recgpt_tf.runs import Run
 from recgpt_tf.training.distribute import free_local_ports
@@ -142,9 +143,11 @@ def test_parameter_server_training_streams_shards_splits_the_tables_over_two_ser
     seqs = synthetic_sequences(num_users=300, num_items=80, num_topics=6, seed=5)
     write_examples(seqs, tmp_path / "train.tfrecord.gz", shards=2)  # streamed: each worker reads its own file
     data = str(tmp_path / "train-*.tfrecord.gz")
+    topics = synthetic_item_topics(80, 6, seed=5)  # and the items' features, which streamed training carries too
+    features = write_lines(tmp_path / "items.csv", ["item_id,topic", *(f"{item},{topic}" for item, topic in topics.items())])
     cluster = _ParameterServerCluster()
     try:
-        coordinator = cluster.train(data, tmp_path / "run", FLAGS)
+        coordinator = cluster.train(data, tmp_path / "run", [*FLAGS, "--item-features", features])
         output = coordinator.communicate(timeout=600)[0]
     finally:
         cluster.close()
@@ -154,12 +157,16 @@ def test_parameter_server_training_streams_shards_splits_the_tables_over_two_ser
     summary = run.summary("pretrain")
     placement = summary["strategy"]["table_placement"]
     for table in ("item_table", "user_table"):
-        assert [device.split("/device")[0] for device in placement[table]] == ["/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
+        # One shard on each server (which server holds the first follows the order variables are made in).
+        assert sorted(device.split("/device")[0] for device in placement[table]) == ["/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
     dataset = Dataset.from_interactions(seqs, name="data")
     popularity = evaluate_popularity(dataset, dataset.split("valid"))["NDCG@10"]
     assert summary["epochs"] == 4 and summary["valid"]["NDCG@10"] > 1.5 * popularity, (summary["valid"], popularity)  # 0.207 vs 0.080
 
-    # The checkpoint of the sharded tables loads into one process whole, and the export answers.
+    # The checkpoint of the sharded tables loads into one process whole, the item features with it, and the export answers.
+    assert run.model_config.num_feature_values == 6
+    matrix = run.load_model("pretrain").backbone.embedding.item_features.numpy()
+    np.testing.assert_array_equal(matrix, run.item_features().matrix())
     published = run.export(tmp_path / "base", "recgpt", "brute-force")
     signature = tf.saved_model.load(str(published.path)).signatures[RECOMMEND_SIGNATURE]
     out = signature(user_id=tf.constant(["1"]), history=tf.constant(pad_histories([seqs["1"][:-1]])))

@@ -12,6 +12,7 @@ from helpers import TINY_MODEL, write_lines
 from recgpt_tf.cli import main
 from recgpt_tf.contract import EMBEDDINGS_SIGNATURE, RECOMMEND_SIGNATURE
 from recgpt_tf.data import read_examples, synthetic_sequences, training_dataset, write_examples
+from recgpt_tf.data.synthetic import synthetic_item_topics
 from recgpt_tf.errors import DataFormatError
 from recgpt_tf.export import export_keras_model
 from recgpt_tf.inference import AutoRegressiveRecall
@@ -71,12 +72,16 @@ def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     data.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in seqs.items()))
     assert main(["convert", str(data), str(tmp_path / "train.tfrecord.gz")]) == 0
     write_examples({u: seqs[u] for u in users[250:]}, tmp_path / "eval.tfrecord.gz")
+    # The catalogue's features, five items of it in no training sequence (a topic each, as items 1..80 have).
+    topics = synthetic_item_topics(80, 6, seed=5)
+    rows = [*(f"{item},{topic}" for item, topic in topics.items()), *(f"new-{i},t{i}" for i in range(5))]
+    features = write_lines(tmp_path / "items.csv", ["item_id,topic", *rows])
     fn_args = SimpleNamespace(
         train_files=[str(tmp_path / "train.tfrecord.gz")],
         eval_files=[str(tmp_path / "eval.tfrecord.gz")],
         serving_model_dir=str(tmp_path / "serving_model"),
         model_run_dir=str(tmp_path / "run"),
-        custom_config=TINY_CONFIG,
+        custom_config={**TINY_CONFIG, "item_features": features},
         train_steps=None,
         eval_steps=None,
         data_accessor=None,
@@ -88,6 +93,7 @@ def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     serving_model = tmp_path / "serving_model"
     meta = json.loads((serving_model / "assets.extra" / "recgpt.json").read_text())
     assert set(meta["eval_metrics"]) >= {"pretrain", "recgpt"} and meta["prompt_tuned"] is True
+    assert meta["catalogue"] == {"items": 85, "trained_items": 80, "feature_only_items": 5, "left_out_without_values": 0}
 
     # The CLI path on the same data gives the same signatures and shapes.
     assert (

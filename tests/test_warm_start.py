@@ -207,3 +207,32 @@ def test_a_warm_start_says_what_it_kept_and_warns_when_little_is_known():
     assert first.startswith("warm start from /runs/old: items 5 kept, 3,012 new") and "users 900 kept, 100 new, 3 dropped" in first
     assert warning.startswith("warning: the old run knows only 5 of today's 3,017 items")
     assert len(describe({**report, "items_kept": 3000, "items_new": 17})) == 1
+
+
+def test_with_item_features_the_value_table_is_mapped_by_value_and_each_item_keeps_todays_values():
+    from recgpt_tf.data.item_features import CatalogueFeatures, ItemFeatures
+
+    day1, day2 = _days()
+    colour = lambda item, day: f"c{int(item) % (5 if day == 1 else 7)}"  # noqa: E731 (two new values, c5 and c6, on day 2)
+    encoded = {
+        day: CatalogueFeatures.build(
+            ItemFeatures(("colour",), {i: ((colour(i, day),),) for i in data.item_vocab.tokens}), data.item_vocab.tokens
+        )
+        for day, data in ((1, day1), (2, day2))
+    }
+    models = {}
+    for day, data in ((1, day1), (2, day2)):
+        config = ModelConfig(num_items=data.num_items, num_users=data.num_users, **TINY_MODEL, **encoded[day].model_settings())
+        models[day] = build_model(config)
+        models[day].set_item_features(encoded[day].matrix())
+    matrix = models[2].backbone.embedding.item_features.numpy()
+    day2_args = (day1.item_vocab, day2.item_vocab, day1.user_vocab, day2.user_vocab, day2.train_sequences())
+    warm_start(models[2], models[1], *day2_args, old_values=encoded[1].values, new_values=encoded[2].values)
+    old, new = (models[day].backbone.embedding.feature_embedding.embeddings.numpy() for day in (1, 2))
+    for value in ("colour=c0", "colour=c4"):
+        np.testing.assert_array_equal(new[encoded[2].values.index(value) + 1], old[encoded[1].values.index(value) + 1])
+    np.testing.assert_array_equal(new[encoded[2].values.index("colour=c6") + 1], 0.0)  # new today: starts at zero
+    np.testing.assert_array_equal(models[2].backbone.embedding.item_features.numpy(), matrix)  # today's values, not yesterday's
+    plain = build_model(ModelConfig(num_items=day2.num_items, num_users=day2.num_users, **TINY_MODEL))
+    with pytest.raises(ConfigError, match="item features on both runs or on neither: the old run was trained with them, this one without"):
+        warm_start(plain, models[1], *day2_args)
