@@ -1,6 +1,6 @@
 """The README's results table, generated from the result files so that no figure is typed by hand.
 
-Reads `seeds_*.json` (recipes at several seeds) and writes `benchmarks/results/headline.md` and the README's
+Reads `seeds_DATASET.json` and `seeds_DATASET_features.json` (recipes at several seeds; the latter with item features) and writes `benchmarks/results/headline.md` and the README's
 table between its headline markers: a row per recipe with its test figures as mean ± std, on each dataset
 where it has at least `MIN_SEEDS` seeds, with its file and date; then the published rows quoted with their
 sources. Rows with fewer seeds (superseded or unfinished runs) stay in docs/results.md and the JSON.
@@ -26,8 +26,10 @@ PUBLISHED = [
     ("SASRec, full-softmax CE, tuned (Xu et al.)", {"Beauty": (0.0986, 0.0597)}, "5 seeds"),
     ("RecGPT as published (paper, Table 2)", {"Beauty": (0.0654, 0.0357), "Sports_and_Outdoors": (0.0339, 0.0181)}, "arXiv:2404.08675"),
 ]
+SEED_FILES = ("seeds_{}.json", "seeds_{}_features.json")
 RECIPE_NAMES = {
     "defaults+all": "recgpt-tf RecGPT, the defaults (`recgpt train --stages all`)",
+    "defaults+features+all": "recgpt-tf RecGPT, the defaults with item features (`--item-features`, the data's attribute file)",
     "defaults_no_filter+all": "recgpt-tf RecGPT, the defaults before the low-pass filter branch (`--filter-mix 0`)",
     "defaults": "recgpt-tf pre-training alone, the defaults",
     "sasrec_ce_layout": "SASRec-CE, Xu et al.'s recipe in SASRec's own block",
@@ -52,18 +54,21 @@ def main() -> None:
     )
     args = parser.parse_args()
     lines = ["| model | Beauty | Sports | source |", "| --- | --- | --- | --- |"]
-    seeds = {
-        name: json.loads((RESULTS / f"seeds_{name}.json").read_text()) for name in DATASETS if (RESULTS / f"seeds_{name}.json").exists()
+    seeds = {  # (dataset, file name): report
+        (name, pattern.format(name)): json.loads((RESULTS / pattern.format(name)).read_text())
+        for name in DATASETS
+        for pattern in SEED_FILES
+        if (RESULTS / pattern.format(name)).exists()
     }
     for recipe, label in RECIPE_NAMES.items():
         per_dataset, notes = {}, []
-        for name, report in seeds.items():
+        for (name, file), report in seeds.items():
             runs = report.get("recipes", {}).get(recipe, {}).get("runs", {})
             tested = [(r["test"]["HR@10"], r["test"]["NDCG@10"]) for r in runs.values() if "test" in r]
             if len(tested) >= MIN_SEEDS:
                 per_dataset[name] = tested
                 dates = sorted(r["finished"][:10] for r in runs.values() if "test" in r)
-                notes.append(f"`seeds_{name}.json` ({dates[-1]}), {len(tested)} seed{'s' if len(tested) > 1 else ''}")
+                notes.append(f"`{file}` ({dates[-1]}), {len(tested)} seed{'s' if len(tested) > 1 else ''}")
         if per_dataset:
             lines.append(
                 f"| {label} | {cell(per_dataset.get('Beauty', []))} | {cell(per_dataset.get('Sports_and_Outdoors', []))} | {'; '.join(notes)} |"

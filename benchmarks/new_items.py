@@ -2,8 +2,9 @@
 
 A random share of the catalogue (5%, drawn once with `--withhold-seed`) is withheld from training entirely: every
 interaction with a withheld item is removed from the training and validation inputs, so the model never sees
-one (a user whose held-out test item is withheld loses one more known item, the last, which the leave-one-out
-split then holds out for validation; a user left with no item is not trained on and is served as a new user).
+one (a user whose held-out test item is withheld loses one more known item to the training data's split, the
+last, which it holds out as its own test item; a user left with no item is not trained on and is served as a
+new user).
 Each seed trains the defaults with the item features through every stage (`recgpt train --stages all
 --item-features`), chooses the two-step m on its own validation split (`Run.evaluate`), and is then grown to
 the whole catalogue as `recgpt export --item-features` grows it (`export.catalogue.extend_catalogue`): the
@@ -107,15 +108,16 @@ def category_baseline(split: EvalSplit, features: ItemFeatures, vocab, counts: n
     for start in range(0, len(split), 1024):
         rows = range(start, min(start + 1024, len(split)))
         held = np.zeros((len(rows), len(tokens)), np.float32)
-        for r, u in enumerate(rows):
-            history = split.histories[u]
-            held[r] = binary[history[history <= vocab.size]].sum(axis=0)
+        known = [split.histories[u][split.histories[u] <= vocab.size] for u in rows]  # an OOV id scores nothing
+        for r, history in enumerate(known):
+            held[r] = binary[history].sum(axis=0)
         scores = held @ holds.T + tie  # (users, N + 1)
         scores[:, 0] = -np.inf
         for r, u in enumerate(rows):
-            scores[r, split.histories[u]] = -np.inf
+            scores[r, known[r]] = -np.inf
             target = split.targets[u]
-            ranks[u] = np.sum(scores[r] > scores[r, target]) if np.isfinite(scores[r, target]) else vocab.size
+            # An OOV target, or one in the history, is ranked past every cutoff (as `target_ranks` does).
+            ranks[u] = np.sum(scores[r] > scores[r, target]) if target <= vocab.size and np.isfinite(scores[r, target]) else vocab.size
     return ranks
 
 
@@ -188,13 +190,16 @@ def main() -> None:
     features = ItemFeatures(every.columns, {item: values for item, values in every.items.items() if item in in_data and every.tokens(item)})
     withheld = withheld_items(interactions, args.fraction, args.withhold_seed)
     report = json.loads(args.json.read_text()) if args.json.exists() else {}
+    drawn = {"fraction": args.fraction, "seed": args.withhold_seed, "items": len(withheld)}
+    if report.get("withheld", drawn) != drawn:
+        raise SystemExit(f"{args.json} holds runs with other withheld items ({report['withheld']}); write to another file")
     report.update(
         dataset=args.data.stem,
         item_features=str(args.item_features),
         machine=machine(),
         protocol=PROTOCOL
         + " over the whole catalogue (withheld items by their features); m chosen on validation; mean ± sample std over seeds",
-        withheld={"fraction": args.fraction, "seed": args.withhold_seed, "items": len(withheld)},
+        withheld=drawn,
         **({"epochs_cap": args.epochs} if args.epochs else {}),
     )
     if "baseline" not in report:

@@ -327,7 +327,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         c = meta["catalogue"]
         print(
             f"catalogue: {c['items']:,} items served, {c['trained_items']:,} trained, {c['feature_only_items']:,} by their features "
-            f"alone; {c['left_out_without_values']:,} of {args.item_features} left out (no feature value to score them by)"
+            f"alone ({c['feature_only_with_unknown_values_only']:,} of them by values the run never knew); "
+            f"{c['left_out_without_values']:,} of {args.item_features} left out (no feature value to score them by)"
         )
     return 0
 

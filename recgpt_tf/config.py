@@ -144,9 +144,10 @@ class ModelConfig:
             and unknown values); 0 (the default) builds no feature part: items are known by their id alone.
         max_item_features: M, the most feature values one item holds (the width of the item → feature matrix
             the model carries as a non-trainable weight, `RecGPTEmbedding`); 0 without features.
-        item_id_dropout: With item features, the probability, in training, that an item's id row is left out of
-            its embedding (each step, in the input and the output table), so that the model learns to place and
-            score an item by its features alone, as it must an item no sequence has held yet.
+        item_id_dropout: With item features, the probability, at each step of pre-training (and of the
+            fine-tuning baseline; not of prompt-tuning), that an item's id row is left out of its embedding (one
+            draw for the step's input and output table), so that the model learns to place and score an item by
+            its features alone, as it must an item no sequence has held yet.
     """
 
     # The name a run records for a subclass's architecture (a lab's), so that it opens as the same class;

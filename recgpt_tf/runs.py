@@ -115,15 +115,17 @@ def _recorded_architecture(path: Path | str) -> ModelConfig | None:
 
 
 def _checked_features(path: Path, model_config: ModelConfig, given: CatalogueFeatures | None, trained: bool) -> CatalogueFeatures | None:
-    """The item features a run at `path` trains with: `given`, else those it holds; refused when they do not fit
-    `model_config`, or differ from those of a trained run there."""
+    """The item features a run at `path` trains with: `given`; for a trained run given none, those it holds (it
+    resumes with them). Refused: features that do not fit `model_config`, or differ from a trained run's."""
     held = CatalogueFeatures.from_dict(json.loads((path / FEATURES_FILE).read_text())) if (path / FEATURES_FILE).is_file() else None
     if trained and given is not None and held is not None and (given.values, given.rows) != (held.values, held.rows):
         raise RunDirectoryError(
             f"{path} was trained with other item features ({FEATURES_FILE}); give the same file to resume it, or train into another directory"
         )
-    features = given or held
-    settings = features.model_settings() if features else {"num_feature_values": 0, "max_item_features": 0}
+    features = given or (held if trained else None)
+    settings = (
+        features.model_settings() if features else {key: ADDED_MODEL_SETTINGS[key] for key in ("num_feature_values", "max_item_features")}
+    )
     if {key: getattr(model_config, key) for key in settings} != settings:
         have = "item features with " + ", ".join(f"{k} {v}" for k, v in settings.items()) if features else "no item features"
         raise ConfigError("model_config", f"does not fit the run's item features: the run has {have}")
@@ -148,15 +150,23 @@ def architecture_for(
     Args:
         path: The run directory; once a stage has trained there, its recorded architecture is the base.
         dataset: The training data, which sizes the catalogue and user tables.
-        warm_start: Yesterday's run: its architecture is the base for a new `path`.
+        warm_start: Yesterday's run: its architecture is the base for a new `path`, but for the item features'
+            sizes, which today's features file (in `changes`) sets, or its absence.
         **changes: ModelConfig fields to change (the model flags given). On a trained run, `Run.create`
             refuses a change; a warm start refuses one too.
 
     Returns:
         The base (or the defaults, where neither run exists) with `changes` applied.
     """
-    recorded = _recorded_architecture(path) or (_recorded_architecture(warm_start) if warm_start else None)
+    recorded = _recorded_architecture(path)
     base = recorded.to_dict() if recorded else {}
+    if not recorded and warm_start and (yesterday := _recorded_architecture(warm_start)):
+        # Yesterday's architecture, but today's item features (or none): the file given today sizes them.
+        base = {
+            **yesterday.to_dict(),
+            **ADDED_MODEL_SETTINGS,
+            "item_id_dropout": yesterday.item_id_dropout if "num_feature_values" in changes else 0.0,
+        }
     return ModelConfig.from_dict({**base, **changes, "num_items": dataset.num_items, "num_users": dataset.num_users})
 
 
@@ -232,6 +242,8 @@ class Run:
         dataset.user_vocab.save(path / USERS_FILE)
         if item_features is not None:
             write_json(path / FEATURES_FILE, item_features.to_dict())
+        else:  # an untrained run's features of an earlier attempt: this one trains without
+            (path / FEATURES_FILE).unlink(missing_ok=True)
         in_memory = dataset.sample if isinstance(dataset, StreamedDataset) else dataset
         write_json(path / SAMPLES_FILE, sample_requests(in_memory, seed=seed))
         # Keep the stages' configurations of a run being resumed; the model and data are this call's.

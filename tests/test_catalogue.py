@@ -2,6 +2,7 @@
 served, and asked over gRPC and REST for items that only their features can explain."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -56,7 +57,13 @@ def test_a_feature_only_item_is_recommended_over_grpc_and_rest_for_a_user_of_its
     run, base, server = served
     topics = catalogue[3]
     meta = json.loads((base / "recgpt" / "1" / "assets.extra" / "recgpt.json").read_text())
-    assert meta["catalogue"] == {"items": 200, "trained_items": 160, "feature_only_items": 40, "left_out_without_values": 0}
+    assert meta["catalogue"] == {
+        "items": 200,
+        "trained_items": 160,
+        "feature_only_items": 40,
+        "feature_only_with_unknown_values_only": 0,
+        "left_out_without_values": 0,
+    }
     assert meta["num_items"] == 200
     clients = (GrpcClient(f"127.0.0.1:{server.grpc_port}", "recgpt"), RestClient(f"127.0.0.1:{server.rest_port}", "recgpt"))
     for topic in ("t0", "t7"):
@@ -91,16 +98,32 @@ def test_the_run_keeps_its_features_and_refuses_others(served, catalogue, tmp_pa
     # An architecture without them does not fit features given.
     with pytest.raises(ConfigError, match="does not fit the run's item features: the run has item features with num_feature_values 20"):
         Run.create(tmp_path / "new", dataset, ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users), item_features=held)
-    # A run recorded before the feature fields existed opens as id-only.
-    config = json.loads((run_dir / "config.json").read_text())
-    for key in ("num_feature_values", "max_item_features"):
+    # A run recorded before the feature fields existed opens as id-only (a copy: the fixture's run stays as it is).
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    for key in ("num_feature_values", "max_item_features", "item_id_dropout"):
         del config["model"][key]
-    (run_dir / "config.json").write_text(json.dumps(config))
-    try:
-        assert not Run.open(run_dir).model_config.has_item_features
-    finally:
-        config["model"].update(held.model_settings())
-        (run_dir / "config.json").write_text(json.dumps(config))
+    (copy / "config.json").write_text(json.dumps(config))
+    assert not Run.open(copy).model_config.has_item_features
+    # An untrained directory that an attempt with features left behind trains without them when given none.
+    attempt = tmp_path / "attempt"
+    Run.create(
+        attempt, dataset, ModelConfig(num_items=dataset.num_items, num_users=dataset.num_users, **held.model_settings()), item_features=held
+    )
+    assert (attempt / FEATURES_FILE).exists()
+    assert Run.create(attempt, dataset).item_features() is None and not (attempt / FEATURES_FILE).exists()
+
+
+@pytest.mark.slow
+def test_a_warm_start_from_a_run_with_features_needs_them_today(served, catalogue, tmp_path, capsys):
+    root, data, features, _ = catalogue
+    args = ["train", str(data), "--out", str(tmp_path / "today"), "--warm-start", str(served[0]), "--stages", "pretrain", "--epochs", "1"]
+    assert main([*args, "--quiet"]) == 2
+    assert "needs item features on both runs or on neither: the old run was trained with them, this one without" in capsys.readouterr().err
+    assert main([*args, "--quiet", "--item-features", str(features)]) == 0
+    warm = Run.open(tmp_path / "today").summary("pretrain")["warm_start"]
+    assert warm["items_kept"] == 160 and warm["items_new"] == 0
 
 
 def test_an_id_only_run_cannot_serve_items_by_features(tmp_path, capsys, catalogue):

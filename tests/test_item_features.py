@@ -202,3 +202,61 @@ def test_id_dropout_leaves_id_rows_out_in_training_only():
     np.testing.assert_allclose(model.output_item_table().numpy(), whole)
     with pytest.raises(ConfigError, match="0 without item features"):
         _featured_model(np.zeros((5, 0), np.int32), 0, item_id_dropout=0.2)
+
+
+def test_a_batch_reads_the_rows_the_whole_table_holds():
+    # Served and validated batches make their items' rows alone (static shapes, for XLA); a training step reads
+    # them from the whole table: the two agree.
+    encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
+    model = _featured_model(encoded.matrix(), encoded.num_values)
+    embedding = model.backbone.embedding
+    ids = np.array([[2, 1, 4, 0], [6, 3, 5, 2]], np.int32)
+    np.testing.assert_allclose(embedding.pooled_of(ids).numpy(), embedding.pooled_features().numpy()[ids], rtol=1e-6, atol=1e-7)
+    batch = {"user_id": np.array([1, 2], np.int32), "item_ids": ids}
+    np.testing.assert_allclose(
+        model.backbone(batch).numpy(), model.backbone(batch, item_rows=embedding.items()).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_every_value_rare_is_refused_by_name():
+    titles = ItemFeatures(("title",), {item: ((f"title of {item}",),) for item in ("1", "2", "3")})
+    with pytest.raises(ConfigError, match="every value of the file is held by fewer than 2 of the data's items"):
+        CatalogueFeatures.build(titles, ["1", "2", "3"])
+
+
+def test_the_export_grows_the_model_by_the_new_items_features():
+    from recgpt_tf.data import Vocabulary
+    from recgpt_tf.export.catalogue import extend_catalogue
+
+    trained = ["1", "2", "3", "4", "5"]
+    encoded = CatalogueFeatures.build(_catalogue(), trained)
+    model = _featured_model(encoded.matrix(), encoded.num_values)
+    model.start_prompt_tuning()
+    model.prompt_output.embeddings.assign(model.prompt_output.embeddings + 0.1)  # W_l moved by tuning
+    today = ItemFeatures(
+        ("category", "brand"),
+        {
+            **_catalogue().items,
+            "n1": (("face", "skin", "hair"), ("Nivea", "Acme")),  # 5 values, 3 known + 2 unknown (one OOV id): wider than M = 3
+            "n2": (("new",), ()),  # unknown values only
+            "n3": ((), ()),  # no value: left out
+        },
+    )
+    grown, vocab, counts = extend_catalogue(model, Vocabulary(trained), encoded, today)
+    assert vocab.tokens == [*trained, "9", "n1", "n2"]  # "9" was in yesterday's file but in no sequence (hair, Dove: both rare)
+    assert counts == {"items": 8, "trained_items": 5, "feature_only_items": 3, "feature_only_with_unknown_values_only": 2,
+                      "left_out_without_values": 1}  # fmt: skip
+    embedding, before = grown.backbone.embedding, model.backbone.embedding
+    matrix = embedding.item_features.numpy()
+    assert matrix.shape == (10, 4) and matrix[7].tolist() == [1, 3, 4, 2] and matrix[8].tolist() == [4, 0, 0, 0]
+    np.testing.assert_array_equal(matrix[:6, :3], before.item_features.numpy()[:6])
+    old_ids, new_ids = before.item_embedding.embeddings.numpy(), embedding.item_embedding.embeddings.numpy()
+    np.testing.assert_array_equal(new_ids[:6], old_ids[:6])
+    np.testing.assert_array_equal(new_ids[9], old_ids[6])  # the OOV row, moved past the new items
+    np.testing.assert_array_equal(new_ids[6:9], 0.0)
+    # Trained items score as before; a new item by its features alone (its W_l row zero too).
+    old_table, new_table = model.candidate_embeddings().numpy(), grown.candidate_embeddings().numpy()
+    np.testing.assert_allclose(new_table[:5], old_table, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(new_table[5:], embedding.pooled_features().numpy()[6:9], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ConfigError, match=r"has the columns \['kind'\]; the run was trained with \['category', 'brand'\]"):
+        extend_catalogue(model, Vocabulary(trained), encoded, ItemFeatures(("kind",), {"n1": (("a",),)}))

@@ -93,7 +93,13 @@ def test_run_fn_writes_a_servable_saved_model_with_the_cli_contract(tmp_path):
     serving_model = tmp_path / "serving_model"
     meta = json.loads((serving_model / "assets.extra" / "recgpt.json").read_text())
     assert set(meta["eval_metrics"]) >= {"pretrain", "recgpt"} and meta["prompt_tuned"] is True
-    assert meta["catalogue"] == {"items": 85, "trained_items": 80, "feature_only_items": 5, "left_out_without_values": 0}
+    assert meta["catalogue"] == {
+        "items": 85,
+        "trained_items": 80,
+        "feature_only_items": 5,
+        "feature_only_with_unknown_values_only": 0,
+        "left_out_without_values": 0,
+    }
 
     # The CLI path on the same data gives the same signatures and shapes.
     assert (

@@ -285,6 +285,12 @@ class CatalogueFeatures:
                 f"no item of the data has a feature value in the file (its items: {sample}, ...); are the ids written the same way?",
             )
         values = tuple(token for token, count in held.items() if count >= min_items)
+        if not values:
+            raise ConfigError(
+                "item_features",
+                f"every value of the file is held by fewer than {min_items} of the data's items ({len(held):,} values), so none "
+                "tells the model about more than one item; give columns of shared values (category, brand, price band)",
+            )
         known = set(items)
         coverage = {
             "items_with_features": sum(1 for item in items if features.tokens(item)),
@@ -315,9 +321,10 @@ class CatalogueFeatures:
         return {"num_feature_values": self.num_values, "max_item_features": self.width}
 
     def ids(self, tokens: Iterable[str]) -> tuple[int, ...]:
-        """Value ids of "column=value" tokens (rare and unknown ones the OOV bucket's), each value once."""
+        """Value ids of "column=value" tokens (rare and unknown ones the OOV bucket's), each id once (two rare
+        values are one OOV id, not two)."""
         index = self._index
-        return tuple(index.get(token, self.oov) for token in dict.fromkeys(tokens))
+        return tuple(dict.fromkeys(index.get(token, self.oov) for token in tokens))
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:

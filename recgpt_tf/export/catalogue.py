@@ -38,11 +38,18 @@ def extend_catalogue(
 
     Returns:
         (the grown model, its item vocabulary: the trained items, then the new ones in the file's order, and
-        {"items", "trained_items", "feature_only_items", "left_out_without_values"}).
+        {"items", "trained_items", "feature_only_items", "feature_only_with_unknown_values_only",
+        "left_out_without_values"}).
     """
     if model.backbone.embedding.item_features is None:
         raise ConfigError(
             "item_features", "the run was trained without item features; train it with --item-features to serve items by them"
+        )
+    if tuple(catalogue.columns) != tuple(features.columns):
+        raise ConfigError(
+            "item_features",
+            f"has the columns {list(catalogue.columns)}; the run was trained with {list(features.columns)} (a renamed column's "
+            "values would all be unknown to it)",
         )
     new = [item for item in catalogue.items if item_vocab.lookup(item) == item_vocab.oov]
     rows = {item: features.ids(catalogue.tokens(item)) for item in new}
@@ -52,6 +59,8 @@ def extend_catalogue(
     width = max([config.max_item_features, *(len(rows[item]) for item in added)])
     grown = build_model(dataclasses.replace(config, num_items=n + k, max_item_features=width), model.objective, model.prompt_tuned, 0.0)
     kept = np.concatenate([np.arange(n + 1), [n + k + 1]])  # padding and items 1..N in place; the OOV row moves to the end
+    if len(grown.weights) != len(model.weights):
+        raise ConfigError("model", f"has {len(model.weights)} weights; its grown copy {len(grown.weights)}")
     for new_weight, old_weight in zip(grown.weights, model.weights):
         if new_weight.name != old_weight.name:
             raise ConfigError("model", f"weights do not line up ({old_weight.name} against {new_weight.name})")
@@ -68,5 +77,12 @@ def extend_catalogue(
     for row, item in enumerate(added, start=n + 1):
         matrix[row, : len(rows[item])] = rows[item]
     grown.set_item_features(matrix)
-    counts = {"items": n + k, "trained_items": n, "feature_only_items": k, "left_out_without_values": len(new) - k}
+    counts = {
+        "items": n + k,
+        "trained_items": n,
+        "feature_only_items": k,
+        # Served by the OOV bucket alone (every value rare or new): scored alike, by "a rare value".
+        "feature_only_with_unknown_values_only": sum(rows[item] == (features.oov,) for item in added),
+        "left_out_without_values": len(new) - k,
+    }
     return grown, Vocabulary([*item_vocab.tokens, *added]), counts

@@ -68,13 +68,22 @@ class RecGPTEmbedding(ConfiguredLayer):
             self.feature_embedding.build(None)
         super().build(input_shape)
 
-    def call(self, user_id: tf.Tensor, item_ids: tf.Tensor, segment_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    def call(
+        self,
+        user_id: tf.Tensor,
+        item_ids: tf.Tensor,
+        segment_ids: tf.Tensor,
+        training: bool | None = None,
+        item_rows: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         """Embeds a right-padded batch.
 
         Args:
             user_id: [B] int user ids.
             item_ids: [B, T] int item ids, T <= max_length.
             segment_ids: [B, T] int segment ids.
+            item_rows: Every item's row, [N + 2, d] (`items`), when the caller has it already (a training step,
+                whose output table it is too); otherwise the rows of `item_ids` alone are made.
 
         Returns:
             [B, T, d] float embeddings.
@@ -82,7 +91,10 @@ class RecGPTEmbedding(ConfiguredLayer):
         tf.debugging.assert_less_equal(
             tf.shape(item_ids)[1], self.config.max_length, message=f"item_ids longer than max_length={self.config.max_length}"
         )
-        x = self.item_embedding(item_ids) if self.item_features is None else tf.gather(self.items(training), item_ids)  # (B, T, d)
+        if item_rows is not None:
+            x = tf.gather(item_rows, item_ids)
+        else:
+            x = self.item_embedding(item_ids) if self.item_features is None else self.item_embedding(item_ids) + self.pooled_of(item_ids)
         if self.config.scale_items:
             x *= math.sqrt(self.config.hidden_size)
         x += self.positions(item_ids)
@@ -96,7 +108,8 @@ class RecGPTEmbedding(ConfiguredLayer):
 
     def items(self, training: bool | None = None) -> tf.Tensor:
         """[N + 2, d] every item's row: the id table, plus each item's mean feature row with features (in
-        training, each id row left out with probability `item_id_dropout`)."""
+        training, each id row left out with probability `item_id_dropout`: one draw, which a training step
+        uses for its input and its output table alike)."""
         if self.item_features is None:
             return self.item_embedding.embeddings
         ids = self.item_embedding.embeddings
@@ -105,8 +118,17 @@ class RecGPTEmbedding(ConfiguredLayer):
             ids = ids * tf.cast(kept, ids.dtype)  # not rescaled: a kept row is the row served
         return ids + self.pooled_features()
 
+    def pooled_of(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """[..., d] the mean feature-value row of each of `item_ids` [...], with static shapes (a decoder pass
+        compiled by XLA reads it); its cost grows with the ids asked, not the catalogue."""
+        values = tf.gather(self.item_features, item_ids)  # (..., M)
+        held = tf.cast(values > 0, tf.float32)[..., tf.newaxis]
+        total = tf.reduce_sum(self.feature_embedding(values) * held, axis=-2)
+        return total / tf.maximum(tf.reduce_sum(held, axis=-2), 1.0)
+
     def pooled_features(self) -> tf.Tensor:
-        """[N + 2, d] each item's mean feature-value row (zeros for an item without features)."""
+        """[N + 2, d] each item's mean feature-value row (zeros for an item without features), summed over the
+        values held only (its cost grows with the catalogue's values, not N × M)."""
         matrix = tf.convert_to_tensor(self.item_features)
         held = tf.where(matrix > 0)  # (P, 2) (item, slot) of every value held
         rows = self.feature_embedding(tf.gather_nd(matrix, held))  # (P, d)

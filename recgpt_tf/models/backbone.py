@@ -46,10 +46,11 @@ class RecGPTBackbone(ConfiguredLayer):
         id row plus its item's mean feature row (`RecGPTEmbedding.items`)."""
         return self.embedding.items()
 
-    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None, item_rows: tf.Tensor | None = None) -> tf.Tensor:
         """Args:
             inputs: `user_id` [B], `item_ids` [B, T] right-padded with 0, and
                 optionally `segment_ids` [B, T] (zeros when absent).
+            item_rows: Every item's input row, [N + 2, d], where the caller has it (`RecGPTEmbedding.call`).
 
         Returns:
             [B, T, d] hidden states; rows past each sequence's length are padding.
@@ -57,7 +58,7 @@ class RecGPTBackbone(ConfiguredLayer):
         item_ids = tf.cast(inputs[ITEM_IDS], tf.int32)
         segment_ids = inputs.get(SEGMENT_IDS)
         segment_ids = tf.zeros_like(item_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
-        x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training)
+        x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training, item_rows=item_rows)
         return self.decode(x, item_ids, training=training)
 
     def decode(self, x: tf.Tensor, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:

@@ -93,7 +93,7 @@ class RecGPT(tfrs.Model):
 
     def set_item_features(self, matrix: np.ndarray) -> None:
         """Sets the item → feature-value matrix, [N + 2, M] ids in 0..F + 1 (0 pads), of a model built with item
-        features (`data.item_features.FeatureVocabulary.matrix` makes it)."""
+        features (`data.item_features.CatalogueFeatures.matrix` makes it)."""
         embedding = self.backbone.embedding
         if embedding.item_features is None:
             raise ConfigError("item_features", "this model was built without item features (num_feature_values 0)")
@@ -105,14 +105,13 @@ class RecGPT(tfrs.Model):
             raise ConfigError("item_features", f"values must be feature ids in 0..{config.num_feature_values + 1}")
         embedding.item_features.assign(matrix.astype(np.int32))
 
-    def output_item_table(self, training: bool | None = None) -> tf.Tensor:
+    def output_item_table(self) -> tf.Tensor:
         """[N + 2, d] table the hidden state is scored against: the item
         embeddings (score = h · e_i), or W_l once prompt-tuned (h · W_l^T). With item features W_l is the id
         part only, and each item's mean feature row (frozen with the backbone) is added to it, so an item no
-        sequence trained, its W_l row zero, is still scored by its features. (`training`: pre-training's id-row
-        dropout, `ModelConfig.item_id_dropout`.)"""
+        sequence trained, its W_l row zero, is still scored by its features."""
         if not self.prompt_tuned:
-            return self.backbone.embedding.items(training)
+            return self.backbone.item_table
         embedding = self.backbone.embedding
         if embedding.item_features is None:
             return self.prompt_output.embeddings
@@ -149,9 +148,14 @@ class RecGPT(tfrs.Model):
         return gather_last(self.backbone(inputs, training=False), lengths)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        embedding = self.backbone.embedding
+        # With item features the step builds every item's row once (one draw of the id-row dropout, which
+        # pre-training and the fine-tuning baseline train with): the input reads it, and pre-training scores with it.
+        table = embedding.items(training and not self.prompt_tuned) if embedding.item_features is not None else None
         hidden = self.backbone(
             {USER_ID: features[USER_ID], ITEM_IDS: features[ITEM_IDS], SEGMENT_IDS: features.get(SEGMENT_IDS)},
             training=training,
+            item_rows=table,
         )  # (B, T, d)
         targets = tf.cast(features[TARGETS], tf.int32)
         real = targets > 0
@@ -162,7 +166,7 @@ class RecGPT(tfrs.Model):
             self.objective,
             queries,
             positives,
-            self.output_item_table(training),
+            table if table is not None and not self.prompt_tuned else self.output_item_table(),
             self.num_items,
             self.item_log_probability,
         )

@@ -124,7 +124,8 @@ def warm_start(
         "users_dropped"}.
 
     Raises:
-        ConfigError: the architectures differ (beyond the catalogue and user counts), or no item is kept.
+        ConfigError: the architectures differ (beyond the catalogue and user counts and the item features'
+            sizes), one run has item features and the other none, or no item is kept.
     """
     sizes = {"num_items", "num_users", "num_feature_values", "max_item_features", "name", "objective", "label_smoothing", "prompt_tuned"}
     mine = {k: v for k, v in model.get_config().items() if k not in sizes}
@@ -155,6 +156,10 @@ def warm_start(
         users[new_user_ids] = users[0]  # the cold-start user's row: what the old model serves an unknown user
         tables[id(embedding.user_embedding.embeddings)] = users
     if embedding.item_features is not None:
+        if old_embedding.feature_embedding.input_dim != len(old_values) + 2:
+            raise ConfigError(
+                "warm_start", f"the old run's value table has {old_embedding.feature_embedding.input_dim} rows for {len(old_values)} values"
+            )
         values = _by_token(old_embedding.feature_embedding.embeddings, _feature_rows(old_values), _feature_rows(new_values))
         tables[id(embedding.feature_embedding.embeddings)] = values
         tables[id(embedding.item_features)] = embedding.item_features.numpy()
