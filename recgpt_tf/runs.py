@@ -343,9 +343,6 @@ class Run:
         here, with `train_config` (default `TrainConfig()`) resolved for the catalogue and recorded so."""
         source = {"path": warm_start_from.path, "fingerprint": warm_start_from.fingerprint} if warm_start_from else None
         train_config, payload = _pretraining_record(train_config or TrainConfig(), dataset, source)
-        features = self.item_features()
-        matrix = features.matrix(self.model_config.max_item_features) if features else None
-        values = features.values if features else ()
         return self._stage(
             PRETRAIN_STAGE,
             payload,
@@ -358,8 +355,7 @@ class Run:
                 verbose,
                 extra_callbacks,
                 warm_start_from,
-                matrix,
-                values,
+                self.item_features(),
             ),
         )
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from recgpt_tf.config import ModelConfig, TrainConfig
 from recgpt_tf.data.dataset import Dataset
+from recgpt_tf.data.item_features import CatalogueFeatures
 from recgpt_tf.data.streaming import StreamedDataset
 from recgpt_tf.errors import ConfigError
 from recgpt_tf.evaluation import evaluate_model
@@ -51,8 +50,7 @@ def pretrain(
     verbose: int = 1,
     extra_callbacks: list | None = None,
     warm_start_from: WarmStartSource | None = None,
-    item_features: np.ndarray | None = None,
-    feature_values: Sequence[str] = (),
+    item_features: CatalogueFeatures | None = None,
 ) -> tuple[RecGPT, dict]:
     """Pre-trains a new model of `model_config`'s architecture on `dataset`'s training split.
 
@@ -67,9 +65,8 @@ def pretrain(
         verbose: 1 one line an epoch (and a progress bar on a terminal), 2 one line an epoch, 0 silent.
         extra_callbacks: More Keras callbacks, run after the built-in ones.
         warm_start_from: Start from an earlier run's model instead of random weights (`warm_start`).
-        item_features: The [N + 2, M] item → feature-value matrix of a model with item features
-            (`data.item_features.CatalogueFeatures.matrix`), and `feature_values` its value vocabulary (by which a
-            warm start maps the value table's rows).
+        item_features: The catalogue's item features, for a model with them: the model takes their item →
+            value matrix, and a warm start maps the value table by their values.
 
     Returns:
         (model with the selected weights, stage summary).
@@ -84,7 +81,7 @@ def pretrain(
         if model_config.has_item_features != (item_features is not None):
             raise ConfigError("item_features", "must be given exactly when the model has item features (num_feature_values > 0)")
         if item_features is not None:
-            model.set_item_features(item_features)
+            model.set_item_features(item_features.matrix(model_config.max_item_features))
         if warm_start_from is not None:
             rows = warm_start(
                 model,
@@ -96,7 +93,7 @@ def pretrain(
                 # Streamed data is not held in memory: its new items start at the mean known row.
                 train_sequences=dataset.train_sequences() if isinstance(dataset, Dataset) else None,
                 old_values=warm_start_from.feature_values,
-                new_values=feature_values,
+                new_values=item_features.values if item_features else (),
             )
     if warm_start_from is not None:  # yesterday's model on today's validation users: where the new run starts
         rows["valid_before_training"] = evaluate_model(model, dataset.split("valid"))

@@ -140,10 +140,10 @@ def warm_start(
         )
     embedding, old_embedding = model.backbone.embedding, old.backbone.embedding
     if (embedding.item_features is None) != (old_embedding.item_features is None):
-        have = lambda m: "with" if m.backbone.embedding.item_features is not None else "without"  # noqa: E731
+        old_has, new_has = ("with" if e.item_features is not None else "without" for e in (old_embedding, embedding))
         raise ConfigError(
             "warm_start",
-            f"needs item features on both runs or on neither: the old run was trained {have(old)} them, this one {have(model)} "
+            f"needs item features on both runs or on neither: the old run was trained {old_has} them, this one {new_has} "
             "(give --item-features to both, or to neither)",
         )
     new_item_ids, new_user_ids = _new_ids(old_items, new_items), _new_ids(old_users, new_users)
