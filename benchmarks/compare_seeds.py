@@ -2,15 +2,21 @@
 
 A refactor that should change nothing (issue 35 moved the lab's options out of the product) is checked by
 training the same recipes at the same seed before and after it (`seeds.py --epochs 2` keeps that short)
-and comparing here; a regenerated table is compared with the one it replaces the same way.
+and comparing here; a regenerated table is compared with the one it replaces the same way. Two recipes are
+compared seed by seed with `--before-recipe` / `--after-recipe` (item features against the id-only
+defaults): each figure's mean move over the seeds and its standard error (the moves' sample std / √seeds).
 
     python benchmarks/compare_seeds.py --before OLD.json --after NEW.json --json benchmarks/results/OUT.json
+    python benchmarks/compare_seeds.py --before benchmarks/results/seeds_Beauty.json --before-recipe defaults+all \
+        --after benchmarks/results/seeds_Beauty_features.json --after-recipe defaults+features+all \
+        --json benchmarks/results/features_Beauty_paired.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from lab import machine, utc_now
@@ -28,12 +34,15 @@ def figures(row: dict) -> dict[str, float]:
     return out
 
 
-def compare(before: dict, after: dict) -> dict:
-    """Per recipe and seed in both reports: each figure before and after, and the largest move."""
+def compare(before: dict, after: dict, pairs: dict[str, str] | None = None) -> dict:
+    """Per recipe and seed in both reports: each figure before and after, and the largest move. `pairs`
+    ({after's recipe: before's}) compares recipes of other names; default, each with its own name."""
     rows = {}
     for recipe, entry in after.get("recipes", {}).items():
+        if pairs is not None and recipe not in pairs:
+            continue
         for seed, row in entry.get("runs", {}).items():
-            old = before.get("recipes", {}).get(recipe, {}).get("runs", {}).get(seed)
+            old = before.get("recipes", {}).get((pairs or {}).get(recipe, recipe), {}).get("runs", {}).get(seed)
             if old is None:
                 continue
             a, b = figures(old), figures(row)
@@ -47,15 +56,31 @@ def compare(before: dict, after: dict) -> dict:
     return rows
 
 
+def paired(rows: dict) -> dict:
+    """Each figure every row holds: its mean move over the rows (seeds) and the standard error of that mean."""
+    shared = set.intersection(*(set(row["figures"]) for row in rows.values())) if rows else set()
+    out = {}
+    for name in sorted(shared):
+        moves = [row["figures"][name]["after"] - row["figures"][name]["before"] for row in rows.values()]
+        out[name] = {
+            "mean_move": statistics.fmean(moves),
+            "standard_error": statistics.stdev(moves) / len(moves) ** 0.5 if len(moves) > 1 else None,
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", type=Path, required=True)
     parser.add_argument("--after", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--note", default="", help="what was compared, recorded in the report")
+    parser.add_argument("--before-recipe", help="compare this recipe of --before ...")
+    parser.add_argument("--after-recipe", help="... with this one of --after, seed by seed")
     args = parser.parse_args()
     before, after = json.loads(args.before.read_text()), json.loads(args.after.read_text())
-    rows = compare(before, after)
+    pairs = {args.after_recipe: args.before_recipe} if args.after_recipe else None
+    rows = compare(before, after, pairs)
     report = {
         "machine": machine(),
         "recorded": utc_now(),
@@ -64,6 +89,7 @@ def main() -> None:
         "after": {"file": str(args.after), "machine": after.get("machine"), "epochs_cap": after.get("epochs_cap")},
         "rows": rows,
         "largest_move": max((row["largest_move"] or 0.0 for row in rows.values()), default=None),
+        **({"recipes": {"before": args.before_recipe, "after": args.after_recipe}, "paired": paired(rows)} if pairs else {}),
     }
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     for name, row in rows.items():
