@@ -260,3 +260,27 @@ def test_the_export_grows_the_model_by_the_new_items_features():
     np.testing.assert_allclose(new_table[5:], embedding.pooled_features().numpy()[6:9], rtol=1e-6, atol=1e-7)
     with pytest.raises(ConfigError, match=r"has the columns \['kind'\]; the run was trained with \['category', 'brand'\]"):
         extend_catalogue(model, Vocabulary(trained), encoded, ItemFeatures(("kind",), {"n1": (("a",),)}))
+
+
+@pytest.mark.slow
+def test_an_xla_compiled_export_of_a_model_with_features_answers_as_the_plain_one(tmp_path):
+    import tensorflow as tf
+
+    from recgpt_tf.contract import RECOMMEND_SIGNATURE, pad_histories
+    from recgpt_tf.data import Vocabulary
+    from recgpt_tf.export import export_keras_model
+
+    matrix = np.zeros((22, 2), np.int32)
+    matrix[1:21, 0] = np.arange(20) % 4 + 1
+    matrix[1:21:2, 1] = 5  # every other item holds a second value, the OOV bucket's
+    model = _featured_model(matrix, 4, max_length=10)
+    items, users = Vocabulary([str(i) for i in range(1, 21)]), Vocabulary(["a", "b", "c"])
+    answers = []
+    for jit in (False, True):
+        published = export_keras_model(
+            model, items, users, tmp_path, f"m{jit}", step_sizes=(4, 1), index_kind="brute-force", jit_compile=jit
+        )
+        signature = tf.saved_model.load(str(published.path)).signatures[RECOMMEND_SIGNATURE]
+        answers.append(signature(user_id=tf.constant(["a", "z"]), history=tf.constant(pad_histories([["1", "2", "3"], ["5"]]))))
+    assert answers[0]["item_ids"].numpy().tolist() == answers[1]["item_ids"].numpy().tolist()
+    np.testing.assert_allclose(answers[0]["scores"].numpy(), answers[1]["scores"].numpy(), rtol=1e-4, atol=1e-5)
