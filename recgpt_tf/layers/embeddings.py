@@ -94,7 +94,9 @@ class RecGPTEmbedding(ConfiguredLayer):
         if item_rows is not None:
             x = tf.gather(item_rows, item_ids)
         else:
-            x = self.item_embedding(item_ids) if self.item_features is None else self.item_embedding(item_ids) + self.pooled_of(item_ids)
+            x = self.item_embedding(item_ids)
+            if self.item_features is not None:
+                x += self.pooled_of(item_ids)
         if self.config.scale_items:
             x *= math.sqrt(self.config.hidden_size)
         x += self.positions(item_ids)
