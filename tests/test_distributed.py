@@ -159,6 +159,8 @@ def test_parameter_server_training_streams_shards_splits_the_tables_over_two_ser
     for table in ("item_table", "user_table"):
         # One shard on each server (which server holds the first follows the order variables are made in).
         assert sorted(device.split("/device")[0] for device in placement[table]) == ["/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
+    # The feature-value table (8 rows of 16 floats) is under the 4 KiB that splits a variable: whole, on a server.
+    assert len(placement["feature_table"]) == 1 and placement["feature_table"][0].startswith("/job:ps/"), placement
     dataset = Dataset.from_interactions(seqs, name="data")
     popularity = evaluate_popularity(dataset, dataset.split("valid"))["NDCG@10"]
     assert summary["epochs"] == 4 and summary["valid"]["NDCG@10"] > 1.5 * popularity, (summary["valid"], popularity)  # 0.207 vs 0.080

@@ -126,10 +126,14 @@ def num_input_pipelines(strategy: str) -> int:
 
 
 def table_placement(model) -> dict[str, list[str]]:
-    """The devices holding each shard of the item and user tables (one entry for an unsharded table)."""
-    tables = {"item_table": model.backbone.embedding.item_embedding.embeddings}
-    if model.backbone.embedding.user_embedding is not None:
-        tables["user_table"] = model.backbone.embedding.user_embedding.embeddings
+    """The devices holding each shard of the item, user and feature-value tables (one entry for an unsharded
+    table; a table the model lacks is left out)."""
+    embedding = model.backbone.embedding
+    tables = {"item_table": embedding.item_embedding.embeddings}
+    if embedding.user_embedding is not None:
+        tables["user_table"] = embedding.user_embedding.embeddings
+    if embedding.feature_embedding is not None:
+        tables["feature_table"] = embedding.feature_embedding.embeddings
     return {name: [v.device for v in getattr(table, "variables", [table])] for name, table in tables.items()}
 
 
