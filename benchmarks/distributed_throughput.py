@@ -14,6 +14,10 @@ scan for the vocabularies and a validation sample, then each worker streams its 
 On a 2-core machine every task shares the same two cores: the cluster rows show what the split costs
 (RPCs, the coordinator) and where the memory goes, not a speed-up.
 
+`--item-features M` trains with item features: each item holds M values drawn at random from
+`--feature-values` (what they are does not matter to the cost, only how many); `--label` names the rows, so
+that the same file can hold the rows of two versions of the code, run with the package on `PYTHONPATH`.
+
     python benchmarks/distributed_throughput.py --json benchmarks/results/distributed_throughput.json [--input stream]
 """
 
@@ -27,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 import recgpt_tf  # noqa: F401, E402  (first: it selects Keras 2, which TFRS needs)
 from lab import (  # noqa: E402
@@ -43,7 +49,19 @@ from recgpt_tf.training.fit import build_model, make_optimizer  # noqa: E402
 from recgpt_tf.training.pretrain import pretraining_data  # noqa: E402
 
 # The arguments that define a measurement: passed to each mode's process and kept in the JSON.
-RECIPE = ("items", "users", "topics", "mean_length", "seed", "batch_size", "steps", "warmup_steps", "input")
+RECIPE = (
+    "items",
+    "users",
+    "topics",
+    "mean_length",
+    "seed",
+    "batch_size",
+    "steps",
+    "warmup_steps",
+    "input",
+    "item_features",
+    "feature_values",
+)
 RESULT = "RESULT "  # the prefix of the child's result line (TensorFlow may log after it)
 SHARDS = 8  # streamed input: enough files for 8 workers
 
@@ -68,9 +86,11 @@ def child(args: argparse.Namespace) -> dict:
     else:
         dataset = make_dataset(args)
     data_seconds = time.perf_counter() - start
+    features = {"num_feature_values": args.feature_values, "max_item_features": args.item_features} if args.item_features else {}
     model_config = ModelConfig(
-        num_items=dataset.num_items, num_users=dataset.num_users, hidden_size=64, intermediate_size=256, num_layers=1, dropout=0.2
-    )
+        num_items=dataset.num_items, num_users=dataset.num_users, hidden_size=64, intermediate_size=256, num_layers=1, dropout=0.2,
+        **features,
+    )  # fmt: skip
     train_config = TrainConfig(objective="sampled_softmax", batch_size=args.batch_size, strategy=strategy_name, seed=args.seed)
     strategy, train_data, steps_per_epoch = pretraining_data(dataset, model_config.max_length, train_config, vocabulary_files)
     if steps_per_epoch is None:
@@ -78,6 +98,10 @@ def child(args: argparse.Namespace) -> dict:
     with strategy.scope():
         model = build_model(model_config, train_config.objective)
         model.set_item_frequencies(dataset.item_counts())
+        if args.item_features:
+            values = np.random.default_rng(args.seed).integers(1, args.feature_values + 1, (dataset.num_items + 2, args.item_features))
+            values[[0, -1]] = 0  # padding and the OOV item hold none
+            model.set_item_features(values)
         model.compile(optimizer=make_optimizer(train_config, lambda: args.warmup_steps + args.steps))
     # The first fit traces and warms up; the second, on the same compiled step, is timed end to end
     # (a parameter-server fit returns once every scheduled step has run on a worker).
@@ -162,6 +186,9 @@ def main() -> None:
     )
     parser.add_argument("--input", choices=("memory", "stream"), default="memory")
     parser.add_argument("--shards", type=Path, default=Path("/tmp/recgpt-throughput-shards"), help="streamed input: where the shards go")
+    parser.add_argument("--item-features", type=int, default=0, help="values per item (0: id only)")
+    parser.add_argument("--feature-values", type=int, default=10_000, help="distinct feature values")
+    parser.add_argument("--label", default="", help="appended to each row's name")
     parser.add_argument("--timeout", type=int, default=3000)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/distributed_throughput.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -182,10 +209,11 @@ def main() -> None:
     )
     modes = report.setdefault("modes" if args.input == "memory" else "streamed_modes", {})
     for mode in args.modes:
-        if mode in modes and "error" not in modes[mode]:
+        row = f"{mode} ({args.label})" if args.label else mode
+        if row in modes and "error" not in modes[row]:
             continue  # measured by an earlier run
-        modes[mode] = run_mode(args, mode)
-        print(mode, json.dumps(modes[mode]), flush=True)
+        modes[row] = run_mode(args, mode)
+        print(row, json.dumps(modes[row]), flush=True)
         write_json(args.json, report)
 
 

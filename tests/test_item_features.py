@@ -133,13 +133,13 @@ def test_a_file_sharing_no_item_with_the_data_is_refused_by_name():
 # --- the feature part of the model --------------------------------------------------------------------------
 
 
-def _featured_model(matrix, num_values, **changes):
+def _featured_model(matrix, num_values, objective="softmax", **changes):
     from recgpt_tf.config import ModelConfig
     from recgpt_tf.training.fit import build_model
 
     config = ModelConfig(num_items=matrix.shape[0] - 2, num_users=3, hidden_size=8, num_heads=2, intermediate_size=16,
                          num_feature_values=num_values, max_item_features=matrix.shape[1], **changes)  # fmt: skip
-    model = build_model(config, "softmax")
+    model = build_model(config, objective)
     model.set_item_features(matrix)
     return model
 
@@ -214,8 +214,47 @@ def test_a_batch_reads_the_rows_the_whole_table_holds():
     np.testing.assert_allclose(embedding.pooled_of(ids).numpy(), embedding.pooled_features().numpy()[ids], rtol=1e-6, atol=1e-7)
     batch = {"user_id": np.array([1, 2], np.int32), "item_ids": ids}
     np.testing.assert_allclose(
-        model.backbone(batch).numpy(), model.backbone(batch, item_rows=embedding.items()).numpy(), rtol=1e-5, atol=1e-6
+        model.backbone(batch).numpy(), model.backbone(batch, item_rows=embedding.item_rows(whole=True)).numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("prompt_tuned", [False, True])
+def test_a_sampled_softmax_step_reads_its_own_rows_alone_and_scores_them_as_the_whole_table_would(prompt_tuned):
+    # At a million items a step must not build every item's row: the sampled softmax reads the batch's and its
+    # candidates' rows, and the tables' gradients stay sparse (as an id-only model's are), on a parameter server too.
+    import tensorflow as tf
+
+    from recgpt_tf.layers import ItemRows
+    from recgpt_tf.models import make_task, retrieval_loss
+
+    encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
+    model = _featured_model(encoded.matrix(), encoded.num_values, "sampled_softmax", item_id_dropout=0.5)
+    if prompt_tuned:
+        model.start_prompt_tuning()
+        model.compile()
+    embedding = model.backbone.embedding
+    batch = {
+        "user_id": tf.constant([1, 2]),
+        "item_ids": tf.constant([[2, 1, 4], [3, 5, 0]]),
+        "targets": tf.constant([[1, 4, 3], [5, 2, 0]]),
+    }
+    tables = [model.prompt_output.embeddings] if prompt_tuned else [embedding.item_embedding.embeddings]
+    tables.append(embedding.feature_embedding.embeddings)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    gradients = tape.gradient(loss, tables)
+    assert all(isinstance(g, tf.IndexedSlices) for g in gradients), gradients
+    # The rows by id are the whole table's rows, under one draw of the id dropout.
+    kept = tf.constant([[1.0], [0.0], [1.0], [1.0], [0.0], [1.0], [1.0]])
+    by_id, whole = (ItemRows(embedding.item_embedding, embedding, kept, whole=w) for w in (False, True))
+    ids = tf.constant([[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_allclose(by_id.gather(ids).numpy(), whole.table().numpy()[ids.numpy()], rtol=1e-6, atol=1e-7)
+    queries, positives = tf.random.stateless_normal([3, 8], seed=[1, 2]), tf.constant([1, 3, 5])
+    losses = [
+        retrieval_loss(make_task("sampled_softmax"), "sampled_softmax", queries, positives, rows, 5, tf.zeros([7]))
+        for rows in (by_id, whole)
+    ]
+    assert float(losses[0]) == pytest.approx(float(losses[1]), rel=1e-6)
 
 
 def test_every_value_rare_is_refused_by_name():

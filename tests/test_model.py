@@ -6,6 +6,7 @@ import tf_keras as keras
 from harness import run_layer_test, run_model_saving_test
 from helpers import TINY_MODEL, assert_causal, random_batch
 from recgpt_tf.config import FILTER_MIX, ModelConfig
+from recgpt_tf.layers import ItemRows
 from recgpt_tf.layers.low_pass import low_pass_weights
 from recgpt_tf.models import RecGPT, make_task, retrieval_loss
 from recgpt_tf.training import build_model
@@ -123,9 +124,16 @@ def _losses(seed=0):
     return queries, table, positives
 
 
+def _rows(table):
+    """The output rows of `table` [N + 2, d], as a step reads them."""
+    layer = keras.layers.Embedding(*table.shape, embeddings_initializer=keras.initializers.Constant(table.numpy()))
+    layer.build(None)
+    return ItemRows(layer)
+
+
 def test_full_softmax_is_cross_entropy_over_catalogue():
     queries, table, positives = _losses()
-    loss = retrieval_loss(make_task("softmax"), "softmax", queries, positives, table, N, tf.zeros([N + 2]))
+    loss = retrieval_loss(make_task("softmax"), "softmax", queries, positives, _rows(table), N, tf.zeros([N + 2]))
     logits = queries.numpy() @ table.numpy()[1 : N + 1].T
     logits -= logits.max(axis=1, keepdims=True)
     log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
@@ -136,7 +144,7 @@ def test_full_softmax_is_cross_entropy_over_catalogue():
 def test_label_smoothing_mixes_in_the_uniform_target():
     queries, table, positives = _losses()
     epsilon = 0.2
-    loss = retrieval_loss(make_task("softmax", epsilon), "softmax", queries, positives, table, N, tf.zeros([N + 2]))
+    loss = retrieval_loss(make_task("softmax", epsilon), "softmax", queries, positives, _rows(table), N, tf.zeros([N + 2]))
     logits = queries.numpy() @ table.numpy()[1 : N + 1].T
     log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     target = np.full((5, N), epsilon / N)
@@ -147,7 +155,7 @@ def test_label_smoothing_mixes_in_the_uniform_target():
 def test_sampled_softmax_removes_accidental_hits_and_corrects_log_q():
     queries, table, positives = _losses()
     log_q = tf.constant(np.log(np.linspace(0.01, 0.05, N + 2)), tf.float32)
-    loss = retrieval_loss(make_task("sampled_softmax"), "sampled_softmax", queries, positives, table, N, log_q)
+    loss = retrieval_loss(make_task("sampled_softmax"), "sampled_softmax", queries, positives, _rows(table), N, log_q)
     pos = positives.numpy()
     logits = queries.numpy() @ table.numpy()[pos].T - log_q.numpy()[pos][None, :]  # log-Q correction
     for i in range(5):
@@ -162,7 +170,7 @@ def test_sampled_softmax_removes_accidental_hits_and_corrects_log_q():
 def test_bce_is_positive_plus_one_sampled_negative():
     queries, table, positives = _losses()
     tf.random.set_seed(11)
-    loss = float(retrieval_loss(make_task("bce"), "bce", queries, positives, table, N, tf.zeros([N + 2])))
+    loss = float(retrieval_loss(make_task("bce"), "bce", queries, positives, _rows(table), N, tf.zeros([N + 2])))
     pos_logit = np.sum(queries.numpy() * table.numpy()[positives.numpy()], axis=1)
     pos_term = np.log1p(np.exp(-pos_logit)).mean()
     # One negative per query contributes log(1 + e^s) >= 0: the loss is above the

@@ -12,6 +12,56 @@ from recgpt_tf.config import ModelConfig
 from recgpt_tf.layers.configured import ConfiguredLayer
 
 
+class ItemRows:
+    """The item rows [N + 2, d] one step reads, read whole (a full softmax scores every item) or by id (a batch, a
+    sampled softmax's candidates), built the same way either way: an id table, each row kept or left out by one
+    draw of the id dropout, plus each item's mean feature-value row with features. A step that reads by id only
+    never builds the whole table: its cost, and the gradient of the tables (sparse), grow with the ids read, not
+    the catalogue.
+
+    Args:
+        id_rows: The id rows [N + 2, d], a `keras.layers.Embedding` (the item embedding, or prompt-tuning's W_l),
+            whose lookup a parameter server's sharded table supports.
+        features: The embedding whose item features are added (`RecGPTEmbedding.pooled_of`, `pooled_features`),
+            or None for id rows alone.
+        kept: [N + 2, 1] 1.0 for each id row kept this step, 0.0 for one left out; None keeps every row.
+        whole: The step reads the whole table: rows by id are then read from it, not built a second time (a bare
+            id table is looked up as ever, the lookup a sharded table supports).
+    """
+
+    def __init__(
+        self,
+        id_rows: keras.layers.Embedding,
+        features: RecGPTEmbedding | None = None,
+        kept: tf.Tensor | None = None,
+        whole: bool = False,
+    ) -> None:
+        self.id_rows, self.features, self.kept, self.whole = id_rows, features, kept, whole
+        self._table = None
+
+    def table(self) -> tf.Variable | tf.Tensor:
+        """[N + 2, d] every item's row (built once; the id table itself where there is nothing to add)."""
+        if self._table is None:
+            table = self.id_rows.embeddings
+            if self.kept is not None:
+                table = table * self.kept  # not rescaled: a kept row is the row served
+            if self.features is not None:
+                table = table + self.features.pooled_features()
+            self._table = table
+        return self._table
+
+    def gather(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """[..., d] the rows of `item_ids` [...]."""
+        if self.whole and (self.kept is not None or self.features is not None):  # built for the step anyway
+            return tf.gather(self.table(), item_ids)
+        rows = self.id_rows(item_ids)
+        if self.kept is not None:
+            rows *= tf.gather(self.kept, item_ids)  # (..., 1)
+        if self.features is not None:
+            rows += self.features.pooled_of(item_ids)
+        return rows
+
+
 @keras.utils.register_keras_serializable(package="recgpt_tf")
 class RecGPTEmbedding(ConfiguredLayer):
     """h0 = LN(item_emb[v_t]·√d + pos_emb[t] + user_emb[u] + seg_emb[segment_t]), then dropout.
@@ -64,6 +114,7 @@ class RecGPTEmbedding(ConfiguredLayer):
                 initializer="zeros",
                 trainable=False,
             )
+        if self.feature_embedding is not None:
             self.item_embedding.build(None)
             self.feature_embedding.build(None)
         super().build(input_shape)
@@ -74,7 +125,7 @@ class RecGPTEmbedding(ConfiguredLayer):
         item_ids: tf.Tensor,
         segment_ids: tf.Tensor,
         training: bool | None = None,
-        item_rows: tf.Tensor | None = None,
+        item_rows: ItemRows | None = None,
     ) -> tf.Tensor:
         """Embeds a right-padded batch.
 
@@ -82,8 +133,8 @@ class RecGPTEmbedding(ConfiguredLayer):
             user_id: [B] int user ids.
             item_ids: [B, T] int item ids, T <= max_length.
             segment_ids: [B, T] int segment ids.
-            item_rows: Every item's row, [N + 2, d] (`items`), when the caller has it already (a training step,
-                whose output table it is too); otherwise the rows of `item_ids` alone are made.
+            item_rows: The step's item rows (`item_rows`), where the caller reads them for its output table too (a
+                training step); otherwise every id row as it is, the rows of `item_ids` alone made.
 
         Returns:
             [B, T, d] float embeddings.
@@ -91,12 +142,7 @@ class RecGPTEmbedding(ConfiguredLayer):
         tf.debugging.assert_less_equal(
             tf.shape(item_ids)[1], self.config.max_length, message=f"item_ids longer than max_length={self.config.max_length}"
         )
-        if item_rows is not None:
-            x = tf.gather(item_rows, item_ids)
-        else:
-            x = self.item_embedding(item_ids)
-            if self.item_features is not None:
-                x += self.pooled_of(item_ids)
+        x = (item_rows if item_rows is not None else self.item_rows()).gather(item_ids)
         if self.config.scale_items:
             x *= math.sqrt(self.config.hidden_size)
         x += self.positions(item_ids)
@@ -108,17 +154,20 @@ class RecGPTEmbedding(ConfiguredLayer):
             x += self.user_embedding(user_id)[:, tf.newaxis, :]  # (B, 1, d)
         return self.embedding_dropout(self.normalize(x), training=training)
 
-    def items(self, training: bool | None = None) -> tf.Tensor:
-        """[N + 2, d] every item's row: the id table, plus each item's mean feature row with features (in
-        training, each id row left out with probability `item_id_dropout`: one draw, which a training step
-        uses for its input and its output table alike)."""
+    def item_rows(self, training: bool | None = None, whole: bool = False) -> ItemRows:
+        """The item rows of one step (`ItemRows`): the id table, plus each item's mean feature row with features;
+        in training, each id row left out with probability `item_id_dropout` (one draw, which the step's input
+        and output table share). `whole`: the step reads the whole table."""
         if self.item_features is None:
-            return self.item_embedding.embeddings
-        ids = self.item_embedding.embeddings
+            return ItemRows(self.item_embedding, whole=whole)
+        kept = None
         if training and self.config.item_id_dropout > 0:
-            kept = tf.random.uniform([self.config.num_items + 2, 1]) >= self.config.item_id_dropout
-            ids = ids * tf.cast(kept, ids.dtype)  # not rescaled: a kept row is the row served
-        return ids + self.pooled_features()
+            kept = tf.cast(tf.random.uniform([self.config.num_items + 2, 1]) >= self.config.item_id_dropout, tf.float32)
+        return ItemRows(self.item_embedding, self, kept, whole)
+
+    def items(self, training: bool | None = None) -> tf.Variable | tf.Tensor:
+        """[N + 2, d] every item's row (`item_rows`, read whole): the id table itself without features."""
+        return self.item_rows(training, whole=True).table()
 
     def pooled_of(self, item_ids: tf.Tensor) -> tf.Tensor:
         """[..., d] the mean feature-value row of each of `item_ids` [...], with static shapes (a decoder pass

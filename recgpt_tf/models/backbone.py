@@ -8,7 +8,7 @@ import tf_keras as keras
 from recgpt_tf.config import ModelConfig
 from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, USER_ID
 from recgpt_tf.errors import ConfigError
-from recgpt_tf.layers import CausalDecoderBlock, RecGPTEmbedding
+from recgpt_tf.layers import CausalDecoderBlock, ItemRows, RecGPTEmbedding
 from recgpt_tf.layers.configured import ConfiguredLayer
 
 
@@ -46,11 +46,11 @@ class RecGPTBackbone(ConfiguredLayer):
         id row plus its item's mean feature row (`RecGPTEmbedding.items`)."""
         return self.embedding.items()
 
-    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None, item_rows: tf.Tensor | None = None) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None, item_rows: ItemRows | None = None) -> tf.Tensor:
         """Args:
             inputs: `user_id` [B], `item_ids` [B, T] right-padded with 0, and
                 optionally `segment_ids` [B, T] (zeros when absent).
-            item_rows: Every item's input row, [N + 2, d], where the caller has it (`RecGPTEmbedding.call`).
+            item_rows: The step's item rows, where the caller reads them too (`RecGPTEmbedding.call`).
 
         Returns:
             [B, T, d] hidden states; rows past each sequence's length are padding.

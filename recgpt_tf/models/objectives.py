@@ -22,6 +22,7 @@ import tf_keras as keras
 
 from recgpt_tf.config import check_objective
 from recgpt_tf.errors import ConfigError
+from recgpt_tf.layers import ItemRows
 
 
 @keras.utils.register_keras_serializable(package="recgpt_tf")
@@ -129,7 +130,7 @@ def retrieval_loss(
     objective: str,
     queries: tf.Tensor,
     positives: tf.Tensor,
-    item_table: tf.Tensor,
+    item_rows: ItemRows,
     num_items: int,
     item_log_probability: tf.Tensor,
 ) -> tf.Tensor:
@@ -140,7 +141,7 @@ def retrieval_loss(
         objective: One of `OBJECTIVES`.
         queries: [P, d] hidden states at real positions.
         positives: [P] int32 next-item ids (1..N).
-        item_table: [N + 2, d] output item embeddings.
+        item_rows: The output item rows, [N + 2, d]: read whole by the full softmax, by id by the others.
         num_items: N.
         item_log_probability: [N + 2] log unigram probability of each item (log-Q).
 
@@ -148,8 +149,8 @@ def retrieval_loss(
         Scalar loss.
     """
     if objective == "softmax":
-        return task(queries, item_table[1 : num_items + 1], positive_indices=positives - 1)
-    positive_embeddings = tf.gather(item_table, positives)  # (P, d)
+        return task(queries, item_rows.table()[1 : num_items + 1], positive_indices=positives - 1)
+    positive_embeddings = item_rows.gather(positives)  # (P, d)
     own = tf.eye(tf.shape(queries)[0], dtype=tf.bool)  # each query sees its own positive
     if objective == "sampled_softmax":
         return tf.reduce_mean(
@@ -164,7 +165,7 @@ def retrieval_loss(
         )
     # bce (the objective was checked when `make_task` built the task).
     negatives = tf.random.uniform(tf.shape(positives), 1, num_items + 1, dtype=positives.dtype)
-    candidates = tf.concat([positive_embeddings, tf.gather(item_table, negatives)], axis=0)
+    candidates = tf.concat([positive_embeddings, item_rows.gather(negatives)], axis=0)
     # Query i sees column i (its positive) and column P + i (its negative),
     # unless the draw hit the positive itself.
     mask = tf.concat([own, own & (negatives != positives)[:, tf.newaxis]], axis=1)  # (P, 2P)

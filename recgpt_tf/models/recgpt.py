@@ -10,6 +10,7 @@ import tf_keras as keras
 from recgpt_tf.config import ModelConfig, TrainConfig, resolve_objective
 from recgpt_tf.data.features import ITEM_IDS, SEGMENT_IDS, TARGETS, USER_ID
 from recgpt_tf.errors import ConfigError
+from recgpt_tf.layers import ItemRows
 from recgpt_tf.models.backbone import backbone_for, gather_last
 from recgpt_tf.models.objectives import make_task, retrieval_loss
 
@@ -105,17 +106,20 @@ class RecGPT(tfrs.Model):
             raise ConfigError("item_features", f"values must be feature ids in 0..{config.num_feature_values + 1}")
         embedding.item_features.assign(matrix.astype(np.int32))
 
-    def output_item_table(self) -> tf.Tensor:
+    def output_item_table(self) -> tf.Variable | tf.Tensor:
         """[N + 2, d] table the hidden state is scored against: the item
         embeddings (score = h · e_i), or W_l once prompt-tuned (h · W_l^T). With item features W_l is the id
         part only, and each item's mean feature row (frozen with the backbone) is added to it, so an item no
         sequence trained, its W_l row zero, is still scored by its features."""
-        if not self.prompt_tuned:
-            return self.backbone.item_table
+        return self.output_item_rows(whole=True).table()
+
+    def output_item_rows(self, training: bool | None = None, whole: bool = False) -> ItemRows:
+        """The rows of `output_item_table` (`ItemRows`); before prompt-tuning, the input's (a training step's draw
+        of the id dropout included), so a caller that has the input's rows passes those instead."""
         embedding = self.backbone.embedding
-        if embedding.item_features is None:
-            return self.prompt_output.embeddings
-        return self.prompt_output.embeddings + embedding.pooled_features()
+        if not self.prompt_tuned:
+            return embedding.item_rows(training, whole)
+        return ItemRows(self.prompt_output, embedding if embedding.item_features is not None else None, whole=whole)
 
     def start_prompt_tuning(self) -> None:
         """Freezes the backbone except the segment embedding; scores with W_l from now on.
@@ -148,14 +152,15 @@ class RecGPT(tfrs.Model):
         return gather_last(self.backbone(inputs, training=False), lengths)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        embedding = self.backbone.embedding
-        # With item features the step builds every item's row once (one draw of the id-row dropout, which
-        # pre-training and the fine-tuning baseline train with): the input reads it, and pre-training scores with it.
-        table = embedding.items(training and not self.prompt_tuned) if embedding.item_features is not None else None
+        # The full softmax reads every item's row, built once for the input and the output; the other objectives
+        # read the batch's and their candidates' rows alone. One draw of the id dropout (pre-training and the
+        # fine-tuning baseline train with it) serves the input and, before prompt-tuning, the output table.
+        whole = self.objective == "softmax"
+        item_rows = self.backbone.embedding.item_rows(training and not self.prompt_tuned, whole)
         hidden = self.backbone(
             {USER_ID: features[USER_ID], ITEM_IDS: features[ITEM_IDS], SEGMENT_IDS: features.get(SEGMENT_IDS)},
             training=training,
-            item_rows=table,
+            item_rows=item_rows,
         )  # (B, T, d)
         targets = tf.cast(features[TARGETS], tf.int32)
         real = targets > 0
@@ -166,7 +171,7 @@ class RecGPT(tfrs.Model):
             self.objective,
             queries,
             positives,
-            table if table is not None and not self.prompt_tuned else self.output_item_table(),
+            self.output_item_rows(whole=whole) if self.prompt_tuned else item_rows,
             self.num_items,
             self.item_log_probability,
         )
