@@ -188,11 +188,12 @@ def test_id_dropout_leaves_id_rows_out_in_training_only():
     encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
     model = _featured_model(encoded.matrix(), encoded.num_values, item_id_dropout=0.5)
     embedding = model.backbone.embedding
-    whole, pooled = embedding.items().numpy(), embedding.pooled_features().numpy()
-    np.testing.assert_allclose(embedding.items(training=False).numpy(), whole)  # served: every id row
+    table = lambda training: embedding.item_rows(training, whole=True).table().numpy()  # noqa: E731
+    whole, pooled = table(None), embedding.pooled_features().numpy()
+    np.testing.assert_allclose(table(False), whole)  # served: every id row
     dropped = 0
     for _ in range(20):
-        rows = embedding.items(training=True).numpy()
+        rows = table(True)
         left_out = np.all(np.isclose(rows, pooled, atol=1e-7), axis=1)
         kept = np.all(np.isclose(rows, whole, atol=1e-7), axis=1)
         assert np.all(left_out | kept)  # each row whole, or its features alone
@@ -214,17 +215,24 @@ def test_a_batch_reads_the_rows_the_whole_table_holds():
     np.testing.assert_allclose(embedding.pooled_of(ids).numpy(), embedding.pooled_features().numpy()[ids], rtol=1e-6, atol=1e-7)
     batch = {"user_id": np.array([1, 2], np.int32), "item_ids": ids}
     np.testing.assert_allclose(
-        model.backbone(batch).numpy(), model.backbone(batch, item_rows=embedding.item_rows(whole=True)).numpy(), rtol=1e-5, atol=1e-6
+        model.backbone(batch).numpy(), model.backbone(batch, step_rows=embedding.item_rows(whole=True)).numpy(), rtol=1e-5, atol=1e-6
     )
 
 
+def _sampled_batch():
+    import tensorflow as tf
+
+    # Targets that cross the shards of a split table both ways (item 5 is in the second half, 1 in the first).
+    return {"user_id": tf.constant([1, 2]), "item_ids": tf.constant([[2, 1, 4], [3, 5, 0]]), "targets": tf.constant([[5, 4, 1], [3, 2, 0]])}
+
+
 @pytest.mark.parametrize("prompt_tuned", [False, True])
-def test_a_sampled_softmax_step_reads_its_own_rows_alone_and_scores_them_as_the_whole_table_would(prompt_tuned):
+def test_a_sampled_softmax_step_reads_its_own_rows_alone_and_scores_them_as_the_whole_table_would(prompt_tuned, monkeypatch):
     # At a million items a step must not build every item's row: the sampled softmax reads the batch's and its
     # candidates' rows, and the tables' gradients stay sparse (as an id-only model's are), on a parameter server too.
     import tensorflow as tf
 
-    from recgpt_tf.layers import ItemRows
+    from recgpt_tf.layers import ItemRows, RecGPTEmbedding
     from recgpt_tf.models import make_task, retrieval_loss
 
     encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
@@ -233,15 +241,12 @@ def test_a_sampled_softmax_step_reads_its_own_rows_alone_and_scores_them_as_the_
         model.start_prompt_tuning()
         model.compile()
     embedding = model.backbone.embedding
-    batch = {
-        "user_id": tf.constant([1, 2]),
-        "item_ids": tf.constant([[2, 1, 4], [3, 5, 0]]),
-        "targets": tf.constant([[1, 4, 3], [5, 2, 0]]),
-    }
     tables = [model.prompt_output.embeddings] if prompt_tuned else [embedding.item_embedding.embeddings]
     tables.append(embedding.feature_embedding.embeddings)
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(batch, training=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(RecGPTEmbedding, "pooled_features", lambda self: pytest.fail("a sampled step built every item's row"))
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(_sampled_batch(), training=True)
     gradients = tape.gradient(loss, tables)
     assert all(isinstance(g, tf.IndexedSlices) for g in gradients), gradients
     # The rows by id are the whole table's rows, under one draw of the id dropout.
@@ -255,6 +260,32 @@ def test_a_sampled_softmax_step_reads_its_own_rows_alone_and_scores_them_as_the_
         for rows in (by_id, whole)
     ]
     assert float(losses[0]) == pytest.approx(float(losses[1]), rel=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["sampled_softmax", "softmax"])
+def test_tables_split_over_parameter_servers_are_read_in_the_order_asked(objective):
+    # A parameter server splits each table of 4 KiB or more into shards (ShardedVariable), whose tf.gather returns
+    # the rows grouped by shard, not in the order asked: a step scores the same loss from split tables as from whole.
+    import tensorflow as tf
+    from tensorflow.python.distribute.sharded_variable import ShardedVariable
+
+    encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
+    model = _featured_model(encoded.matrix(), encoded.num_values, objective)
+    model.set_item_frequencies(np.array([1, 9, 1, 4, 2, 7, 1], np.float32))
+    expected = float(model.compute_loss(_sampled_batch()))
+
+    def split(variable):  # two shards, the first one row longer, as a parameter-server partitioner splits
+        value, cut = variable.numpy(), (variable.shape[0] + 1) // 2
+        return ShardedVariable(
+            [tf.Variable(value[:cut], trainable=variable.trainable), tf.Variable(value[cut:], trainable=variable.trainable)]
+        )
+
+    embedding = model.backbone.embedding
+    model.item_log_probability = split(model.item_log_probability)
+    embedding.item_features = split(embedding.item_features)
+    for table in (embedding.item_embedding, embedding.feature_embedding):
+        table.embeddings = split(table.embeddings)
+    assert float(tf.function(model.compute_loss)(_sampled_batch())) == pytest.approx(expected, rel=1e-5)
 
 
 def test_every_value_rare_is_refused_by_name():

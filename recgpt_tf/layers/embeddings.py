@@ -13,20 +13,21 @@ from recgpt_tf.layers.configured import ConfiguredLayer
 
 
 class ItemRows:
-    """The item rows [N + 2, d] one step reads, read whole (a full softmax scores every item) or by id (a batch, a
-    sampled softmax's candidates), built the same way either way: an id table, each row kept or left out by one
-    draw of the id dropout, plus each item's mean feature-value row with features. A step that reads by id only
-    never builds the whole table: its cost, and the gradient of the tables (sparse), grow with the ids read, not
-    the catalogue.
+    """The item rows one step reads: an id table, each row kept or left out by the step's one draw of the id
+    dropout, plus each item's mean feature-value row with features.
+
+    `table()` is every item's row, [N + 2, d]: the full softmax scores them all. `gather(ids)` is the rows of
+    `ids`, [..., d]: a batch, or a sampled softmax's candidates, whose step then never builds [N + 2, d] rows, so
+    its cost and its tables' gradients (sparse) grow with the ids read, not the catalogue. Every read is a
+    lookup, in the order asked, which a parameter server's sharded table supports (its `tf.gather` groups the
+    rows by shard).
 
     Args:
-        id_rows: The id rows [N + 2, d], a `keras.layers.Embedding` (the item embedding, or prompt-tuning's W_l),
-            whose lookup a parameter server's sharded table supports.
-        features: The embedding whose item features are added (`RecGPTEmbedding.pooled_of`, `pooled_features`),
-            or None for id rows alone.
+        id_rows: The id rows [N + 2, d]: the item embedding, or prompt-tuning's W_l.
+        features: The embedding whose items' feature rows are added (`RecGPTEmbedding.pooled_of`,
+            `pooled_features`), or None for id rows alone.
         kept: [N + 2, 1] 1.0 for each id row kept this step, 0.0 for one left out; None keeps every row.
-        whole: The step reads the whole table: rows by id are then read from it, not built a second time (a bare
-            id table is looked up as ever, the lookup a sharded table supports).
+        whole: The step builds `table()` anyway (the full softmax): `gather` reads from it.
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class ItemRows:
         self._table = None
 
     def table(self) -> tf.Variable | tf.Tensor:
-        """[N + 2, d] every item's row (built once; the id table itself where there is nothing to add)."""
+        """[N + 2, d] every item's row (built once; the id table itself where nothing is added)."""
         if self._table is None:
             table = self.id_rows.embeddings
             if self.kept is not None:
@@ -52,7 +53,7 @@ class ItemRows:
 
     def gather(self, item_ids: tf.Tensor) -> tf.Tensor:
         """[..., d] the rows of `item_ids` [...]."""
-        if self.whole and (self.kept is not None or self.features is not None):  # built for the step anyway
+        if self.whole and (self.kept is not None or self.features is not None):  # a built table, not a variable
             return tf.gather(self.table(), item_ids)
         rows = self.id_rows(item_ids)
         if self.kept is not None:
@@ -114,7 +115,6 @@ class RecGPTEmbedding(ConfiguredLayer):
                 initializer="zeros",
                 trainable=False,
             )
-        if self.feature_embedding is not None:
             self.item_embedding.build(None)
             self.feature_embedding.build(None)
         super().build(input_shape)
@@ -125,7 +125,7 @@ class RecGPTEmbedding(ConfiguredLayer):
         item_ids: tf.Tensor,
         segment_ids: tf.Tensor,
         training: bool | None = None,
-        item_rows: ItemRows | None = None,
+        step_rows: ItemRows | None = None,
     ) -> tf.Tensor:
         """Embeds a right-padded batch.
 
@@ -133,7 +133,7 @@ class RecGPTEmbedding(ConfiguredLayer):
             user_id: [B] int user ids.
             item_ids: [B, T] int item ids, T <= max_length.
             segment_ids: [B, T] int segment ids.
-            item_rows: The step's item rows (`item_rows`), where the caller reads them for its output table too (a
+            step_rows: The step's item rows (`item_rows`), where the caller reads them for its output table too (a
                 training step); otherwise every id row as it is, the rows of `item_ids` alone made.
 
         Returns:
@@ -142,7 +142,7 @@ class RecGPTEmbedding(ConfiguredLayer):
         tf.debugging.assert_less_equal(
             tf.shape(item_ids)[1], self.config.max_length, message=f"item_ids longer than max_length={self.config.max_length}"
         )
-        x = (item_rows if item_rows is not None else self.item_rows()).gather(item_ids)
+        x = (step_rows if step_rows is not None else self.item_rows()).gather(item_ids)
         if self.config.scale_items:
             x *= math.sqrt(self.config.hidden_size)
         x += self.positions(item_ids)
@@ -156,8 +156,8 @@ class RecGPTEmbedding(ConfiguredLayer):
 
     def item_rows(self, training: bool | None = None, whole: bool = False) -> ItemRows:
         """The item rows of one step (`ItemRows`): the id table, plus each item's mean feature row with features;
-        in training, each id row left out with probability `item_id_dropout` (one draw, which the step's input
-        and output table share). `whole`: the step reads the whole table."""
+        in training, each id row left out with probability `item_id_dropout` (one draw of N + 2 flags, which the
+        step's input and output table share). `whole`: the step builds the whole table (the full softmax)."""
         if self.item_features is None:
             return ItemRows(self.item_embedding, whole=whole)
         kept = None
@@ -165,14 +165,10 @@ class RecGPTEmbedding(ConfiguredLayer):
             kept = tf.cast(tf.random.uniform([self.config.num_items + 2, 1]) >= self.config.item_id_dropout, tf.float32)
         return ItemRows(self.item_embedding, self, kept, whole)
 
-    def items(self, training: bool | None = None) -> tf.Variable | tf.Tensor:
-        """[N + 2, d] every item's row (`item_rows`, read whole): the id table itself without features."""
-        return self.item_rows(training, whole=True).table()
-
     def pooled_of(self, item_ids: tf.Tensor) -> tf.Tensor:
         """[..., d] the mean feature-value row of each of `item_ids` [...], with static shapes (a decoder pass
         compiled by XLA reads it); its cost grows with the ids asked, not the catalogue."""
-        values = tf.gather(self.item_features, item_ids)  # (..., M)
+        values = tf.nn.embedding_lookup(self.item_features, item_ids)  # (..., M); a lookup: the matrix may be sharded
         held = tf.cast(values > 0, tf.float32)[..., tf.newaxis]
         total = tf.reduce_sum(self.feature_embedding(values) * held, axis=-2)
         return total / tf.maximum(tf.reduce_sum(held, axis=-2), 1.0)

@@ -43,14 +43,14 @@ class RecGPTBackbone(ConfiguredLayer):
     @property
     def item_table(self) -> tf.Variable | tf.Tensor:
         """[N + 2, d] item embeddings (row 0 padding, row N+1 OOV): the id table, or with item features each
-        id row plus its item's mean feature row (`RecGPTEmbedding.items`)."""
-        return self.embedding.items()
+        id row plus its item's mean feature row (`RecGPTEmbedding.item_rows`)."""
+        return self.embedding.item_rows(whole=True).table()
 
-    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None, item_rows: ItemRows | None = None) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None, step_rows: ItemRows | None = None) -> tf.Tensor:
         """Args:
             inputs: `user_id` [B], `item_ids` [B, T] right-padded with 0, and
                 optionally `segment_ids` [B, T] (zeros when absent).
-            item_rows: The step's item rows, where the caller reads them too (`RecGPTEmbedding.call`).
+            step_rows: The step's item rows, where the caller reads them too (`RecGPTEmbedding.call`).
 
         Returns:
             [B, T, d] hidden states; rows past each sequence's length are padding.
@@ -58,7 +58,7 @@ class RecGPTBackbone(ConfiguredLayer):
         item_ids = tf.cast(inputs[ITEM_IDS], tf.int32)
         segment_ids = inputs.get(SEGMENT_IDS)
         segment_ids = tf.zeros_like(item_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
-        x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training, item_rows=item_rows)
+        x = self.embedding(tf.cast(inputs[USER_ID], tf.int32), item_ids, segment_ids, training=training, step_rows=step_rows)
         return self.decode(x, item_ids, training=training)
 
     def decode(self, x: tf.Tensor, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:

@@ -157,7 +157,8 @@ def retrieval_loss(
             task(
                 queries,
                 positive_embeddings,
-                candidate_sampling_probability=tf.exp(tf.gather(item_log_probability, positives)),
+                # A lookup, not tf.gather: a parameter server's sharded vector would come back grouped by shard.
+                candidate_sampling_probability=tf.exp(tf.nn.embedding_lookup(item_log_probability, positives)),
                 candidate_ids=positives,
                 compute_metrics=False,
                 compute_batch_metrics=False,

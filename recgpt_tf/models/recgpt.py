@@ -113,12 +113,12 @@ class RecGPT(tfrs.Model):
         sequence trained, its W_l row zero, is still scored by its features."""
         return self.output_item_rows(whole=True).table()
 
-    def output_item_rows(self, training: bool | None = None, whole: bool = False) -> ItemRows:
-        """The rows of `output_item_table` (`ItemRows`); before prompt-tuning, the input's (a training step's draw
-        of the id dropout included), so a caller that has the input's rows passes those instead."""
+    def output_item_rows(self, whole: bool = False) -> ItemRows:
+        """The rows of `output_item_table` (`ItemRows`), as served: before prompt-tuning the input's (a training
+        step reads its own, which carry its draw of the id dropout)."""
         embedding = self.backbone.embedding
         if not self.prompt_tuned:
-            return embedding.item_rows(training, whole)
+            return embedding.item_rows(whole=whole)
         return ItemRows(self.prompt_output, embedding if embedding.item_features is not None else None, whole=whole)
 
     def start_prompt_tuning(self) -> None:
@@ -160,7 +160,7 @@ class RecGPT(tfrs.Model):
         hidden = self.backbone(
             {USER_ID: features[USER_ID], ITEM_IDS: features[ITEM_IDS], SEGMENT_IDS: features.get(SEGMENT_IDS)},
             training=training,
-            item_rows=item_rows,
+            step_rows=item_rows,
         )  # (B, T, d)
         targets = tf.cast(features[TARGETS], tf.int32)
         real = targets > 0
@@ -171,7 +171,7 @@ class RecGPT(tfrs.Model):
             self.objective,
             queries,
             positives,
-            self.output_item_rows(whole=whole) if self.prompt_tuned else item_rows,
+            self.output_item_rows(whole) if self.prompt_tuned else item_rows,  # before prompt-tuning: the same draw
             self.num_items,
             self.item_log_probability,
         )
