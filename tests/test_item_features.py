@@ -262,15 +262,22 @@ def test_a_sampled_softmax_step_reads_its_own_rows_alone_and_scores_them_as_the_
     assert float(losses[0]) == pytest.approx(float(losses[1]), rel=1e-6)
 
 
+@pytest.mark.parametrize("features", [True, False])
 @pytest.mark.parametrize("objective", ["sampled_softmax", "softmax"])
-def test_tables_split_over_parameter_servers_are_read_in_the_order_asked(objective):
+def test_tables_split_over_parameter_servers_are_read_in_the_order_asked(objective, features):
     # A parameter server splits each table of 4 KiB or more into shards (ShardedVariable), whose tf.gather returns
     # the rows grouped by shard, not in the order asked: a step scores the same loss from split tables as from whole.
     import tensorflow as tf
     from tensorflow.python.distribute.sharded_variable import ShardedVariable
 
     encoded = CatalogueFeatures.build(_catalogue(), ["1", "2", "3", "4", "5"])
-    model = _featured_model(encoded.matrix(), encoded.num_values, objective)
+    if features:
+        model = _featured_model(encoded.matrix(), encoded.num_values, objective)
+    else:  # an id-only model, the same five items
+        from recgpt_tf.config import ModelConfig
+        from recgpt_tf.training.fit import build_model
+
+        model = build_model(ModelConfig(num_items=5, num_users=3, hidden_size=8, num_heads=2, intermediate_size=16), objective)
     model.set_item_frequencies(np.array([1, 9, 1, 4, 2, 7, 1], np.float32))
     expected = float(model.compute_loss(_sampled_batch()))
 
@@ -282,9 +289,10 @@ def test_tables_split_over_parameter_servers_are_read_in_the_order_asked(objecti
 
     embedding = model.backbone.embedding
     model.item_log_probability = split(model.item_log_probability)
-    embedding.item_features = split(embedding.item_features)
-    for table in (embedding.item_embedding, embedding.feature_embedding):
-        table.embeddings = split(table.embeddings)
+    embedding.item_embedding.embeddings = split(embedding.item_embedding.embeddings)
+    if features:
+        embedding.item_features = split(embedding.item_features)
+        embedding.feature_embedding.embeddings = split(embedding.feature_embedding.embeddings)
     assert float(tf.function(model.compute_loss)(_sampled_batch())) == pytest.approx(expected, rel=1e-5)
 
 
